@@ -199,7 +199,7 @@ fn list(
 
 /// The characters an image reference may contain; the image module checks
 /// the structure when it pulls.
-fn valid_image(item: &str) -> bool {
+pub fn valid_image(item: &str) -> bool {
     item.len() <= 4096
         && item.chars().all(|c| c.is_ascii_alphanumeric() || "._-/:@+".contains(c))
         && !item.starts_with(['/', ':', '@', '.', '-'])

@@ -6,6 +6,9 @@
 //! (`iguana pull`), so that async code and untrusted registry data never run
 //! inside PID 1; the container is then run by PID 1 itself.
 
+pub mod schema;
+pub mod volumes;
+
 use std::path::{Path, PathBuf};
 
 use crate::cmdline::Cmdline;
