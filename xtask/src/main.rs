@@ -1,1 +1,140 @@
-fn main() {}
+//! `cargo xtask`: the project's build and test tasks, one file per task
+//! (matklad's cargo-xtask pattern). Every task that needs host tools calls
+//! `tools::ensure_tools` first, so a fresh Debian 12 machine needs nothing
+//! but Rust to run `cargo xtask ci`.
+
+mod bench;
+mod boot;
+mod ci;
+mod cpio;
+mod demo;
+mod e2e;
+mod initrd;
+mod kernel;
+mod qemu;
+mod tools;
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use anyhow::{bail, Context, Result};
+
+const USAGE: &str = "\
+usage: cargo xtask <task>
+
+tasks:
+  tools                      install missing host tools (apt-get, rustup)
+  kernel                     fetch and unpack the pinned Debian cloud kernel
+  initrd [--workflow FILE] [--compression gzip|xz|zstd] [--init FILE]
+                             build the iguana initrd; the last two lines are
+                             `kernel: PATH` and `initrd: PATH`
+  boot [--init FILE] [--memory MIB] [--no-lease] [-- KERNEL-ARGS...]
+                             boot the initrd once, console live
+  e2e [--only NAME] [--jobs N]
+                             boot QEMU guests against a local registry
+  demo                       boot one guest and show its console live
+  bench boot                 boot-time phases, smallest RAM, sizes
+  ci                         every check: host tests, then e2e
+";
+
+fn main() -> ExitCode {
+    match run() {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(err) => {
+            eprintln!("xtask: error: {err:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn run() -> Result<()> {
+    // depmod and friends live in sbin, which a non-login root PATH may lack.
+    let path = std::env::var("PATH").unwrap_or_default();
+    if !path.split(':').any(|dir| dir == "/usr/sbin") {
+        std::env::set_var("PATH", format!("{path}:/usr/local/sbin:/usr/sbin:/sbin"));
+    }
+    let args: Vec<String> = std::env::args().skip(1).collect();
+    let (task, rest) = match args.split_first() {
+        Some((task, rest)) => (task.as_str(), rest),
+        None => bail!("no task given\n{USAGE}"),
+    };
+    match task {
+        "tools" => tools::ensure_tools(),
+        "kernel" => kernel::fetch().map(|k| {
+            println!("kernel: {}", k.vmlinuz.display());
+            println!("modules: {}", k.modules.display());
+        }),
+        "initrd" => initrd::main(rest),
+        "boot" => boot::main(rest),
+        "e2e" => e2e::main(rest),
+        "demo" => demo::main(rest),
+        "bench" => bench::main(rest),
+        "ci" => ci::main(rest),
+        "help" | "-h" | "--help" => {
+            print!("{USAGE}");
+            Ok(())
+        }
+        other => bail!("unknown task {other:?}\n{USAGE}"),
+    }
+}
+
+/// The workspace root: the parent of this crate's manifest directory.
+pub fn workspace_root() -> PathBuf {
+    let manifest = PathBuf::from(env!("CARGO_MANIFEST_DIR"));
+    manifest.parent().map(PathBuf::from).unwrap_or(manifest)
+}
+
+/// Cargo's target directory: `$CARGO_TARGET_DIR` when set (as in our shared
+/// build setup), otherwise `target/` in the workspace.
+pub fn target_dir() -> PathBuf {
+    match std::env::var_os("CARGO_TARGET_DIR") {
+        Some(dir) => {
+            let dir = PathBuf::from(dir);
+            if dir.is_absolute() {
+                dir
+            } else {
+                workspace_root().join(dir)
+            }
+        }
+        None => workspace_root().join("target"),
+    }
+}
+
+/// The cargo that runs us, so nested builds use the same toolchain.
+pub fn cargo() -> String {
+    std::env::var("CARGO").unwrap_or_else(|_| "cargo".to_owned())
+}
+
+/// Runs a command to completion, failing with its command line when it fails.
+pub fn run_cmd(cmd: &mut std::process::Command) -> Result<()> {
+    let status = cmd
+        .status()
+        .with_context(|| format!("spawn {cmd:?}"))?;
+    if !status.success() {
+        bail!("{cmd:?} failed: {status}");
+    }
+    Ok(())
+}
+
+/// Runs a command and returns its stdout, failing with its stderr.
+pub fn cmd_output(cmd: &mut std::process::Command) -> Result<String> {
+    let out = cmd
+        .stdin(std::process::Stdio::null())
+        .output()
+        .with_context(|| format!("spawn {cmd:?}"))?;
+    if !out.status.success() {
+        bail!(
+            "{cmd:?} failed: {}: {}",
+            out.status,
+            String::from_utf8_lossy(&out.stderr).trim()
+        );
+    }
+    Ok(String::from_utf8_lossy(&out.stdout).into_owned())
+}
+
+/// Takes the value after a `--flag`, failing when it is missing.
+pub fn flag_value<'a>(args: &mut impl Iterator<Item = &'a String>, flag: &str) -> Result<&'a str> {
+    args.next()
+        .map(String::as_str)
+        .with_context(|| format!("{flag} needs a value"))
+}

@@ -1,0 +1,32 @@
+//! Test fixtures for iguana's integration tests and the xtask end-to-end run:
+//! a real `docker-registry` (CNCF distribution) on 127.0.0.1 and images built
+//! with `umoci` and pushed with `skopeo`.
+//!
+//! Everything here talks only to 127.0.0.1. The tools come from Debian
+//! packages (`docker-registry`, `umoci`, `skopeo`, `busybox-static`); a missing
+//! one gives an error that names the package.
+
+mod http;
+mod image;
+mod registry;
+
+pub use image::{Entry, Image, Layer};
+pub use registry::{Registry, RegistryOptions};
+
+use anyhow::{bail, Context};
+use std::process::Command;
+
+/// Runs `cmd` to completion and fails with its stderr if it exits non-zero.
+fn run(cmd: &mut Command) -> anyhow::Result<()> {
+    let out = cmd
+        .output()
+        .with_context(|| format!("run {cmd:?} (is the tool installed?)"))?;
+    if !out.status.success() {
+        bail!(
+            "{cmd:?} failed with {}: {}",
+            out.status,
+            String::from_utf8_lossy(&out.stderr).trim()
+        );
+    }
+    Ok(())
+}

@@ -1,0 +1,5 @@
+//! stub
+
+pub fn main(_args: &[String]) -> anyhow::Result<()> {
+    anyhow::bail!("todo")
+}

@@ -1,0 +1,240 @@
+//! QEMU runner for the VM tests, the demo and the benchmark.
+//!
+//! Always TCG (KVM hangs on the machines we run on), no default devices, the
+//! guest's serial console on QEMU's stdout, and `-no-reboot` so a guest
+//! reboot or poweroff ends QEMU. `panic=-1` on the kernel command line turns
+//! a kernel panic into a reboot too, so no boot waits for its timeout; the
+//! callers check the console for "Kernel panic" instead. The console is
+//! read line by line on a thread, kept for assertions and echoed live when
+//! asked. QEMU is killed on every exit path: on timeout and in `Drop`.
+
+use std::io::{BufRead, BufReader, Read};
+use std::path::PathBuf;
+use std::process::{Child, Command, ExitStatus, Stdio};
+use std::sync::mpsc::{self, Receiver, RecvTimeoutError, Sender};
+use std::thread;
+use std::time::{Duration, Instant};
+
+use anyhow::{Context, Result};
+
+/// How the guest's one NIC is wired.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Net {
+    /// QEMU user networking: DHCP, and the host's loopback at 10.0.2.2.
+    User,
+    /// A NIC on a hub with no other port: link up, nothing answers DHCP.
+    NoLease,
+    /// No NIC at all.
+    None,
+}
+
+#[derive(Debug, Clone)]
+pub struct VmConfig {
+    pub kernel: PathBuf,
+    pub initrd: PathBuf,
+    /// Kernel command line after `console=ttyS0 panic=-1`.
+    pub append: String,
+    pub memory_mib: u32,
+    pub net: Net,
+    /// More QEMU arguments, e.g. `-drive ...`.
+    pub extra_args: Vec<String>,
+    /// Echo the console live, each line after this prefix.
+    pub echo: Option<String>,
+}
+
+impl VmConfig {
+    pub fn new(kernel: PathBuf, initrd: PathBuf, append: impl Into<String>) -> Self {
+        Self {
+            kernel,
+            initrd,
+            append: append.into(),
+            memory_mib: 256,
+            net: Net::User,
+            extra_args: Vec::new(),
+            echo: None,
+        }
+    }
+
+    fn args(&self) -> Vec<String> {
+        let mut args: Vec<String> = [
+            "-accel", "tcg", "-nodefaults", "-no-user-config", "-display", "none",
+            "-serial", "stdio", "-monitor", "none", "-no-reboot",
+            // Entropy, so nothing in the guest waits for the crng.
+            "-device", "virtio-rng-pci",
+        ]
+        .iter()
+        .map(|s| (*s).to_owned())
+        .collect();
+        args.extend(["-m".into(), self.memory_mib.to_string()]);
+        args.extend(["-kernel".into(), self.kernel.display().to_string()]);
+        args.extend(["-initrd".into(), self.initrd.display().to_string()]);
+        let append = format!("console=ttyS0 panic=-1 {}", self.append);
+        args.extend(["-append".into(), append.trim().to_owned()]);
+        // `romfile=` skips the iPXE option ROM: we never network-boot, and
+        // loading it costs boot time and the ipxe-qemu package.
+        match self.net {
+            Net::User => args.extend([
+                "-netdev".into(),
+                "user,id=n0".into(),
+                "-device".into(),
+                "virtio-net-pci,netdev=n0,romfile=".into(),
+            ]),
+            Net::NoLease => args.extend([
+                "-netdev".into(),
+                "hubport,id=n0,hubid=0".into(),
+                "-device".into(),
+                "virtio-net-pci,netdev=n0,romfile=".into(),
+            ]),
+            Net::None => {}
+        }
+        args.extend(self.extra_args.iter().cloned());
+        args
+    }
+}
+
+/// One console line, stamped with the host time since QEMU started.
+#[derive(Debug, Clone)]
+pub struct Line {
+    pub at: Duration,
+    pub text: String,
+}
+
+/// What a boot produced.
+#[derive(Debug)]
+pub struct Outcome {
+    /// The serial console, then QEMU's own stderr lines prefixed `qemu: `.
+    pub lines: Vec<Line>,
+    /// QEMU's exit status, `None` when we killed it at the timeout.
+    pub exited: Option<ExitStatus>,
+    pub elapsed: Duration,
+}
+
+impl Outcome {
+    /// True when QEMU ended by itself (guest poweroff/reboot) before the timeout.
+    pub fn exited_by_itself(&self) -> bool {
+        self.exited.is_some()
+    }
+
+    /// The first line containing every one of `parts`.
+    pub fn find(&self, parts: &[&str]) -> Option<&Line> {
+        self.lines.iter().find(|line| parts.iter().all(|part| line.text.contains(part)))
+    }
+
+    pub fn kernel_panicked(&self) -> bool {
+        self.find(&["Kernel panic"]).is_some()
+    }
+
+    pub fn transcript(&self) -> String {
+        self.lines.iter().map(|line| format!("{}\n", line.text)).collect()
+    }
+}
+
+/// A running guest; dropping it kills QEMU.
+pub struct Vm {
+    child: Child,
+    lines: Receiver<Option<Line>>,
+    started: Instant,
+    echo: Option<String>,
+}
+
+impl Vm {
+    pub fn start(config: &VmConfig) -> Result<Vm> {
+        let args = config.args();
+        let started = Instant::now();
+        let mut child = Command::new("qemu-system-x86_64")
+            .args(&args)
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .with_context(|| format!("spawn qemu-system-x86_64 {}", args.join(" ")))?;
+        let (tx, rx) = mpsc::channel();
+        if let Some(stdout) = child.stdout.take() {
+            forward(stdout, "", tx.clone(), started);
+        }
+        if let Some(stderr) = child.stderr.take() {
+            forward(stderr, "qemu: ", tx, started);
+        }
+        Ok(Vm { child, lines: rx, started, echo: config.echo.clone() })
+    }
+
+    /// Collects the console until QEMU exits, or kills it at `timeout`.
+    pub fn wait(mut self, timeout: Duration) -> Outcome {
+        let deadline = self.started + timeout;
+        let mut lines = Vec::new();
+        // Two readers (stdout, stderr) each send `None` at end of file.
+        let mut open = 2;
+        let mut timed_out = false;
+        while open > 0 {
+            let left = deadline.saturating_duration_since(Instant::now());
+            match self.lines.recv_timeout(left) {
+                Ok(Some(line)) => {
+                    if let Some(prefix) = &self.echo {
+                        println!("{prefix}{}", line.text);
+                    }
+                    lines.push(line);
+                }
+                Ok(None) => open -= 1,
+                Err(RecvTimeoutError::Disconnected) => break,
+                Err(RecvTimeoutError::Timeout) => {
+                    timed_out = true;
+                    break;
+                }
+            }
+        }
+        let exited = if timed_out {
+            let _ = self.child.kill();
+            let _ = self.child.wait();
+            None
+        } else {
+            // Output is closed; QEMU is exiting. Give it a moment, then insist.
+            wait_until(&mut self.child, deadline.max(Instant::now() + Duration::from_secs(5)))
+        };
+        Outcome { lines, exited, elapsed: self.started.elapsed() }
+    }
+}
+
+impl Drop for Vm {
+    fn drop(&mut self) {
+        if matches!(self.child.try_wait(), Ok(None)) {
+            let _ = self.child.kill();
+        }
+        let _ = self.child.wait();
+    }
+}
+
+fn wait_until(child: &mut Child, deadline: Instant) -> Option<ExitStatus> {
+    loop {
+        match child.try_wait() {
+            Ok(Some(status)) => return Some(status),
+            Ok(None) if Instant::now() < deadline => thread::sleep(Duration::from_millis(20)),
+            _ => {
+                let _ = child.kill();
+                let _ = child.wait();
+                return None;
+            }
+        }
+    }
+}
+
+/// Sends each line of `stream` (lossy UTF-8, without `\r\n`), then `None`.
+fn forward(stream: impl Read + Send + 'static, prefix: &'static str, tx: Sender<Option<Line>>, started: Instant) {
+    thread::spawn(move || {
+        let mut reader = BufReader::new(stream);
+        let mut buf = Vec::new();
+        loop {
+            buf.clear();
+            match reader.read_until(b'\n', &mut buf) {
+                Ok(0) | Err(_) => break,
+                Ok(_) => {
+                    let text = String::from_utf8_lossy(&buf);
+                    let text = format!("{prefix}{}", text.trim_end_matches(['\r', '\n']));
+                    if tx.send(Some(Line { at: started.elapsed(), text })).is_err() {
+                        return;
+                    }
+                }
+            }
+        }
+        let _ = tx.send(None);
+    });
+}
