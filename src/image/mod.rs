@@ -21,6 +21,8 @@ mod registry;
 mod root;
 mod staging;
 mod unpack;
+#[cfg(test)]
+mod unpack_tests;
 
 pub use cli::cli_pull;
 pub use config::ImageConfig;

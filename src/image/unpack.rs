@@ -410,12 +410,16 @@ fn replace(parent: BorrowedFd<'_>, name: &OsStr) -> Result<(), EntryError> {
 
 fn meta<R: Read>(entry: &mut tar::Entry<'_, R>) -> Result<Meta, EntryError> {
     let header = entry.header();
-    let uid = u32::try_from(header.uid().map_err(EntryError::Header)?)
-        .map_err(|e| EntryError::Header(io::Error::other(e)))?;
-    let gid = u32::try_from(header.gid().map_err(EntryError::Header)?)
-        .map_err(|e| EntryError::Header(io::Error::other(e)))?;
-    let mode = header.mode().map_err(EntryError::Header)? & 0o7777;
-    let secs = i64::try_from(header.mtime().map_err(EntryError::Header)?).unwrap_or(0);
+    let old = header.as_old();
+    let id = |field: &[u8], parsed: io::Result<u64>| {
+        let n = numeric(field, parsed)?;
+        u32::try_from(n).map_err(|e| EntryError::Header(io::Error::other(e)))
+    };
+    let uid = id(&old.uid, header.uid())?;
+    let gid = id(&old.gid, header.gid())?;
+    let mode =
+        u32::try_from(numeric(&old.mode, header.mode().map(u64::from))? & 0o7777).unwrap_or(0);
+    let secs = i64::try_from(numeric(&old.mtime, header.mtime())?).unwrap_or(0);
     let at = Timespec {
         tv_sec: secs,
         tv_nsec: 0,
@@ -443,6 +447,15 @@ fn meta<R: Read>(entry: &mut tar::Entry<'_, R>) -> Result<Meta, EntryError> {
         },
         xattrs,
     })
+}
+
+/// A numeric header field; an empty one (all NUL or spaces) reads as 0, as
+/// Go's archive/tar does, since some layer writers leave fields blank.
+fn numeric(field: &[u8], parsed: io::Result<u64>) -> Result<u64, EntryError> {
+    if field.iter().all(|&b| b == 0 || b == b' ') {
+        return Ok(0);
+    }
+    parsed.map_err(EntryError::Header)
 }
 
 /// Extended attributes are best effort: the unpack filesystem (tmpfs) may
