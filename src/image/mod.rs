@@ -126,7 +126,7 @@ pub enum Error {
         expected: String,
         actual: String,
     },
-    #[error("image {image}: rootfs")]
+    #[error("image {image}")]
     Rootfs {
         image: String,
         #[source]
