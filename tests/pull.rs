@@ -4,6 +4,9 @@
 //! iguana is a binary crate, so the image module is compiled into this test
 //! directly; `cli_pull` is exercised the same way, in-process.
 
+// An integration test file is a test crate of its own: no test module needed.
+#![allow(clippy::tests_outside_test_module)]
+
 #[allow(dead_code, unused_imports)]
 #[path = "../src/image/mod.rs"]
 mod image;

@@ -174,7 +174,7 @@ pub fn remove_all(dir: BorrowedFd<'_>, name: &OsStr) -> io::Result<()> {
 mod tests {
     use super::*;
 
-    fn check(raw: &str, expected: Result<Option<(&str, &str)>, PathError>) {
+    fn check(raw: &str, expected: Parsed<'_>) {
         let expected = expected.map(|o| {
             o.map(|(parent, name)| EntryPath {
                 parent: parent.into(),
@@ -184,9 +184,12 @@ mod tests {
         assert_eq!(EntryPath::parse(raw.as_bytes()), expected, "path {raw:?}");
     }
 
+    /// (parent, name) of a parsed path, `None` for the root.
+    type Parsed<'a> = Result<Option<(&'a str, &'a str)>, PathError>;
+
     #[test]
     fn entry_paths() {
-        let cases: &[(&str, Result<Option<(&str, &str)>, PathError>)] = &[
+        let cases: &[(&str, Parsed<'_>)] = &[
             ("etc/passwd", Ok(Some(("etc", "passwd")))),
             ("./etc/passwd", Ok(Some(("etc", "passwd")))),
             ("/etc/passwd", Ok(Some(("etc", "passwd")))),

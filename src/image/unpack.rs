@@ -246,7 +246,7 @@ impl Layer<'_> {
         };
         let target = EntryPath::parse(raw_target)
             .map_err(link_err)?
-            .ok_or_else(|| EntryError::ReplacesRoot(tar::EntryType::Link))?;
+            .ok_or(EntryError::ReplacesRoot(tar::EntryType::Link))?;
         if target == *path {
             return Ok(()); // A link to itself: the file is already there.
         }
