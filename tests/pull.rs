@@ -399,3 +399,137 @@ fn cli_writes_config_json() {
         "{err:#}"
     );
 }
+
+/// sha256:HEX of `data`.
+fn sha256(data: &[u8]) -> String {
+    use sha2::Digest;
+    format!("sha256:{}", hex::encode(sha2::Sha256::digest(data)))
+}
+
+fn raw_config(diff_ids: &[String]) -> serde_json::Value {
+    serde_json::json!({
+        "architecture": "amd64",
+        "os": "linux",
+        "config": { "Entrypoint": ["/hello"] },
+        "rootfs": { "type": "layers", "diff_ids": diff_ids },
+    })
+}
+
+const TAR: &str = "application/vnd.oci.image.layer.v1.tar";
+
+#[test]
+fn zstd_and_uncompressed_layers() {
+    let registry = Registry::start().unwrap();
+    let lower = Layer::new().file("hello", "plain", 0o755).tar().unwrap();
+    let upper = Layer::new()
+        .file("zstd", "zstd layer", 0o644)
+        .tar()
+        .unwrap();
+    let zstd = ruzstd::encoding::compress_to_vec(
+        upper.as_slice(),
+        ruzstd::encoding::CompressionLevel::Fastest,
+    );
+    let config = raw_config(&[sha256(&lower), sha256(&upper)]);
+    let image = registry
+        .push_raw_image(
+            "test/raw:zstd",
+            &[
+                (lower, TAR),
+                (zstd, "application/vnd.oci.image.layer.v1.tar+zstd"),
+            ],
+            &config,
+        )
+        .unwrap();
+    let s = Scratch::new();
+    let config = rt()
+        .block_on(pull(&s.opts(&registry), &image, &s.rootfs()))
+        .unwrap();
+    assert_eq!(config.entrypoint, ["/hello"]);
+    assert_eq!(s.read("hello"), "plain");
+    assert_eq!(s.read("zstd"), "zstd layer");
+}
+
+#[test]
+fn wrong_diff_id_fails_and_leaves_nothing() {
+    let registry = Registry::start().unwrap();
+    let good = Layer::new().file("a", "a", 0o644).tar().unwrap();
+    let bad = Layer::new().file("b", "b", 0o644).tar().unwrap();
+    let claimed = sha256(b"something else");
+    let config = raw_config(&[sha256(&good), claimed.clone()]);
+    let bad_digest = sha256(&bad);
+    let image = registry
+        .push_raw_image(
+            "test/raw:diffid",
+            &[(good, TAR), (bad.clone(), TAR)],
+            &config,
+        )
+        .unwrap();
+    let s = Scratch::new();
+    let err = pull_err(&s.opts(&registry), &image, &s.rootfs());
+    assert_eq!(
+        err,
+        format!("image {image}: layer {bad_digest} unpacks to {bad_digest}, but the config's diff_id is {claimed}")
+    );
+    s.assert_rootfs_empty();
+}
+
+#[test]
+fn hostile_layer_through_the_registry() {
+    let registry = Registry::start().unwrap();
+    // A raw header: the tar crate's builder refuses "..", an attacker's does not.
+    let mut h = tar::Header::new_ustar();
+    let name = b"../escape";
+    h.as_old_mut().name[..name.len()].copy_from_slice(name);
+    h.set_entry_type(tar::EntryType::Regular);
+    h.set_mode(0o644);
+    h.set_uid(0);
+    h.set_gid(0);
+    h.set_mtime(0);
+    h.set_size(5);
+    h.set_cksum();
+    let mut layer = h.as_bytes().to_vec();
+    layer.extend_from_slice(b"pwned");
+    layer.resize(512 * 4, 0);
+    let diff_id = sha256(&layer);
+    let layer_digest = diff_id.clone();
+    let image = registry
+        .push_raw_image("test/raw:hostile", &[(layer, TAR)], &raw_config(&[diff_id]))
+        .unwrap();
+    let s = Scratch::new();
+    let err = pull_err(&s.opts(&registry), &image, &s.rootfs());
+    assert_eq!(
+        err,
+        format!("image {image}: unpack layer {layer_digest}: entry \"../escape\": path has a '..' component")
+    );
+    s.assert_rootfs_empty();
+    assert!(!s.dir.path().join("escape").exists());
+}
+
+#[test]
+fn inconsistent_manifests_are_refused() {
+    let registry = Registry::start().unwrap();
+    let layer = Layer::new().file("a", "a", 0o644).tar().unwrap();
+    let s = Scratch::new();
+
+    let image = registry
+        .push_raw_image("test/raw:count", &[(layer.clone(), TAR)], &raw_config(&[]))
+        .unwrap();
+    let err = pull_err(&s.opts(&registry), &image, &s.rootfs());
+    assert_eq!(
+        err,
+        format!("image {image}: manifest lists 1 layers but the config has 0 diff_ids")
+    );
+
+    let helm = "application/vnd.cncf.helm.chart.content.v1.tar+gzip";
+    let digest = sha256(&layer);
+    let config = raw_config(&[digest.clone()]);
+    let image = registry
+        .push_raw_image("test/raw:helm", &[(layer, helm)], &config)
+        .unwrap();
+    let err = pull_err(&s.opts(&registry), &image, &s.rootfs());
+    assert_eq!(
+        err,
+        format!("image {image}: layer {digest} has unsupported media type {helm:?}")
+    );
+    s.assert_rootfs_empty();
+}

@@ -208,7 +208,9 @@ impl Registry {
         {
             return Ok(false);
         }
-        let partial = dest.with_extension("partial");
+        // Per-process name: concurrent pulls sharing a store never write
+        // into each other's partial file; the rename publishes atomically.
+        let partial = dest.with_extension(format!("partial-{}", std::process::id()));
         let file = tokio::fs::File::create(&partial)
             .await
             .map_err(store_err("create", &partial))?;

@@ -71,12 +71,20 @@ pub struct Root {
 }
 
 impl Root {
+    #[cfg(test)]
     pub fn open(path: &Path) -> io::Result<Root> {
         let fd = rfs::open(
             path,
             OFlags::PATH | OFlags::DIRECTORY | OFlags::CLOEXEC,
             Mode::empty(),
         )?;
+        Ok(Root { fd })
+    }
+
+    /// Opens the directory `name` in `dir` as a root, not following a symlink.
+    pub fn open_at(dir: BorrowedFd<'_>, name: &OsStr) -> io::Result<Root> {
+        let flags = OFlags::PATH | OFlags::DIRECTORY | OFlags::NOFOLLOW | OFlags::CLOEXEC;
+        let fd = rfs::openat(dir, name, flags, Mode::empty())?;
         Ok(Root { fd })
     }
 
