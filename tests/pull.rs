@@ -522,7 +522,7 @@ fn inconsistent_manifests_are_refused() {
 
     let helm = "application/vnd.cncf.helm.chart.content.v1.tar+gzip";
     let digest = sha256(&layer);
-    let config = raw_config(&[digest.clone()]);
+    let config = raw_config(std::slice::from_ref(&digest));
     let image = registry
         .push_raw_image("test/raw:helm", &[(layer, helm)], &config)
         .unwrap();
