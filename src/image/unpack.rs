@@ -175,6 +175,8 @@ impl Layer<'_> {
                 let meta = meta(entry)?;
                 self.node(parent.as_fd(), name, kind, entry.header(), &meta)
             }
+            // pax global headers (git archive writes one) carry no file.
+            tar::EntryType::XGlobalHeader => Ok(()),
             other => {
                 tracing::warn!(path = %path.full().display(), kind = ?other, "skipping unsupported tar entry");
                 Ok(())
