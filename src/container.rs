@@ -159,7 +159,10 @@ pub fn spec(job: &Job) -> Result<Value, Error> {
         "root": { "path": job.rootfs, "readonly": false },
         "mounts": [
             { "destination": "/proc", "type": "proc", "source": "proc", "options": ["nosuid", "noexec", "nodev"] },
-            { "destination": "/dev", "type": "bind", "source": "/dev", "options": ["rbind", "rw"] },
+            // libcontainer populates a tmpfs /dev; `HostDev` then mounts the
+            // host's devtmpfs over it just before exec (see there).
+            { "destination": "/dev", "type": "tmpfs", "source": "tmpfs", "options": ["nosuid", "strictatime", "mode=755", "size=65536k"] },
+            { "destination": "/dev/pts", "type": "devpts", "source": "devpts", "options": ["nosuid", "noexec", "newinstance", "ptmxmode=0666", "mode=0620"] },
             { "destination": "/sys", "type": "bind", "source": "/sys", "options": ["rbind", "rw"] },
             { "destination": "/run", "type": "tmpfs", "source": "tmpfs", "options": ["nosuid", "nodev", "mode=755"] },
             { "destination": "/tmp", "type": "tmpfs", "source": "tmpfs", "options": ["nosuid", "nodev", "mode=1777"] },
@@ -175,6 +178,50 @@ pub fn spec(job: &Job) -> Result<Value, Error> {
             "rootfsPropagation": "slave",
         },
     }))
+}
+
+/// Runs the container's process with the host's devices.
+///
+/// A privileged container must see every device, including partitions an
+/// installer creates after it started, so its /dev is the host's devtmpfs,
+/// not a snapshot. libcontainer cannot be given that directly: it always
+/// creates its default nodes and symlinks in the container's /dev and fails
+/// when they exist, and a bind of the host's /dev would also let it change
+/// the host's. So the spec gives it a throwaway tmpfs, and this executor,
+/// which runs inside the container right before exec, mounts devtmpfs (one
+/// instance, shared with the host) over it, with a private devpts and shm.
+#[derive(Clone)]
+struct HostDev;
+
+impl libcontainer::workload::Executor for HostDev {
+    fn exec(&self, spec: &oci_spec::runtime::Spec) -> Result<(), libcontainer::workload::ExecutorError> {
+        use nix::mount::{mount, MsFlags};
+        let steps: [(&str, &str, &str, MsFlags, &str); 3] = [
+            ("devtmpfs", "/dev", "devtmpfs", MsFlags::MS_NOSUID, "mode=0755"),
+            ("devpts", "/dev/pts", "devpts", MsFlags::MS_NOSUID | MsFlags::MS_NOEXEC, "newinstance,ptmxmode=0666,mode=0620,gid=5"),
+            ("shm", "/dev/shm", "tmpfs", MsFlags::MS_NOSUID | MsFlags::MS_NODEV, "mode=1777"),
+        ];
+        for (source, target, fstype, flags, data) in steps {
+            let _ = std::fs::create_dir_all(target);
+            if let Err(e) = mount(Some(source), target, Some(fstype), flags, Some(data)) {
+                // Not fatal: the container still has libcontainer's /dev.
+                eprintln!("iguana: mount {fstype} on {target} in the container: {e}");
+                if target == "/dev" {
+                    break;
+                }
+            }
+        }
+        for (target, link) in [("/proc/self/fd", "/dev/fd"), ("/proc/self/fd/0", "/dev/stdin"), ("/proc/self/fd/1", "/dev/stdout"), ("/proc/self/fd/2", "/dev/stderr"), ("pts/ptmx", "/dev/ptmx")] {
+            if std::fs::symlink_metadata(link).is_err() {
+                let _ = std::os::unix::fs::symlink(target, link);
+            }
+        }
+        libcontainer::workload::default::DefaultExecutor {}.exec(spec)
+    }
+
+    fn validate(&self, spec: &oci_spec::runtime::Spec) -> Result<(), libcontainer::workload::ExecutorValidationError> {
+        libcontainer::workload::default::DefaultExecutor {}.validate(spec)
+    }
 }
 
 /// Files that bind mounts land on must exist in the rootfs. They are created
@@ -228,7 +275,7 @@ pub fn run(job: &Job, state_dir: &Path, bundle: &Path, log: &Path) -> Result<Exi
 
     let mut container = ContainerBuilder::new(format!("iguana-{name}"), SyscallType::Linux)
         .with_root_path(state_dir)
-        .and_then(|b| Ok(b.with_stdin(stdin).with_stdout(writer).with_stderr(writer2)))
+        .and_then(|b| Ok(b.with_stdin(stdin).with_stdout(writer).with_stderr(writer2).with_executor(HostDev)))
         .and_then(|b| {
             b.as_init(bundle).with_systemd(false).with_detach(true).with_no_pivot(true).build()
         })
