@@ -67,16 +67,24 @@ fn boot(raw: &str, failsafe: Failsafe) -> Result<(), Error> {
     let id = machine_id::provision(&[Path::new("/etc/machine-id"), Path::new("/iguana/machine-id")])?;
     tracing::info!("phase machine-id {id}");
 
-    let jobs = workflow::plan(&args, Path::new(BUILTIN_WORKFLOW))?;
     let _ = std::fs::write("/etc/hosts", "127.0.0.1 localhost\n::1 localhost\n");
     if !Path::new("/etc/resolv.conf").exists() {
         let _ = std::fs::write("/etc/resolv.conf", "");
     }
-    network_up(args.net_timeout)?;
+    // A remote control_url needs the network before the workflow is loaded;
+    // otherwise the network is only brought up when there is a job to pull.
+    let remote = args.control_url.as_deref().is_some_and(|u| u.starts_with("http"));
+    if remote {
+        network_up(args.net_timeout)?;
+    }
+    let wf = workflow::load(&args, Path::new(BUILTIN_WORKFLOW), Path::new(WORK))?;
+    if !remote {
+        network_up(args.net_timeout)?;
+    }
 
     let ctx = workflow::Context { insecure_registries: &args.insecure_registries, work: Path::new(WORK), debug: failsafe.debug };
-    workflow::run(&ctx, &jobs)?;
-    tracing::info!("phase workflow-done jobs={}", jobs.len());
+    let results = workflow::run(&ctx, &wf)?;
+    tracing::info!("phase workflow-done jobs={}", results.len());
     Ok(())
 }
 
