@@ -92,12 +92,11 @@ fn boot(raw: &str, failsafe: Failsafe) -> Result<(), Error> {
 /// for by modalias. A module that fails to load is logged, not fatal: the
 /// hardware that needs it will fail later with its own error.
 fn load_modules() {
-    let release = nix::sys::utsname::uname().map(|u| u.release().to_string_lossy().into_owned()).unwrap_or_default();
-    let dir = Path::new("/lib/modules").join(&release);
-    if !dir.exists() {
-        tracing::warn!("no modules for kernel {release} in {}", dir.display());
-        return;
-    }
+    let dir = match modules::kernel_modules_dir() {
+        Ok(dir) if dir.exists() => dir,
+        Ok(dir) => return tracing::warn!("no modules for this kernel: {} is missing", dir.display()),
+        Err(e) => return tracing::warn!("{}", logging::chain(&e)),
+    };
     let started = Instant::now();
     match modules::coldplug(&dir, Path::new("/sys")) {
         Ok(report) => tracing::debug!("coldplug: {report:?}"),
