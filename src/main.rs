@@ -1,8 +1,34 @@
 //! iguana: as PID 1 it boots the machine (see `boot`); as any other process it
 //! is a command-line tool (see `cli`).
 
+mod boot;
+mod child;
+mod cli;
+mod cmdline;
+mod container;
+mod early;
+mod handover;
 mod image;
+mod logging;
+mod machine_id;
 mod modules;
 mod net;
+mod workflow;
 
-fn main() {}
+fn main() {
+    if std::process::id() == 1 {
+        boot::run();
+    }
+    let args: Vec<String> = std::env::args().skip(1).collect();
+    let debug = std::env::var_os("IGUANA_DEBUG").is_some();
+    logging::init_cli(debug);
+    if let Err(err) = cli::main(&args) {
+        eprintln!("error: {}", format_chain(&err));
+        std::process::exit(1);
+    }
+}
+
+/// The whole chain once, on one line (`step: cause: cause`).
+fn format_chain(err: &anyhow::Error) -> String {
+    err.chain().map(ToString::to_string).collect::<Vec<_>>().join(": ")
+}

@@ -1,0 +1,150 @@
+//! PID 1: the boot, as the list of its phases.
+//!
+//! early mounts → logging → cmdline → modules → machine-id → network →
+//! workflow → handover. Each phase lives in its own module; this file only
+//! orders them, logs `phase NAME` when each is reached (the boot benchmark
+//! reads those lines), and turns any failure into a safe end: the debug shell
+//! or a reboot. PID 1 never returns, never panics on purpose, and reaps
+//! orphans.
+
+use std::path::Path;
+use std::time::{Duration, Instant};
+
+use crate::cmdline::{self, Failsafe};
+use crate::handover::{self, Requests};
+use crate::{early, logging, machine_id, modules, workflow};
+
+/// Where iguana keeps its working state (a tmpfs: RAM is the disk here).
+const WORK: &str = "/run/iguana";
+const BUILTIN_WORKFLOW: &str = "/etc/iguana/control.yaml";
+
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    #[error("read /proc/cmdline")]
+    ReadCmdline(#[source] std::io::Error),
+    #[error("kernel command line")]
+    Cmdline(#[from] cmdline::Error),
+    #[error("machine-id")]
+    MachineId(#[from] machine_id::Error),
+    #[error("network: {0}")]
+    Network(String),
+    #[error(transparent)]
+    Workflow(#[from] workflow::Error),
+}
+
+/// The whole life of PID 1.
+pub fn run() -> ! {
+    let early_errors = early::setup();
+    let console = early::attach_console();
+    let raw = cmdline::read_proc_cmdline();
+    let failsafe = cmdline::failsafe(raw.as_deref().unwrap_or(""));
+    logging::init_pid1(failsafe.debug);
+    install_panic_hook(failsafe);
+    tracing::info!("phase start version={}", env!("CARGO_PKG_VERSION"));
+    if let Err(e) = console {
+        tracing::warn!("attach stdio to /dev/console: {e}");
+    }
+    for e in early_errors {
+        tracing::warn!("{}", logging::chain(&e));
+    }
+    let result = raw.map_err(Error::ReadCmdline).and_then(|raw| boot(&raw, failsafe));
+    let failure = result.as_ref().err().map(|e| logging::chain(e));
+    if let Some(reason) = &failure {
+        tracing::error!("{reason}");
+    }
+    let action = handover::decide(failure.as_deref(), failsafe, &Requests::read(Path::new("/iguana")));
+    handover::execute(&action, &mut handover::Real);
+    halt()
+}
+
+/// The phases after early setup.
+fn boot(raw: &str, failsafe: Failsafe) -> Result<(), Error> {
+    let args = cmdline::parse(raw)?;
+    tracing::debug!("cmdline: {args:?}");
+
+    load_modules();
+
+    let id = machine_id::provision(&[Path::new("/etc/machine-id"), Path::new("/iguana/machine-id")])?;
+    tracing::info!("phase machine-id {id}");
+
+    let jobs = workflow::plan(&args, Path::new(BUILTIN_WORKFLOW))?;
+    let _ = std::fs::write("/etc/hosts", "127.0.0.1 localhost\n::1 localhost\n");
+    if !Path::new("/etc/resolv.conf").exists() {
+        let _ = std::fs::write("/etc/resolv.conf", "");
+    }
+    network_up(args.net_timeout)?;
+
+    let ctx = workflow::Context { insecure_registries: &args.insecure_registries, work: Path::new(WORK), debug: failsafe.debug };
+    workflow::run(&ctx, &jobs)?;
+    tracing::info!("phase workflow-done jobs={}", jobs.len());
+    Ok(())
+}
+
+/// Coldplug: drivers for the hardware present, plus the modules nothing asks
+/// for by modalias. A module that fails to load is logged, not fatal: the
+/// hardware that needs it will fail later with its own error.
+fn load_modules() {
+    let release = nix::sys::utsname::uname().map(|u| u.release().to_string_lossy().into_owned()).unwrap_or_default();
+    let dir = Path::new("/lib/modules").join(&release);
+    if !dir.exists() {
+        tracing::warn!("no modules for kernel {release} in {}", dir.display());
+        return;
+    }
+    let started = Instant::now();
+    match modules::coldplug(&dir, Path::new("/sys")) {
+        Ok(report) => tracing::debug!("coldplug: {report:?}"),
+        Err(e) => tracing::warn!("{}", logging::chain(&e)),
+    }
+    if let Err(e) = modules::load_named(&dir, &["overlay", "af_packet"]) {
+        tracing::warn!("{}", logging::chain(&e));
+    }
+    tracing::info!("phase modules-loaded in {:.2}s", started.elapsed().as_secs_f64());
+}
+
+/// DHCP in a child process (`iguana net-up`).
+fn network_up(timeout: Duration) -> Result<(), Error> {
+    let args = vec!["net-up".to_string(), "--timeout".to_string(), timeout.as_secs().to_string()];
+    let status = crate::child::run(&args).map_err(|e| Error::Network(format!("start iguana net-up: {e}")))?;
+    if !status.success() {
+        return Err(Error::Network(format!("iguana net-up: {}", crate::child::describe(status))));
+    }
+    tracing::info!("phase network-up");
+    Ok(())
+}
+
+/// Reaps any exited child for up to `limit`; PID 1 inherits every orphan.
+pub fn reap_for(limit: Duration) {
+    use nix::sys::wait::{waitpid, WaitPidFlag, WaitStatus};
+    let until = Instant::now() + limit;
+    loop {
+        match waitpid(None, Some(WaitPidFlag::WNOHANG)) {
+            Ok(WaitStatus::StillAlive) => {
+                if Instant::now() >= until {
+                    return;
+                }
+                std::thread::sleep(Duration::from_millis(20));
+            }
+            Ok(_) => {}
+            Err(_) => return,
+        }
+    }
+}
+
+/// A panic in PID 1 would take the kernel with it: log it, then give the
+/// shell (debug) or reboot, before the process can abort.
+fn install_panic_hook(failsafe: Failsafe) {
+    std::panic::set_hook(Box::new(move |info| {
+        let reason = format!("iguana panicked: {info}");
+        tracing::error!("{reason}");
+        let action = handover::decide(Some(&reason), failsafe, &Requests::default());
+        handover::execute(&action, &mut handover::Real);
+        halt();
+    }));
+}
+
+/// Nothing left to do and the machine would not reboot: never exit.
+fn halt() -> ! {
+    loop {
+        reap_for(Duration::from_secs(3600));
+    }
+}

@@ -1,0 +1,344 @@
+//! Phase "cmdline": what the kernel command line asks of iguana.
+//!
+//! `parse` is pure: it takes the text of `/proc/cmdline` and returns the
+//! settings, or an error that names the argument. Splitting follows the
+//! kernel's own `next_arg()` (lib/cmdline.c): spaces separate arguments unless
+//! inside double quotes, and the quotes around a value are removed. When an
+//! argument is repeated, the last occurrence wins.
+
+use std::time::Duration;
+
+/// Settings taken from the kernel command line.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Cmdline {
+    /// `rd.iguana.containers`: images to run in order, when no control_url.
+    pub containers: Vec<String>,
+    /// `rd.iguana.control_url`: where the workflow file comes from.
+    pub control_url: Option<String>,
+    /// `rd.iguana.debug` or `rd.debug`: verbose logs, a shell on failure.
+    pub debug: bool,
+    /// `rd.iguana.insecure_registries`: registries reached over plain HTTP.
+    pub insecure_registries: Vec<String>,
+    /// `rd.iguana.net_timeout`: how long to wait for a DHCP lease.
+    pub net_timeout: Duration,
+}
+
+impl Default for Cmdline {
+    fn default() -> Self {
+        Cmdline {
+            containers: Vec::new(),
+            control_url: None,
+            debug: false,
+            insecure_registries: Vec::new(),
+            net_timeout: Duration::from_secs(60),
+        }
+    }
+}
+
+#[derive(Debug, thiserror::Error, PartialEq, Eq)]
+pub enum Error {
+    #[error("{key}: empty value")]
+    Empty { key: &'static str },
+    #[error("{key}: item {index} is empty in {value:?}")]
+    EmptyItem { key: &'static str, index: usize, value: String },
+    #[error("{key}: {item:?} is not a valid {what}")]
+    Invalid { key: &'static str, item: String, what: &'static str },
+}
+
+const CONTAINERS: &str = "rd.iguana.containers";
+const CONTROL_URL: &str = "rd.iguana.control_url";
+const INSECURE: &str = "rd.iguana.insecure_registries";
+const NET_TIMEOUT: &str = "rd.iguana.net_timeout";
+
+/// Reads the running kernel's command line.
+pub fn read_proc_cmdline() -> std::io::Result<String> {
+    std::fs::read_to_string("/proc/cmdline")
+}
+
+/// Splits a command line into `(key, value)` pairs the way the kernel does.
+pub fn split(line: &str) -> Vec<(String, Option<String>)> {
+    let mut out = Vec::new();
+    let mut chars = line.trim().chars().peekable();
+    while chars.peek().is_some() {
+        let mut arg = String::new();
+        let mut in_quote = false;
+        while let Some(&c) = chars.peek() {
+            if c.is_whitespace() && !in_quote {
+                break;
+            }
+            if c == '"' {
+                in_quote = !in_quote;
+            }
+            arg.push(c);
+            chars.next();
+        }
+        while chars.peek().is_some_and(|c| c.is_whitespace()) {
+            chars.next();
+        }
+        out.push(unquote_arg(&arg));
+    }
+    out
+}
+
+/// Removes the quotes the kernel removes: a leading quote on the whole
+/// argument or on the value, with its closing quote at the end.
+fn unquote_arg(arg: &str) -> (String, Option<String>) {
+    let whole_quoted = arg.starts_with('"');
+    let arg = arg.strip_prefix('"').unwrap_or(arg);
+    match arg.split_once('=') {
+        Some((key, value)) => {
+            let value_quoted = value.starts_with('"');
+            let mut value = value.strip_prefix('"').unwrap_or(value);
+            if whole_quoted || value_quoted {
+                value = value.strip_suffix('"').unwrap_or(value);
+            }
+            (key.to_string(), Some(value.to_string()))
+        }
+        None => {
+            let key = if whole_quoted { arg.strip_suffix('"').unwrap_or(arg) } else { arg };
+            (key.to_string(), None)
+        }
+    }
+}
+
+/// What PID 1 needs to know to fail safely. Read apart from `parse`, and
+/// leniently, so that a command line with a bad argument still gets the debug
+/// shell or the reboot delay it asked for.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Failsafe {
+    /// `rd.iguana.debug` or `rd.debug`.
+    pub debug: bool,
+    /// `rd.iguana.reboot_timeout`: seconds before rebooting after a failure.
+    pub reboot_timeout: Duration,
+}
+
+pub fn failsafe(line: &str) -> Failsafe {
+    let mut out = Failsafe { debug: false, reboot_timeout: Duration::from_secs(10) };
+    for (key, value) in split(line) {
+        match key.as_str() {
+            "rd.iguana.debug" | "rd.debug" => out.debug = flag(value.as_deref()),
+            "rd.iguana.reboot_timeout" => {
+                if let Some(secs) = value.and_then(|v| v.trim_end_matches('s').parse::<u64>().ok()) {
+                    out.reboot_timeout = Duration::from_secs(secs.min(24 * 3600));
+                }
+            }
+            _ => {}
+        }
+    }
+    out
+}
+
+/// A flag is on when given bare or with a true-ish value.
+fn flag(value: Option<&str>) -> bool {
+    !matches!(value, Some("0" | "false" | "no" | "off"))
+}
+
+/// Parses the iguana settings out of a whole kernel command line.
+pub fn parse(line: &str) -> Result<Cmdline, Error> {
+    let mut cmdline = Cmdline::default();
+    // Last occurrence wins: remember the last raw value of each key, then
+    // validate only those.
+    let mut containers = None;
+    let mut control_url = None;
+    let mut insecure = None;
+    let mut net_timeout = None;
+    for (key, value) in split(line) {
+        match key.as_str() {
+            CONTAINERS => containers = Some(value.unwrap_or_default()),
+            CONTROL_URL => control_url = Some(value.unwrap_or_default()),
+            INSECURE => insecure = Some(value.unwrap_or_default()),
+            NET_TIMEOUT => net_timeout = Some(value.unwrap_or_default()),
+            "rd.iguana.debug" | "rd.debug" => cmdline.debug = flag(value.as_deref()),
+            _ => {}
+        }
+    }
+    if let Some(value) = containers {
+        cmdline.containers = list(CONTAINERS, &value, "image reference", valid_image)?;
+    }
+    if let Some(value) = control_url {
+        if value.is_empty() {
+            return Err(Error::Empty { key: CONTROL_URL });
+        }
+        if value.chars().any(|c| c.is_control()) {
+            return Err(Error::Invalid { key: CONTROL_URL, item: value, what: "URL" });
+        }
+        cmdline.control_url = Some(value);
+    }
+    if let Some(value) = insecure {
+        cmdline.insecure_registries = list(INSECURE, &value, "registry host[:port]", valid_host)?;
+    }
+    if let Some(value) = net_timeout {
+        cmdline.net_timeout = seconds(NET_TIMEOUT, &value)?;
+    }
+    Ok(cmdline)
+}
+
+/// A comma-separated list where every item must be non-empty and valid.
+fn list(
+    key: &'static str,
+    value: &str,
+    what: &'static str,
+    valid: fn(&str) -> bool,
+) -> Result<Vec<String>, Error> {
+    if value.trim().is_empty() {
+        return Err(Error::Empty { key });
+    }
+    let mut items = Vec::new();
+    for (index, item) in value.split(',').enumerate() {
+        let item = item.trim();
+        if item.is_empty() {
+            return Err(Error::EmptyItem { key, index: index + 1, value: value.to_string() });
+        }
+        if !valid(item) {
+            return Err(Error::Invalid { key, item: item.to_string(), what });
+        }
+        items.push(item.to_string());
+    }
+    Ok(items)
+}
+
+/// The characters an image reference may contain; the image module checks
+/// the structure when it pulls.
+pub fn valid_image(item: &str) -> bool {
+    item.len() <= 4096
+        && item.chars().all(|c| c.is_ascii_alphanumeric() || "._-/:@+".contains(c))
+        && !item.starts_with(['/', ':', '@', '.', '-'])
+}
+
+fn valid_host(item: &str) -> bool {
+    item.len() <= 255 && item.chars().all(|c| c.is_ascii_alphanumeric() || ".-:[]".contains(c))
+}
+
+/// Seconds as `90` or `90s`.
+fn seconds(key: &'static str, value: &str) -> Result<Duration, Error> {
+    let digits = value.strip_suffix('s').unwrap_or(value);
+    match digits.parse::<u64>() {
+        Ok(n) if n > 0 && n <= 24 * 3600 => Ok(Duration::from_secs(n)),
+        _ => Err(Error::Invalid { key, item: value.to_string(), what: "number of seconds (1..86400)" }),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn check_split(line: &str, expected: &[(&str, Option<&str>)]) {
+        let got = split(line);
+        let want: Vec<(String, Option<String>)> =
+            expected.iter().map(|(k, v)| (k.to_string(), v.map(str::to_string))).collect();
+        assert_eq!(got, want, "split({line:?})");
+    }
+
+    #[test]
+    fn splits_like_the_kernel() {
+        check_split("", &[]);
+        check_split("  quiet  ", &[("quiet", None)]);
+        check_split("a=1 b c=3", &[("a", Some("1")), ("b", None), ("c", Some("3"))]);
+        check_split(r#"key="a b" x"#, &[("key", Some("a b")), ("x", None)]);
+        check_split(r#""key=a b" x"#, &[("key", Some("a b")), ("x", None)]);
+        check_split(r#"k=a"b c"d"#, &[("k", Some(r#"a"b c"d"#))]);
+        check_split(r#"k="unterminated x"#, &[("k", Some("unterminated x"))]);
+        check_split("k= e=", &[("k", Some("")), ("e", Some(""))]);
+        check_split("a=b=c", &[("a", Some("b=c"))]);
+    }
+
+    fn check(line: &str, expected: Result<Cmdline, Error>) {
+        assert_eq!(parse(line), expected, "parse({line:?})");
+    }
+
+    fn with(f: impl FnOnce(&mut Cmdline)) -> Result<Cmdline, Error> {
+        let mut c = Cmdline::default();
+        f(&mut c);
+        Ok(c)
+    }
+
+    /// Whole command lines as a PXE config or QEMU would pass them.
+    #[test]
+    fn parses_real_command_lines() {
+        check(
+            "BOOT_IMAGE=/vmlinuz root=/dev/sda1 ro quiet console=ttyS0,115200",
+            Ok(Cmdline::default()),
+        );
+        check(
+            "console=ttyS0 rd.iguana.containers=10.0.2.2:5000/a,10.0.2.2:5000/b \
+             rd.iguana.insecure_registries=10.0.2.2:5000 panic=-1",
+            with(|c| {
+                c.containers = vec!["10.0.2.2:5000/a".into(), "10.0.2.2:5000/b".into()];
+                c.insecure_registries = vec!["10.0.2.2:5000".into()];
+            }),
+        );
+        check(
+            "initrd=iguana-initrd rd.iguana.control_url=https://example.org/w.yaml rd.iguana.debug",
+            with(|c| {
+                c.control_url = Some("https://example.org/w.yaml".into());
+                c.debug = true;
+            }),
+        );
+        check(
+            "rd.iguana.containers=registry.opensuse.org/agama:latest@sha256:abcd rd.debug=0",
+            with(|c| c.containers = vec!["registry.opensuse.org/agama:latest@sha256:abcd".into()]),
+        );
+        check(
+            r#"rd.iguana.containers="a, b" rd.iguana.net_timeout=5s"#,
+            with(|c| {
+                c.containers = vec!["a".into(), "b".into()];
+                c.net_timeout = Duration::from_secs(5);
+            }),
+        );
+    }
+
+    #[test]
+    fn last_occurrence_wins() {
+        check(
+            "rd.iguana.containers=a rd.iguana.containers=b rd.iguana.debug rd.iguana.debug=no",
+            with(|c| c.containers = vec!["b".into()]),
+        );
+        // A bad value that is overridden later is not an error.
+        check("rd.iguana.containers=,, rd.iguana.containers=b", with(|c| c.containers = vec!["b".into()]));
+    }
+
+    #[test]
+    fn rejects_bad_values_naming_the_argument() {
+        let cases: &[(&str, &str)] = &[
+            ("rd.iguana.containers=,,", "rd.iguana.containers: item 1 is empty in \",,\""),
+            ("rd.iguana.containers=", "rd.iguana.containers: empty value"),
+            ("rd.iguana.containers", "rd.iguana.containers: empty value"),
+            ("rd.iguana.containers=a,,b", "rd.iguana.containers: item 2 is empty in \"a,,b\""),
+            ("rd.iguana.containers=a$b", "rd.iguana.containers: \"a$b\" is not a valid image reference"),
+            ("rd.iguana.containers=/abs", "rd.iguana.containers: \"/abs\" is not a valid image reference"),
+            ("rd.iguana.control_url=", "rd.iguana.control_url: empty value"),
+            ("rd.iguana.insecure_registries=a/b", "rd.iguana.insecure_registries: \"a/b\" is not a valid registry host[:port]"),
+            ("rd.iguana.net_timeout=soon", "rd.iguana.net_timeout: \"soon\" is not a valid number of seconds (1..86400)"),
+            ("rd.iguana.net_timeout=0", "rd.iguana.net_timeout: \"0\" is not a valid number of seconds (1..86400)"),
+        ];
+        for (line, message) in cases {
+            match parse(line) {
+                Err(e) => assert_eq!(e.to_string(), *message, "parse({line:?})"),
+                Ok(c) => panic!("parse({line:?}) accepted: {c:?}"),
+            }
+        }
+    }
+
+    #[test]
+    fn failsafe_survives_bad_arguments() {
+        let secs = Duration::from_secs;
+        let cases: &[(&str, bool, Duration)] = &[
+            ("rd.iguana.containers=,, rd.iguana.debug", true, secs(10)),
+            ("rd.debug", true, secs(10)),
+            ("rd.iguana.debug=0", false, secs(10)),
+            ("quiet rd.iguana.reboot_timeout=0", false, secs(0)),
+            ("rd.iguana.reboot_timeout=3s rd.iguana.reboot_timeout=x", false, secs(3)),
+        ];
+        for (line, debug, timeout) in cases {
+            assert_eq!(failsafe(line), Failsafe { debug: *debug, reboot_timeout: *timeout }, "{line}");
+        }
+    }
+
+    #[test]
+    fn never_panics_on_odd_bytes() {
+        for line in ["\"", "\"\"", "=", "==", "\"=\"", "a=\"", "\u{0}\u{1}=\u{7f}", "rd.iguana.containers=\"\""] {
+            let _ = parse(line);
+            let _ = failsafe(line);
+        }
+    }
+}

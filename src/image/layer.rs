@@ -1,0 +1,171 @@
+//! Reading a downloaded layer blob as a tar stream: pick the decompressor
+//! from the blob's magic bytes (gzip, zstd or plain tar) and hash what comes
+//! out, so the caller can check it against the config's `rootfs.diff_ids`.
+//!
+//! The media type is not trusted for this: registries mislabel layers, and
+//! the diff_id check catches any content that is not what the image says.
+
+use sha2::{Digest, Sha256};
+use std::io::{self, BufRead, BufReader, Read};
+
+const GZIP_MAGIC: &[u8] = &[0x1f, 0x8b];
+const ZSTD_MAGIC: &[u8] = &[0x28, 0xb5, 0x2f, 0xfd];
+
+/// How a layer blob is compressed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Compression {
+    None,
+    Gzip,
+    Zstd,
+}
+
+impl Compression {
+    /// Sniffs the compression from the first bytes of a blob.
+    pub fn sniff(head: &[u8]) -> Compression {
+        if head.starts_with(GZIP_MAGIC) {
+            Compression::Gzip
+        } else if head.starts_with(ZSTD_MAGIC) {
+            Compression::Zstd
+        } else {
+            Compression::None
+        }
+    }
+}
+
+/// The uncompressed tar stream of a blob, hashed as it is read.
+pub struct TarStream {
+    inner: Box<dyn Read + Send>,
+    hasher: Sha256,
+}
+
+impl TarStream {
+    pub fn new<R: Read + Send + 'static>(blob: R) -> io::Result<TarStream> {
+        let mut blob = BufReader::new(blob);
+        let head = blob.fill_buf()?;
+        let inner: Box<dyn Read + Send> = match Compression::sniff(head) {
+            Compression::None => Box::new(blob),
+            Compression::Gzip => Box::new(flate2::bufread::MultiGzDecoder::new(blob)),
+            Compression::Zstd => Box::new(ZstdFrames::new(blob)),
+        };
+        Ok(TarStream {
+            inner,
+            hasher: Sha256::new(),
+        })
+    }
+
+    /// Reads what the tar parser left (the end-of-archive padding) and
+    /// returns the `sha256:HEX` digest of the whole uncompressed stream.
+    pub fn finish(mut self) -> io::Result<String> {
+        io::copy(&mut self, &mut io::sink())?;
+        Ok(format!("sha256:{}", hex::encode(self.hasher.finalize())))
+    }
+}
+
+impl Read for TarStream {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        let n = self.inner.read(buf)?;
+        self.hasher.update(buf.get(..n).unwrap_or_default());
+        Ok(n)
+    }
+}
+
+/// A zstd stream of one or more frames (ruzstd's decoder reads one frame).
+struct ZstdFrames<R: BufRead> {
+    state: ZstdState<R>,
+}
+
+enum ZstdState<R: BufRead> {
+    /// Between frames: the source, positioned at the next frame or the end.
+    Between(R),
+    Frame(ruzstd::decoding::StreamingDecoder<R, ruzstd::decoding::FrameDecoder>),
+    Done,
+}
+
+impl<R: BufRead> ZstdFrames<R> {
+    fn new(source: R) -> ZstdFrames<R> {
+        ZstdFrames {
+            state: ZstdState::Between(source),
+        }
+    }
+}
+
+impl<R: BufRead> Read for ZstdFrames<R> {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        loop {
+            match std::mem::replace(&mut self.state, ZstdState::Done) {
+                ZstdState::Done => return Ok(0),
+                ZstdState::Between(mut source) => {
+                    if source.fill_buf()?.is_empty() {
+                        return Ok(0);
+                    }
+                    let decoder = ruzstd::decoding::StreamingDecoder::new(source).map_err(|e| {
+                        io::Error::new(io::ErrorKind::InvalidData, format!("zstd: {e}"))
+                    })?;
+                    self.state = ZstdState::Frame(decoder);
+                }
+                ZstdState::Frame(mut decoder) => {
+                    let n = decoder.read(buf)?;
+                    if n > 0 || buf.is_empty() {
+                        self.state = ZstdState::Frame(decoder);
+                        return Ok(n);
+                    }
+                    self.state = ZstdState::Between(decoder.into_inner());
+                }
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::io::Write;
+
+    const TAR: &[u8] = b"pretend this is a tar stream";
+
+    fn sha(data: &[u8]) -> String {
+        format!("sha256:{}", hex::encode(Sha256::digest(data)))
+    }
+
+    fn check(blob: Vec<u8>, expected: Compression) {
+        assert_eq!(Compression::sniff(&blob), expected);
+        let mut stream = TarStream::new(io::Cursor::new(blob)).unwrap();
+        let mut first = [0u8; 7];
+        stream.read_exact(&mut first).unwrap();
+        assert_eq!(&first, &TAR[..7]);
+        assert_eq!(stream.finish().unwrap(), sha(TAR));
+    }
+
+    #[test]
+    fn plain_gzip_and_zstd_layers_hash_the_same() {
+        check(TAR.to_vec(), Compression::None);
+
+        let mut gz = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::default());
+        gz.write_all(TAR).unwrap();
+        check(gz.finish().unwrap(), Compression::Gzip);
+
+        let zstd =
+            ruzstd::encoding::compress_to_vec(TAR, ruzstd::encoding::CompressionLevel::Fastest);
+        check(zstd, Compression::Zstd);
+    }
+
+    #[test]
+    fn multi_frame_zstd() {
+        let (a, b) = TAR.split_at(10);
+        let mut blob =
+            ruzstd::encoding::compress_to_vec(a, ruzstd::encoding::CompressionLevel::Fastest);
+        blob.extend(ruzstd::encoding::compress_to_vec(
+            b,
+            ruzstd::encoding::CompressionLevel::Fastest,
+        ));
+        check(blob, Compression::Zstd);
+    }
+
+    #[test]
+    fn corrupt_gzip_is_an_error() {
+        let mut blob = GZIP_MAGIC.to_vec();
+        blob.extend_from_slice(b"garbage garbage garbage");
+        let stream = TarStream::new(io::Cursor::new(blob)).unwrap();
+        assert!(stream.finish().is_err());
+    }
+}

@@ -1,0 +1,431 @@
+//! Talking to the registry with oci-client: resolve the manifest (an image
+//! index resolves to linux/<this arch>), fetch the config, and stream layer
+//! blobs to files, verifying size and sha256 on the way.
+//!
+//! Never `Client::pull`: it holds every layer in memory. oci-client's errors
+//! nest reqwest's and hyper's; [`RegistryError::from_oci`] boils them down to
+//! one short line ("manifest unknown", "connection refused").
+
+use super::reference::{sha256_hex, ImageRef};
+use oci_client::client::{ClientConfig, ClientProtocol};
+use oci_client::errors::{OciDistributionError, OciErrorCode};
+use oci_client::manifest::{ImageIndexEntry, OciDescriptor, OciImageManifest};
+use oci_client::secrets::RegistryAuth;
+use oci_client::Client;
+use oci_spec::image::{Arch, Os};
+use sha2::{Digest, Sha256};
+use std::io;
+use std::path::{Path, PathBuf};
+use std::pin::Pin;
+use std::task::{Context, Poll};
+use std::time::Duration;
+use tokio::io::{AsyncReadExt, AsyncWrite};
+
+const CONNECT_TIMEOUT: Duration = Duration::from_secs(30);
+const READ_TIMEOUT: Duration = Duration::from_secs(120);
+/// Configs are small JSON documents; anything bigger is not one.
+const MAX_CONFIG_SIZE: u64 = 8 << 20;
+/// Longest registry error text kept in a message.
+const MAX_MESSAGE: usize = 200;
+
+/// A failed exchange with the registry, in one short line.
+#[derive(Debug, thiserror::Error)]
+pub enum RegistryError {
+    #[error("create HTTP client: {0}")]
+    Client(String),
+    #[error("cannot reach {registry}: {reason}")]
+    Unreachable { registry: String, reason: String },
+    #[error("{0}")]
+    Response(String),
+    #[error("registry sent an invalid digest {0:?}")]
+    BadDigest(String),
+    #[error("descriptor size {0} is invalid")]
+    BadSize(i64),
+    #[error("{size} bytes is too large for a config")]
+    ConfigTooLarge { size: u64 },
+    #[error("content has {actual} bytes, descriptor says {expected}")]
+    Size { expected: u64, actual: u64 },
+    #[error("content digest is {actual}, expected {expected}")]
+    Digest { expected: String, actual: String },
+    #[error("{step} {path}")]
+    Store {
+        step: &'static str,
+        path: PathBuf,
+        #[source]
+        source: io::Error,
+    },
+}
+
+impl RegistryError {
+    /// Condenses an oci-client error to its essential part.
+    fn from_oci(registry: &str, err: OciDistributionError) -> RegistryError {
+        use OciDistributionError as E;
+        match err {
+            E::RegistryError { envelope, .. } => {
+                let texts: Vec<String> = envelope
+                    .errors
+                    .iter()
+                    .map(|e| match (&e.code, e.message.is_empty()) {
+                        (OciErrorCode::ManifestUnknown, _) => "manifest unknown".to_string(),
+                        (OciErrorCode::NameUnknown, _) => "repository unknown".to_string(),
+                        (OciErrorCode::BlobUnknown, _) => "blob unknown".to_string(),
+                        (_, false) => e.message.clone(),
+                        (code, true) => format!("{code:?}"),
+                    })
+                    .collect();
+                RegistryError::Response(texts.join("; "))
+            }
+            E::ServerError { code, message, .. } => {
+                RegistryError::Response(format!("HTTP {code}: {}", clip(message.trim())))
+            }
+            E::UnauthorizedError { .. } => RegistryError::Response("unauthorized".into()),
+            E::AuthenticationFailure(m) => {
+                RegistryError::Response(format!("authentication failed: {}", clip(&m)))
+            }
+            E::ImageManifestNotFoundError(m) => RegistryError::Response(clip(&m)),
+            E::DigestError(e) => RegistryError::Response(clip(&e.to_string())),
+            E::RequestError(e) => RegistryError::Unreachable {
+                registry: registry.to_string(),
+                reason: root_cause(&e),
+            },
+            E::IoError(e) => RegistryError::Response(clip(&e.to_string())),
+            other => RegistryError::Response(clip(&other.to_string())),
+        }
+    }
+}
+
+/// The innermost cause of an error chain, which is the one that says what
+/// happened ("Connection refused (os error 111)", "invalid peer certificate").
+fn root_cause(err: &(dyn std::error::Error + 'static)) -> String {
+    let mut cause = err;
+    while let Some(next) = cause.source() {
+        cause = next;
+    }
+    if let Some(io) = cause.downcast_ref::<io::Error>() {
+        match io.kind() {
+            io::ErrorKind::ConnectionRefused => return "connection refused".into(),
+            io::ErrorKind::TimedOut => return "timed out".into(),
+            _ => {}
+        }
+    }
+    let text = cause.to_string();
+    if text.contains("operation timed out") {
+        return "timed out".into();
+    }
+    clip(&text)
+}
+
+fn clip(text: &str) -> String {
+    match text.char_indices().nth(MAX_MESSAGE) {
+        Some((i, _)) => format!("{}…", &text[..i]),
+        None => text.to_string(),
+    }
+}
+
+/// Picks the manifest for linux on the architecture we run on.
+fn linux_this_arch(entries: &[ImageIndexEntry]) -> Option<String> {
+    entries
+        .iter()
+        .find(|e| {
+            e.platform
+                .as_ref()
+                .is_some_and(|p| p.os == Os::Linux && p.architecture == Arch::default())
+        })
+        .map(|e| e.digest.clone())
+}
+
+/// One image on one registry.
+pub struct Registry {
+    client: Client,
+    reference: oci_client::Reference,
+    registry: String,
+}
+
+impl Registry {
+    /// HTTPS with verified certificates, except plain HTTP for the
+    /// registries listed (HOST:PORT exactly as in the image reference).
+    pub fn new(
+        image: &ImageRef,
+        insecure_registries: &[String],
+    ) -> Result<Registry, RegistryError> {
+        let config = ClientConfig {
+            protocol: ClientProtocol::HttpsExcept(insecure_registries.to_vec()),
+            platform_resolver: Some(Box::new(linux_this_arch)),
+            connect_timeout: Some(CONNECT_TIMEOUT),
+            read_timeout: Some(READ_TIMEOUT),
+            ..Default::default()
+        };
+        let client = Client::try_from(config).map_err(|e| RegistryError::Client(root_cause(&e)))?;
+        Ok(Registry {
+            client,
+            reference: image.to_oci(),
+            registry: image.registry.clone(),
+        })
+    }
+
+    /// The image manifest and its digest.
+    pub async fn manifest(&self) -> Result<(OciImageManifest, String), RegistryError> {
+        self.client
+            .pull_image_manifest(&self.reference, &RegistryAuth::Anonymous)
+            .await
+            .map_err(|e| RegistryError::from_oci(&self.registry, e))
+    }
+
+    /// The config blob, verified against its descriptor.
+    pub async fn config(&self, desc: &OciDescriptor) -> Result<Vec<u8>, RegistryError> {
+        let (hex, size) = check_descriptor(desc)?;
+        if size > MAX_CONFIG_SIZE {
+            return Err(RegistryError::ConfigTooLarge { size });
+        }
+        let mut out = Verifying::new(Vec::new(), size);
+        let result = self.client.pull_blob(&self.reference, desc, &mut out).await;
+        out.check(
+            result.map_err(|e| RegistryError::from_oci(&self.registry, e)),
+            hex,
+        )?;
+        Ok(out.inner)
+    }
+
+    /// Streams the blob `desc` into `dest` (via `dest.partial`), unless a
+    /// verified copy is already there. Returns whether it was downloaded.
+    pub async fn fetch_blob(
+        &self,
+        desc: &OciDescriptor,
+        dest: &Path,
+    ) -> Result<bool, RegistryError> {
+        let (hex, size) = check_descriptor(desc)?;
+        let store_err = |step, path: &Path| {
+            let path = path.to_path_buf();
+            move |source| RegistryError::Store { step, path, source }
+        };
+        if file_matches(dest, hex, size)
+            .await
+            .map_err(store_err("read cached blob", dest))?
+        {
+            return Ok(false);
+        }
+        let partial = dest.with_extension("partial");
+        let file = tokio::fs::File::create(&partial)
+            .await
+            .map_err(store_err("create", &partial))?;
+        let mut out = Verifying::new(file, size);
+        let result = self.client.pull_blob(&self.reference, desc, &mut out).await;
+        let checked = out.check(
+            result.map_err(|e| RegistryError::from_oci(&self.registry, e)),
+            hex,
+        );
+        if let Err(err) = checked {
+            tokio::fs::remove_file(&partial).await.ok();
+            return Err(err);
+        }
+        out.inner
+            .sync_all()
+            .await
+            .map_err(store_err("sync", &partial))?;
+        tokio::fs::rename(&partial, dest)
+            .await
+            .map_err(store_err("rename", &partial))?;
+        Ok(true)
+    }
+}
+
+/// The descriptor's sha256 hex (safe as a file name) and size.
+fn check_descriptor(desc: &OciDescriptor) -> Result<(&str, u64), RegistryError> {
+    let hex =
+        sha256_hex(&desc.digest).ok_or_else(|| RegistryError::BadDigest(desc.digest.clone()))?;
+    let size = u64::try_from(desc.size).map_err(|_| RegistryError::BadSize(desc.size))?;
+    Ok((hex, size))
+}
+
+/// Whether `path` exists with exactly `size` bytes hashing to `hex`.
+async fn file_matches(path: &Path, hex: &str, size: u64) -> io::Result<bool> {
+    let mut file = match tokio::fs::File::open(path).await {
+        Ok(f) => f,
+        Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(false),
+        Err(e) => return Err(e),
+    };
+    if file.metadata().await?.len() != size {
+        return Ok(false);
+    }
+    let mut hasher = Sha256::new();
+    let mut buf = vec![0u8; 1 << 16];
+    loop {
+        let n = file.read(&mut buf).await?;
+        if n == 0 {
+            break;
+        }
+        hasher.update(buf.get(..n).unwrap_or_default());
+    }
+    Ok(hex::encode(hasher.finalize()) == hex)
+}
+
+/// A writer that hashes what passes and refuses more than `limit` bytes,
+/// so a hostile registry cannot fill the disk past the descriptor's size.
+struct Verifying<W> {
+    inner: W,
+    hasher: Sha256,
+    written: u64,
+    limit: u64,
+    overflow: bool,
+}
+
+impl<W> Verifying<W> {
+    fn new(inner: W, limit: u64) -> Verifying<W> {
+        Verifying {
+            inner,
+            hasher: Sha256::new(),
+            written: 0,
+            limit,
+            overflow: false,
+        }
+    }
+
+    /// Our own size and digest verdict first (it is the precise one), then
+    /// the transfer's result.
+    fn check(
+        &mut self,
+        transfer: Result<(), RegistryError>,
+        hex: &str,
+    ) -> Result<(), RegistryError> {
+        if self.overflow {
+            return Err(RegistryError::Size {
+                expected: self.limit,
+                actual: self.written + 1,
+            });
+        }
+        transfer?;
+        if self.written != self.limit {
+            return Err(RegistryError::Size {
+                expected: self.limit,
+                actual: self.written,
+            });
+        }
+        let actual = hex::encode(std::mem::take(&mut self.hasher).finalize());
+        if actual != hex {
+            return Err(RegistryError::Digest {
+                expected: format!("sha256:{hex}"),
+                actual: format!("sha256:{actual}"),
+            });
+        }
+        Ok(())
+    }
+}
+
+impl<W: AsyncWrite + Unpin> AsyncWrite for Verifying<W> {
+    fn poll_write(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<io::Result<usize>> {
+        let this = self.get_mut();
+        let len = buf.len() as u64;
+        if this.written.saturating_add(len) > this.limit {
+            this.overflow = true;
+            return Poll::Ready(Err(io::Error::other(
+                "blob larger than its descriptor says",
+            )));
+        }
+        let poll = Pin::new(&mut this.inner).poll_write(cx, buf);
+        if let Poll::Ready(Ok(n)) = poll {
+            this.hasher.update(buf.get(..n).unwrap_or_default());
+            this.written += n as u64;
+        }
+        poll
+    }
+
+    fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.get_mut().inner).poll_flush(cx)
+    }
+
+    fn poll_shutdown(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.get_mut().inner).poll_shutdown(cx)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use oci_client::errors::{OciEnvelope, OciError};
+
+    fn check(err: OciDistributionError, expected: &str) {
+        assert_eq!(
+            RegistryError::from_oci("127.0.0.1:5000", err).to_string(),
+            expected
+        );
+    }
+
+    #[test]
+    fn registry_errors_are_short() {
+        let envelope = |code, message: &str| OciDistributionError::RegistryError {
+            envelope: OciEnvelope {
+                errors: vec![OciError {
+                    code,
+                    message: message.into(),
+                    detail: serde_json::Value::Null,
+                }],
+            },
+            url: "http://127.0.0.1:5000/v2/x/manifests/latest".into(),
+        };
+        check(
+            envelope(OciErrorCode::ManifestUnknown, "manifest unknown"),
+            "manifest unknown",
+        );
+        check(
+            envelope(
+                OciErrorCode::NameUnknown,
+                "repository name not known to registry",
+            ),
+            "repository unknown",
+        );
+        check(
+            envelope(
+                OciErrorCode::Denied,
+                "requested access to the resource is denied",
+            ),
+            "requested access to the resource is denied",
+        );
+        check(
+            OciDistributionError::ServerError {
+                code: 500,
+                url: "u".into(),
+                message: "boom\n".into(),
+            },
+            "HTTP 500: boom",
+        );
+        check(
+            OciDistributionError::UnauthorizedError { url: "u".into() },
+            "unauthorized",
+        );
+        check(
+            OciDistributionError::IoError(io::Error::new(
+                io::ErrorKind::ConnectionRefused,
+                "refused",
+            )),
+            "refused",
+        );
+        assert_eq!(clip(&"x".repeat(300)).chars().count(), MAX_MESSAGE + 1);
+    }
+
+    #[tokio::test]
+    async fn verifying_writer_limits_and_hashes() {
+        use tokio::io::AsyncWriteExt;
+        let hex_ok = hex::encode(Sha256::digest(b"abc"));
+        let mut w = Verifying::new(Vec::new(), 3);
+        w.write_all(b"abc").await.unwrap();
+        assert!(w.check(Ok(()), &hex_ok).is_ok());
+
+        let mut w = Verifying::new(Vec::new(), 2);
+        assert!(w.write_all(b"abc").await.is_err());
+        assert!(matches!(
+            w.check(Ok(()), &hex_ok),
+            Err(RegistryError::Size { .. })
+        ));
+
+        let mut w = Verifying::new(Vec::new(), 3);
+        w.write_all(b"abd").await.unwrap();
+        assert!(matches!(
+            w.check(Ok(()), &hex_ok),
+            Err(RegistryError::Digest { .. })
+        ));
+    }
+}

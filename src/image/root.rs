@@ -1,0 +1,213 @@
+//! Filesystem operations confined to an unpack root.
+//!
+//! Architecture invariant: nothing is written or deleted outside the root,
+//! whatever the layers contain. Two rules give that:
+//! - entry paths are normalized lexically first ([`EntryPath::parse`]):
+//!   a leading `/` is dropped and any `..` component rejects the entry;
+//! - a parent directory is only ever opened with `openat2(RESOLVE_IN_ROOT |
+//!   RESOLVE_NO_MAGICLINKS)` relative to the root's fd, so symlinks met on
+//!   the way (even absolute or `../..` ones, planted by an earlier layer)
+//!   resolve as if the root were `/`. The final component is then handled
+//!   with `*at()` calls that do not follow it (`O_NOFOLLOW`, `O_EXCL`,
+//!   `AT_SYMLINK_NOFOLLOW`, `unlinkat`).
+
+use rustix::fs::{self as rfs, AtFlags, FileType, Mode, OFlags, ResolveFlags};
+use rustix::io::Errno;
+use std::ffi::{OsStr, OsString};
+use std::io;
+use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
+use std::os::unix::ffi::{OsStrExt, OsStringExt};
+use std::path::{Path, PathBuf};
+
+/// Why an entry path was rejected.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum PathError {
+    #[error("path has a '..' component")]
+    DotDot,
+    #[error("path has a NUL byte")]
+    Nul,
+}
+
+/// A normalized path inside the root, split into its parent directory
+/// (relative, empty for top-level entries) and its final component.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct EntryPath {
+    pub parent: PathBuf,
+    pub name: OsString,
+}
+
+impl EntryPath {
+    /// Normalizes a tar path. `Ok(None)` means the root itself (`./`, `/`).
+    pub fn parse(raw: &[u8]) -> Result<Option<EntryPath>, PathError> {
+        if raw.contains(&0) {
+            return Err(PathError::Nul);
+        }
+        let mut parts = Vec::new();
+        for part in raw.split(|&b| b == b'/') {
+            match part {
+                b"" | b"." => {}
+                b".." => return Err(PathError::DotDot),
+                part => parts.push(OsStr::from_bytes(part)),
+            }
+        }
+        let Some((name, parents)) = parts.split_last() else {
+            return Ok(None);
+        };
+        Ok(Some(EntryPath {
+            parent: parents.iter().collect(),
+            name: name.to_os_string(),
+        }))
+    }
+
+    /// The whole relative path.
+    pub fn full(&self) -> PathBuf {
+        self.parent.join(&self.name)
+    }
+}
+
+/// An open root directory; every lookup is resolved inside it.
+pub struct Root {
+    fd: OwnedFd,
+}
+
+impl Root {
+    pub fn open(path: &Path) -> io::Result<Root> {
+        let fd = rfs::open(
+            path,
+            OFlags::PATH | OFlags::DIRECTORY | OFlags::CLOEXEC,
+            Mode::empty(),
+        )?;
+        Ok(Root { fd })
+    }
+
+    pub fn fd(&self) -> BorrowedFd<'_> {
+        self.fd.as_fd()
+    }
+
+    /// Opens the directory `rel` (an `O_PATH` fd), resolving every symlink
+    /// inside the root. With `create`, missing directories are made (0755).
+    pub fn dir(&self, rel: &Path, create: bool) -> io::Result<OwnedFd> {
+        match self.resolve(rel) {
+            Err(Errno::NOENT) if create => {
+                let (Some(parent), Some(name)) = (rel.parent(), rel.file_name()) else {
+                    return Err(Errno::NOENT.into());
+                };
+                let parent_fd = self.dir(parent, true)?;
+                match rfs::mkdirat(&parent_fd, name, Mode::from_raw_mode(0o755)) {
+                    Ok(()) | Err(Errno::EXIST) => {}
+                    Err(e) => return Err(e.into()),
+                }
+                Ok(self.resolve(rel)?)
+            }
+            other => Ok(other?),
+        }
+    }
+
+    fn resolve(&self, rel: &Path) -> Result<OwnedFd, Errno> {
+        let rel = if rel.as_os_str().is_empty() {
+            Path::new(".")
+        } else {
+            rel
+        };
+        let flags = OFlags::PATH | OFlags::DIRECTORY | OFlags::CLOEXEC;
+        let resolve = ResolveFlags::IN_ROOT | ResolveFlags::NO_MAGICLINKS;
+        // EAGAIN: the kernel saw a concurrent rename during a ".." walk; retry.
+        let mut result = rfs::openat2(&self.fd, rel, flags, Mode::empty(), resolve);
+        for _ in 0..8 {
+            if !matches!(result, Err(Errno::AGAIN)) {
+                break;
+            }
+            result = rfs::openat2(&self.fd, rel, flags, Mode::empty(), resolve);
+        }
+        result
+    }
+}
+
+/// Opens `name` in `dir` as a readable directory, never following a symlink.
+pub fn open_dir_at(dir: BorrowedFd<'_>, name: &OsStr) -> io::Result<OwnedFd> {
+    let flags = OFlags::RDONLY | OFlags::DIRECTORY | OFlags::NOFOLLOW | OFlags::CLOEXEC;
+    Ok(rfs::openat(dir, name, flags, Mode::empty())?)
+}
+
+/// The type of `name` in `dir` (not following a symlink), or `None`.
+pub fn kind_at(dir: BorrowedFd<'_>, name: &OsStr) -> io::Result<Option<FileType>> {
+    match rfs::statat(dir, name, AtFlags::SYMLINK_NOFOLLOW) {
+        Ok(st) => Ok(Some(FileType::from_raw_mode(st.st_mode))),
+        Err(Errno::NOENT) => Ok(None),
+        Err(e) => Err(e.into()),
+    }
+}
+
+/// The names in a readable directory fd, without `.` and `..`.
+pub fn list(dir: OwnedFd) -> io::Result<Vec<OsString>> {
+    let mut names = Vec::new();
+    for entry in rfs::Dir::new(dir)? {
+        let name = entry?.file_name().to_bytes().to_vec();
+        if name != b"." && name != b".." {
+            names.push(OsString::from_vec(name));
+        }
+    }
+    Ok(names)
+}
+
+/// Removes `name` from `dir` and, for a directory, everything below it.
+/// Symlinks are removed, never followed. A missing `name` is not an error.
+pub fn remove_all(dir: BorrowedFd<'_>, name: &OsStr) -> io::Result<()> {
+    match rfs::unlinkat(dir, name, AtFlags::empty()) {
+        Ok(()) | Err(Errno::NOENT) => Ok(()),
+        Err(Errno::ISDIR) => {
+            let sub = open_dir_at(dir, name)?;
+            let sub_path = sub.try_clone()?;
+            for child in list(sub)? {
+                remove_all(sub_path.as_fd(), &child)?;
+            }
+            match rfs::unlinkat(dir, name, AtFlags::REMOVEDIR) {
+                Ok(()) | Err(Errno::NOENT) => Ok(()),
+                Err(e) => Err(e.into()),
+            }
+        }
+        Err(e) => Err(e.into()),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn check(raw: &str, expected: Result<Option<(&str, &str)>, PathError>) {
+        let expected = expected.map(|o| {
+            o.map(|(parent, name)| EntryPath {
+                parent: parent.into(),
+                name: name.into(),
+            })
+        });
+        assert_eq!(EntryPath::parse(raw.as_bytes()), expected, "path {raw:?}");
+    }
+
+    #[test]
+    fn entry_paths() {
+        let cases: &[(&str, Result<Option<(&str, &str)>, PathError>)] = &[
+            ("etc/passwd", Ok(Some(("etc", "passwd")))),
+            ("./etc/passwd", Ok(Some(("etc", "passwd")))),
+            ("/etc/passwd", Ok(Some(("etc", "passwd")))),
+            ("//etc//./passwd/", Ok(Some(("etc", "passwd")))),
+            ("bin", Ok(Some(("", "bin")))),
+            ("usr/lib/", Ok(Some(("usr", "lib")))),
+            ("a/b/.wh.c", Ok(Some(("a/b", ".wh.c")))),
+            ("./", Ok(None)),
+            ("/", Ok(None)),
+            (".", Ok(None)),
+            ("", Ok(None)),
+            ("../escape", Err(PathError::DotDot)),
+            ("a/../../escape", Err(PathError::DotDot)),
+            ("a/..", Err(PathError::DotDot)),
+            ("/..", Err(PathError::DotDot)),
+            ("a\0b", Err(PathError::Nul)),
+            ("...", Ok(Some(("", "...")))),
+            ("a/..b", Ok(Some(("a", "..b")))),
+        ];
+        for (raw, expected) in cases {
+            check(raw, expected.clone());
+        }
+    }
+}

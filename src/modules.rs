@@ -1,1 +1,0 @@
-//! Phase "modules": coldplug kernel modules from /lib/modules/$(uname -r) by modalias (owned by the net/modules work).

@@ -1,0 +1,603 @@
+//! Phase "modules": coldplug kernel modules from `/lib/modules/$(uname -r)`
+//! by modalias, the job udev does on a normal system.
+//!
+//! Runs inside PID 1, single-threaded and synchronous. Assumes `/sys` and
+//! `/proc` are mounted and the initramfs carries the kernel's modules together
+//! with the `modules.alias`, `modules.dep` and `modules.builtin` that `depmod`
+//! wrote for them. A module that fails to load is logged and recorded in the
+//! [`Report`]; only an unreadable module index is an error.
+
+mod fnmatch;
+mod index;
+mod sysfs;
+
+use std::collections::{BTreeSet, HashMap};
+use std::fmt;
+use std::fs::{self, File};
+use std::io;
+use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
+
+use nix::errno::Errno;
+use nix::kmod::{finit_module, ModuleInitFlags};
+use tracing::{debug, info, warn};
+
+use self::index::{normalize, Index};
+
+/// Loading a bus driver (virtio_pci) makes its devices appear, which then ask
+/// for their own drivers (virtio_net, virtio_blk); real machines settle in two
+/// or three passes.
+const MAX_PASSES: u32 = 6;
+
+/// Pause between passes: most probes finish inside `finit_module`, but drivers
+/// that probe asynchronously add their devices a moment later.
+const SETTLE: Duration = Duration::from_millis(100);
+
+/// `MODULE_INIT_COMPRESSED_FILE` from `<linux/module.h>` (Linux 6.4+): the
+/// kernel decompresses the module itself. nix does not name it yet.
+const MODULE_INIT_COMPRESSED_FILE: u32 = 4;
+
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    #[error("read module index {path}")]
+    ReadIndex {
+        path: PathBuf,
+        #[source]
+        source: io::Error,
+    },
+    #[error("read kernel release from {path}")]
+    KernelRelease {
+        path: PathBuf,
+        #[source]
+        source: io::Error,
+    },
+}
+
+/// Why one module did not load.
+#[derive(Debug, thiserror::Error)]
+pub enum LoadError {
+    #[error("open {path}")]
+    Open {
+        path: PathBuf,
+        #[source]
+        source: io::Error,
+    },
+    #[error("finit_module({path}, \"\", {flags:#x}): {errno}")]
+    Init {
+        path: PathBuf,
+        flags: u32,
+        errno: Errno,
+    },
+    #[error("not in modules.dep")]
+    NotFound,
+    #[error("needs {dependency}, which did not load")]
+    Dependency { dependency: String },
+}
+
+/// Whether a successful load call did anything.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Loaded {
+    New,
+    Already,
+}
+
+/// The one side effect of this phase, behind a seam so the resolution logic
+/// can be tested by recording calls instead of loading modules.
+pub trait Loader {
+    fn load(&mut self, name: &str, path: &Path) -> Result<Loaded, LoadError>;
+}
+
+/// Loads modules into the running kernel with `finit_module(2)`.
+pub struct KernelLoader;
+
+impl Loader for KernelLoader {
+    fn load(&mut self, _name: &str, path: &Path) -> Result<Loaded, LoadError> {
+        let file = File::open(path).map_err(|source| LoadError::Open {
+            path: path.to_owned(),
+            source,
+        })?;
+        let flags = if is_compressed(path) {
+            MODULE_INIT_COMPRESSED_FILE
+        } else {
+            0
+        };
+        match finit_module(&file, c"", ModuleInitFlags::from_bits_retain(flags)) {
+            Ok(()) => Ok(Loaded::New),
+            Err(Errno::EEXIST) => Ok(Loaded::Already),
+            Err(errno) => Err(LoadError::Init {
+                path: path.to_owned(),
+                flags,
+                errno,
+            }),
+        }
+    }
+}
+
+fn is_compressed(path: &Path) -> bool {
+    matches!(
+        path.extension().and_then(|e| e.to_str()),
+        Some("xz" | "zst" | "gz")
+    )
+}
+
+#[derive(Debug)]
+pub struct Failure {
+    pub module: String,
+    pub error: LoadError,
+}
+
+/// What a coldplug or [`load_named`] call did.
+#[derive(Debug, Default)]
+pub struct Report {
+    /// Modules this call inserted, in load order.
+    pub loaded: Vec<String>,
+    pub failed: Vec<Failure>,
+    /// Scans of sysfs (0 for [`load_named`]).
+    pub passes: u32,
+    pub duration: Duration,
+}
+
+impl fmt::Display for Report {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "loaded {} modules", self.loaded.len())?;
+        if !self.loaded.is_empty() {
+            write!(f, " ({})", self.loaded.join(" "))?;
+        }
+        write!(f, ", {} failed", self.failed.len())?;
+        for failure in &self.failed {
+            write!(f, " [{}: {}]", failure.module, failure.error)?;
+        }
+        write!(
+            f,
+            ", {} passes, {} ms",
+            self.passes,
+            self.duration.as_millis()
+        )
+    }
+}
+
+/// `/lib/modules/<release>` for the running kernel.
+pub fn kernel_modules_dir() -> Result<PathBuf, Error> {
+    let path = PathBuf::from("/proc/sys/kernel/osrelease");
+    let release =
+        fs::read_to_string(&path).map_err(|source| Error::KernelRelease { path, source })?;
+    Ok(Path::new("/lib/modules").join(release.trim()))
+}
+
+/// Loads the driver of every device in `sys_dir` (normally `/sys`), repeating
+/// the scan while loading drivers makes new devices appear.
+pub fn coldplug(modules_dir: &Path, sys_dir: &Path) -> Result<Report, Error> {
+    let index = read_index(modules_dir)?;
+    Ok(coldplug_with(
+        &index,
+        modules_dir,
+        sys_dir,
+        &mut KernelLoader,
+        SETTLE,
+    ))
+}
+
+/// Loads modules that no device asks for (filesystems, protocols), with
+/// their dependencies. Built-in and absent modules are skipped quietly.
+pub fn load_named(modules_dir: &Path, names: &[&str]) -> Result<Report, Error> {
+    let index = read_index(modules_dir)?;
+    Ok(load_named_with(
+        &index,
+        modules_dir,
+        names,
+        &mut KernelLoader,
+    ))
+}
+
+fn read_index(modules_dir: &Path) -> Result<Index, Error> {
+    let read = |file: &str| {
+        let path = modules_dir.join(file);
+        fs::read_to_string(&path).map_err(|source| Error::ReadIndex { path, source })
+    };
+    let alias = read("modules.alias")?;
+    let dep = read("modules.dep")?;
+    // A kernel with everything modular has an empty modules.builtin, and
+    // some initramfs builders leave it out; that is not worth failing for.
+    let builtin = read("modules.builtin").unwrap_or_else(|err| {
+        debug!(%err, "no modules.builtin, assuming nothing is built in");
+        String::new()
+    });
+    Ok(Index::parse(&alias, &dep, &builtin))
+}
+
+fn coldplug_with(
+    index: &Index,
+    modules_dir: &Path,
+    sys_dir: &Path,
+    loader: &mut dyn Loader,
+    settle: Duration,
+) -> Report {
+    let start = Instant::now();
+    let mut session = Session::new(index, modules_dir, loader);
+    let mut seen = BTreeSet::new();
+    for pass in 1..=MAX_PASSES {
+        session.report.passes = pass;
+        let before = session.report.loaded.len();
+        for modalias in sysfs::modaliases(sys_dir) {
+            if seen.contains(&modalias) {
+                continue;
+            }
+            for module in index.modules_for(&modalias) {
+                session.ensure(module, false);
+            }
+            seen.insert(modalias);
+        }
+        if session.report.loaded.len() == before {
+            break;
+        }
+        std::thread::sleep(settle);
+    }
+    let mut report = session.report;
+    report.duration = start.elapsed();
+    report
+}
+
+fn load_named_with(
+    index: &Index,
+    modules_dir: &Path,
+    names: &[&str],
+    loader: &mut dyn Loader,
+) -> Report {
+    let start = Instant::now();
+    let mut session = Session::new(index, modules_dir, loader);
+    for name in names {
+        session.ensure(name, true);
+    }
+    let mut report = session.report;
+    report.duration = start.elapsed();
+    report
+}
+
+/// What became of a module during one call.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum State {
+    Usable,
+    Missing,
+    Failed,
+}
+
+struct Session<'a> {
+    index: &'a Index,
+    modules_dir: &'a Path,
+    loader: &'a mut dyn Loader,
+    states: HashMap<String, State>,
+    report: Report,
+}
+
+impl<'a> Session<'a> {
+    fn new(index: &'a Index, modules_dir: &'a Path, loader: &'a mut dyn Loader) -> Self {
+        Session {
+            index,
+            modules_dir,
+            loader,
+            states: HashMap::new(),
+            report: Report::default(),
+        }
+    }
+
+    /// Loads `name` after its dependencies. `quiet_missing` is for modules
+    /// asked for by name, which may simply not exist in this kernel.
+    fn ensure(&mut self, name: &str, quiet_missing: bool) {
+        let name = normalize(name);
+        for module in self.index.load_order(&name) {
+            if self.states.contains_key(&module) {
+                continue;
+            }
+            let state = match self.failed_dependency(&module) {
+                Some(dependency) => {
+                    let error = LoadError::Dependency { dependency };
+                    warn!(%module, %error, "module not loaded");
+                    self.report.failed.push(Failure {
+                        module: module.clone(),
+                        error,
+                    });
+                    State::Failed
+                }
+                None => self.load_one(&module, quiet_missing && module == name),
+            };
+            self.states.insert(module, state);
+        }
+    }
+
+    /// The first direct dependency of `module` that is known not to be usable.
+    /// Dependencies come earlier in the load order, so they have a state by
+    /// now (except inside a cycle, which the kernel will complain about).
+    fn failed_dependency(&self, module: &str) -> Option<String> {
+        let entry = self.index.deps.get(module)?;
+        entry
+            .deps
+            .iter()
+            .find(|dep| matches!(self.states.get(*dep), Some(s) if *s != State::Usable))
+            .cloned()
+    }
+
+    fn load_one(&mut self, module: &str, quiet_missing: bool) -> State {
+        if self.index.builtin.contains(module) {
+            debug!(module, "built into the kernel");
+            return State::Usable;
+        }
+        let Some(entry) = self.index.deps.get(module) else {
+            if quiet_missing {
+                debug!(module, "no such module, skipped");
+            } else {
+                warn!(module, "module not loaded: not in modules.dep");
+                self.report.failed.push(Failure {
+                    module: module.to_owned(),
+                    error: LoadError::NotFound,
+                });
+            }
+            return State::Missing;
+        };
+        match self
+            .loader
+            .load(module, &self.modules_dir.join(&entry.path))
+        {
+            Ok(Loaded::New) => {
+                info!(module, "module loaded");
+                self.report.loaded.push(module.to_owned());
+                State::Usable
+            }
+            Ok(Loaded::Already) => State::Usable,
+            Err(error) => {
+                warn!(module, %error, "module not loaded");
+                self.report.failed.push(Failure {
+                    module: module.to_owned(),
+                    error,
+                });
+                State::Failed
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::os::unix::fs::symlink;
+
+    use super::*;
+
+    // Real lines from Debian's 6.1.0-56-cloud-amd64 modules.alias/modules.dep,
+    // plus one alias whose module is missing (a stale index).
+    const ALIAS: &str = "\
+alias pci:v00001AF4d*sv*sd*bc*sc*i* virtio_pci
+alias virtio:d00000002v* virtio_blk
+alias virtio:d00000001v* virtio_net
+alias fs-overlay overlay
+alias cpu:type:x86,ven*fam*mod*:feature:*0099* aesni_intel
+alias platform:serial8250 8250-ghost
+";
+    const DEP: &str = "\
+kernel/fs/overlayfs/overlay.ko:
+kernel/drivers/virtio/virtio_pci_modern_dev.ko:
+kernel/drivers/virtio/virtio_pci_legacy_dev.ko:
+kernel/drivers/virtio/virtio_pci.ko: kernel/drivers/virtio/virtio_pci_legacy_dev.ko kernel/drivers/virtio/virtio_pci_modern_dev.ko kernel/drivers/virtio/virtio.ko kernel/drivers/virtio/virtio_ring.ko
+kernel/drivers/block/virtio_blk.ko: kernel/drivers/virtio/virtio.ko kernel/drivers/virtio/virtio_ring.ko
+kernel/drivers/net/virtio_net.ko: kernel/drivers/net/net_failover.ko kernel/net/core/failover.ko kernel/drivers/virtio/virtio.ko kernel/drivers/virtio/virtio_ring.ko
+kernel/drivers/net/net_failover.ko: kernel/net/core/failover.ko
+kernel/net/core/failover.ko:
+kernel/drivers/virtio/virtio.ko:
+kernel/drivers/virtio/virtio_ring.ko:
+kernel/arch/x86/crypto/aesni-intel.ko: kernel/crypto/crypto_simd.ko kernel/crypto/cryptd.ko
+kernel/crypto/crypto_simd.ko: kernel/crypto/cryptd.ko
+kernel/crypto/cryptd.ko:
+";
+    const BUILTIN: &str = "kernel/net/packet/af_packet.ko\nkernel/fs/ext4/ext4.ko\n";
+
+    /// Stands in for the kernel: records each load, fails or reports
+    /// "already loaded" on request, and makes virtio devices appear in the
+    /// fake sysfs when virtio_pci loads, as the real driver's probe does.
+    struct Recorder {
+        sys: PathBuf,
+        modules_dir: PathBuf,
+        calls: Vec<(String, PathBuf)>,
+        fail: &'static [&'static str],
+        already: &'static [&'static str],
+    }
+
+    impl Loader for Recorder {
+        fn load(&mut self, name: &str, path: &Path) -> Result<Loaded, LoadError> {
+            let relative = path.strip_prefix(&self.modules_dir).unwrap_or(path);
+            self.calls.push((name.to_owned(), relative.to_owned()));
+            if self.fail.contains(&name) {
+                return Err(LoadError::Init {
+                    path: path.to_owned(),
+                    flags: 0,
+                    errno: Errno::ENOEXEC,
+                });
+            }
+            if name == "virtio_pci" {
+                let pci = self.sys.join("devices/pci0000:00");
+                write(
+                    &pci.join("0000:00:02.0/virtio0/modalias"),
+                    "virtio:d00000001v00001AF4\n",
+                );
+                write(
+                    &pci.join("0000:00:03.0/virtio1/modalias"),
+                    "virtio:d00000002v00001AF4\n",
+                );
+            }
+            Ok(if self.already.contains(&name) {
+                Loaded::Already
+            } else {
+                Loaded::New
+            })
+        }
+    }
+
+    fn write(path: &Path, text: &str) {
+        fs::create_dir_all(path.parent().unwrap()).unwrap();
+        fs::write(path, text).unwrap();
+    }
+
+    fn setup(
+        fail: &'static [&'static str],
+        already: &'static [&'static str],
+    ) -> (tempfile::TempDir, Index, Recorder) {
+        let tmp = tempfile::tempdir().unwrap();
+        let modules_dir = tmp.path().join("lib/modules/6.1.0-56-cloud-amd64");
+        write(&modules_dir.join("modules.alias"), ALIAS);
+        write(&modules_dir.join("modules.dep"), DEP);
+        write(&modules_dir.join("modules.builtin"), BUILTIN);
+        // Modaliases as a QEMU q35 guest shows them.
+        let sys = tmp.path().join("sys");
+        let pci = sys.join("devices/pci0000:00");
+        write(
+            &pci.join("0000:00:00.0/modalias"),
+            "pci:v00008086d000029C0sv00001AF4sd00001100bc06sc00i00\n",
+        );
+        write(
+            &pci.join("0000:00:02.0/modalias"),
+            "pci:v00001AF4d00001041sv00001AF4sd00001100bc02sc00i00\n",
+        );
+        write(
+            &pci.join("0000:00:03.0/modalias"),
+            "pci:v00001AF4d00001042sv00001AF4sd00001100bc01sc00i00\n",
+        );
+        write(
+            &sys.join("devices/system/cpu/modalias"),
+            "cpu:type:x86,ven0000fam0006mod0055:feature:,0000,0001,0099\n",
+        );
+        write(
+            &sys.join("devices/platform/serial8250/modalias"),
+            "platform:serial8250\n",
+        );
+        write(&sys.join("devices/platform/empty/modalias"), "\n");
+        // sysfs is full of links back up the tree; the walk must not follow them.
+        symlink("../../..", pci.join("0000:00:02.0/subsystem")).unwrap();
+        let index = read_index(&modules_dir).unwrap();
+        let recorder = Recorder {
+            sys,
+            modules_dir,
+            calls: Vec::new(),
+            fail,
+            already,
+        };
+        (tmp, index, recorder)
+    }
+
+    fn names(list: &[String]) -> Vec<&str> {
+        list.iter().map(String::as_str).collect()
+    }
+
+    fn failures(report: &Report) -> Vec<String> {
+        report
+            .failed
+            .iter()
+            .map(|f| format!("{}: {}", f.module, f.error))
+            .collect()
+    }
+
+    #[test]
+    fn coldplug_loads_drivers_of_devices_that_appear() {
+        let (_tmp, index, mut rec) = setup(&["virtio_blk"], &["cryptd"]);
+        let report = coldplug_with(
+            &index,
+            &rec.modules_dir.clone(),
+            &rec.sys.clone(),
+            &mut rec,
+            Duration::ZERO,
+        );
+        let calls: Vec<&str> = rec.calls.iter().map(|(name, _)| name.as_str()).collect();
+        assert_eq!(
+            calls,
+            [
+                "cryptd",
+                "crypto_simd",
+                "aesni_intel",
+                "virtio_ring",
+                "virtio",
+                "virtio_pci_modern_dev",
+                "virtio_pci_legacy_dev",
+                "virtio_pci",
+                "failover",
+                "net_failover",
+                "virtio_net",
+                "virtio_blk",
+            ]
+        );
+        assert_eq!(rec.calls[1].1, Path::new("kernel/crypto/crypto_simd.ko"));
+        assert_eq!(
+            names(&report.loaded),
+            [
+                "crypto_simd",
+                "aesni_intel",
+                "virtio_ring",
+                "virtio",
+                "virtio_pci_modern_dev",
+                "virtio_pci_legacy_dev",
+                "virtio_pci",
+                "failover",
+                "net_failover",
+                "virtio_net",
+            ]
+        );
+        let modules_dir = rec.modules_dir.display();
+        assert_eq!(
+            failures(&report),
+            [
+                "8250_ghost: not in modules.dep".to_owned(),
+                format!("virtio_blk: finit_module({modules_dir}/kernel/drivers/block/virtio_blk.ko, \"\", 0x0): ENOEXEC: Exec format error"),
+            ]
+        );
+        assert_eq!(report.passes, 3);
+    }
+
+    #[test]
+    fn load_named_skips_builtin_and_missing_and_stops_at_failed_dependency() {
+        let (_tmp, index, mut rec) = setup(&["failover"], &[]);
+        let names_wanted = [
+            "overlay",
+            "af_packet",
+            "no_such_module",
+            "virtio-net",
+            "virtio_net",
+        ];
+        let report = load_named_with(&index, &rec.modules_dir.clone(), &names_wanted, &mut rec);
+        assert_eq!(names(&report.loaded), ["overlay", "virtio_ring", "virtio"]);
+        let failed = failures(&report);
+        assert!(
+            failed[0].starts_with("failover: finit_module("),
+            "{failed:?}"
+        );
+        assert_eq!(
+            failed[1..],
+            [
+                "net_failover: needs failover, which did not load",
+                "virtio_net: needs net_failover, which did not load"
+            ]
+        );
+        assert_eq!(rec.calls.len(), 4, "{:?}", rec.calls);
+    }
+
+    #[test]
+    fn missing_index_is_an_error() {
+        let tmp = tempfile::tempdir().unwrap();
+        let err = coldplug(tmp.path(), tmp.path()).unwrap_err();
+        assert_eq!(
+            err.to_string(),
+            format!("read module index {}/modules.alias", tmp.path().display())
+        );
+    }
+
+    #[test]
+    fn report_line() {
+        let report = Report {
+            loaded: vec!["virtio_pci".into(), "virtio_net".into()],
+            failed: vec![Failure {
+                module: "x".into(),
+                error: LoadError::NotFound,
+            }],
+            passes: 2,
+            duration: Duration::from_millis(42),
+        };
+        assert_eq!(
+            report.to_string(),
+            "loaded 2 modules (virtio_pci virtio_net), 1 failed [x: not in modules.dep], 2 passes, 42 ms"
+        );
+    }
+}

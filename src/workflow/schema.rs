@@ -1,0 +1,357 @@
+//! The workflow file: upstream iguana-workflow's schema, parsed and validated.
+//!
+//! `parse` is pure: text in, a validated `Workflow` or an error out. YAML
+//! syntax errors and unknown keys carry serde_yaml's line and column; errors
+//! found after parsing name the key path (`jobs.install.needs`). Every key of
+//! upstream's schema is kept; our one addition is `jobs.<id>.timeout`.
+
+use std::time::Duration;
+
+use indexmap::IndexMap;
+use serde::de::{self, Deserializer, MapAccess, Visitor};
+use serde::Deserialize;
+
+use super::volumes::{self, Volume};
+
+/// A parsed, validated workflow.
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Workflow {
+    pub name: Option<String>,
+    pub description: Option<String>,
+    #[serde(default)]
+    pub env: Env,
+    pub jobs: Unique<Job>,
+}
+
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Job {
+    pub container: Container,
+    #[serde(default)]
+    pub services: Unique<Container>,
+    #[serde(default)]
+    pub needs: Needs,
+    #[serde(default)]
+    pub continue_on_error: bool,
+    #[serde(default)]
+    pub steps: Vec<Step>,
+    /// Ours: `30s`, `10m`, `1h` or plain seconds.
+    pub timeout: Option<String>,
+}
+
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Container {
+    pub image: String,
+    #[serde(default)]
+    pub env: Env,
+    #[serde(default)]
+    pub volumes: Vec<String>,
+}
+
+/// Upstream's steps: accepted and validated, not executed (see README).
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Step {
+    pub name: Option<String>,
+    pub run: Option<String>,
+    pub uses: Option<String>,
+    pub with: Option<serde_yaml::Value>,
+    #[serde(default)]
+    pub env: Env,
+}
+
+/// `needs: a` or `needs: [a, b]`.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Deserialize)]
+#[serde(from = "OneOrMany")]
+pub struct Needs(pub Vec<String>);
+
+#[derive(Deserialize)]
+#[serde(untagged)]
+enum OneOrMany {
+    One(String),
+    Many(Vec<String>),
+}
+
+impl From<OneOrMany> for Needs {
+    fn from(v: OneOrMany) -> Self {
+        match v {
+            OneOrMany::One(s) => Needs(vec![s]),
+            OneOrMany::Many(v) => Needs(v),
+        }
+    }
+}
+
+/// Environment: YAML scalars (strings, numbers, booleans) as strings.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Env(pub IndexMap<String, String>);
+
+impl<'de> Deserialize<'de> for Env {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        #[derive(Deserialize)]
+        #[serde(untagged)]
+        enum Scalar {
+            S(String),
+            I(i64),
+            F(f64),
+            B(bool),
+        }
+        let map: Option<Unique<Scalar>> = Option::deserialize(d)?;
+        let map = map.map(|m| m.0).unwrap_or_default();
+        Ok(Env(map
+            .into_iter()
+            .map(|(k, v)| {
+                let v = match v {
+                    Scalar::S(s) => s,
+                    Scalar::I(i) => i.to_string(),
+                    Scalar::F(f) => f.to_string(),
+                    Scalar::B(b) => b.to_string(),
+                };
+                (k, v)
+            })
+            .collect()))
+    }
+}
+
+impl Env {
+    /// `KEY=value` entries in file order.
+    pub fn entries(&self) -> Vec<String> {
+        self.0.iter().map(|(k, v)| format!("{k}={v}")).collect()
+    }
+}
+
+/// An ordered map that rejects a repeated key, where YAML itself would
+/// silently keep the last one.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Unique<T>(pub IndexMap<String, T>);
+
+impl<T> Default for Unique<T> {
+    fn default() -> Self {
+        Unique(IndexMap::new())
+    }
+}
+
+impl<'de, T: Deserialize<'de>> Deserialize<'de> for Unique<T> {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        struct V<T>(std::marker::PhantomData<T>);
+        impl<'de, T: Deserialize<'de>> Visitor<'de> for V<T> {
+            type Value = Unique<T>;
+            fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+                f.write_str("a map")
+            }
+            fn visit_unit<E: de::Error>(self) -> Result<Self::Value, E> {
+                Ok(Unique::default())
+            }
+            fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Self::Value, A::Error> {
+                let mut out = IndexMap::new();
+                while let Some(key) = map.next_key::<String>()? {
+                    if out.contains_key(&key) {
+                        return Err(de::Error::custom(format!("duplicate key {key:?}")));
+                    }
+                    let value = map.next_value()?;
+                    out.insert(key, value);
+                }
+                Ok(Unique(out))
+            }
+        }
+        d.deserialize_map(V(std::marker::PhantomData))
+    }
+}
+
+#[derive(Debug, thiserror::Error, PartialEq, Eq)]
+pub enum Error {
+    #[error("not UTF-8 text (bad byte at offset {0})")]
+    NotText(usize),
+    #[error("{0}")]
+    Yaml(String),
+    #[error("jobs: no jobs")]
+    NoJobs,
+    #[error("{path}: {message}")]
+    Invalid { path: String, message: String },
+}
+
+/// Parses and validates a workflow file's bytes.
+pub fn parse(bytes: &[u8]) -> Result<Workflow, Error> {
+    let text = std::str::from_utf8(bytes).map_err(|e| Error::NotText(e.valid_up_to()))?;
+    if text.trim().is_empty() {
+        return Err(Error::Yaml("empty file: a workflow needs at least `jobs`".into()));
+    }
+    let workflow: Workflow = serde_yaml::from_str(text).map_err(|e| Error::Yaml(e.to_string()))?;
+    validate(&workflow)?;
+    Ok(workflow)
+}
+
+fn invalid(path: String, message: impl Into<String>) -> Error {
+    Error::Invalid { path, message: message.into() }
+}
+
+fn validate(w: &Workflow) -> Result<(), Error> {
+    if w.jobs.0.is_empty() {
+        return Err(Error::NoJobs);
+    }
+    for (i, (id, job)) in w.jobs.0.iter().enumerate() {
+        let path = format!("jobs.{id}");
+        if !valid_id(id) {
+            return Err(invalid(path, "job id must be 1-64 characters of a-z A-Z 0-9 _ - ."));
+        }
+        container(&format!("{path}.container"), &job.container)?;
+        for (sid, svc) in &job.services.0 {
+            if !valid_id(sid) {
+                return Err(invalid(format!("{path}.services.{sid}"), "service id must be 1-64 characters of a-z A-Z 0-9 _ - ."));
+            }
+            container(&format!("{path}.services.{sid}"), svc)?;
+        }
+        for need in &job.needs.0 {
+            match w.jobs.0.get_index_of(need) {
+                None => return Err(invalid(format!("{path}.needs"), format!("unknown job {need:?}"))),
+                Some(j) if j >= i => {
+                    return Err(invalid(format!("{path}.needs"), format!("job {need:?} does not run before {id:?}")))
+                }
+                Some(_) => {}
+            }
+        }
+        for (n, step) in job.steps.iter().enumerate() {
+            if step.run.is_none() && step.uses.is_none() {
+                return Err(invalid(format!("{path}.steps[{n}]"), "a step needs `run` or `uses`"));
+            }
+        }
+        if let Some(t) = &job.timeout {
+            duration(t).map_err(|m| invalid(format!("{path}.timeout"), m))?;
+        }
+    }
+    Ok(())
+}
+
+fn valid_id(id: &str) -> bool {
+    (1..=64).contains(&id.len()) && id.chars().all(|c| c.is_ascii_alphanumeric() || "_-.".contains(c))
+}
+
+fn container(path: &str, c: &Container) -> Result<(), Error> {
+    if c.image.trim().is_empty() {
+        return Err(invalid(format!("{path}.image"), "empty image"));
+    }
+    if !crate::cmdline::valid_image(c.image.trim()) {
+        return Err(invalid(format!("{path}.image"), format!("{:?} is not a valid image reference", c.image)));
+    }
+    for (n, spec) in c.volumes.iter().enumerate() {
+        volumes::parse(spec).map_err(|e| invalid(format!("{path}.volumes[{n}]"), e.to_string()))?;
+    }
+    Ok(())
+}
+
+/// `90`, `90s`, `10m`, `2h`.
+pub fn duration(text: &str) -> Result<Duration, String> {
+    let text = text.trim();
+    let (digits, unit) = match text.char_indices().find(|(_, c)| !c.is_ascii_digit()) {
+        Some((i, _)) => text.split_at(i),
+        None => (text, "s"),
+    };
+    let n: u64 = digits.parse().map_err(|_| format!("{text:?} is not a duration like 90s, 10m or 1h"))?;
+    let secs = match unit {
+        "s" => n,
+        "m" => n.saturating_mul(60),
+        "h" => n.saturating_mul(3600),
+        _ => return Err(format!("{text:?} is not a duration like 90s, 10m or 1h")),
+    };
+    if secs == 0 || secs > 7 * 24 * 3600 {
+        return Err(format!("{text:?} is out of range (1s..7d)"));
+    }
+    Ok(Duration::from_secs(secs))
+}
+
+impl Job {
+    pub fn timeout(&self) -> Option<Duration> {
+        self.timeout.as_deref().and_then(|t| duration(t).ok())
+    }
+}
+
+impl Container {
+    /// Volumes, already validated by `parse`.
+    pub fn volumes(&self) -> Vec<Volume> {
+        self.volumes.iter().filter_map(|v| volumes::parse(v).ok()).collect()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn check_err(yaml: &str, message: &str) {
+        match parse(yaml.as_bytes()) {
+            Err(e) => assert!(e.to_string().contains(message), "{yaml:?}\n got: {e}\nwant: {message}"),
+            Ok(w) => panic!("accepted {yaml:?}: {w:?}"),
+        }
+    }
+
+    /// Upstream's own example files parse unchanged.
+    #[test]
+    fn upstream_examples_parse() {
+        for file in ["examples/agama.yaml", "examples/partitioner.yaml", "examples/control.yaml"] {
+            let text = std::fs::read(file).unwrap();
+            parse(&text).unwrap_or_else(|e| panic!("{file}: {e}"));
+        }
+        let w = parse(&std::fs::read("examples/control.yaml").unwrap()).unwrap();
+        let ids: Vec<&String> = w.jobs.0.keys().collect();
+        assert_eq!(ids, ["dinstaller", "busybox"]);
+        assert_eq!(w.jobs.0["busybox"].needs, Needs(vec!["dinstaller".into()]));
+        assert_eq!(w.env.entries(), ["GLOBAL=test_global_env"]);
+    }
+
+    #[test]
+    fn accepts_upstream_shapes() {
+        let w = parse(
+            b"jobs:\n  a:\n    container: {image: r/a, env: {N: 1, B: true}}\n  b:\n    container: {image: r/b}\n    needs: a\n    continue_on_error: true\n    timeout: 10m\n    steps:\n      - run: /bin/sh\n      - uses: x\n        with: {k: v}\n",
+        )
+        .unwrap();
+        assert_eq!(w.jobs.0["a"].container.env.entries(), ["N=1", "B=true"]);
+        assert_eq!(w.jobs.0["b"].needs, Needs(vec!["a".into()]));
+        assert_eq!(w.jobs.0["b"].timeout(), Some(Duration::from_secs(600)));
+    }
+
+    #[test]
+    fn rejects_with_located_errors() {
+        let cases: &[(&str, &str)] = &[
+            ("", "empty file"),
+            ("name: x\n", "missing field `jobs`"),
+            ("jobs: {}\n", "jobs: no jobs"),
+            ("jobs:\n  a:\n    container: {image: r/a}\n    contaner: {}\n", "unknown field `contaner`, expected one of `container`, `services`, `needs`, `continue_on_error`, `steps`, `timeout` at line 4 column 5"),
+            ("name: x\njobz: {}\n", "unknown field `jobz`, expected one of `name`, `description`, `env`, `jobs` at line 2 column 1"),
+            ("jobs:\n  a:\n    container: {image: \"\"}\n", "jobs.a.container.image: empty image"),
+            ("jobs:\n  a:\n    container: {image: r/a}\n    needs: [zz]\n", "jobs.a.needs: unknown job \"zz\""),
+            ("jobs:\n  a:\n    container: {image: r/a}\n    needs: b\n  b:\n    container: {image: r/b}\n", "jobs.a.needs: job \"b\" does not run before \"a\""),
+            ("jobs:\n  a:\n    container: {image: r/a}\n    needs: a\n", "jobs.a.needs: job \"a\" does not run before \"a\""),
+            ("jobs:\n  a:\n    container: {image: r/a}\n  a:\n    container: {image: r/b}\n", "duplicate key \"a\""),
+            ("jobs:\n  a:\n    container: {image: r/a, volumes: [\"x:y\"]}\n", "jobs.a.container.volumes[0]"),
+            ("jobs:\n  a:\n    container: {image: r/a}\n    timeout: soon\n", "jobs.a.timeout: \"soon\" is not a duration"),
+            ("jobs:\n  a:\n    container: {image: r/a}\n    steps: [{name: x}]\n", "jobs.a.steps[0]: a step needs `run` or `uses`"),
+            ("jobs:\n  a:\n    container: {image: r/a}\n    services: {s: {image: \"r/$\"}}\n", "jobs.a.services.s.image"),
+            ("jobs:\n  a: {container: {image: r/a}\n  b: [\n", "did not find expected"),
+            ("jobs: [\n", "jobs: invalid type: sequence, expected a map at line 1 column 7"),
+            ("jobs:\n  a b:\n    container: {image: r/a}\n", "jobs.a b: job id must be"),
+        ];
+        for (yaml, message) in cases {
+            check_err(yaml, message);
+        }
+    }
+
+    #[test]
+    fn rejects_garbage_without_panicking() {
+        assert_eq!(parse(b"\xff\xfe\x00jobs").unwrap_err(), Error::NotText(0));
+        let deep = "a: ".repeat(200) + "b";
+        assert!(parse(deep.as_bytes()).is_err());
+        let nested = "[".repeat(10_000);
+        assert!(parse(nested.as_bytes()).is_err());
+        let laughs = "a: &a [x,x,x,x,x,x,x,x,x]\nb: &b [*a,*a,*a,*a,*a,*a,*a,*a,*a]\nc: &c [*b,*b,*b,*b,*b,*b,*b,*b,*b]\nd: &d [*c,*c,*c,*c,*c,*c,*c,*c,*c]\ne: &e [*d,*d,*d,*d,*d,*d,*d,*d,*d]\nf: [*e,*e,*e,*e,*e,*e,*e,*e,*e]\n";
+        assert!(parse(laughs.as_bytes()).is_err());
+    }
+
+    #[test]
+    fn durations() {
+        let cases: &[(&str, Result<u64, ()>)] =
+            &[("90", Ok(90)), ("90s", Ok(90)), ("10m", Ok(600)), ("2h", Ok(7200)), ("0s", Err(())), ("1d", Err(())), ("m", Err(())), ("", Err(()))];
+        for (text, want) in cases {
+            assert_eq!(duration(text).map(|d| d.as_secs()).map_err(|_| ()), *want, "{text:?}");
+        }
+    }
+}
