@@ -49,7 +49,7 @@ const ERR_UNREACHABLE: &[&str] = &["error", "10.0.2.2:{CLOSED}/a", "connection r
 /// The NIC is up but no DHCP server answers.
 const ERR_NO_LEASE: &[&str] = &["no DHCP lease"];
 /// `rd.iguana.containers=,,`.
-const ERR_EMPTY_NAME: &[&str] = &["rd.iguana.containers: empty image name"];
+const ERR_EMPTY_NAME: &[&str] = &["error", "rd.iguana.containers: item 1 is empty"];
 /// The image's entrypoint is `/bin/nope`, which the image lacks.
 const ERR_NO_EXECUTABLE: &[&str] = &["executable", "/bin/nope", "not found"];
 // ---------------------------------------------------------------------------
@@ -58,12 +58,15 @@ const ERR_NO_EXECUTABLE: &[&str] = &["executable", "/bin/nope", "not found"];
 pub struct Scenario {
     pub name: &'static str,
     /// Kernel arguments after `console=ttyS0 panic=-1`, with `{REG}` and
-    /// `{CLOSED}` substituted.
+    /// `{CLOSED}` substituted; `COMMON_APPEND` follows.
     pub append: &'static str,
     pub net: Net,
     pub expect: &'static [&'static [&'static str]],
     pub timeout: Duration,
 }
+
+/// On every boot: reboot at once after a failure instead of after 10 s.
+const COMMON_APPEND: &str = "rd.iguana.reboot_timeout=0";
 
 const BOOT_TIMEOUT: Duration = Duration::from_secs(120);
 const ERROR_TIMEOUT: Duration = Duration::from_secs(90);
@@ -246,7 +249,7 @@ pub fn run(scenarios: &[&Scenario], jobs: usize, verbose: bool) -> Result<(usize
 /// Boots one scenario; returns how long it took or why it failed.
 fn run_one(fixture: &Fixture, scenario: &Scenario, closed: u16, verbose: bool, log: &PathBuf) -> Result<Duration> {
     let subst = |s: &str| s.replace("{REG}", &fixture.guest_registry).replace("{CLOSED}", &closed.to_string());
-    let mut config = fixture.vm(&subst(scenario.append));
+    let mut config = fixture.vm(&format!("{} {COMMON_APPEND}", subst(scenario.append)));
     config.net = scenario.net;
     if verbose {
         config.echo = Some(format!("[{}] ", scenario.name));
