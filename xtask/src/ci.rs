@@ -10,6 +10,7 @@ use std::process::{Command, Stdio};
 
 use anyhow::{bail, Context, Result};
 
+use crate::initrd::Options;
 use crate::{cargo, e2e, tools, workspace_root};
 
 pub fn main(args: &[String]) -> Result<()> {
@@ -38,7 +39,7 @@ pub fn main(args: &[String]) -> Result<()> {
 
     println!("ci: e2e (QEMU guests)");
     let all: Vec<&e2e::Scenario> = e2e::SCENARIOS.iter().collect();
-    match e2e::run(&all, 1, false) {
+    match e2e::run(&Options::default(), &all, 1, false) {
         Ok((p, names)) => {
             passed += p;
             failed += names.len();

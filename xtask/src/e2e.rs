@@ -13,10 +13,10 @@
 
 use std::fs;
 use std::net::TcpListener;
-use std::path::PathBuf;
+use std::path::Path;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Mutex;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use anyhow::{bail, Context, Result};
 use testkit::{Image, Registry};
@@ -186,12 +186,14 @@ pub fn main(args: &[String]) -> Result<()> {
     let mut only: Vec<String> = Vec::new();
     let mut jobs = 1;
     let mut verbose = false;
+    let mut opts = Options::default();
     let mut args = args.iter();
     while let Some(arg) = args.next() {
         match arg.as_str() {
             "--only" => only.extend(flag_value(&mut args, arg)?.split(',').map(str::to_owned)),
             "--jobs" => jobs = flag_value(&mut args, arg)?.parse()?,
             "-v" | "--verbose" => verbose = true,
+            "--init" => opts.init = Some(flag_value(&mut args, arg)?.into()),
             other => bail!("e2e: unknown argument {other:?}"),
         }
     }
@@ -205,7 +207,7 @@ pub fn main(args: &[String]) -> Result<()> {
         .iter()
         .filter(|s| only.is_empty() || only.iter().any(|name| name == s.name))
         .collect();
-    let (passed, failed) = run(&scenarios, jobs, verbose)?;
+    let (passed, failed) = run(&opts, &scenarios, jobs, verbose)?;
     println!("e2e: {} passed, {} failed", passed, failed.len());
     if !failed.is_empty() {
         bail!("e2e failed: {}", failed.join(", "));
@@ -215,24 +217,28 @@ pub fn main(args: &[String]) -> Result<()> {
 
 /// Runs the scenarios, `jobs` at a time; returns the pass count and the
 /// names of the failed ones.
-pub fn run(scenarios: &[&Scenario], jobs: usize, verbose: bool) -> Result<(usize, Vec<String>)> {
+pub fn run(opts: &Options, scenarios: &[&Scenario], jobs: usize, verbose: bool) -> Result<(usize, Vec<String>)> {
     tools::ensure_tools()?;
-    let fixture = Fixture::new(&Options::default(), e2e_images)?;
+    let fixture = Fixture::new(opts, e2e_images)?;
     let closed = closed_port()?;
     let log_dir = target_dir().join("iguana-e2e");
     fs::create_dir_all(&log_dir).with_context(|| format!("create {}", log_dir.display()))?;
 
+    let started = Instant::now();
     let next = AtomicUsize::new(0);
     let failed = Mutex::new(Vec::new());
     std::thread::scope(|scope| {
         for _ in 0..jobs.max(1) {
             scope.spawn(|| {
                 while let Some(scenario) = scenarios.get(next.fetch_add(1, Ordering::SeqCst)) {
-                    let result = run_one(&fixture, scenario, closed, verbose, &log_dir.join(format!("{}.log", scenario.name)));
+                    let log = log_dir.join(format!("{}.log", scenario.name));
+                    let started = Instant::now();
+                    let result = run_one(&fixture, scenario, closed, verbose, &log);
+                    let elapsed = started.elapsed();
                     match result {
-                        Ok(elapsed) => println!("PASS {} ({elapsed:.1?})", scenario.name),
+                        Ok(()) => println!("PASS {} ({elapsed:.1?})", scenario.name),
                         Err(err) => {
-                            println!("FAIL {}: {err:#}", scenario.name);
+                            println!("FAIL {} ({elapsed:.1?}): {err:#}", scenario.name);
                             if let Ok(mut failed) = failed.lock() {
                                 failed.push(scenario.name.to_owned());
                             }
@@ -243,11 +249,12 @@ pub fn run(scenarios: &[&Scenario], jobs: usize, verbose: bool) -> Result<(usize
         }
     });
     let failed = failed.into_inner().unwrap_or_default();
+    println!("e2e: {} boots in {:.1?}, {jobs} at a time", scenarios.len(), started.elapsed());
     Ok((scenarios.len() - failed.len(), failed))
 }
 
-/// Boots one scenario; returns how long it took or why it failed.
-fn run_one(fixture: &Fixture, scenario: &Scenario, closed: u16, verbose: bool, log: &PathBuf) -> Result<Duration> {
+/// Boots one scenario; fails with why, and the console's telling part.
+fn run_one(fixture: &Fixture, scenario: &Scenario, closed: u16, verbose: bool, log: &Path) -> Result<()> {
     let subst = |s: &str| s.replace("{REG}", &fixture.guest_registry).replace("{CLOSED}", &closed.to_string());
     let mut config = fixture.vm(&format!("{} {COMMON_APPEND}", subst(scenario.append)));
     config.net = scenario.net;
@@ -264,7 +271,7 @@ fn run_one(fixture: &Fixture, scenario: &Scenario, closed: u16, verbose: bool, l
     if let Err(err) = check(&outcome, &expect, scenario.timeout) {
         bail!("{err}\n  console: {}\n    {}", log.display(), console_excerpt(&outcome).join("\n    "));
     }
-    Ok(outcome.elapsed)
+    Ok(())
 }
 
 /// The lines worth showing for a failure: those up to a kernel panic, or the last ones.
