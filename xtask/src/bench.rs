@@ -1,5 +1,211 @@
-//! stub
+//! `cargo xtask bench boot`: how fast and how small the one-container boot
+//! is, against the figures of the podman-based dracut initrd we replace.
+//! `cargo xtask bench initrd`: size and unpack time per compression.
+//!
+//! Times come from the console: PID 1 logs `[  T] iguana: phase NAME ...`
+//! with T on the kernel's clock (0 = kernel start); we also record the host
+//! wall clock since QEMU started, which adds firmware and kernel unpacking.
 
-pub fn main(_args: &[String]) -> anyhow::Result<()> {
-    anyhow::bail!("todo")
+use std::fs;
+use std::time::Duration;
+
+use anyhow::{bail, Result};
+use testkit::Image;
+
+use crate::e2e::{self, Fixture, MARK_A_RAN};
+use crate::initrd::{self, Compression, Options};
+use crate::qemu::{Line, Outcome, Vm, VmConfig};
+use crate::tools;
+
+/// PID 1's phase log lines, in boot order: (label, name after `PHASE`).
+pub const PHASES: &[(&str, &str)] = &[
+    ("iguana start", "start"),
+    ("modules loaded", "modules-loaded"),
+    ("network up", "network-up"),
+    ("image pulled", "image-pulled"),
+    ("container started", "container-started"),
+];
+pub const PHASE: &str = "iguana: phase ";
+
+/// The podman-based dracut initrd this replaces (from the issue).
+const PEER_SECONDS_TO_CONTAINER: f64 = 30.0;
+const PEER_INITRD_BYTES: f64 = 52e6;
+const PEER_MEMORY_MIB: u32 = 512;
+
+const RUNS: usize = 3;
+const MEMORY_STEPS: &[u32] = &[512, 256, 128, 96];
+const TIMEOUT: Duration = Duration::from_secs(120);
+
+pub fn main(args: &[String]) -> Result<()> {
+    match args.first().map(String::as_str) {
+        Some("boot") => boot(),
+        Some("initrd") => compressions(),
+        _ => bail!("usage: cargo xtask bench boot|initrd"),
+    }
+}
+
+/// One timed boot: guest and host seconds per phase (None when not seen).
+struct Run {
+    guest: Vec<Option<f64>>,
+    host: Vec<Option<f64>>,
+    passed: bool,
+}
+
+fn boot() -> Result<()> {
+    tools::ensure_tools()?;
+    let fixture = Fixture::new(&Options::default(), |_| {
+        Ok(vec![("a", Image::busybox_script(&format!("echo '{MARK_A_RAN}'\n"))?)])
+    })?;
+    let reg = fixture.guest_registry.clone();
+    let append = format!("rd.iguana.containers={reg}/a rd.iguana.insecure_registries={reg}");
+
+    let mut runs = Vec::new();
+    for i in 0..RUNS {
+        let run = timed_boot(&fixture.vm(&append), 256)?;
+        eprintln!("xtask: run {}: {}", i + 1, if run.passed { "passed" } else { "FAILED" });
+        runs.push(run);
+    }
+    println!("bench boot: {RUNS} runs, -m 256, TCG; medians in seconds");
+    println!("  {:<20} {:>8} {:>8}", "phase", "guest", "host");
+    println!("  {:<20} {:>8} {:>8}", "kernel start", "0.00", "-");
+    let mut to_container = None;
+    for (i, (label, _)) in PHASES.iter().enumerate() {
+        let guest = median(runs.iter().filter_map(|r| r.guest[i]).collect());
+        let host = median(runs.iter().filter_map(|r| r.host[i]).collect());
+        println!("  {:<20} {:>8} {:>8}", label, fmt(guest), fmt(host));
+        to_container = host;
+    }
+
+    let mut smallest = None;
+    let mut tried = Vec::new();
+    for &mib in MEMORY_STEPS {
+        let passed = timed_boot(&fixture.vm(&append), mib)?.passed;
+        tried.push(format!("{mib} {}", if passed { "ok" } else { "failed" }));
+        if !passed {
+            break;
+        }
+        smallest = Some(mib);
+    }
+    let initrd_bytes = fs::metadata(&fixture.built.initrd)?.len();
+    let binary_bytes = fs::metadata(&fixture.built.init)?.len();
+
+    println!("  smallest -m that passes: {} MiB ({})", smallest.map_or("none".into(), |m| m.to_string()), tried.join(", "));
+    println!("  initrd: {:.1} MB compressed; iguana binary: {:.1} MB", mb(initrd_bytes), mb(binary_bytes));
+    println!("against the podman-based dracut initrd:");
+    match to_container {
+        Some(secs) => println!(
+            "  time to container: {secs:.1} s vs ~{PEER_SECONDS_TO_CONTAINER:.0} s ({:.1}x faster)",
+            PEER_SECONDS_TO_CONTAINER / secs
+        ),
+        None => println!("  time to container: not measured (no `{PHASE}container-started` line)"),
+    }
+    println!(
+        "  initrd size: {:.1} MB vs {:.0} MB ({:.1}x smaller)",
+        mb(initrd_bytes),
+        PEER_INITRD_BYTES / 1e6,
+        PEER_INITRD_BYTES / initrd_bytes as f64
+    );
+    if let Some(mib) = smallest {
+        println!(
+            "  memory: {mib} MiB vs {PEER_MEMORY_MIB} MiB ({:.1}x less)",
+            f64::from(PEER_MEMORY_MIB) / f64::from(mib)
+        );
+    }
+    if runs.iter().any(|r| !r.passed) {
+        bail!("some benchmark boots failed; see target/iguana-e2e/bench.log");
+    }
+    Ok(())
+}
+
+fn timed_boot(config: &VmConfig, memory_mib: u32) -> Result<Run> {
+    let mut config = config.clone();
+    config.memory_mib = memory_mib;
+    let outcome = Vm::start(&config)?.wait(TIMEOUT);
+    let log = crate::target_dir().join("iguana-e2e");
+    let _ = fs::create_dir_all(&log);
+    let _ = fs::write(log.join("bench.log"), outcome.transcript());
+    let passed = e2e::check(&outcome, &[vec![MARK_A_RAN.to_owned()]], TIMEOUT).is_ok();
+    let (guest, host) = PHASES.iter().map(|(_, name)| phase_time(&outcome, name)).unzip();
+    Ok(Run { guest, host, passed })
+}
+
+/// Guest and host seconds of the first `PHASE name` line.
+fn phase_time(outcome: &Outcome, name: &str) -> (Option<f64>, Option<f64>) {
+    let line = outcome.lines.iter().find(|line| {
+        line.text
+            .split_once(PHASE)
+            .is_some_and(|(_, rest)| rest.split_whitespace().next() == Some(name))
+    });
+    match line {
+        Some(line) => (kernel_timestamp(&line.text), Some(line.at.as_secs_f64())),
+        None => (None, None),
+    }
+}
+
+/// `[   1.234567] ...` -> 1.234567.
+fn kernel_timestamp(text: &str) -> Option<f64> {
+    let rest = text.trim_start().strip_prefix('[')?;
+    rest.split_once(']')?.0.trim().parse().ok()
+}
+
+fn median(mut values: Vec<f64>) -> Option<f64> {
+    values.sort_by(f64::total_cmp);
+    values.get(values.len() / 2).copied()
+}
+
+fn fmt(value: Option<f64>) -> String {
+    value.map_or("-".into(), |v| format!("{v:.2}"))
+}
+
+fn mb(bytes: u64) -> f64 {
+    bytes as f64 / 1e6
+}
+
+/// Builds the initrd with each compression and boots it: size, and how long
+/// the kernel takes to unpack it (guest clock, from "Trying to unpack" to
+/// "Freeing initrd memory") and to reach /init (host wall clock).
+fn compressions() -> Result<()> {
+    tools::ensure_tools()?;
+    println!("bench initrd: {RUNS} boots each, medians");
+    println!("  {:<6} {:>10} {:>10} {:>14}", "", "bytes", "unpack s", "host s to init");
+    for compression in Compression::ALL {
+        let built = initrd::build(&Options { compression, ..Options::default() })?;
+        let size = fs::metadata(&built.initrd)?.len();
+        let mut unpack = Vec::new();
+        let mut to_init = Vec::new();
+        for _ in 0..RUNS {
+            let config = VmConfig::new(built.kernel.vmlinuz.clone(), built.initrd.clone(), "");
+            // Stop at /init: what PID 1 does next is not this benchmark's business.
+            let mut vm = Vm::start(&config)?;
+            let start = vm.wait_for("Trying to unpack rootfs", TIMEOUT);
+            let end = vm.wait_for("Freeing initrd memory", TIMEOUT);
+            let init = vm.wait_for("Run /init as init process", TIMEOUT);
+            let stamp = |line: &Option<Line>| line.as_ref().and_then(|l| kernel_timestamp(&l.text));
+            if let (Some(start), Some(end)) = (stamp(&start), stamp(&end)) {
+                unpack.push(end - start);
+            }
+            if let Some(init) = init {
+                to_init.push(init.at.as_secs_f64());
+            }
+        }
+        println!("  {:<6} {:>10} {:>10} {:>14}", format!("{compression:?}"), size, fmt(median(unpack)), fmt(median(to_init)));
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn kernel_timestamps() {
+        for (line, expected) in [
+            ("[    1.234567] iguana: phase start", Some(1.234567)),
+            ("[12345.000001] x", Some(12345.000001)),
+            ("[a] IGUANA-E2E a ran", None),
+            ("no stamp", None),
+        ] {
+            assert_eq!(kernel_timestamp(line), expected, "{line}");
+        }
+    }
 }

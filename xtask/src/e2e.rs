@@ -1,5 +1,320 @@
-//! stub
+//! `cargo xtask e2e`: boots the real initrd in QEMU against a real
+//! docker-registry on the host and checks the serial console.
+//!
+//! One boot runs two busybox containers and checks what they print; each
+//! bad-input scenario is a separate lean boot that must print its one-line
+//! error and then reboot by itself. Every scenario also fails on a kernel
+//! panic or when QEMU had to be killed at the timeout. Consoles are saved
+//! in `target/iguana-e2e/<scenario>.log`.
+//!
+//! Container output reaches the console prefixed by its job name
+//! (`[a] ...`), so all matching is by substring, never by position, and
+//! case-insensitive.
 
-pub fn main(_args: &[String]) -> anyhow::Result<()> {
-    anyhow::bail!("todo")
+use std::fs;
+use std::net::TcpListener;
+use std::path::Path;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::Mutex;
+use std::time::{Duration, Instant};
+
+use anyhow::{bail, Context, Result};
+use testkit::{Image, Registry};
+
+use crate::initrd::{self, Built, Options};
+use crate::qemu::{Net, Outcome, Vm, VmConfig, KERNEL_PANIC};
+use crate::{flag_value, target_dir, tools};
+
+// ---------------------------------------------------------------------------
+// What the console must show. Each expectation is a list of substrings that
+// must all be on one line. `{REG}` stands for the registry as the guest sees
+// it (`10.0.2.2:PORT`), `{CLOSED}` for a host port nothing listens on.
+
+/// Printed by container `a`, which then writes `A_WROTE` to `/iguana/from-a`.
+pub const MARK_A_RAN: &str = "IGUANA-E2E a ran";
+const A_WROTE: &str = "hello-from-a";
+/// Printed by container `b` after `cat /iguana/from-a`.
+const MARK_B_SAW: &str = "IGUANA-E2E b saw hello-from-a";
+/// `b`: /iguana/machine-id is one line of 32 lowercase hex digits.
+const MARK_MACHINE_ID: &str = "IGUANA-E2E machine-id ok";
+/// `b`: `iguana=true` is in its environment.
+const MARK_ENV: &str = "IGUANA-E2E env iguana=true";
+/// `b`: `wget http://{REG}/v2/` worked from inside the guest.
+const MARK_NET: &str = "IGUANA-E2E network ok";
+
+/// The image does not exist in the registry.
+const ERR_IMAGE_MISSING: &[&str] = &["error", "image {REG}/nope", "manifest unknown"];
+/// Nothing listens where the registry should be.
+const ERR_UNREACHABLE: &[&str] = &["error", "10.0.2.2:{CLOSED}/a", "connection refused"];
+/// The NIC is up but no DHCP server answers.
+const ERR_NO_LEASE: &[&str] = &["no DHCP lease"];
+/// `rd.iguana.containers=,,`.
+const ERR_EMPTY_NAME: &[&str] = &["error", "rd.iguana.containers: item 1 is empty"];
+/// The image's entrypoint is `/bin/nope`, which the image lacks.
+const ERR_NO_EXECUTABLE: &[&str] = &["executable", "/bin/nope", "not found"];
+// ---------------------------------------------------------------------------
+
+/// One boot and what its console must show.
+pub struct Scenario {
+    pub name: &'static str,
+    /// Kernel arguments after `console=ttyS0 panic=-1`, with `{REG}` and
+    /// `{CLOSED}` substituted; `COMMON_APPEND` follows.
+    pub append: &'static str,
+    pub net: Net,
+    pub expect: &'static [&'static [&'static str]],
+    pub timeout: Duration,
+}
+
+/// On every boot: reboot at once after a failure instead of after 10 s.
+const COMMON_APPEND: &str = "rd.iguana.reboot_timeout=0";
+
+const BOOT_TIMEOUT: Duration = Duration::from_secs(120);
+const ERROR_TIMEOUT: Duration = Duration::from_secs(90);
+
+pub const SCENARIOS: &[Scenario] = &[
+    Scenario {
+        name: "two-containers",
+        append: "rd.iguana.containers={REG}/a,{REG}/b rd.iguana.insecure_registries={REG}",
+        net: Net::User,
+        expect: &[&[MARK_A_RAN], &[MARK_B_SAW], &[MARK_MACHINE_ID], &[MARK_ENV], &[MARK_NET]],
+        timeout: BOOT_TIMEOUT,
+    },
+    Scenario {
+        name: "image-missing",
+        append: "rd.iguana.containers={REG}/nope rd.iguana.insecure_registries={REG}",
+        net: Net::User,
+        expect: &[ERR_IMAGE_MISSING],
+        timeout: ERROR_TIMEOUT,
+    },
+    Scenario {
+        name: "registry-unreachable",
+        append: "rd.iguana.containers=10.0.2.2:{CLOSED}/a rd.iguana.insecure_registries=10.0.2.2:{CLOSED}",
+        net: Net::User,
+        expect: &[ERR_UNREACHABLE],
+        timeout: ERROR_TIMEOUT,
+    },
+    Scenario {
+        name: "no-dhcp-lease",
+        append: "rd.iguana.containers={REG}/a rd.iguana.insecure_registries={REG} rd.iguana.net_timeout=5",
+        net: Net::NoLease,
+        expect: &[ERR_NO_LEASE],
+        timeout: ERROR_TIMEOUT,
+    },
+    Scenario {
+        name: "garbage-args",
+        append: "rd.iguana.containers=,,",
+        net: Net::User,
+        expect: &[ERR_EMPTY_NAME],
+        timeout: ERROR_TIMEOUT,
+    },
+    Scenario {
+        name: "executable-missing",
+        append: "rd.iguana.containers={REG}/nobin rd.iguana.insecure_registries={REG}",
+        net: Net::User,
+        expect: &[ERR_NO_EXECUTABLE],
+        timeout: ERROR_TIMEOUT,
+    },
+];
+
+/// Container `a`: a marker, then a file for `b` in the shared /iguana.
+fn script_a() -> String {
+    format!("echo '{MARK_A_RAN}'\necho {A_WROTE} > /iguana/from-a\n")
+}
+
+/// Container `b`: checks what `a` left, the machine id, its env, the network.
+fn script_b(guest_registry: &str) -> String {
+    format!(
+        r#"echo "IGUANA-E2E b saw $(cat /iguana/from-a)"
+id=$(cat /iguana/machine-id)
+if [ "$id" = "$(grep -Ex '[0-9a-f]{{32}}' /iguana/machine-id)" ] && [ -n "$id" ]; then
+  echo '{MARK_MACHINE_ID}'
+else
+  echo "IGUANA-E2E machine-id bad: '$id'"
+fi
+if [ "$iguana" = true ]; then echo '{MARK_ENV}'; else echo "IGUANA-E2E env iguana='$iguana'"; fi
+if body=$(wget -q -O- http://{guest_registry}/v2/); then
+  echo "{MARK_NET} $body"
+else
+  echo "IGUANA-E2E network failed"
+fi
+"#
+    )
+}
+
+/// The built initrd, a registry with the test images, and the guest's view of it.
+pub struct Fixture {
+    pub built: Built,
+    /// Kept alive for the boots: dropping it stops the registry.
+    _registry: Registry,
+    /// `10.0.2.2:PORT`: the registry seen from the guest.
+    pub guest_registry: String,
+}
+
+impl Fixture {
+    /// Builds the initrd, starts the registry and pushes `images(guest_registry)`.
+    pub fn new(opts: &Options, images: impl FnOnce(&str) -> Result<Vec<(&'static str, Image)>>) -> Result<Fixture> {
+        let built = initrd::build(opts)?;
+        let registry = Registry::start().context("start docker-registry")?;
+        let guest_registry = format!("10.0.2.2:{}", registry.port());
+        let images = images(&guest_registry)?;
+        let count = images.len();
+        for (name, image) in images {
+            image
+                .build_and_push(&registry, &format!("{name}:latest"))
+                .with_context(|| format!("build and push image {name}"))?;
+        }
+        eprintln!("xtask: registry {} with {} images", registry.host(), count);
+        Ok(Fixture { built, _registry: registry, guest_registry })
+    }
+
+    /// A VM config booting this fixture's initrd with `append`.
+    pub fn vm(&self, append: &str) -> VmConfig {
+        VmConfig::new(self.built.kernel.vmlinuz.clone(), self.built.initrd.clone(), append)
+    }
+}
+
+/// The test images: `a`, `b` and `nobin` (entrypoint missing).
+pub fn e2e_images(guest_registry: &str) -> Result<Vec<(&'static str, Image)>> {
+    Ok(vec![
+        ("a", Image::busybox_script(&script_a())?),
+        ("b", Image::busybox_script(&script_b(guest_registry))?),
+        ("nobin", Image::busybox_script("echo unreachable\n")?.entrypoint(&["/bin/nope"])),
+    ])
+}
+
+pub fn main(args: &[String]) -> Result<()> {
+    let mut only: Vec<String> = Vec::new();
+    let mut jobs = 1;
+    let mut verbose = false;
+    let mut opts = Options::default();
+    let mut args = args.iter();
+    while let Some(arg) = args.next() {
+        match arg.as_str() {
+            "--only" => only.extend(flag_value(&mut args, arg)?.split(',').map(str::to_owned)),
+            "--jobs" => jobs = flag_value(&mut args, arg)?.parse()?,
+            "-v" | "--verbose" => verbose = true,
+            "--init" => opts.init = Some(flag_value(&mut args, arg)?.into()),
+            other => bail!("e2e: unknown argument {other:?}"),
+        }
+    }
+    for name in &only {
+        if !SCENARIOS.iter().any(|s| s.name == name) {
+            let names: Vec<&str> = SCENARIOS.iter().map(|s| s.name).collect();
+            bail!("e2e: no scenario {name:?} (have {})", names.join(", "));
+        }
+    }
+    let scenarios: Vec<&Scenario> = SCENARIOS
+        .iter()
+        .filter(|s| only.is_empty() || only.iter().any(|name| name == s.name))
+        .collect();
+    let (passed, failed) = run(&opts, &scenarios, jobs, verbose)?;
+    println!("e2e: {} passed, {} failed", passed, failed.len());
+    if !failed.is_empty() {
+        bail!("e2e failed: {}", failed.join(", "));
+    }
+    Ok(())
+}
+
+/// Runs the scenarios, `jobs` at a time; returns the pass count and the
+/// names of the failed ones.
+pub fn run(opts: &Options, scenarios: &[&Scenario], jobs: usize, verbose: bool) -> Result<(usize, Vec<String>)> {
+    tools::ensure_tools()?;
+    let fixture = Fixture::new(opts, e2e_images)?;
+    let closed = closed_port()?;
+    let log_dir = target_dir().join("iguana-e2e");
+    fs::create_dir_all(&log_dir).with_context(|| format!("create {}", log_dir.display()))?;
+
+    let started = Instant::now();
+    let next = AtomicUsize::new(0);
+    let failed = Mutex::new(Vec::new());
+    std::thread::scope(|scope| {
+        for _ in 0..jobs.max(1) {
+            scope.spawn(|| {
+                while let Some(scenario) = scenarios.get(next.fetch_add(1, Ordering::SeqCst)) {
+                    let log = log_dir.join(format!("{}.log", scenario.name));
+                    let started = Instant::now();
+                    let result = run_one(&fixture, scenario, closed, verbose, &log);
+                    let elapsed = started.elapsed();
+                    match result {
+                        Ok(()) => println!("PASS {} ({elapsed:.1?})", scenario.name),
+                        Err(err) => {
+                            println!("FAIL {} ({elapsed:.1?}): {err:#}", scenario.name);
+                            if let Ok(mut failed) = failed.lock() {
+                                failed.push(scenario.name.to_owned());
+                            }
+                        }
+                    }
+                }
+            });
+        }
+    });
+    let failed = failed.into_inner().unwrap_or_default();
+    println!("e2e: {} boots in {:.1?}, {jobs} at a time", scenarios.len(), started.elapsed());
+    Ok((scenarios.len() - failed.len(), failed))
+}
+
+/// Boots one scenario; fails with why, and the console's telling part.
+fn run_one(fixture: &Fixture, scenario: &Scenario, closed: u16, verbose: bool, log: &Path) -> Result<()> {
+    let subst = |s: &str| s.replace("{REG}", &fixture.guest_registry).replace("{CLOSED}", &closed.to_string());
+    let mut config = fixture.vm(&format!("{} {COMMON_APPEND}", subst(scenario.append)));
+    config.net = scenario.net;
+    if verbose {
+        config.echo = Some(format!("[{}] ", scenario.name));
+    }
+    let outcome = Vm::start(&config)?.wait(scenario.timeout);
+    let _ = fs::write(log, outcome.transcript());
+    let expect: Vec<Vec<String>> = scenario
+        .expect
+        .iter()
+        .map(|parts| parts.iter().map(|part| subst(part)).collect())
+        .collect();
+    if let Err(err) = check(&outcome, &expect, scenario.timeout) {
+        bail!("{err}\n  console: {}\n    {}", log.display(), console_excerpt(&outcome).join("\n    "));
+    }
+    Ok(())
+}
+
+/// The lines worth showing for a failure: those up to a kernel panic, or the last ones.
+fn console_excerpt(outcome: &Outcome) -> Vec<&str> {
+    let end = outcome
+        .lines
+        .iter()
+        .position(|line| line.text.contains(KERNEL_PANIC))
+        .map_or(outcome.lines.len(), |panic| panic + 1);
+    let start = end.saturating_sub(25);
+    outcome.lines.get(start..end).unwrap_or_default().iter().map(|l| l.text.as_str()).collect()
+}
+
+/// Every expectation is met, the kernel did not panic, and QEMU exited by itself.
+pub fn check(outcome: &Outcome, expect: &[Vec<String>], timeout: Duration) -> Result<()> {
+    let missing: Vec<String> = expect
+        .iter()
+        .filter(|parts| find_line(outcome, parts).is_none())
+        .map(|parts| format!("{:?}", parts.join(" … ")))
+        .collect();
+    if !missing.is_empty() {
+        bail!("console lacks {}", missing.join(", "));
+    }
+    if outcome.kernel_panicked() {
+        bail!("kernel panicked");
+    }
+    if !outcome.exited_by_itself() {
+        bail!("the VM did not power off or reboot within {timeout:?}");
+    }
+    Ok(())
+}
+
+/// The first line that contains all of `parts`, ignoring case.
+pub fn find_line<'a>(outcome: &'a Outcome, parts: &[String]) -> Option<&'a crate::qemu::Line> {
+    let parts: Vec<String> = parts.iter().map(|p| p.to_lowercase()).collect();
+    outcome.lines.iter().find(|line| {
+        let text = line.text.to_lowercase();
+        parts.iter().all(|part| text.contains(part.as_str()))
+    })
+}
+
+/// A port on 127.0.0.1 with nothing listening (we bound it and let it go).
+fn closed_port() -> Result<u16> {
+    let listener = TcpListener::bind("127.0.0.1:0").context("bind 127.0.0.1:0")?;
+    Ok(listener.local_addr()?.port())
 }

@@ -7,7 +7,8 @@
 //! - `/bin/busybox` (static, from busybox-static) and one symlink per applet
 //!   at the path `busybox --list-full` names (`/bin/sh`, `/sbin/modprobe`,
 //!   `/usr/bin/wget`, ...), made at build time so the debug shell and the
-//!   kernel's `/sbin/modprobe` helper work without a `busybox --install`.
+//!   kernel's `/sbin/modprobe` helper work without a `busybox --install`
+//!   (all but `/sbin/init` and `/linuxrc`).
 //! - `/lib/modules/<release>/`: `MODULES` and their dependencies, plain
 //!   `.ko` (the whole cpio is compressed anyway), indexed by `depmod`.
 //! - `/etc/ssl/certs/ca-certificates.crt`: the host's CA bundle.
@@ -225,8 +226,9 @@ fn add_busybox(archive: &mut Archive) -> Result<()> {
     archive.file(BUSYBOX, 0o755, read(Path::new(BUSYBOX))?);
     let list = crate::cmd_output(Command::new(BUSYBOX).arg("--list-full"))?;
     for applet in list.lines().map(str::trim) {
-        // `linuxrc` would be a second init; ours is /init.
-        if applet.is_empty() || applet == "linuxrc" || archive.contains(applet) {
+        // `linuxrc` and `init` would be fallback inits should /init fail to
+        // start; better the kernel's plain "No working init found" then.
+        if applet.is_empty() || applet == "linuxrc" || applet == "sbin/init" || archive.contains(applet) {
             continue;
         }
         archive.symlink(applet, BUSYBOX);

@@ -30,7 +30,7 @@ tasks:
                              `kernel: PATH` and `initrd: PATH`
   boot [--init FILE] [--memory MIB] [--no-lease] [-- KERNEL-ARGS...]
                              boot the initrd once, console live
-  e2e [--only NAME] [--jobs N]
+  e2e [--only NAME,..] [--jobs N] [--verbose] [--init FILE]
                              boot QEMU guests against a local registry
   demo                       boot one guest and show its console live
   bench boot                 boot-time phases, smallest RAM, sizes

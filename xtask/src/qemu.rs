@@ -11,11 +11,14 @@
 use std::io::{BufRead, BufReader, Read};
 use std::path::PathBuf;
 use std::process::{Child, Command, ExitStatus, Stdio};
-use std::sync::mpsc::{self, Receiver, RecvTimeoutError, Sender};
+use std::sync::mpsc::{self, Receiver, Sender};
 use std::thread;
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result};
+
+/// Seen on the console when the kernel panics (e.g. PID 1 exited).
+pub const KERNEL_PANIC: &str = "Kernel panic";
 
 /// How the guest's one NIC is wired.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -24,8 +27,6 @@ pub enum Net {
     User,
     /// A NIC on a hub with no other port: link up, nothing answers DHCP.
     NoLease,
-    /// No NIC at all.
-    None,
 }
 
 #[derive(Debug, Clone)]
@@ -85,7 +86,6 @@ impl VmConfig {
                 "-device".into(),
                 "virtio-net-pci,netdev=n0,romfile=".into(),
             ]),
-            Net::None => {}
         }
         args.extend(self.extra_args.iter().cloned());
         args
@@ -121,7 +121,7 @@ impl Outcome {
     }
 
     pub fn kernel_panicked(&self) -> bool {
-        self.find(&["Kernel panic"]).is_some()
+        self.find(&[KERNEL_PANIC]).is_some()
     }
 
     pub fn transcript(&self) -> String {
@@ -135,6 +135,10 @@ pub struct Vm {
     lines: Receiver<Option<Line>>,
     started: Instant,
     echo: Option<String>,
+    /// Lines received so far.
+    seen: Vec<Line>,
+    /// Readers (stdout, stderr) still open; each sends `None` at end of file.
+    open: usize,
 }
 
 impl Vm {
@@ -155,33 +159,46 @@ impl Vm {
         if let Some(stderr) = child.stderr.take() {
             forward(stderr, "qemu: ", tx, started);
         }
-        Ok(Vm { child, lines: rx, started, echo: config.echo.clone() })
+        Ok(Vm { child, lines: rx, started, echo: config.echo.clone(), seen: Vec::new(), open: 2 })
     }
 
-    /// Collects the console until QEMU exits, or kills it at `timeout`.
-    pub fn wait(mut self, timeout: Duration) -> Outcome {
+    /// Reads the console until a line contains `needle`, QEMU's output
+    /// ends, or `timeout` (since QEMU started) passes.
+    pub fn wait_for(&mut self, needle: &str, timeout: Duration) -> Option<Line> {
         let deadline = self.started + timeout;
-        let mut lines = Vec::new();
-        // Two readers (stdout, stderr) each send `None` at end of file.
-        let mut open = 2;
-        let mut timed_out = false;
-        while open > 0 {
+        loop {
+            let line = self.next_line(deadline)?;
+            if line.text.contains(needle) {
+                return Some(line);
+            }
+        }
+    }
+
+    /// The next line, or `None` at end of output or at `deadline`.
+    fn next_line(&mut self, deadline: Instant) -> Option<Line> {
+        while self.open > 0 {
             let left = deadline.saturating_duration_since(Instant::now());
             match self.lines.recv_timeout(left) {
                 Ok(Some(line)) => {
                     if let Some(prefix) = &self.echo {
                         println!("{prefix}{}", line.text);
                     }
-                    lines.push(line);
+                    self.seen.push(line.clone());
+                    return Some(line);
                 }
-                Ok(None) => open -= 1,
-                Err(RecvTimeoutError::Disconnected) => break,
-                Err(RecvTimeoutError::Timeout) => {
-                    timed_out = true;
-                    break;
-                }
+                Ok(None) => self.open -= 1,
+                Err(_) => return None,
             }
         }
+        None
+    }
+
+    /// Collects the console until QEMU exits, or kills it at `timeout`.
+    pub fn wait(mut self, timeout: Duration) -> Outcome {
+        let deadline = self.started + timeout;
+        while self.next_line(deadline).is_some() {}
+        let timed_out = self.open > 0;
+        let lines = std::mem::take(&mut self.seen);
         let exited = if timed_out {
             let _ = self.child.kill();
             let _ = self.child.wait();
