@@ -111,10 +111,7 @@ fn load_modules() {
 /// DHCP in a child process (`iguana net-up`).
 fn network_up(timeout: Duration) -> Result<(), Error> {
     let args = vec!["net-up".to_string(), "--timeout".to_string(), timeout.as_secs().to_string()];
-    let status = crate::child::run(&args).map_err(|e| Error::Network(format!("start iguana net-up: {e}")))?;
-    if !status.success() {
-        return Err(Error::Network(format!("iguana net-up: {}", crate::child::describe(status))));
-    }
+    crate::child::run(&args).map_err(Error::Network)?;
     tracing::info!("phase network-up");
     Ok(())
 }

@@ -35,8 +35,8 @@ pub enum Error {
     Fetch { url: String, reason: String },
     #[error("workflow {origin}: {source}")]
     Parse { origin: String, #[source] source: schema::Error },
-    #[error("job {job}: pull {image}: {status}")]
-    Pull { job: String, image: String, status: String },
+    #[error("job {job}: {reason}")]
+    Pull { job: String, image: String, reason: String },
     #[error("job {job}: read image config {path}")]
     Config { job: String, path: PathBuf, #[source] source: std::io::Error },
     #[error("job {job}: image config {path}")]
@@ -47,8 +47,8 @@ pub enum Error {
     Container(#[from] container::Error),
     #[error("job {job} failed: {exit}")]
     Failed { job: String, exit: Exit },
-    #[error("workflow stopped: {0}")]
-    Stopped(Box<Error>),
+    #[error("workflow stopped")]
+    Stopped(#[source] Box<Error>),
 }
 
 /// Where the workflow comes from, in upstream's fallback order. Fetching a
@@ -62,10 +62,7 @@ pub fn load(args: &Cmdline, builtin: &Path, work: &Path) -> Result<Workflow, Err
                 let out = work.join("control.yaml");
                 let _ = std::fs::create_dir_all(work);
                 let fetch = vec!["fetch".into(), url.clone(), "--out".into(), out.display().to_string()];
-                let status = crate::child::run(&fetch).map_err(|e| fetch_err(e.to_string()))?;
-                if !status.success() {
-                    return Err(fetch_err(crate::child::describe(status)));
-                }
+                crate::child::run(&fetch).map_err(fetch_err)?;
                 out
             }
         };
@@ -283,11 +280,8 @@ fn pull(ctx: &Context<'_>, name: &str, image: &str) -> Result<ImageConfig, Error
         args.push("--insecure-registry".into());
         args.push(registry.clone());
     }
-    let pull_err = |status: String| Error::Pull { job: name.to_string(), image: image.to_string(), status };
-    let status = crate::child::run(&args).map_err(|e| pull_err(e.to_string()))?;
-    if !status.success() {
-        return Err(pull_err(crate::child::describe(status)));
-    }
+    let pull_err = |reason: String| Error::Pull { job: name.to_string(), image: image.to_string(), reason };
+    crate::child::run(&args).map_err(pull_err)?;
     tracing::info!("phase image-pulled job={name} image={image}");
     let text = std::fs::read_to_string(&config_path)
         .map_err(|source| Error::Config { job: name.to_string(), path: config_path.clone(), source })?;
