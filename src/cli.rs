@@ -33,6 +33,7 @@ pub fn main(args: &[String]) -> anyhow::Result<()> {
         "cmdline" => cmdline(rest),
         "pull" => crate::image::cli_pull(rest),
         "net-up" => crate::net::cli_net_up(rest),
+        "progress-relay" => crate::handover::progress::cli(rest),
         other => bail!("unknown command {other:?} (see iguana --help)"),
     }
 }

@@ -13,6 +13,7 @@ mod logging;
 mod machine_id;
 mod modules;
 mod net;
+mod sys;
 mod workflow;
 
 fn main() {
