@@ -34,6 +34,7 @@ pub fn main(args: &[String]) -> anyhow::Result<()> {
         "pull" => crate::image::cli_pull(rest),
         "net-up" => crate::net::cli_net_up(rest),
         "progress-relay" => crate::handover::progress::cli(rest),
+        "kexec-load" => crate::handover::progress::cli_kexec_load(rest),
         other => bail!("unknown command {other:?} (see iguana --help)"),
     }
 }

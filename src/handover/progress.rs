@@ -46,3 +46,13 @@ pub fn cli(args: &[String]) -> anyhow::Result<()> {
         }
     }
 }
+
+/// `iguana kexec-load KERNEL INITRD|- CMDLINE` (not in --help): loads a
+/// kernel for `kernelAction kexec` with our own kexec_file_load, so a test
+/// image needs no kexec-tools, only this static binary.
+pub fn cli_kexec_load(args: &[String]) -> anyhow::Result<()> {
+    let [kernel, initrd, cmdline] = args else { bail!("usage: iguana kexec-load KERNEL INITRD|- CMDLINE") };
+    let initrd = (initrd != "-").then(|| Path::new(initrd.as_str()));
+    crate::sys::kexec_file_load(Path::new(kernel), initrd, cmdline)?;
+    Ok(())
+}
