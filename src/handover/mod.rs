@@ -217,7 +217,11 @@ pub fn execute(action: &Action, machine: &mut dyn Machine) {
         Action::HandOver { mountlist, failsafe } => {
             let next = match hand_over(mountlist.as_deref(), machine) {
                 Ok(()) => Action::Reboot { reason: "workflow done, nothing to hand over to".into(), delay: Duration::ZERO },
-                Err(e) => failed(format!("handover: {}", crate::logging::chain(&e)), *failsafe),
+                Err(e) => {
+                    let reason = format!("handover: {}", crate::logging::chain(&e));
+                    tracing::error!("{reason}");
+                    failed(reason, *failsafe)
+                }
             };
             execute(&next, machine);
         }
