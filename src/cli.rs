@@ -42,6 +42,8 @@ pub fn main(args: &[String]) -> anyhow::Result<()> {
         "fetch" => crate::workflow::source::cli_fetch(rest),
         "validate" => validate(rest),
         "run" => run(rest),
+        "progress-relay" => crate::handover::progress::cli(rest),
+        "kexec-load" => crate::handover::progress::cli_kexec_load(rest),
         other => bail!("unknown command {other:?} (see iguana --help)"),
     }
 }

@@ -16,4 +16,5 @@ pub mod logging;
 pub mod machine_id;
 pub mod modules;
 pub mod net;
+pub mod sys;
 pub mod workflow;

@@ -10,6 +10,7 @@ mod cpio;
 mod demo;
 mod e2e;
 mod e2e_workflow;
+mod e2e_handover;
 mod initrd;
 mod kernel;
 mod qemu;
@@ -33,6 +34,7 @@ tasks:
                              boot the initrd once, console live
   e2e [--only NAME,..] [--jobs N] [--verbose] [--init FILE]
                              boot QEMU guests against a local registry
+  e2e-handover [--only NAME] switch_root, kexec, bad mountlist in QEMU
   demo                       boot one guest and show its console live
   bench boot                 boot-time phases, smallest RAM, sizes
   ci                         every check: host tests, then e2e
@@ -68,6 +70,7 @@ fn run() -> Result<()> {
         "initrd" => initrd::main(rest),
         "boot" => boot::main(rest),
         "e2e" => e2e::main(rest),
+        "e2e-handover" => e2e_handover::main(rest),
         "demo" => demo::main(rest),
         "bench" => bench::main(rest),
         "ci" => ci::main(rest),
