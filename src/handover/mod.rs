@@ -17,7 +17,7 @@
 //!    initramfs emptied, the new root moved onto /, and its init exec'ed as
 //!    PID 1. Any failure before the exec undoes the mounts and reboots.
 
-mod mountlist;
+pub mod mountlist;
 pub mod probe;
 pub mod progress;
 pub mod real;

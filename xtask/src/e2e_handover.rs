@@ -65,28 +65,41 @@ pub fn main(args: &[String]) -> Result<()> {
         [flag, name] if flag == "--only" => Some(name.as_str()),
         _ => bail!("usage: cargo xtask e2e-handover [--only NAME]"),
     };
+    let (passed, failed) = run_all(only)?;
+    println!("e2e-handover: {passed} passed, {} failed", failed.len());
+    if !failed.is_empty() {
+        bail!("e2e-handover failed: {}", failed.join(", "));
+    }
+    Ok(())
+}
+
+/// Runs the handover scenarios (all, or the one named); returns the pass
+/// count and the names of the failed ones, as `e2e::run` does.
+pub fn run_all(only: Option<&str>) -> Result<(usize, Vec<String>)> {
     tools::ensure_tools()?;
     let built = initrd::build(&Options::default())?;
     let registry = Registry::start()?;
     let out = target_dir().join("iguana-e2e");
     fs::create_dir_all(&out)?;
     let mut failed = Vec::new();
+    let mut passed = 0;
     for scenario in scenarios(&built, &out)? {
         if only.is_some_and(|o| o != scenario.name) {
             continue;
         }
+        let started = std::time::Instant::now();
         match run(&built, &registry, &out, &scenario) {
-            Ok(()) => eprintln!("xtask: e2e-handover {}: ok", scenario.name),
+            Ok(()) => {
+                println!("PASS handover-{} ({:.1?})", scenario.name, started.elapsed());
+                passed += 1;
+            }
             Err(e) => {
-                eprintln!("xtask: e2e-handover {}: FAILED: {e:#}", scenario.name);
-                failed.push(scenario.name);
+                println!("FAIL handover-{} ({:.1?}): {e:#}", scenario.name, started.elapsed());
+                failed.push(format!("handover-{}", scenario.name));
             }
         }
     }
-    if !failed.is_empty() {
-        bail!("e2e-handover failed: {}", failed.join(", "));
-    }
-    Ok(())
+    Ok((passed, failed))
 }
 
 fn scenarios(built: &Built, out: &Path) -> Result<Vec<Scenario>> {
