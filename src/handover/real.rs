@@ -106,6 +106,17 @@ impl Machine for Real {
         let _ = kill(all, Signal::SIGKILL);
         crate::boot::reap_for(Duration::from_millis(100));
         nix::unistd::sync();
+        // Containers may have mounted disks under the shared /iguana (an
+        // installer's target): unmount them, deepest first, so their
+        // filesystems are clean before a reboot or kexec.
+        let mountinfo = std::fs::read_to_string("/proc/self/mountinfo").unwrap_or_default();
+        for target in mounts_below(&mountinfo, "/iguana") {
+            if let Err(e) = nix::mount::umount2(target.as_str(), nix::mount::MntFlags::empty()) {
+                tracing::warn!("umount {target}: {e}; detaching it");
+                let _ = nix::mount::umount2(target.as_str(), nix::mount::MntFlags::MNT_DETACH);
+            }
+        }
+        nix::unistd::sync();
     }
 
     fn reboot(&mut self) {
@@ -200,5 +211,41 @@ impl Machine for Real {
     fn exec_init(&mut self, init: &str) -> std::io::Error {
         use std::os::unix::process::CommandExt;
         std::process::Command::new(init).exec()
+    }
+}
+
+/// Mount points strictly below `dir` in a /proc/self/mountinfo text,
+/// deepest (and, at equal depth, latest) first: the order to unmount them.
+pub fn mounts_below(mountinfo: &str, dir: &str) -> Vec<String> {
+    let prefix = format!("{}/", dir.trim_end_matches('/'));
+    let mut found: Vec<(usize, usize, String)> = mountinfo
+        .lines()
+        .enumerate()
+        .filter_map(|(i, line)| {
+            // Field 5 is the mount point, with spaces escaped as \040.
+            let target = line.split(' ').nth(4)?.replace("\\040", " ");
+            target.starts_with(&prefix).then(|| (target.matches('/').count(), i, target))
+        })
+        .collect();
+    found.sort_by(|a, b| b.0.cmp(&a.0).then(b.1.cmp(&a.1)));
+    found.into_iter().map(|(_, _, t)| t).collect()
+}
+
+#[cfg(test)]
+mod mount_tests {
+    use super::*;
+
+    #[test]
+    fn unmount_order_is_deepest_first() {
+        let info = "\
+22 1 0:20 / / rw - rootfs rootfs rw
+30 22 0:25 / /iguana rw shared:1 - tmpfs iguana rw
+41 30 254:1 / /iguana/target rw shared:1 - ext4 /dev/vda1 rw
+42 41 254:2 / /iguana/target/boot rw shared:1 - vfat /dev/vda2 rw
+43 30 0:40 / /iguana/with\\040space rw - tmpfs t rw
+44 22 0:41 / /iguanas rw - tmpfs t rw
+";
+        assert_eq!(mounts_below(info, "/iguana"), ["/iguana/target/boot", "/iguana/with space", "/iguana/target"]);
+        assert!(mounts_below("garbage\n\n", "/iguana").is_empty());
     }
 }
