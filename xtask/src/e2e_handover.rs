@@ -99,6 +99,19 @@ pub fn run_all(only: Option<&str>) -> Result<(usize, Vec<String>)> {
             }
         }
     }
+    if only.is_none_or(|o| o == "debug-shell") {
+        let started = std::time::Instant::now();
+        match crate::e2e_debug::run(&built, &registry, &out.join("debug-shell.log")) {
+            Ok(()) => {
+                println!("PASS debug-shell ({:.1?})", started.elapsed());
+                passed += 1;
+            }
+            Err(e) => {
+                println!("FAIL debug-shell ({:.1?}): {e:#}", started.elapsed());
+                failed.push("debug-shell".to_string());
+            }
+        }
+    }
     Ok((passed, failed))
 }
 
