@@ -300,9 +300,9 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("ca.pem");
         std::fs::write(&path, &bundle).unwrap();
-        assert_eq!(load_roots(&[path.clone()]).unwrap().len(), 2);
+        assert_eq!(load_roots(std::slice::from_ref(&path)).unwrap().len(), 2);
         std::fs::write(&path, "nothing").unwrap();
-        let err = load_roots(&[path.clone()]).unwrap_err();
+        let err = load_roots(std::slice::from_ref(&path)).unwrap_err();
         assert_eq!(err.to_string(), format!("CA file {}: no PEM certificate in it", path.display()));
     }
 
