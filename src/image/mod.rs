@@ -41,7 +41,7 @@ use registry::{Connect, Registry};
 use std::collections::VecDeque;
 use std::time::Instant;
 use staging::Staging;
-use std::io;
+use std::io::{self, IsTerminal};
 use std::path::{Path, PathBuf};
 
 /// How to pull.
@@ -226,8 +226,10 @@ pub async fn pull(opts: &PullOptions, image: &str, rootfs: &Path) -> Result<Imag
     })?;
     let paths: Vec<PathBuf> = layers.iter().map(|(_, hex, _)| blob_dir.join(hex)).collect();
     let result = download_and_apply(&registry, &name, &staging, &layers, &paths).await;
-    if !opts.keep_blobs {
-        for path in &paths {
+    for path in &paths {
+        // Downloads cancelled by another layer's failure leave partial files.
+        std::fs::remove_file(path.with_extension(format!("partial-{}", std::process::id()))).ok();
+        if !opts.keep_blobs {
             std::fs::remove_file(path).ok();
         }
     }
@@ -336,6 +338,8 @@ async fn download_and_apply(
     let mut unpacking: Option<(String, tokio::task::JoinHandle<Result<(), Error>>)> = None;
     let mut downloads_done = false;
     let mut failed = None;
+    let meter = std::io::stderr().is_terminal().then(|| Meter::new(layers, paths));
+    let mut tick = tokio::time::interval(std::time::Duration::from_millis(250));
     loop {
         if unpacking.is_none() && failed.is_none() {
             if let Some((digest, path, diff_id)) = ready.pop_front() {
@@ -357,6 +361,11 @@ async fn download_and_apply(
             break;
         }
         tokio::select! {
+            _ = tick.tick(), if meter.is_some() && !downloads_done => {
+                if let Some(meter) = &meter {
+                    meter.show(name);
+                }
+            }
             next = downloads.next(), if !downloads_done && failed.is_none() => match next {
                 Some(Ok(blob)) => ready.push_back(blob),
                 Some(Err(err)) => failed = Some(err),
@@ -437,8 +446,60 @@ fn is_layer_media_type(media_type: &str) -> bool {
         || media_type.starts_with("application/vnd.docker.image.rootfs.")
 }
 
+/// One progress line. On a terminal it first clears the live status line
+/// (see [`Meter`]); elsewhere (the console via PID 1) lines are plain.
 fn progress(image: &str, message: &str) {
-    eprintln!("pull {image}: {message}");
+    if std::io::stderr().is_terminal() {
+        eprintln!("\r\x1b[Kpull {image}: {message}");
+    } else {
+        eprintln!("pull {image}: {message}");
+    }
+}
+
+/// The live status line of a pull on a terminal: bytes per layer, read
+/// from the sizes of the blob files (partial or done), so the download
+/// path needs no counters.
+struct Meter {
+    sizes: Vec<u64>,
+    paths: Vec<PathBuf>,
+    start: Instant,
+}
+
+impl Meter {
+    fn new(layers: &[(&oci_client::manifest::OciDescriptor, String, String)], paths: &[PathBuf]) -> Meter {
+        Meter {
+            sizes: layers.iter().map(|(d, _, _)| u64::try_from(d.size).unwrap_or(0)).collect(),
+            paths: paths.to_vec(),
+            start: Instant::now(),
+        }
+    }
+
+    fn show(&self, image: &str) {
+        let partial_ext = format!("partial-{}", std::process::id());
+        let mut line = String::new();
+        let (mut done, mut total) = (0u64, 0u64);
+        for (i, (path, size)) in self.paths.iter().zip(&self.sizes).enumerate() {
+            let have = std::fs::metadata(path)
+                .or_else(|_| std::fs::metadata(path.with_extension(&partial_ext)))
+                .map_or(0, |m| m.len())
+                .min(*size);
+            done += have;
+            total += size;
+            let pct = if *size == 0 { 100 } else { have * 100 / size };
+            line.push_str(&format!(" L{}:{pct}%", i + 1));
+        }
+        let secs = self.start.elapsed().as_secs_f64().max(0.001);
+        // Display only: precision loss does not matter.
+        #[allow(clippy::cast_precision_loss, clippy::cast_possible_truncation)]
+        let rate = (done as f64 / secs) as i64;
+        let (done, total) = (i64::try_from(done).unwrap_or(0), i64::try_from(total).unwrap_or(0));
+        eprint!(
+            "\r\x1b[Kpull {image}: {} / {} {}/s{line}",
+            human_size(done),
+            human_size(total),
+            human_size(rate)
+        );
+    }
 }
 
 /// `sha256:0123456789ab…`: enough to tell layers apart on a console line.
