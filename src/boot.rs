@@ -83,7 +83,13 @@ fn boot(raw: &str, failsafe: Failsafe) -> Result<(), Error> {
         network_up(args.net_timeout)?;
     }
 
-    let ctx = workflow::Context { insecure_registries: &args.insecure_registries, work: Path::new(WORK), debug: failsafe.debug };
+    let ctx = workflow::Context {
+        insecure_registries: &args.insecure_registries,
+        registry_mirrors: &args.registry_mirrors,
+        ca: args.ca.as_deref(),
+        work: Path::new(WORK),
+        debug: failsafe.debug,
+    };
     let results = workflow::run(&ctx, &wf)?;
     tracing::info!("phase workflow-done jobs={}", results.len());
     Ok(())

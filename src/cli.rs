@@ -114,7 +114,7 @@ fn run(args: &[String]) -> anyhow::Result<()> {
         return Ok(());
     }
     let work = std::path::Path::new("/run/iguana");
-    let ctx = crate::workflow::Context { insecure_registries: &[], work, debug };
+    let ctx = crate::workflow::Context { insecure_registries: &[], registry_mirrors: &[], ca: None, work, debug };
     let results = crate::workflow::run(&ctx, &wf)?;
     for (job, outcome) in results {
         println!("{job}: {outcome:?}");

@@ -40,6 +40,7 @@ pub fn main(args: &[String]) -> Result<()> {
     match args.first().map(String::as_str) {
         Some("boot") => boot(),
         Some("initrd") => compressions(),
+        Some("pull") => crate::bench_pull::main(),
         _ => bail!("usage: cargo xtask bench boot|initrd"),
     }
 }

@@ -4,6 +4,7 @@
 //! but Rust to run `cargo xtask ci`.
 
 mod bench;
+mod bench_pull;
 mod boot;
 mod ci;
 mod cpio;
