@@ -48,6 +48,9 @@ pub fn run() -> ! {
         tracing::warn!("{}", logging::chain(&e));
     }
     handover::progress::start();
+    if failsafe.debug {
+        handover::real::spawn_tty2_shell();
+    }
     let result = raw.map_err(Error::ReadCmdline).and_then(|raw| boot(&raw, failsafe));
     let failure = result.as_ref().err().map(|e| logging::chain(e));
     if let Some(reason) = &failure {
