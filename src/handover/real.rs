@@ -73,7 +73,7 @@ impl Machine for Real {
             tracing::error!("no shell in the initrd (/bin/sh, /bin/busybox)");
             return;
         };
-        spawn_tty2_shell();
+        // The tty2 shell was started at boot (debug mode is what gets here).
         if let Err(e) = shell_command(shell).status() {
             tracing::error!("shell {shell}: {e}");
         }
@@ -243,7 +243,7 @@ fn shell_command(shell: &str) -> std::process::Command {
 }
 
 /// A second shell on tty2, for a machine with a screen: started at boot in
-/// debug mode and again when a failure opens the console shell. It is not
+/// debug mode, so it is there before and after any failure. It is not
 /// waited for (PID 1 reaps it whenever it exits) and dies in `quiesce` with
 /// everything else. Nothing happens without a /dev/tty2 or a shell.
 pub fn spawn_tty2_shell() {
