@@ -9,7 +9,8 @@ Run as PID 1 (the initrd's /init) it boots the machine. Otherwise:
 
   iguana cmdline [--file FILE]     show how a kernel command line is understood
                                    (default: /proc/cmdline)
-  iguana pull IMAGE --rootfs DIR [--insecure-registry HOST:PORT]... [--config-out FILE] [--store DIR]
+  iguana pull IMAGE --rootfs DIR [--insecure-registry HOST:PORT]... [--config-out FILE]
+              [--store DIR] [--keep-blobs] [--auth-file FILE] [--mirror REGISTRY=MIRROR]... [--ca PEM]...
                                    pull an image and unpack it into DIR
   iguana validate FILE...          check workflow files; errors name line and column
   iguana run [--dry-run] [--debug] [--newroot DIR] FILE
