@@ -16,19 +16,10 @@ use libcontainer::container::builder::ContainerBuilder;
 use libcontainer::syscall::syscall::SyscallType;
 use nix::sys::wait::{waitpid, WaitPidFlag, WaitStatus};
 use nix::unistd::Pid;
-use serde::Deserialize;
 use serde_json::{json, Value};
 
 /// What the image says to run, as `iguana pull --config-out` writes it.
-#[derive(Debug, Clone, Default, PartialEq, Eq, Deserialize)]
-#[serde(default)]
-pub struct ImageConfig {
-    pub entrypoint: Vec<String>,
-    pub cmd: Vec<String>,
-    pub env: Vec<String>,
-    pub working_dir: Option<String>,
-    pub user: Option<String>,
-}
+pub use crate::image::ImageConfig;
 
 /// One container to run.
 #[derive(Debug, Clone, PartialEq, Eq)]
