@@ -39,7 +39,7 @@ pub fn main(args: &[String]) -> Result<()> {
 
     println!("ci: e2e (QEMU guests)");
     let all: Vec<&e2e::Scenario> = e2e::SCENARIOS.iter().collect();
-    match e2e::run(&Options::default(), &all, 1, false) {
+    match e2e::run(&Options::default(), &all, 2, false) {
         Ok((p, names)) => {
             passed += p;
             failed += names.len();

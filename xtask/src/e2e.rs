@@ -66,7 +66,7 @@ pub struct Scenario {
 }
 
 /// On every boot: reboot at once after a failure instead of after 10 s.
-const COMMON_APPEND: &str = "rd.iguana.reboot_timeout=0";
+pub const COMMON_APPEND: &str = "rd.iguana.reboot_timeout=0";
 
 const BOOT_TIMEOUT: Duration = Duration::from_secs(120);
 const ERROR_TIMEOUT: Duration = Duration::from_secs(90);
@@ -184,7 +184,9 @@ pub fn e2e_images(guest_registry: &str) -> Result<Vec<(&'static str, Image)>> {
 
 pub fn main(args: &[String]) -> Result<()> {
     let mut only: Vec<String> = Vec::new();
-    let mut jobs = 1;
+    // Two TCG guests at a time use both cores: measured 33 s vs 44 s for
+    // the six boots.
+    let mut jobs = 2;
     let mut verbose = false;
     let mut opts = Options::default();
     let mut args = args.iter();

@@ -32,8 +32,10 @@ tasks:
                              boot the initrd once, console live
   e2e [--only NAME,..] [--jobs N] [--verbose] [--init FILE]
                              boot QEMU guests against a local registry
-  demo                       boot one guest and show its console live
-  bench boot                 boot-time phases, smallest RAM, sizes
+  demo [--memory MIB] [--init FILE]
+                             boot one guest and show its console live
+  bench boot [--init FILE]   boot-time phases, smallest RAM, sizes
+  bench initrd               initrd size and unpack time per compression
   ci                         every check: host tests, then e2e
 ";
 
