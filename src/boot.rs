@@ -67,16 +67,24 @@ fn boot(raw: &str, failsafe: Failsafe) -> Result<(), Error> {
     let id = machine_id::provision(&[Path::new("/etc/machine-id"), Path::new("/iguana/machine-id")])?;
     tracing::info!("phase machine-id {id}");
 
-    let jobs = workflow::plan(&args, Path::new(BUILTIN_WORKFLOW))?;
     let _ = std::fs::write("/etc/hosts", "127.0.0.1 localhost\n::1 localhost\n");
     if !Path::new("/etc/resolv.conf").exists() {
         let _ = std::fs::write("/etc/resolv.conf", "");
     }
-    network_up(args.net_timeout)?;
+    // A remote control_url needs the network before the workflow is loaded;
+    // otherwise the network is only brought up when there is a job to pull.
+    let remote = args.control_url.as_deref().is_some_and(|u| u.starts_with("http"));
+    if remote {
+        network_up(args.net_timeout)?;
+    }
+    let wf = workflow::load(&args, Path::new(BUILTIN_WORKFLOW), Path::new(WORK))?;
+    if !remote {
+        network_up(args.net_timeout)?;
+    }
 
     let ctx = workflow::Context { insecure_registries: &args.insecure_registries, work: Path::new(WORK), debug: failsafe.debug };
-    workflow::run(&ctx, &jobs)?;
-    tracing::info!("phase workflow-done jobs={}", jobs.len());
+    let results = workflow::run(&ctx, &wf)?;
+    tracing::info!("phase workflow-done jobs={}", results.len());
     Ok(())
 }
 
@@ -84,12 +92,11 @@ fn boot(raw: &str, failsafe: Failsafe) -> Result<(), Error> {
 /// for by modalias. A module that fails to load is logged, not fatal: the
 /// hardware that needs it will fail later with its own error.
 fn load_modules() {
-    let release = nix::sys::utsname::uname().map(|u| u.release().to_string_lossy().into_owned()).unwrap_or_default();
-    let dir = Path::new("/lib/modules").join(&release);
-    if !dir.exists() {
-        tracing::warn!("no modules for kernel {release} in {}", dir.display());
-        return;
-    }
+    let dir = match modules::kernel_modules_dir() {
+        Ok(dir) if dir.exists() => dir,
+        Ok(dir) => return tracing::warn!("no modules for this kernel: {} is missing", dir.display()),
+        Err(e) => return tracing::warn!("{}", logging::chain(&e)),
+    };
     let started = Instant::now();
     match modules::coldplug(&dir, Path::new("/sys")) {
         Ok(report) => tracing::debug!("coldplug: {report:?}"),
@@ -104,10 +111,7 @@ fn load_modules() {
 /// DHCP in a child process (`iguana net-up`).
 fn network_up(timeout: Duration) -> Result<(), Error> {
     let args = vec!["net-up".to_string(), "--timeout".to_string(), timeout.as_secs().to_string()];
-    let status = crate::child::run(&args).map_err(|e| Error::Network(format!("start iguana net-up: {e}")))?;
-    if !status.success() {
-        return Err(Error::Network(format!("iguana net-up: {}", crate::child::describe(status))));
-    }
+    crate::child::run(&args).map_err(Error::Network)?;
     tracing::info!("phase network-up");
     Ok(())
 }

@@ -7,10 +7,28 @@
 use std::os::unix::process::ExitStatusExt;
 use std::process::{Command, ExitStatus};
 
-/// Runs `iguana ARGS...` with the console as stdio and waits for it.
-pub fn run(args: &[String]) -> std::io::Result<ExitStatus> {
+/// Where a failing child leaves its error, so PID 1's own error line can
+/// say why rather than just "exit status 1".
+pub const ERROR_FILE_ENV: &str = "IGUANA_ERROR_FILE";
+const ERROR_FILE: &str = "/run/iguana/child-error";
+
+/// Runs `iguana ARGS...` with the console as stdio and waits for it. A
+/// failure is described by the child's own error message when it left one.
+pub fn run(args: &[String]) -> Result<(), String> {
     tracing::debug!("run child: iguana {}", args.join(" "));
-    Command::new("/proc/self/exe").args(args).env("IGUANA_CHILD", "1").status()
+    let _ = std::fs::remove_file(ERROR_FILE);
+    let status = Command::new("/proc/self/exe")
+        .args(args)
+        .env(ERROR_FILE_ENV, ERROR_FILE)
+        .status()
+        .map_err(|e| format!("start iguana {}: {e}", args.first().map_or("", String::as_str)))?;
+    if status.success() {
+        return Ok(());
+    }
+    match std::fs::read_to_string(ERROR_FILE) {
+        Ok(message) if !message.trim().is_empty() => Err(message.trim().to_string()),
+        _ => Err(describe(status)),
+    }
 }
 
 /// "exit status 1" / "killed by signal 9".

@@ -11,6 +11,12 @@ Run as PID 1 (the initrd's /init) it boots the machine. Otherwise:
                                    (default: /proc/cmdline)
   iguana pull IMAGE --rootfs DIR [--insecure-registry HOST:PORT]... [--config-out FILE] [--store DIR]
                                    pull an image and unpack it into DIR
+  iguana validate FILE...          check workflow files; errors name line and column
+  iguana run [--dry-run] [--debug] FILE
+                                   run a workflow (as root, with cgroup2); --dry-run
+                                   prints the plan: jobs, images, env, volumes,
+                                   services, needs and what would be skipped
+  iguana fetch URL --out FILE      fetch a control_url with retries (used by PID 1)
   iguana net-up [--timeout SECS]   bring up the network with DHCP (used by PID 1)
   iguana --help | --version
 ";
@@ -33,6 +39,9 @@ pub fn main(args: &[String]) -> anyhow::Result<()> {
         "cmdline" => cmdline(rest),
         "pull" => crate::image::cli_pull(rest),
         "net-up" => crate::net::cli_net_up(rest),
+        "fetch" => crate::workflow::source::cli_fetch(rest),
+        "validate" => validate(rest),
+        "run" => run(rest),
         other => bail!("unknown command {other:?} (see iguana --help)"),
     }
 }
@@ -52,5 +61,57 @@ fn cmdline(args: &[String]) -> anyhow::Result<()> {
     println!("net_timeout:         {}s", parsed.net_timeout.as_secs());
     println!("debug:               {}", failsafe.debug);
     println!("reboot_timeout:      {}s", failsafe.reboot_timeout.as_secs());
+    Ok(())
+}
+
+fn validate(files: &[String]) -> anyhow::Result<()> {
+    if files.is_empty() {
+        bail!("usage: iguana validate FILE...");
+    }
+    let mut failed = 0;
+    for file in files {
+        let result = std::fs::read(file)
+            .map_err(anyhow::Error::from)
+            .and_then(|bytes| crate::workflow::schema::parse(&bytes).map_err(anyhow::Error::from));
+        match result {
+            Ok(wf) => println!("{file}: ok ({} jobs)", wf.jobs.0.len()),
+            Err(e) => {
+                println!("{file}: {e}");
+                failed += 1;
+            }
+        }
+    }
+    if failed > 0 {
+        bail!("{failed} of {} files invalid", files.len());
+    }
+    Ok(())
+}
+
+fn run(args: &[String]) -> anyhow::Result<()> {
+    let usage = "usage: iguana run [--dry-run] [--debug] FILE";
+    let mut dry_run = false;
+    let mut debug = false;
+    let mut file = None;
+    for arg in args {
+        match arg.as_str() {
+            "--dry-run" => dry_run = true,
+            "--debug" => debug = true,
+            other if file.is_none() && !other.starts_with("--") => file = Some(other.to_string()),
+            other => bail!("unexpected argument {other:?}\n{usage}"),
+        }
+    }
+    let Some(file) = file else { bail!("{usage}") };
+    let bytes = std::fs::read(&file).with_context(|| format!("read {file}"))?;
+    let wf = crate::workflow::schema::parse(&bytes).with_context(|| file.clone())?;
+    if dry_run {
+        print!("{}", crate::workflow::plan::describe(&wf));
+        return Ok(());
+    }
+    let work = std::path::Path::new("/run/iguana");
+    let ctx = crate::workflow::Context { insecure_registries: &[], work, debug };
+    let results = crate::workflow::run(&ctx, &wf)?;
+    for (job, outcome) in results {
+        println!("{job}: {outcome:?}");
+    }
     Ok(())
 }

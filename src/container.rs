@@ -39,6 +39,16 @@ pub struct Job {
     /// Extra environment, applied over the image's (`KEY=value`).
     pub env: Vec<String>,
     pub rootfs: PathBuf,
+    /// Volumes: host directories (or files) bind-mounted into the container.
+    pub mounts: Vec<Bind>,
+}
+
+/// A bind mount from the host into a container.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Bind {
+    pub source: PathBuf,
+    pub target: String,
+    pub read_only: bool,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -57,8 +67,6 @@ pub enum Error {
     Start { job: String, #[source] source: libcontainer::error::LibcontainerError },
     #[error("job {job}: output pipe")]
     Pipe { job: String, #[source] source: std::io::Error },
-    #[error("job {job}: wait for container pid {pid}")]
-    Wait { job: String, pid: i32, #[source] source: nix::errno::Errno },
 }
 
 /// How a container ended.
@@ -66,6 +74,8 @@ pub enum Error {
 pub enum Exit {
     Code(i32),
     Signal(i32),
+    /// Killed by iguana when its timeout (seconds) expired.
+    TimedOut(u64),
 }
 
 impl Exit {
@@ -79,6 +89,7 @@ impl std::fmt::Display for Exit {
         match self {
             Exit::Code(c) => write!(f, "exit status {c}"),
             Exit::Signal(s) => write!(f, "killed by signal {s}"),
+            Exit::TimedOut(s) => write!(f, "timed out after {s}s"),
         }
     }
 }
@@ -141,7 +152,7 @@ pub fn spec(job: &Job) -> Result<Value, Error> {
     let (uid, gid) = user(job)?;
     let cwd = job.image.working_dir.clone().filter(|d| d.starts_with('/')).unwrap_or_else(|| "/".into());
     let env = merge_env(&[&job.image.env, &job.env]);
-    Ok(json!({
+    let mut s = json!({
         "ociVersion": "1.0.2",
         "process": {
             "terminal": false,
@@ -159,7 +170,10 @@ pub fn spec(job: &Job) -> Result<Value, Error> {
         "root": { "path": job.rootfs, "readonly": false },
         "mounts": [
             { "destination": "/proc", "type": "proc", "source": "proc", "options": ["nosuid", "noexec", "nodev"] },
-            { "destination": "/dev", "type": "bind", "source": "/dev", "options": ["rbind", "rw"] },
+            // libcontainer populates a tmpfs /dev; `HostDev` then mounts the
+            // host's devtmpfs over it just before exec (see there).
+            { "destination": "/dev", "type": "tmpfs", "source": "tmpfs", "options": ["nosuid", "strictatime", "mode=755", "size=65536k"] },
+            { "destination": "/dev/pts", "type": "devpts", "source": "devpts", "options": ["nosuid", "noexec", "newinstance", "ptmxmode=0666", "mode=0620"] },
             { "destination": "/sys", "type": "bind", "source": "/sys", "options": ["rbind", "rw"] },
             { "destination": "/run", "type": "tmpfs", "source": "tmpfs", "options": ["nosuid", "nodev", "mode=755"] },
             { "destination": "/tmp", "type": "tmpfs", "source": "tmpfs", "options": ["nosuid", "nodev", "mode=1777"] },
@@ -174,7 +188,58 @@ pub fn spec(job: &Job) -> Result<Value, Error> {
             "resources": { "devices": [{ "allow": true, "access": "rwm" }] },
             "rootfsPropagation": "slave",
         },
-    }))
+    });
+    if let Some(mounts) = s["mounts"].as_array_mut() {
+        for bind in &job.mounts {
+            let mode = if bind.read_only { "ro" } else { "rw" };
+            mounts.push(json!({ "destination": bind.target, "type": "bind", "source": bind.source, "options": ["rbind", mode] }));
+        }
+    }
+    Ok(s)
+}
+
+/// Runs the container's process with the host's devices.
+///
+/// A privileged container must see every device, including partitions an
+/// installer creates after it started, so its /dev is the host's devtmpfs,
+/// not a snapshot. libcontainer cannot be given that directly: it always
+/// creates its default nodes and symlinks in the container's /dev and fails
+/// when they exist, and a bind of the host's /dev would also let it change
+/// the host's. So the spec gives it a throwaway tmpfs, and this executor,
+/// which runs inside the container right before exec, mounts devtmpfs (one
+/// instance, shared with the host) over it, with a private devpts and shm.
+#[derive(Clone)]
+struct HostDev;
+
+impl libcontainer::workload::Executor for HostDev {
+    fn exec(&self, spec: &oci_spec::runtime::Spec) -> Result<(), libcontainer::workload::ExecutorError> {
+        use nix::mount::{mount, MsFlags};
+        let steps: [(&str, &str, &str, MsFlags, &str); 3] = [
+            ("devtmpfs", "/dev", "devtmpfs", MsFlags::MS_NOSUID, "mode=0755"),
+            ("devpts", "/dev/pts", "devpts", MsFlags::MS_NOSUID | MsFlags::MS_NOEXEC, "newinstance,ptmxmode=0666,mode=0620,gid=5"),
+            ("shm", "/dev/shm", "tmpfs", MsFlags::MS_NOSUID | MsFlags::MS_NODEV, "mode=1777"),
+        ];
+        for (source, target, fstype, flags, data) in steps {
+            let _ = std::fs::create_dir_all(target);
+            if let Err(e) = mount(Some(source), target, Some(fstype), flags, Some(data)) {
+                // Not fatal: the container still has libcontainer's /dev.
+                eprintln!("iguana: mount {fstype} on {target} in the container: {e}");
+                if target == "/dev" {
+                    break;
+                }
+            }
+        }
+        for (target, link) in [("/proc/self/fd", "/dev/fd"), ("/proc/self/fd/0", "/dev/stdin"), ("/proc/self/fd/1", "/dev/stdout"), ("/proc/self/fd/2", "/dev/stderr"), ("pts/ptmx", "/dev/ptmx")] {
+            if std::fs::symlink_metadata(link).is_err() {
+                let _ = std::os::unix::fs::symlink(target, link);
+            }
+        }
+        libcontainer::workload::default::DefaultExecutor {}.exec(spec)
+    }
+
+    fn validate(&self, spec: &oci_spec::runtime::Spec) -> Result<(), libcontainer::workload::ExecutorValidationError> {
+        libcontainer::workload::default::DefaultExecutor {}.validate(spec)
+    }
 }
 
 /// Files that bind mounts land on must exist in the rootfs. They are created
@@ -207,31 +272,69 @@ fn prepare_rootfs(job: &Job) -> Result<(), Error> {
     Ok(())
 }
 
-/// Creates, starts and waits for a job's container, copying its output to
-/// the console line by line as `[name] line`, and to `log`.
-pub fn run(job: &Job, state_dir: &Path, bundle: &Path, log: &Path) -> Result<Exit, Error> {
+/// Where containers keep their state, bundles and logs.
+pub struct Dirs<'a> {
+    pub state: &'a Path,
+    pub bundles: &'a Path,
+    pub logs: &'a Path,
+}
+
+/// What a container reads as standard input.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Stdin {
+    /// The console, so an installer can ask questions (upstream's
+    /// `--interactive`).
+    Console,
+    Null,
+}
+
+/// A started container whose output is being copied to the console.
+pub struct Running {
+    pub name: String,
+    container: libcontainer::container::Container,
+    pid: Option<Pid>,
+    output: std::fs::File,
+    pending: Vec<u8>,
+    log: Option<std::fs::File>,
+    exit: Option<Exit>,
+    /// After the exit: how long to keep reading what is left in the pipe.
+    drain_until: Option<Instant>,
+}
+
+/// Creates and starts a container; its output goes to a pipe that
+/// `Supervisor` copies to the console as `[name] line` and to its log.
+pub fn start(job: &Job, dirs: &Dirs<'_>, stdin: Stdin) -> Result<Running, Error> {
     let name = job.name.clone();
     let spec_json = spec(job)?;
     prepare_rootfs(job)?;
-    std::fs::create_dir_all(bundle)
+    let bundle = dirs.bundles.join(&name);
+    let bundle_err = |path: &Path| {
+        let (job, path) = (name.clone(), path.to_path_buf());
+        move |source| Error::Bundle { job, path, source }
+    };
+    std::fs::create_dir_all(&bundle)
         .and_then(|()| std::fs::write(bundle.join("config.json"), spec_json.to_string()))
-        .map_err(|source| Error::Bundle { job: name.clone(), path: bundle.to_path_buf(), source })?;
-    std::fs::create_dir_all(state_dir)
-        .map_err(|source| Error::Bundle { job: name.clone(), path: state_dir.to_path_buf(), source })?;
+        .map_err(bundle_err(&bundle))?;
+    std::fs::create_dir_all(dirs.state).map_err(bundle_err(dirs.state))?;
+    std::fs::create_dir_all(dirs.logs).map_err(bundle_err(dirs.logs))?;
 
-    let (reader, writer) = rustix::pipe::pipe_with(rustix::pipe::PipeFlags::CLOEXEC)
-        .map_err(|e| Error::Pipe { job: name.clone(), source: e.into() })?;
-    let writer2 = writer.try_clone().map_err(|source| Error::Pipe { job: name.clone(), source })?;
-    let stdin: OwnedFd = std::fs::File::open("/dev/null")
-        .map_err(|source| Error::Pipe { job: name.clone(), source })?
-        .into();
+    let pipe_err = |source: std::io::Error| Error::Pipe { job: name.clone(), source };
+    let (reader, writer) = rustix::pipe::pipe_with(rustix::pipe::PipeFlags::CLOEXEC).map_err(|e| pipe_err(e.into()))?;
+    let writer2 = writer.try_clone().map_err(pipe_err)?;
+    let stdin: OwnedFd = match stdin {
+        Stdin::Console => std::fs::OpenOptions::new().read(true).open("/dev/console"),
+        Stdin::Null => std::fs::File::open("/dev/null"),
+    }
+    .or_else(|_| std::fs::File::open("/dev/null"))
+    .map_err(pipe_err)?
+    .into();
 
+    // A container of the same name left from an earlier run is removed first.
+    let _ = std::fs::remove_dir_all(dirs.state.join(format!("iguana-{name}")));
     let mut container = ContainerBuilder::new(format!("iguana-{name}"), SyscallType::Linux)
-        .with_root_path(state_dir)
-        .and_then(|b| Ok(b.with_stdin(stdin).with_stdout(writer).with_stderr(writer2)))
-        .and_then(|b| {
-            b.as_init(bundle).with_systemd(false).with_detach(true).with_no_pivot(true).build()
-        })
+        .with_root_path(dirs.state)
+        .map(|b| b.with_stdin(stdin).with_stdout(writer).with_stderr(writer2).with_executor(HostDev))
+        .and_then(|b| b.as_init(&bundle).with_systemd(false).with_detach(true).with_no_pivot(true).build())
         .map_err(|source| Error::Create { job: name.clone(), source })?;
     // libcontainer has its own nix version: carry the pid across as a number.
     let pid = container.pid().map(|p| Pid::from_raw(p.as_raw()));
@@ -240,71 +343,162 @@ pub fn run(job: &Job, state_dir: &Path, bundle: &Path, log: &Path) -> Result<Exi
         return Err(Error::Start { job: name, source });
     }
     tracing::info!("phase container-started job={name} pid={}", pid.map_or(0, Pid::as_raw));
-    let exit = match pid {
-        Some(pid) => pump_until_exit(&name, pid, reader, log),
-        None => Ok(Exit::Code(0)),
-    };
-    let _ = container.delete(true);
-    exit
+    let log = std::fs::File::create(dirs.logs.join(format!("{name}.log"))).ok();
+    Ok(Running {
+        name,
+        container,
+        pid,
+        output: std::fs::File::from(reader),
+        pending: Vec::new(),
+        log,
+        exit: if pid.is_none() { Some(Exit::Code(0)) } else { None },
+        drain_until: None,
+    })
 }
 
-/// Copies the container's output to the console until its init exits, then
-/// drains what is left for a moment (a daemon it left behind may keep the
-/// pipe open forever). Reaps any other orphan along the way: this is PID 1.
-fn pump_until_exit(job: &str, pid: Pid, reader: OwnedFd, log: &Path) -> Result<Exit, Error> {
-    use rustix::event::{poll, PollFd, PollFlags, Timespec};
-    let mut file = std::fs::File::from(reader);
-    let mut log = std::fs::File::create(log).ok();
-    let mut pending = Vec::new();
-    let mut exit = None;
-    let mut drain_until = None;
-    let mut buf = [0u8; 8192];
-    loop {
-        if exit.is_none() {
-            exit = reap(job, pid)?;
-            if exit.is_some() {
-                drain_until = Some(Instant::now() + Duration::from_millis(500));
-            }
-        }
-        if drain_until.is_some_and(|t| Instant::now() >= t) {
-            break;
-        }
-        let timeout = Timespec { tv_sec: 0, tv_nsec: 100_000_000 };
-        let fd = file.as_fd();
-        let mut fds = [PollFd::new(&fd, PollFlags::IN)];
-        let ready = poll(&mut fds, Some(&timeout)).unwrap_or(0);
-        if ready == 0 {
-            continue;
-        }
-        match file.read(&mut buf) {
-            Ok(0) if exit.is_some() => break,
-            Ok(0) => std::thread::sleep(Duration::from_millis(50)),
-            Ok(n) => {
-                pending.extend_from_slice(&buf[..n]);
-                emit_lines(job, &mut pending, log.as_mut(), false);
-            }
-            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
-            Err(_) => std::thread::sleep(Duration::from_millis(50)),
-        }
-    }
-    emit_lines(job, &mut pending, log.as_mut(), true);
-    Ok(exit.unwrap_or(Exit::Signal(0)))
+/// Copies the output of every running container to the console and reaps
+/// children (this is PID 1: every orphan is ours). Single-threaded: one
+/// poll loop over all the pipes.
+#[derive(Default)]
+pub struct Supervisor {
+    running: Vec<Running>,
 }
 
-/// Waits without blocking for any child; returns the container's exit once
-/// its init is reaped.
-fn reap(job: &str, pid: Pid) -> Result<Option<Exit>, Error> {
-    loop {
-        match waitpid(None, Some(WaitPidFlag::WNOHANG)) {
-            Ok(WaitStatus::Exited(p, code)) if p == pid => return Ok(Some(Exit::Code(code))),
-            Ok(WaitStatus::Signaled(p, sig, _)) if p == pid => return Ok(Some(Exit::Signal(sig as i32))),
-            Ok(WaitStatus::StillAlive) => return Ok(None),
-            Ok(_) => continue,
-            Err(nix::errno::Errno::EINTR) => continue,
-            Err(nix::errno::Errno::ECHILD) => return Ok(Some(Exit::Signal(0))),
-            Err(source) => return Err(Error::Wait { job: job.to_string(), pid: pid.as_raw(), source }),
+impl Supervisor {
+    pub fn add(&mut self, running: Running) {
+        self.running.push(running);
+    }
+
+    /// Waits for the named container to exit; after `timeout` it is killed
+    /// and `Exit::TimedOut` returned.
+    pub fn wait(&mut self, name: &str, timeout: Option<Duration>) -> Exit {
+        let deadline = timeout.map(|t| Instant::now() + t);
+        loop {
+            if let Some(exit) = self.finished(name) {
+                return exit;
+            }
+            if deadline.is_some_and(|d| Instant::now() >= d) {
+                tracing::error!("job {name}: timed out after {}s, killing it", timeout.map_or(0, |t| t.as_secs()));
+                self.signal(name, nix::sys::signal::Signal::SIGKILL);
+                let _ = self.wait(name, Some(Duration::from_secs(10)));
+                return Exit::TimedOut(timeout.map_or(0, |t| t.as_secs()));
+            }
+            self.pump(Duration::from_millis(100));
         }
     }
+
+    /// Stops a container: SIGTERM, then SIGKILL after `grace`; then removes it.
+    pub fn stop(&mut self, name: &str, grace: Duration) -> Exit {
+        let exit = match self.finished(name) {
+            Some(exit) => exit,
+            None => {
+                self.signal(name, nix::sys::signal::Signal::SIGTERM);
+                match self.wait(name, Some(grace)) {
+                    Exit::TimedOut(_) => Exit::Signal(nix::sys::signal::Signal::SIGKILL as i32),
+                    exit => exit,
+                }
+            }
+        };
+        self.remove(name);
+        exit
+    }
+
+    /// Deletes a finished container's state and cgroup.
+    pub fn remove(&mut self, name: &str) {
+        if let Some(i) = self.running.iter().position(|r| r.name == name) {
+            let mut r = self.running.remove(i);
+            flush(&mut r);
+            let _ = r.container.delete(true);
+        }
+    }
+
+    fn signal(&mut self, name: &str, signal: nix::sys::signal::Signal) {
+        if let Some(pid) = self.running.iter().find(|r| r.name == name && r.exit.is_none()).and_then(|r| r.pid) {
+            let _ = nix::sys::signal::kill(pid, signal);
+        }
+    }
+
+    /// The exit of a container whose output has been drained.
+    fn finished(&self, name: &str) -> Option<Exit> {
+        let r = self.running.iter().find(|r| r.name == name)?;
+        match (r.exit, r.drain_until) {
+            (Some(exit), Some(until)) if Instant::now() >= until => Some(exit),
+            (Some(exit), None) => Some(exit),
+            _ => None,
+        }
+    }
+
+    /// One round: reap, then read whatever the pipes have, for at most `limit`.
+    fn pump(&mut self, limit: Duration) {
+        use rustix::event::{poll, PollFd, PollFlags, Timespec};
+        self.reap();
+        let now = Instant::now();
+        let open: Vec<usize> = (0..self.running.len())
+            .filter(|&i| self.running[i].drain_until.is_none_or(|t| now < t))
+            .collect();
+        if open.is_empty() {
+            std::thread::sleep(limit.min(Duration::from_millis(50)));
+            return;
+        }
+        let ready: Vec<usize> = {
+            let fds: Vec<_> = open.iter().map(|&i| self.running[i].output.as_fd()).collect();
+            let mut polls: Vec<PollFd<'_>> = fds.iter().map(|fd| PollFd::new(fd, PollFlags::IN)).collect();
+            let timeout = Timespec { tv_sec: 0, tv_nsec: i64::try_from(limit.as_nanos()).unwrap_or(100_000_000) };
+            if poll(&mut polls, Some(&timeout)).unwrap_or(0) == 0 {
+                return;
+            }
+            polls.iter().zip(&open).filter(|(p, _)| !p.revents().is_empty()).map(|(_, &i)| i).collect()
+        };
+        let mut buf = [0u8; 8192];
+        for i in ready {
+            let r = &mut self.running[i];
+            match r.output.read(&mut buf) {
+                Ok(0) => {
+                    // Every writer closed: nothing more will come.
+                    if r.exit.is_some() {
+                        r.drain_until = Some(Instant::now());
+                    } else {
+                        std::thread::sleep(Duration::from_millis(20));
+                    }
+                }
+                Ok(n) => {
+                    r.pending.extend_from_slice(&buf[..n]);
+                    emit_lines(&r.name, &mut r.pending, r.log.as_mut(), false);
+                }
+                Err(_) => {}
+            }
+        }
+    }
+
+    /// Reaps every exited child without blocking, recording container exits.
+    fn reap(&mut self) {
+        loop {
+            let (pid, exit) = match waitpid(None, Some(WaitPidFlag::WNOHANG)) {
+                Ok(WaitStatus::Exited(p, code)) => (p, Exit::Code(code)),
+                Ok(WaitStatus::Signaled(p, sig, _)) => (p, Exit::Signal(sig as i32)),
+                Ok(WaitStatus::StillAlive) | Err(_) => break,
+                Ok(_) => continue,
+            };
+            if let Some(r) = self.running.iter_mut().find(|r| r.pid == Some(pid)) {
+                r.exit = Some(exit);
+                // A daemon it left behind may hold the pipe open forever.
+                r.drain_until = Some(Instant::now() + Duration::from_millis(300));
+            }
+        }
+        // A container whose init vanished (reaped elsewhere) counts as ended.
+        for r in self.running.iter_mut().filter(|r| r.exit.is_none()) {
+            if let Some(pid) = r.pid {
+                if nix::sys::signal::kill(pid, None) == Err(nix::errno::Errno::ESRCH) {
+                    r.exit = Some(Exit::Signal(0));
+                    r.drain_until = Some(Instant::now());
+                }
+            }
+        }
+    }
+}
+
+fn flush(r: &mut Running) {
+    emit_lines(&r.name, &mut r.pending, r.log.as_mut(), true);
 }
 
 /// Prints every complete line in `pending` as `[job] line`; with `flush`,
@@ -334,7 +528,13 @@ mod tests {
     use super::*;
 
     fn job(image: ImageConfig) -> Job {
-        Job { name: "a".into(), image, env: vec!["FROM_JOB=1".into()], rootfs: "/run/iguana/a/rootfs".into() }
+        Job {
+            name: "a".into(),
+            image,
+            env: vec!["FROM_JOB=1".into()],
+            rootfs: "/run/iguana/a/rootfs".into(),
+            mounts: vec![Bind { source: "/run/iguana/volumes/data".into(), target: "/data".into(), read_only: true }],
+        }
     }
 
     fn strings(v: &[&str]) -> Vec<String> {
@@ -366,6 +566,9 @@ mod tests {
         let iguana = s["mounts"].as_array().unwrap().iter().find(|m| m["destination"] == "/iguana").unwrap();
         assert_eq!(iguana["options"], json!(["rbind", "rw", "rshared"]));
         assert!(s["process"]["env"].as_array().unwrap().contains(&json!("iguana=true")));
+        let data = s["mounts"].as_array().unwrap().iter().find(|m| m["destination"] == "/data").unwrap();
+        assert_eq!(data["source"], "/run/iguana/volumes/data");
+        assert_eq!(data["options"], json!(["rbind", "ro"]));
         // libcontainer accepts it.
         let parsed: oci_spec::runtime::Spec = serde_json::from_value(s).unwrap();
         assert_eq!(parsed.root().as_ref().unwrap().path(), Path::new("/run/iguana/a/rootfs"));

@@ -93,10 +93,13 @@ struct LineLayer {
 
 impl<S: Subscriber> Layer<S> for LineLayer {
     fn enabled(&self, metadata: &tracing::Metadata<'_>, _: Context<'_, S>) -> bool {
-        // libcontainer is chatty at info; keep it for debug mode.
+        // Libraries (libcontainer, libcgroups) warn about things that are
+        // normal here (no seccomp, unknown cgroup controllers), and their
+        // errors reach us again as the cause in our own error line: show
+        // them in debug mode only.
         let ours = metadata.target().starts_with("iguana");
         let level = *metadata.level();
-        level <= self.max && (ours || level <= Level::WARN || self.max == Level::DEBUG)
+        level <= self.max && (ours || self.max == Level::DEBUG)
     }
 
     fn on_event(&self, event: &Event<'_>, _: Context<'_, S>) {

@@ -23,7 +23,15 @@ fn main() {
     let debug = std::env::var_os("IGUANA_DEBUG").is_some();
     logging::init_cli(debug);
     if let Err(err) = cli::main(&args) {
-        eprintln!("error: {}", format_chain(&err));
+        let message = format_chain(&err);
+        // A helper child of PID 1 also leaves its error where PID 1 reads it.
+        match std::env::var_os(child::ERROR_FILE_ENV) {
+            Some(path) => {
+                let _ = std::fs::write(path, &message);
+                tracing::error!("{message}");
+            }
+            None => eprintln!("error: {message}"),
+        }
         std::process::exit(1);
     }
 }

@@ -77,7 +77,7 @@ struct ZstdFrames<R: BufRead> {
 enum ZstdState<R: BufRead> {
     /// Between frames: the source, positioned at the next frame or the end.
     Between(R),
-    Frame(ruzstd::decoding::StreamingDecoder<R, ruzstd::decoding::FrameDecoder>),
+    Frame(Box<ruzstd::decoding::StreamingDecoder<R, ruzstd::decoding::FrameDecoder>>),
     Done,
 }
 
@@ -101,7 +101,7 @@ impl<R: BufRead> Read for ZstdFrames<R> {
                     let decoder = ruzstd::decoding::StreamingDecoder::new(source).map_err(|e| {
                         io::Error::new(io::ErrorKind::InvalidData, format!("zstd: {e}"))
                     })?;
-                    self.state = ZstdState::Frame(decoder);
+                    self.state = ZstdState::Frame(Box::new(decoder));
                 }
                 ZstdState::Frame(mut decoder) => {
                     let n = decoder.read(buf)?;

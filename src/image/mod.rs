@@ -126,7 +126,7 @@ pub enum Error {
         expected: String,
         actual: String,
     },
-    #[error("image {image}: rootfs")]
+    #[error("image {image}")]
     Rootfs {
         image: String,
         #[source]
@@ -193,6 +193,11 @@ pub async fn pull(opts: &PullOptions, image: &str, rootfs: &Path) -> Result<Imag
         });
     }
 
+    // Before any download, so a rootfs that is in use fails fast.
+    let staging = Staging::prepare(rootfs).map_err(|source| Error::Rootfs {
+        image: name.clone(),
+        source,
+    })?;
     let blob_dir = opts.store.join("blobs").join("sha256");
     std::fs::create_dir_all(&blob_dir).map_err(|source| Error::Store {
         path: blob_dir.clone(),
@@ -233,20 +238,19 @@ pub async fn pull(opts: &PullOptions, image: &str, rootfs: &Path) -> Result<Imag
         blobs.push((digest, path));
     }
 
-    let staging = Staging::prepare(rootfs).map_err(|source| Error::Rootfs {
-        image: name.clone(),
-        source,
-    })?;
     for ((digest, path), diff_id) in blobs.into_iter().zip(parsed.diff_ids) {
-        let (image, staging_path, task_digest) = (name.clone(), staging.path(), digest.clone());
-        tokio::task::spawn_blocking(move || {
-            apply(&image, &task_digest, &path, &diff_id, &staging_path)
-        })
-        .await
-        .map_err(|_| Error::Task {
+        let root = staging.root().map_err(|source| Error::ReadLayer {
             image: name.clone(),
-            digest,
-        })??;
+            digest: digest.clone(),
+            source,
+        })?;
+        let (image, task_digest) = (name.clone(), digest.clone());
+        tokio::task::spawn_blocking(move || apply(&image, &task_digest, &path, &diff_id, &root))
+            .await
+            .map_err(|_| Error::Task {
+                image: name.clone(),
+                digest,
+            })??;
     }
     staging.commit().map_err(|source| Error::Rootfs {
         image: name.clone(),
@@ -262,7 +266,7 @@ fn apply(
     digest: &str,
     blob: &Path,
     diff_id: &str,
-    staging: &Path,
+    root: &root::Root,
 ) -> Result<(), Error> {
     let read_err = |source| Error::ReadLayer {
         image: image.into(),
@@ -271,8 +275,7 @@ fn apply(
     };
     let file = std::fs::File::open(blob).map_err(read_err)?;
     let stream = layer::TarStream::new(file).map_err(read_err)?;
-    let root = root::Root::open(staging).map_err(read_err)?;
-    let stream = unpack::apply_layer(&root, stream).map_err(|source| Error::Unpack {
+    let stream = unpack::apply_layer(root, stream).map_err(|source| Error::Unpack {
         image: image.into(),
         digest: digest.into(),
         source,

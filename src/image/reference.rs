@@ -235,10 +235,10 @@ mod tests {
 
     const D: &str = "sha256:0123456789abcdef0123456789abcdef0123456789abcdef0123456789abcdef";
 
-    fn check(
-        input: &str,
-        expected: Result<(&str, &str, Option<&str>, Option<&str>), ReferenceError>,
-    ) {
+    /// (registry, repository, tag, digest)
+    type Parts<'a> = (&'a str, &'a str, Option<&'a str>, Option<&'a str>);
+
+    fn check(input: &str, expected: Result<Parts<'_>, ReferenceError>) {
         let got = ImageRef::parse(input);
         let expected = expected.map(|(registry, repository, tag, digest)| ImageRef {
             registry: registry.into(),
@@ -253,7 +253,7 @@ mod tests {
     fn valid_references() {
         let digested = format!("127.0.0.1:5000/app@{D}");
         let tagged_digested = format!("127.0.0.1:5000/app:v1@{D}");
-        let cases: &[(&str, (&str, &str, Option<&str>, Option<&str>))] = &[
+        let cases: &[(&str, Parts<'_>)] = &[
             (
                 "busybox",
                 ("docker.io", "library/busybox", Some("latest"), None),

@@ -109,6 +109,10 @@ fn root_cause(err: &(dyn std::error::Error + 'static)) -> String {
         }
     }
     let text = cause.to_string();
+    if text.contains("InvalidContentType") {
+        // rustls reading a plain-HTTP answer to its ClientHello.
+        return "TLS handshake failed (plain-HTTP registry? list it as insecure)".into();
+    }
     if text.contains("operation timed out") {
         return "timed out".into();
     }
@@ -204,7 +208,9 @@ impl Registry {
         {
             return Ok(false);
         }
-        let partial = dest.with_extension("partial");
+        // Per-process name: concurrent pulls sharing a store never write
+        // into each other's partial file; the rename publishes atomically.
+        let partial = dest.with_extension(format!("partial-{}", std::process::id()));
         let file = tokio::fs::File::create(&partial)
             .await
             .map_err(store_err("create", &partial))?;
@@ -280,8 +286,9 @@ impl<W> Verifying<W> {
         }
     }
 
-    /// Our own size and digest verdict first (it is the precise one), then
-    /// the transfer's result.
+    /// Our own size and digest verdict first (it is the precise one: a
+    /// transfer that fails over a digest mismatch only says "mismatch"),
+    /// then the transfer's result.
     fn check(
         &mut self,
         transfer: Result<(), RegistryError>,
@@ -293,18 +300,20 @@ impl<W> Verifying<W> {
                 actual: self.written + 1,
             });
         }
+        if self.written == self.limit {
+            let actual = hex::encode(std::mem::take(&mut self.hasher).finalize());
+            if actual != hex {
+                return Err(RegistryError::Digest {
+                    expected: format!("sha256:{hex}"),
+                    actual: format!("sha256:{actual}"),
+                });
+            }
+        }
         transfer?;
         if self.written != self.limit {
             return Err(RegistryError::Size {
                 expected: self.limit,
                 actual: self.written,
-            });
-        }
-        let actual = hex::encode(std::mem::take(&mut self.hasher).finalize());
-        if actual != hex {
-            return Err(RegistryError::Digest {
-                expected: format!("sha256:{hex}"),
-                actual: format!("sha256:{actual}"),
             });
         }
         Ok(())

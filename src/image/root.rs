@@ -65,12 +65,37 @@ impl EntryPath {
     }
 }
 
+/// Symlinks followed when creating directories, as the kernel's limit.
+const MAX_SYMLINK_HOPS: u32 = 40;
+
+/// Where symlink `target`, found in directory `dir`, points: a path
+/// relative to the root, `..` clamped at the root as RESOLVE_IN_ROOT does.
+/// (Only used to choose directories to create; every open still goes
+/// through openat2, so an imprecise answer cannot leave the root.)
+fn join_in_root(dir: &Path, target: &[u8]) -> PathBuf {
+    let mut parts: Vec<&OsStr> = match target.first() {
+        Some(b'/') => Vec::new(),
+        _ => dir.iter().collect(),
+    };
+    for part in target.split(|&b| b == b'/') {
+        match part {
+            b"" | b"." => {}
+            b".." => {
+                parts.pop();
+            }
+            part => parts.push(OsStr::from_bytes(part)),
+        }
+    }
+    parts.iter().collect()
+}
+
 /// An open root directory; every lookup is resolved inside it.
 pub struct Root {
     fd: OwnedFd,
 }
 
 impl Root {
+    #[cfg(test)]
     pub fn open(path: &Path) -> io::Result<Root> {
         let fd = rfs::open(
             path,
@@ -80,24 +105,47 @@ impl Root {
         Ok(Root { fd })
     }
 
+    /// Opens the directory `name` in `dir` as a root, not following a symlink.
+    pub fn open_at(dir: BorrowedFd<'_>, name: &OsStr) -> io::Result<Root> {
+        let flags = OFlags::PATH | OFlags::DIRECTORY | OFlags::NOFOLLOW | OFlags::CLOEXEC;
+        let fd = rfs::openat(dir, name, flags, Mode::empty())?;
+        Ok(Root { fd })
+    }
+
     pub fn fd(&self) -> BorrowedFd<'_> {
         self.fd.as_fd()
     }
 
     /// Opens the directory `rel` (an `O_PATH` fd), resolving every symlink
-    /// inside the root. With `create`, missing directories are made (0755).
+    /// inside the root. With `create`, missing directories are made (0755),
+    /// also where a symlink points (`lib -> usr/lib` before `usr/lib` exists),
+    /// as Docker does.
     pub fn dir(&self, rel: &Path, create: bool) -> io::Result<OwnedFd> {
+        self.dir_hops(rel, create, 0)
+    }
+
+    fn dir_hops(&self, rel: &Path, create: bool, hops: u32) -> io::Result<OwnedFd> {
         match self.resolve(rel) {
             Err(Errno::NOENT) if create => {
                 let (Some(parent), Some(name)) = (rel.parent(), rel.file_name()) else {
                     return Err(Errno::NOENT.into());
                 };
-                let parent_fd = self.dir(parent, true)?;
+                let parent_fd = self.dir_hops(parent, true, hops)?;
                 match rfs::mkdirat(&parent_fd, name, Mode::from_raw_mode(0o755)) {
                     Ok(()) | Err(Errno::EXIST) => {}
                     Err(e) => return Err(e.into()),
                 }
-                Ok(self.resolve(rel)?)
+                match self.resolve(rel) {
+                    // Still missing: `name` is a dangling symlink. Make its
+                    // target, bounded like the kernel's symlink hops.
+                    Err(Errno::NOENT) if hops < MAX_SYMLINK_HOPS => {
+                        let target = rfs::readlinkat(&parent_fd, name, Vec::new())?;
+                        let target = join_in_root(parent, target.as_bytes());
+                        self.dir_hops(&target, true, hops + 1)?;
+                        Ok(self.resolve(rel)?)
+                    }
+                    other => Ok(other?),
+                }
             }
             other => Ok(other?),
         }
@@ -174,7 +222,7 @@ pub fn remove_all(dir: BorrowedFd<'_>, name: &OsStr) -> io::Result<()> {
 mod tests {
     use super::*;
 
-    fn check(raw: &str, expected: Result<Option<(&str, &str)>, PathError>) {
+    fn check(raw: &str, expected: Parsed<'_>) {
         let expected = expected.map(|o| {
             o.map(|(parent, name)| EntryPath {
                 parent: parent.into(),
@@ -184,9 +232,30 @@ mod tests {
         assert_eq!(EntryPath::parse(raw.as_bytes()), expected, "path {raw:?}");
     }
 
+    /// (parent, name) of a parsed path, `None` for the root.
+    type Parsed<'a> = Result<Option<(&'a str, &'a str)>, PathError>;
+
+    #[test]
+    fn symlink_targets_in_root() {
+        for (dir, target, expected) in [
+            ("", "usr/lib", "usr/lib"),
+            ("", "/usr/lib", "usr/lib"),
+            ("a/b", "../c", "a/c"),
+            ("a/b", "../../../../c", "c"),
+            ("a", "/", ""),
+            ("a", "./x/./y/", "a/x/y"),
+        ] {
+            assert_eq!(
+                join_in_root(Path::new(dir), target.as_bytes()),
+                Path::new(expected),
+                "{dir} {target}"
+            );
+        }
+    }
+
     #[test]
     fn entry_paths() {
-        let cases: &[(&str, Result<Option<(&str, &str)>, PathError>)] = &[
+        let cases: &[(&str, Parsed<'_>)] = &[
             ("etc/passwd", Ok(Some(("etc", "passwd")))),
             ("./etc/passwd", Ok(Some(("etc", "passwd")))),
             ("/etc/passwd", Ok(Some(("etc", "passwd")))),

@@ -4,7 +4,7 @@
 //! half-unpacked tree that looks usable. Staging *inside* ROOTFS keeps the
 //! final renames on one filesystem, even when ROOTFS is a mount point.
 
-use super::root;
+use super::root::{self, Root};
 use rustix::fs::{self as rfs, AtFlags, Gid, Mode, OFlags, Timestamps, Uid};
 use std::ffi::OsStr;
 use std::io;
@@ -36,8 +36,8 @@ pub struct Staging {
 
 impl Staging {
     /// Creates ROOTFS if needed and an empty staging directory in it.
-    /// ROOTFS must be empty, except for the staging directory of an
-    /// interrupted earlier pull, which is removed.
+    /// ROOTFS must be empty, except for `lost+found` and the staging
+    /// directory of an interrupted earlier pull, which is removed.
     pub fn prepare(rootfs: &Path) -> Result<Staging, StagingError> {
         let io_err = |step| {
             move |source: io::Error| StagingError::Io {
@@ -52,7 +52,8 @@ impl Staging {
             rfs::open(rootfs, flags, Mode::empty()).map_err(|e| io_err("open")(e.into()))?;
         let names =
             root::list(rootfs_fd.try_clone().map_err(io_err("dup"))?).map_err(io_err("list"))?;
-        if names.iter().any(|n| n != STAGING) {
+        // lost+found is what a fresh ext4 mount holds; it is not content.
+        if names.iter().any(|n| n != STAGING && n != "lost+found") {
             return Err(StagingError::NotEmpty(rootfs.to_path_buf()));
         }
         root::remove_all(rootfs_fd.as_fd(), OsStr::new(STAGING))
@@ -68,6 +69,11 @@ impl Staging {
 
     pub fn path(&self) -> PathBuf {
         self.rootfs.join(STAGING)
+    }
+
+    /// The staging directory as an unpack root.
+    pub fn root(&self) -> io::Result<Root> {
+        Root::open_at(self.rootfs_fd.as_fd(), OsStr::new(STAGING))
     }
 
     /// Moves the unpacked tree into ROOTFS and gives ROOTFS the owner, mode

@@ -175,6 +175,8 @@ impl Layer<'_> {
                 let meta = meta(entry)?;
                 self.node(parent.as_fd(), name, kind, entry.header(), &meta)
             }
+            // pax global headers (git archive writes one) carry no file.
+            tar::EntryType::XGlobalHeader => Ok(()),
             other => {
                 tracing::warn!(path = %path.full().display(), kind = ?other, "skipping unsupported tar entry");
                 Ok(())
@@ -246,7 +248,7 @@ impl Layer<'_> {
         };
         let target = EntryPath::parse(raw_target)
             .map_err(link_err)?
-            .ok_or_else(|| EntryError::ReplacesRoot(tar::EntryType::Link))?;
+            .ok_or(EntryError::ReplacesRoot(tar::EntryType::Link))?;
         if target == *path {
             return Ok(()); // A link to itself: the file is already there.
         }

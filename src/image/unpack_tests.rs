@@ -237,9 +237,11 @@ fn symlink_from_lower_layer_used_as_directory() {
         E::Dir("etc/sub"),
         E::Symlink("etc/sub/l", "/"),
     ];
-    let (_, results) = hostile(&[&layer1, &layer2], "secret");
-    assert!(results[0].is_ok());
-    assert!(results[1].is_err(), "{results:?}");
+    let (sb, results) = hostile(&[&layer1, &layer2], "secret");
+    assert_eq!(results, vec![Ok(()), Ok(())]);
+    // The host path was recreated inside the root and written there.
+    let inside = format!("{}/secret", outside.trim_start_matches('/'));
+    assert_eq!(read(&sb, &inside).as_deref(), Some("pwned"));
     assert_eq!(
         fs::read_to_string(format!("{outside}/secret")).unwrap(),
         "secret"
@@ -485,5 +487,39 @@ fn root_entry_of_another_type_is_refused() {
             .as_ref()
             .is_err_and(|e| e.contains("cannot replace the root")),
         "{results:?}"
+    );
+}
+
+#[test]
+fn parents_are_created_through_dangling_symlinks() {
+    // Merged /usr: the symlink comes first, its target later or never.
+    let layer = [
+        E::Symlink("lib", "usr/lib"),
+        E::File("lib/libc.so", "libc"),
+        E::Symlink("bin", "/usr/bin"),
+        E::File("bin/sh", "sh"),
+    ];
+    let (sb, results) = hostile(&[&layer], "iguana-test-no-such-marker");
+    assert_eq!(results, vec![Ok(())]);
+    assert_eq!(read(&sb, "usr/lib/libc.so").as_deref(), Some("libc"));
+    assert_eq!(read(&sb, "usr/bin/sh").as_deref(), Some("sh"));
+    // A self-loop ends in an error, not a hang; a dangling link to the host
+    // creates the directory inside the root.
+    let sb0 = Sandbox::new();
+    let up = format!("{}/made", sb0.outside());
+    let looping = [E::Symlink("loop", "loop"), E::File("loop/x", "x")];
+    let to_host = [E::Symlink("host", &up), E::File("host/x", "x")];
+    let (sb, results) = hostile(&[&looping, &to_host], "made");
+    assert!(
+        results[0]
+            .as_ref()
+            .is_err_and(|e| e.contains("openat2 parent")),
+        "{results:?}"
+    );
+    assert_eq!(results[1], Ok(()));
+    assert!(!Path::new(&up).exists());
+    assert_eq!(
+        read(&sb, &format!("{}/x", up.trim_start_matches('/'))).as_deref(),
+        Some("x")
     );
 }

@@ -1,73 +1,107 @@
 //! Phase "workflow": which jobs run, in which order, and running them.
 //!
-//! For now the plan comes from `rd.iguana.containers` (one job per image, in
-//! order); a failed job stops the workflow, so nothing after it runs on a
-//! half-prepared machine. Each job's image is pulled by a child process
-//! (`iguana pull`), so that async code and untrusted registry data never run
-//! inside PID 1; the container is then run by PID 1 itself.
+//! The workflow comes, in upstream's fallback order, from
+//! `rd.iguana.control_url`, else from `rd.iguana.containers` (one job per
+//! image, in order), else from the built-in `/etc/iguana/control.yaml`.
+//! Jobs run sequentially in file order. A job whose `needs` did not all
+//! succeed is skipped. A failed job stops the workflow unless it has
+//! `continue_on_error`. Each image is pulled by a child process
+//! (`iguana pull`) so that async code and untrusted registry data never run
+//! inside PID 1; the containers are run by PID 1 itself.
 
+pub mod plan;
 pub mod schema;
+pub mod source;
 pub mod volumes;
 
 use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use indexmap::IndexMap;
 
 use crate::cmdline::Cmdline;
-use crate::container::{self, Exit, ImageConfig, Job};
+use crate::container::{self, Bind, Dirs, Exit, ImageConfig, Job, Stdin, Supervisor};
+use schema::{Container, Workflow};
+use volumes::Source;
 
-/// A job before its image is pulled.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Planned {
-    pub name: String,
-    pub image: String,
-}
+/// How long a service gets between SIGTERM and SIGKILL.
+const SERVICE_GRACE: Duration = Duration::from_secs(10);
 
 #[derive(Debug, thiserror::Error)]
 pub enum Error {
-    #[error("nothing to run: no rd.iguana.control_url, no rd.iguana.containers and no /etc/iguana/control.yaml")]
-    Nothing,
-    #[error("rd.iguana.control_url and /etc/iguana/control.yaml are not supported yet (the workflow engine is coming); use rd.iguana.containers")]
-    WorkflowUnsupported,
-    #[error("job {job}: pull {image}: {status}")]
-    Pull { job: String, image: String, status: String },
+    #[error("nothing to run: no rd.iguana.control_url, no rd.iguana.containers and no {0}")]
+    Nothing(String),
+    #[error("control_url {url}: {reason}")]
+    Fetch { url: String, reason: String },
+    #[error("workflow {origin}: {source}")]
+    Parse { origin: String, #[source] source: schema::Error },
+    #[error("job {job}: {reason}")]
+    Pull { job: String, image: String, reason: String },
     #[error("job {job}: read image config {path}")]
     Config { job: String, path: PathBuf, #[source] source: std::io::Error },
     #[error("job {job}: image config {path}")]
     ConfigJson { job: String, path: PathBuf, #[source] source: serde_json::Error },
+    #[error("job {job}: volume {path}")]
+    Volume { job: String, path: PathBuf, #[source] source: std::io::Error },
     #[error(transparent)]
     Container(#[from] container::Error),
     #[error("job {job} failed: {exit}")]
     Failed { job: String, exit: Exit },
+    #[error("workflow stopped")]
+    Stopped(#[source] Box<Error>),
 }
 
-/// Where the workflow comes from, in upstream's fallback order.
-pub fn plan(args: &Cmdline, builtin: &Path) -> Result<Vec<Planned>, Error> {
-    if args.control_url.is_some() {
-        return Err(Error::WorkflowUnsupported);
+/// Where the workflow comes from, in upstream's fallback order. Fetching a
+/// remote control_url happens in a child (`iguana fetch`).
+pub fn load(args: &Cmdline, builtin: &Path, work: &Path) -> Result<Workflow, Error> {
+    if let Some(url) = &args.control_url {
+        let fetch_err = |reason: String| Error::Fetch { url: url.clone(), reason };
+        let path = match source::locate(url).map_err(fetch_err)? {
+            source::Location::File(path) => path,
+            source::Location::Http(_) => {
+                let out = work.join("control.yaml");
+                let _ = std::fs::create_dir_all(work);
+                let fetch = vec!["fetch".into(), url.clone(), "--out".into(), out.display().to_string()];
+                crate::child::run(&fetch).map_err(fetch_err)?;
+                out
+            }
+        };
+        let text = std::fs::read(&path).map_err(|e| fetch_err(format!("read {}: {e}", path.display())))?;
+        return schema::parse(&text).map_err(|source| Error::Parse { origin: url.clone(), source });
     }
     if !args.containers.is_empty() {
-        return Ok(jobs_from_images(&args.containers));
+        return Ok(from_images(&args.containers));
     }
-    if builtin.exists() {
-        return Err(Error::WorkflowUnsupported);
+    match std::fs::read(builtin) {
+        Ok(text) => schema::parse(&text).map_err(|source| Error::Parse { origin: builtin.display().to_string(), source }),
+        Err(_) => Err(Error::Nothing(builtin.display().to_string())),
     }
-    Err(Error::Nothing)
 }
 
 /// One job per image, named after the image's last path component; a name
 /// that repeats gets a `-2`, `-3`... suffix.
-pub fn jobs_from_images(images: &[String]) -> Vec<Planned> {
-    let mut out: Vec<Planned> = Vec::new();
+pub fn from_images(images: &[String]) -> Workflow {
+    let mut jobs: IndexMap<String, schema::Job> = IndexMap::new();
     for image in images {
         let base = job_name(image);
         let mut name = base.clone();
         let mut n = 1;
-        while out.iter().any(|p| p.name == name) {
+        while jobs.contains_key(&name) {
             n += 1;
             name = format!("{base}-{n}");
         }
-        out.push(Planned { name, image: image.clone() });
+        let container = Container { image: image.clone(), env: Default::default(), volumes: Vec::new() };
+        let job = schema::Job {
+            container,
+            services: Default::default(),
+            needs: Default::default(),
+            continue_on_error: false,
+            steps: Vec::new(),
+            timeout: None,
+        };
+        jobs.insert(name, job);
     }
-    out
+    Workflow { name: Some("rd.iguana.containers".into()), description: None, env: Default::default(), jobs: schema::Unique(jobs) }
 }
 
 fn job_name(image: &str) -> String {
@@ -82,42 +116,159 @@ fn job_name(image: &str) -> String {
     if clean.is_empty() { "job".to_string() } else { clean }
 }
 
-/// Everything a job run needs from the boot.
+/// What happened to one job.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Outcome {
+    Succeeded,
+    Failed(String),
+    Skipped(String),
+}
+
+/// Everything a workflow run needs from the boot.
 pub struct Context<'a> {
     pub insecure_registries: &'a [String],
     pub work: &'a Path,
     pub debug: bool,
 }
 
-/// Runs the jobs in order; the first failure stops the workflow.
-pub fn run(ctx: &Context<'_>, jobs: &[Planned]) -> Result<(), Error> {
-    for planned in jobs {
-        let job = pull(ctx, planned)?;
-        let exit = container::run(
-            &job,
-            &ctx.work.join("state"),
-            &ctx.work.join("bundles").join(&job.name),
-            &ctx.work.join("logs").join(format!("{}.log", job.name)),
-        )?;
-        if !exit.success() {
-            return Err(Error::Failed { job: job.name, exit });
-        }
-        tracing::info!("job {} done: {exit}", job.name);
-        if !ctx.debug {
-            let _ = std::fs::remove_dir_all(ctx.work.join("images").join(&job.name));
-        }
+impl Context<'_> {
+    fn dirs(&self) -> (PathBuf, PathBuf, PathBuf) {
+        (self.work.join("state"), self.work.join("bundles"), self.work.join("logs"))
     }
-    Ok(())
 }
 
-/// Pulls and unpacks a job's image in a child process.
-fn pull(ctx: &Context<'_>, planned: &Planned) -> Result<Job, Error> {
-    let dir = ctx.work.join("images").join(&planned.name);
+/// Runs the jobs in order. Returns every job's outcome, or the error that
+/// stopped the workflow. The outcomes are also written to
+/// `WORK/results.json` for the handover to keep.
+pub fn run(ctx: &Context<'_>, wf: &Workflow) -> Result<Vec<(String, Outcome)>, Error> {
+    tracing::info!("workflow {}: {} jobs", wf.name.as_deref().unwrap_or("(unnamed)"), wf.jobs.0.len());
+    let mut results: Vec<(String, Outcome)> = Vec::new();
+    let mut stopped = None;
+    for (id, job) in &wf.jobs.0 {
+        let unmet: Vec<&String> = job
+            .needs
+            .0
+            .iter()
+            .filter(|need| !results.iter().any(|(j, o)| j == *need && *o == Outcome::Succeeded))
+            .collect();
+        if !unmet.is_empty() {
+            let why = format!("needs {} which did not succeed", join(&unmet));
+            tracing::warn!("job {id} skipped: {why}");
+            results.push((id.clone(), Outcome::Skipped(why)));
+            continue;
+        }
+        match run_job(ctx, wf, id, job) {
+            Ok(()) => {
+                tracing::info!("job {id} succeeded");
+                results.push((id.clone(), Outcome::Succeeded));
+            }
+            Err(e) => {
+                let reason = crate::logging::chain(&e);
+                tracing::error!("{reason}");
+                results.push((id.clone(), Outcome::Failed(reason)));
+                if job.continue_on_error {
+                    tracing::warn!("job {id} failed; continuing (continue_on_error)");
+                } else {
+                    stopped = Some(e);
+                    break;
+                }
+            }
+        }
+    }
+    let _ = std::fs::write(ctx.work.join("results.json"), serde_json::to_string_pretty(&results).unwrap_or_default());
+    if !ctx.debug {
+        let _ = std::fs::remove_dir_all(ctx.work.join("volumes"));
+    }
+    match stopped {
+        Some(e) => Err(Error::Stopped(Box::new(e))),
+        None => Ok(results),
+    }
+}
+
+fn join(items: &[&String]) -> String {
+    items.iter().map(|s| s.as_str()).collect::<Vec<_>>().join(", ")
+}
+
+/// Services first (in the background), then the job's container in the
+/// foreground; services are stopped and removed afterwards, whatever the
+/// job's result.
+fn run_job(ctx: &Context<'_>, wf: &Workflow, id: &str, job: &schema::Job) -> Result<(), Error> {
+    let (state, bundles, logs) = ctx.dirs();
+    let dirs = Dirs { state: &state, bundles: &bundles, logs: &logs };
+    let mut sup = Supervisor::default();
+    let mut services = Vec::new();
+    let mut result = Ok(());
+    for (sid, svc) in &job.services.0 {
+        let name = format!("{id}-{sid}");
+        match prepare(ctx, wf, &name, svc).and_then(|j| container::start(&j, &dirs, Stdin::Null).map_err(Error::from)) {
+            Ok(running) => {
+                sup.add(running);
+                services.push(name);
+            }
+            Err(e) => {
+                result = Err(e);
+                break;
+            }
+        }
+    }
+    if result.is_ok() {
+        result = prepare(ctx, wf, id, &job.container)
+            .and_then(|j| container::start(&j, &dirs, Stdin::Console).map_err(Error::from))
+            .map(|running| {
+                sup.add(running);
+                let exit = sup.wait(id, job.timeout());
+                sup.remove(id);
+                exit
+            })
+            .and_then(|exit| if exit.success() { Ok(()) } else { Err(Error::Failed { job: id.to_string(), exit }) });
+    }
+    for name in services.iter().rev() {
+        let exit = sup.stop(name, SERVICE_GRACE);
+        tracing::info!("service {name} stopped: {exit}");
+    }
+    if !ctx.debug {
+        let _ = std::fs::remove_dir_all(ctx.work.join("images").join(id));
+        for name in &services {
+            let _ = std::fs::remove_dir_all(ctx.work.join("images").join(name));
+        }
+    }
+    result
+}
+
+/// Pulls a container's image and resolves its env and volumes.
+fn prepare(ctx: &Context<'_>, wf: &Workflow, name: &str, c: &Container) -> Result<Job, Error> {
+    let image = pull(ctx, name, &c.image)?;
+    let mut env = wf.env.entries();
+    env.extend(c.env.entries());
+    let mut mounts = Vec::new();
+    for (n, volume) in c.volumes().into_iter().enumerate() {
+        let source = match &volume.source {
+            Source::Named(v) => ctx.work.join("volumes").join(v),
+            Source::Anonymous => ctx.work.join("volumes").join(format!(".anon-{name}-{n}")),
+            Source::Host(path) => PathBuf::from(path),
+        };
+        // Like docker, a missing source is created as a directory.
+        if !source.exists() {
+            std::fs::create_dir_all(&source)
+                .map_err(|e| Error::Volume { job: name.to_string(), path: source.clone(), source: e })?;
+        }
+        mounts.push(Bind { source, target: volume.target, read_only: volume.read_only });
+    }
+    let rootfs = ctx.work.join("images").join(name).join("rootfs");
+    Ok(Job { name: name.to_string(), image, env, rootfs, mounts })
+}
+
+/// Pulls and unpacks an image in a child process.
+fn pull(ctx: &Context<'_>, name: &str, image: &str) -> Result<ImageConfig, Error> {
+    let dir = ctx.work.join("images").join(name);
     let rootfs = dir.join("rootfs");
     let config_path = dir.join("config.json");
+    let _ = std::fs::remove_dir_all(&dir);
+    let _ = std::fs::create_dir_all(&dir);
     let mut args: Vec<String> = vec![
         "pull".into(),
-        planned.image.clone(),
+        image.to_string(),
         "--rootfs".into(),
         rootfs.display().to_string(),
         "--config-out".into(),
@@ -129,19 +280,12 @@ fn pull(ctx: &Context<'_>, planned: &Planned) -> Result<Job, Error> {
         args.push("--insecure-registry".into());
         args.push(registry.clone());
     }
-    let _ = std::fs::create_dir_all(&dir);
-    let _ = std::fs::create_dir_all(ctx.work.join("logs"));
-    let pull_err = |status: String| Error::Pull { job: planned.name.clone(), image: planned.image.clone(), status };
-    let status = crate::child::run(&args).map_err(|e| pull_err(e.to_string()))?;
-    if !status.success() {
-        return Err(pull_err(crate::child::describe(status)));
-    }
-    tracing::info!("phase image-pulled job={} image={}", planned.name, planned.image);
+    let pull_err = |reason: String| Error::Pull { job: name.to_string(), image: image.to_string(), reason };
+    crate::child::run(&args).map_err(pull_err)?;
+    tracing::info!("phase image-pulled job={name} image={image}");
     let text = std::fs::read_to_string(&config_path)
-        .map_err(|source| Error::Config { job: planned.name.clone(), path: config_path.clone(), source })?;
-    let image: ImageConfig = serde_json::from_str(&text)
-        .map_err(|source| Error::ConfigJson { job: planned.name.clone(), path: config_path.clone(), source })?;
-    Ok(Job { name: planned.name.clone(), image, env: Vec::new(), rootfs })
+        .map_err(|source| Error::Config { job: name.to_string(), path: config_path.clone(), source })?;
+    serde_json::from_str(&text).map_err(|source| Error::ConfigJson { job: name.to_string(), path: config_path, source })
 }
 
 #[cfg(test)]
@@ -159,19 +303,33 @@ mod tests {
         ];
         for (images, names) in cases {
             let images: Vec<String> = images.iter().map(|s| s.to_string()).collect();
-            let got: Vec<String> = jobs_from_images(&images).into_iter().map(|p| p.name).collect();
+            let wf = from_images(&images);
+            let got: Vec<&String> = wf.jobs.0.keys().collect();
             assert_eq!(got, *names, "{images:?}");
         }
     }
 
     #[test]
-    fn plan_follows_the_fallback_order() {
-        let missing = Path::new("/nonexistent/control.yaml");
+    fn load_follows_the_fallback_order() {
+        let dir = tempfile::tempdir().unwrap();
+        let builtin = dir.path().join("control.yaml");
         let mut args = Cmdline::default();
-        assert_eq!(plan(&args, missing).unwrap_err().to_string(), Error::Nothing.to_string());
+        let err = load(&args, &builtin, dir.path()).unwrap_err();
+        assert!(err.to_string().starts_with("nothing to run"), "{err}");
+
+        std::fs::write(&builtin, "jobs:\n  builtin:\n    container: {image: r/builtin}\n").unwrap();
+        assert_eq!(load(&args, &builtin, dir.path()).unwrap().jobs.0.keys().collect::<Vec<_>>(), ["builtin"]);
+
         args.containers = vec!["r/a".into()];
-        assert_eq!(plan(&args, missing).unwrap(), vec![Planned { name: "a".into(), image: "r/a".into() }]);
-        args.control_url = Some("http://x/w.yaml".into());
-        assert!(matches!(plan(&args, missing), Err(Error::WorkflowUnsupported)));
+        assert_eq!(load(&args, &builtin, dir.path()).unwrap().jobs.0.keys().collect::<Vec<_>>(), ["a"]);
+
+        let url = dir.path().join("url.yaml");
+        std::fs::write(&url, "jobs:\n  fromurl:\n    container: {image: r/u}\n").unwrap();
+        args.control_url = Some(format!("file://{}", url.display()));
+        assert_eq!(load(&args, &builtin, dir.path()).unwrap().jobs.0.keys().collect::<Vec<_>>(), ["fromurl"]);
+
+        std::fs::write(&url, "jobs: {}\n").unwrap();
+        let err = load(&args, &builtin, dir.path()).unwrap_err();
+        assert_eq!(err.to_string(), format!("workflow file://{}: jobs: no jobs", url.display()));
     }
 }

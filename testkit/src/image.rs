@@ -389,6 +389,81 @@ impl Registry {
         Ok(format!("{}/{name}:{tag}", self.host()))
     }
 
+    /// Uploads `data` as a blob of repository `name`; returns its digest.
+    pub fn push_blob(&self, name: &str, data: &[u8]) -> anyhow::Result<String> {
+        let digest = format!("sha256:{}", hex(&Sha256::digest(data)));
+        let start = format!("/v2/{name}/blobs/uploads/");
+        let resp = self.request("POST", &start, &[], b"")?;
+        let location = resp.header("location").unwrap_or_default();
+        if resp.status != 202 || location.is_empty() {
+            bail!(
+                "POST {start}: {} {}",
+                resp.status,
+                String::from_utf8_lossy(&resp.body)
+            );
+        }
+        // The Location may be absolute; the request wants the path.
+        let path = location.find("/v2/").map_or(location, |i| &location[i..]);
+        let sep = if path.contains('?') { '&' } else { '?' };
+        let put = format!("{path}{sep}digest={digest}");
+        let octets = ("Content-Type", "application/octet-stream".to_string());
+        let resp = self.request("PUT", &put, &[octets], data)?;
+        if resp.status != 201 {
+            bail!(
+                "PUT {put}: {} {}",
+                resp.status,
+                String::from_utf8_lossy(&resp.body)
+            );
+        }
+        Ok(digest)
+    }
+
+    /// Pushes an image made of raw parts, bypassing umoci: layer blobs
+    /// exactly as given (any bytes, any compression, with their media
+    /// types) and a config document. For testing what tools refuse to
+    /// build: wrong diff_ids, hostile archives, zstd layers.
+    pub fn push_raw_image(
+        &self,
+        name_tag: &str,
+        layers: &[(Vec<u8>, &str)],
+        config: &serde_json::Value,
+    ) -> anyhow::Result<String> {
+        let Some((name, tag)) = name_tag.rsplit_once(':') else {
+            bail!("image {name_tag:?} needs a tag (name:tag)");
+        };
+        let config = serde_json::to_vec(config)?;
+        let config_digest = self.push_blob(name, &config)?;
+        let mut descriptors = Vec::new();
+        for (data, media_type) in layers {
+            let digest = self.push_blob(name, data)?;
+            descriptors.push(serde_json::json!({
+                "mediaType": media_type, "digest": digest, "size": data.len(),
+            }));
+        }
+        let media_type = "application/vnd.oci.image.manifest.v1+json";
+        let manifest = serde_json::json!({
+            "schemaVersion": 2,
+            "mediaType": media_type,
+            "config": {
+                "mediaType": "application/vnd.oci.image.config.v1+json",
+                "digest": config_digest,
+                "size": config.len(),
+            },
+            "layers": descriptors,
+        });
+        let path = format!("/v2/{name}/manifests/{tag}");
+        let body = serde_json::to_vec(&manifest)?;
+        let resp = self.request("PUT", &path, &[("Content-Type", media_type.into())], &body)?;
+        if resp.status != 201 {
+            bail!(
+                "PUT {path}: {} {}",
+                resp.status,
+                String::from_utf8_lossy(&resp.body)
+            );
+        }
+        Ok(format!("{}/{name}:{tag}", self.host()))
+    }
+
     fn manifest(&self, name: &str, tag: &str) -> anyhow::Result<Pushed> {
         let path = format!("/v2/{name}/manifests/{tag}");
         let accept = "application/vnd.oci.image.manifest.v1+json, application/vnd.docker.distribution.manifest.v2+json";

@@ -1,6 +1,9 @@
 //! The fixtures themselves work: a registry starts, an image is pushed to it
 //! and its manifest can be read back; auth and restart work.
 
+// An integration test file is a test crate of its own: no test module needed.
+#![allow(clippy::tests_outside_test_module)]
+
 use testkit::{Image, Layer, Registry, RegistryOptions};
 
 #[test]

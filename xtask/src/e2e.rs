@@ -23,6 +23,7 @@ use testkit::{Image, Registry};
 
 use crate::initrd::{self, Built, Options};
 use crate::qemu::{Net, Outcome, Vm, VmConfig, KERNEL_PANIC};
+use crate::e2e_workflow as wf;
 use crate::{flag_value, target_dir, tools};
 
 // ---------------------------------------------------------------------------
@@ -62,6 +63,8 @@ pub struct Scenario {
     pub append: &'static str,
     pub net: Net,
     pub expect: &'static [&'static [&'static str]],
+    /// Lines that must not appear.
+    pub reject: &'static [&'static [&'static str]],
     pub timeout: Duration,
 }
 
@@ -77,6 +80,7 @@ pub const SCENARIOS: &[Scenario] = &[
         append: "rd.iguana.containers={REG}/a,{REG}/b rd.iguana.insecure_registries={REG}",
         net: Net::User,
         expect: &[&[MARK_A_RAN], &[MARK_B_SAW], &[MARK_MACHINE_ID], &[MARK_ENV], &[MARK_NET]],
+        reject: &[],
         timeout: BOOT_TIMEOUT,
     },
     Scenario {
@@ -84,6 +88,7 @@ pub const SCENARIOS: &[Scenario] = &[
         append: "rd.iguana.containers={REG}/nope rd.iguana.insecure_registries={REG}",
         net: Net::User,
         expect: &[ERR_IMAGE_MISSING],
+        reject: &[],
         timeout: ERROR_TIMEOUT,
     },
     Scenario {
@@ -91,6 +96,7 @@ pub const SCENARIOS: &[Scenario] = &[
         append: "rd.iguana.containers=10.0.2.2:{CLOSED}/a rd.iguana.insecure_registries=10.0.2.2:{CLOSED}",
         net: Net::User,
         expect: &[ERR_UNREACHABLE],
+        reject: &[],
         timeout: ERROR_TIMEOUT,
     },
     Scenario {
@@ -98,6 +104,7 @@ pub const SCENARIOS: &[Scenario] = &[
         append: "rd.iguana.containers={REG}/a rd.iguana.insecure_registries={REG} rd.iguana.net_timeout=5",
         net: Net::NoLease,
         expect: &[ERR_NO_LEASE],
+        reject: &[],
         timeout: ERROR_TIMEOUT,
     },
     Scenario {
@@ -105,6 +112,7 @@ pub const SCENARIOS: &[Scenario] = &[
         append: "rd.iguana.containers=,,",
         net: Net::User,
         expect: &[ERR_EMPTY_NAME],
+        reject: &[],
         timeout: ERROR_TIMEOUT,
     },
     Scenario {
@@ -112,7 +120,23 @@ pub const SCENARIOS: &[Scenario] = &[
         append: "rd.iguana.containers={REG}/nobin rd.iguana.insecure_registries={REG}",
         net: Net::User,
         expect: &[ERR_NO_EXECUTABLE],
+        reject: &[],
         timeout: ERROR_TIMEOUT,
+    },
+    Scenario {
+        name: "workflow",
+        append: "rd.iguana.control_url=http://10.0.2.2:{WF}/workflow.yaml rd.iguana.insecure_registries={REG}",
+        net: Net::User,
+        expect: &[
+            &[wf::MARK_ENV],
+            &[wf::MARK_SERVICE],
+            &["error", wf::MARK_FAILED],
+            &[wf::MARK_CONTINUED],
+            &[wf::MARK_SKIPPED],
+            &[wf::MARK_STOPPED],
+        ],
+        reject: &[&[wf::MARK_DEPENDENT_RAN], &["workflow stopped"]],
+        timeout: BOOT_TIMEOUT,
     },
 ];
 
@@ -148,6 +172,8 @@ pub struct Fixture {
     _registry: Registry,
     /// `10.0.2.2:PORT`: the registry seen from the guest.
     pub guest_registry: String,
+    /// Port on 127.0.0.1 serving the workflow scenario's file.
+    pub workflow_port: u16,
 }
 
 impl Fixture {
@@ -164,7 +190,8 @@ impl Fixture {
                 .with_context(|| format!("build and push image {name}"))?;
         }
         eprintln!("xtask: registry {} with {} images", registry.host(), count);
-        Ok(Fixture { built, _registry: registry, guest_registry })
+        let workflow_port = wf::serve(wf::workflow(&guest_registry))?;
+        Ok(Fixture { built, _registry: registry, guest_registry, workflow_port })
     }
 
     /// A VM config booting this fixture's initrd with `append`.
@@ -179,6 +206,7 @@ pub fn e2e_images(guest_registry: &str) -> Result<Vec<(&'static str, Image)>> {
         ("a", Image::busybox_script(&script_a())?),
         ("b", Image::busybox_script(&script_b(guest_registry))?),
         ("nobin", Image::busybox_script("echo unreachable\n")?.entrypoint(&["/bin/nope"])),
+        ("shenv", Image::busybox_script("eval \"$SCRIPT\"\n")?),
     ])
 }
 
@@ -257,7 +285,11 @@ pub fn run(opts: &Options, scenarios: &[&Scenario], jobs: usize, verbose: bool) 
 
 /// Boots one scenario; fails with why, and the console's telling part.
 fn run_one(fixture: &Fixture, scenario: &Scenario, closed: u16, verbose: bool, log: &Path) -> Result<()> {
-    let subst = |s: &str| s.replace("{REG}", &fixture.guest_registry).replace("{CLOSED}", &closed.to_string());
+    let subst = |s: &str| {
+        s.replace("{REG}", &fixture.guest_registry)
+            .replace("{CLOSED}", &closed.to_string())
+            .replace("{WF}", &fixture.workflow_port.to_string())
+    };
     let mut config = fixture.vm(&format!("{} {COMMON_APPEND}", subst(scenario.append)));
     config.net = scenario.net;
     if verbose {
@@ -270,7 +302,16 @@ fn run_one(fixture: &Fixture, scenario: &Scenario, closed: u16, verbose: bool, l
         .iter()
         .map(|parts| parts.iter().map(|part| subst(part)).collect())
         .collect();
-    if let Err(err) = check(&outcome, &expect, scenario.timeout) {
+    let reject: Vec<Vec<String>> = scenario.reject.iter().map(|parts| parts.iter().map(|p| subst(p)).collect()).collect();
+    let rejected: Vec<String> = reject
+        .iter()
+        .filter(|parts| find_line(&outcome, parts).is_some())
+        .map(|parts| format!("{:?}", parts.join(" … ")))
+        .collect();
+    let result = check(&outcome, &expect, scenario.timeout).and_then(|()| {
+        if rejected.is_empty() { Ok(()) } else { bail!("console shows {}", rejected.join(", ")) }
+    });
+    if let Err(err) = result {
         bail!("{err}\n  console: {}\n    {}", log.display(), console_excerpt(&outcome).join("\n    "));
     }
     Ok(())

@@ -9,6 +9,7 @@ mod ci;
 mod cpio;
 mod demo;
 mod e2e;
+mod e2e_workflow;
 mod initrd;
 mod kernel;
 mod qemu;

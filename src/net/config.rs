@@ -1,0 +1,468 @@
+//! What a DHCP lease means for this machine, as plain data: the address and
+//! route to install, the `resolv.conf` to write, the JSON record left for
+//! containers in `/iguana/network.json`, and the one-line console summary.
+//!
+//! Everything here is pure. Lease contents come from whoever answered on the
+//! wire, so names that end up in files are checked character by character.
+
+use std::fmt::Write as _;
+use std::net::Ipv4Addr;
+
+use mozim::DhcpV4Lease;
+use serde::Serialize;
+
+/// glibc and musl both read at most three `nameserver` lines (MAXNS).
+const MAX_NAMESERVERS: usize = 3;
+/// glibc before 2.26 stops at six search domains; stay within it.
+const MAX_SEARCH_DOMAINS: usize = 6;
+
+#[derive(Debug, thiserror::Error, PartialEq, Eq)]
+pub enum Error {
+    #[error("DHCP lease on {iface} offers unusable address {address}")]
+    BadAddress { iface: String, address: Ipv4Addr },
+    #[error("DHCP lease on {iface} has non-contiguous netmask {mask}")]
+    BadNetmask { iface: String, mask: Ipv4Addr },
+}
+
+/// The network configuration taken from one DHCP lease.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct Lease {
+    pub interface: String,
+    pub address: Ipv4Addr,
+    pub prefix_len: u8,
+    pub gateway: Option<Ipv4Addr>,
+    pub dns: Vec<Ipv4Addr>,
+    pub search: Vec<String>,
+    pub lease_seconds: u32,
+    pub server: Ipv4Addr,
+    pub mtu: Option<u16>,
+}
+
+impl Lease {
+    pub fn from_dhcp(iface: &str, dhcp: &DhcpV4Lease) -> Result<Lease, Error> {
+        let address = dhcp.yiaddr;
+        if address.is_unspecified() || address.is_broadcast() || address.is_multicast() {
+            return Err(Error::BadAddress {
+                iface: iface.to_owned(),
+                address,
+            });
+        }
+        let prefix_len =
+            prefix_len(address, dhcp.subnet_mask).ok_or_else(|| Error::BadNetmask {
+                iface: iface.to_owned(),
+                mask: dhcp.subnet_mask,
+            })?;
+        Ok(Lease {
+            interface: iface.to_owned(),
+            address,
+            prefix_len,
+            gateway: gateway(dhcp),
+            dns: dhcp
+                .dns_srvs
+                .iter()
+                .flatten()
+                .copied()
+                .filter(usable)
+                .collect(),
+            search: search_domains(dhcp),
+            lease_seconds: dhcp.lease_time_sec,
+            server: dhcp.srv_id,
+            mtu: dhcp.mtu,
+        })
+    }
+
+    /// Whether `gateway` is inside the leased subnet; if not, the default
+    /// route needs the `onlink` flag (common with /32 leases in clouds).
+    pub fn gateway_is_on_subnet(&self, gateway: Ipv4Addr) -> bool {
+        let mask = mask_of(self.prefix_len);
+        u32::from(gateway) & mask == u32::from(self.address) & mask
+    }
+}
+
+fn usable(address: &Ipv4Addr) -> bool {
+    !address.is_unspecified() && !address.is_broadcast()
+}
+
+/// Prefix length of `mask`; a missing mask (0.0.0.0) falls back to the
+/// classful default like dhclient does. `None` for a non-contiguous mask.
+fn prefix_len(address: Ipv4Addr, mask: Ipv4Addr) -> Option<u8> {
+    let bits = u32::from(mask);
+    if bits == 0 {
+        let [first, ..] = address.octets();
+        return Some(match first {
+            0..=127 => 8,
+            128..=191 => 16,
+            _ => 24,
+        });
+    }
+    let ones = bits.leading_ones();
+    if ones + bits.trailing_zeros() == 32 {
+        u8::try_from(ones).ok()
+    } else {
+        None
+    }
+}
+
+fn mask_of(prefix_len: u8) -> u32 {
+    u32::MAX
+        .checked_shl(32 - u32::from(prefix_len.min(32)))
+        .unwrap_or(0)
+}
+
+/// RFC 3442: when the server sends classless static routes, the Router
+/// option must be ignored; the default route is then the 0.0.0.0/0 entry.
+fn gateway(dhcp: &DhcpV4Lease) -> Option<Ipv4Addr> {
+    match &dhcp.classless_routes {
+        Some(routes) => routes
+            .iter()
+            .find(|r| r.prefix_length == 0)
+            .map(|r| r.router),
+        None => dhcp.gateways.iter().flatten().copied().find(usable),
+    }
+}
+
+/// Option 119 when present, else the domain name (option 15), which some
+/// servers fill with a space-separated list.
+fn search_domains(dhcp: &DhcpV4Lease) -> Vec<String> {
+    let candidates: Vec<&str> = match &dhcp.domain_search {
+        Some(list) if !list.is_empty() => list.iter().map(String::as_str).collect(),
+        _ => dhcp
+            .domain_name
+            .as_deref()
+            .map(|d| d.split_whitespace().collect())
+            .unwrap_or_default(),
+    };
+    let mut domains: Vec<String> = Vec::new();
+    for domain in candidates {
+        let domain = domain.trim_end_matches('.');
+        if valid_domain(domain) && !domains.iter().any(|d| d == domain) {
+            domains.push(domain.to_owned());
+        }
+    }
+    domains.truncate(MAX_SEARCH_DOMAINS);
+    domains
+}
+
+/// A DNS name safe to put in resolv.conf: no whitespace or control bytes
+/// that could smuggle in extra lines.
+fn valid_domain(name: &str) -> bool {
+    (1..=253).contains(&name.len())
+        && name
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_' || b == b'.')
+        && !name.starts_with('.')
+        && !name.contains("..")
+}
+
+pub fn resolv_conf(lease: &Lease) -> String {
+    let mut text = format!(
+        "# written by iguana net-up from the DHCP lease on {}\n",
+        lease.interface
+    );
+    if !lease.search.is_empty() {
+        let _ = writeln!(text, "search {}", lease.search.join(" "));
+    }
+    for server in lease.dns.iter().take(MAX_NAMESERVERS) {
+        let _ = writeln!(text, "nameserver {server}");
+    }
+    text
+}
+
+/// The line `iguana net-up` prints on stdout, parsed by tests and read by
+/// people on the console.
+pub fn summary_line(lease: &Lease) -> String {
+    let gateway = lease
+        .gateway
+        .map_or_else(|| "none".to_owned(), |g| g.to_string());
+    let dns = if lease.dns.is_empty() {
+        "none".to_owned()
+    } else {
+        lease
+            .dns
+            .iter()
+            .map(Ipv4Addr::to_string)
+            .collect::<Vec<_>>()
+            .join(",")
+    };
+    format!(
+        "lease: iface={} addr={}/{} gateway={gateway} dns={dns} lease={}s",
+        lease.interface, lease.address, lease.prefix_len, lease.lease_seconds
+    )
+}
+
+/// One Ethernet interface as recorded in network.json.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct Interface {
+    pub name: String,
+    pub mac: String,
+    pub addresses: Vec<String>,
+}
+
+#[derive(Serialize)]
+struct NetworkJson<'a> {
+    interfaces: &'a [Interface],
+    dhcp: &'a Lease,
+}
+
+/// The record of the configured network, for `/run/iguana/network.json`.
+pub fn network_json(interfaces: &[Interface], lease: &Lease) -> String {
+    let mut interfaces = interfaces.to_vec();
+    for iface in interfaces.iter_mut().filter(|i| i.name == lease.interface) {
+        iface
+            .addresses
+            .push(format!("{}/{}", lease.address, lease.prefix_len));
+    }
+    let record = NetworkJson {
+        interfaces: &interfaces,
+        dhcp: lease,
+    };
+    // Serialising plain strings, numbers and addresses cannot fail.
+    let mut json = serde_json::to_string_pretty(&record).unwrap_or_default();
+    json.push('\n');
+    json
+}
+
+pub fn format_mac(mac: &[u8]) -> String {
+    mac.iter()
+        .map(|b| format!("{b:02x}"))
+        .collect::<Vec<_>>()
+        .join(":")
+}
+
+#[cfg(test)]
+mod tests {
+    use mozim::DhcpV4ClasslessRoute;
+
+    use super::*;
+
+    fn ip(text: &str) -> Ipv4Addr {
+        text.parse().unwrap()
+    }
+
+    /// What QEMU's user network (slirp) hands out.
+    fn slirp() -> DhcpV4Lease {
+        let mut dhcp = DhcpV4Lease::default();
+        dhcp.yiaddr = ip("10.0.2.15");
+        dhcp.subnet_mask = ip("255.255.255.0");
+        dhcp.gateways = Some(vec![ip("10.0.2.2")]);
+        dhcp.dns_srvs = Some(vec![ip("10.0.2.3")]);
+        dhcp.srv_id = ip("10.0.2.2");
+        dhcp.lease_time_sec = 86400;
+        dhcp
+    }
+
+    fn slirp_lease() -> Lease {
+        Lease {
+            interface: "eth0".into(),
+            address: ip("10.0.2.15"),
+            prefix_len: 24,
+            gateway: Some(ip("10.0.2.2")),
+            dns: vec![ip("10.0.2.3")],
+            search: vec![],
+            lease_seconds: 86400,
+            server: ip("10.0.2.2"),
+            mtu: None,
+        }
+    }
+
+    fn check(dhcp: DhcpV4Lease, expected: Result<Lease, Error>) {
+        assert_eq!(Lease::from_dhcp("eth0", &dhcp), expected);
+    }
+
+    #[test]
+    fn lease_from_dhcp() {
+        check(slirp(), Ok(slirp_lease()));
+
+        let mut d = slirp();
+        d.subnet_mask = ip("0.0.0.0");
+        check(
+            d,
+            Ok(Lease {
+                prefix_len: 8,
+                ..slirp_lease()
+            }),
+        );
+
+        let mut d = slirp();
+        d.subnet_mask = ip("255.255.255.255");
+        d.classless_routes = Some(vec![
+            DhcpV4ClasslessRoute {
+                destination: ip("169.254.169.254"),
+                prefix_length: 32,
+                router: ip("10.0.2.9"),
+            },
+            DhcpV4ClasslessRoute {
+                destination: ip("0.0.0.0"),
+                prefix_length: 0,
+                router: ip("10.0.2.1"),
+            },
+        ]);
+        check(
+            d,
+            Ok(Lease {
+                prefix_len: 32,
+                gateway: Some(ip("10.0.2.1")),
+                ..slirp_lease()
+            }),
+        );
+
+        let mut d = slirp();
+        d.gateways = Some(vec![ip("0.0.0.0"), ip("10.0.2.4")]);
+        d.dns_srvs = Some(vec![ip("10.0.2.3"), ip("0.0.0.0"), ip("1.1.1.1")]);
+        d.mtu = Some(1400);
+        check(
+            d,
+            Ok(Lease {
+                gateway: Some(ip("10.0.2.4")),
+                dns: vec![ip("10.0.2.3"), ip("1.1.1.1")],
+                mtu: Some(1400),
+                ..slirp_lease()
+            }),
+        );
+
+        let mut d = slirp();
+        d.gateways = None;
+        d.dns_srvs = None;
+        check(
+            d,
+            Ok(Lease {
+                gateway: None,
+                dns: vec![],
+                ..slirp_lease()
+            }),
+        );
+
+        let mut d = slirp();
+        d.domain_name = Some("corp.example lab.example".into());
+        check(
+            d,
+            Ok(Lease {
+                search: vec!["corp.example".into(), "lab.example".into()],
+                ..slirp_lease()
+            }),
+        );
+
+        let mut d = slirp();
+        d.domain_name = Some("ignored.example".into());
+        d.domain_search = Some(vec![
+            "a.example.".into(),
+            "evil\nnameserver 6.6.6.6".into(),
+            "a.example".into(),
+        ]);
+        check(
+            d,
+            Ok(Lease {
+                search: vec!["a.example".into()],
+                ..slirp_lease()
+            }),
+        );
+
+        let mut d = slirp();
+        d.subnet_mask = ip("255.0.255.0");
+        check(
+            d,
+            Err(Error::BadNetmask {
+                iface: "eth0".into(),
+                mask: ip("255.0.255.0"),
+            }),
+        );
+
+        let mut d = slirp();
+        d.yiaddr = ip("0.0.0.0");
+        check(
+            d,
+            Err(Error::BadAddress {
+                iface: "eth0".into(),
+                address: ip("0.0.0.0"),
+            }),
+        );
+    }
+
+    #[test]
+    fn gateway_on_subnet() {
+        let lease = slirp_lease();
+        assert!(lease.gateway_is_on_subnet(ip("10.0.2.2")));
+        assert!(!lease.gateway_is_on_subnet(ip("10.0.3.1")));
+        let host = Lease {
+            prefix_len: 32,
+            ..slirp_lease()
+        };
+        assert!(!host.gateway_is_on_subnet(ip("10.0.2.2")));
+        let all = Lease {
+            prefix_len: 0,
+            ..slirp_lease()
+        };
+        assert!(all.gateway_is_on_subnet(ip("192.0.2.1")));
+    }
+
+    #[test]
+    fn resolv_conf_text() {
+        assert_eq!(
+            resolv_conf(&slirp_lease()),
+            "# written by iguana net-up from the DHCP lease on eth0\nnameserver 10.0.2.3\n"
+        );
+        let many = Lease {
+            search: vec!["a.example".into(), "b.example".into()],
+            dns: vec![
+                ip("10.0.0.1"),
+                ip("10.0.0.2"),
+                ip("10.0.0.3"),
+                ip("10.0.0.4"),
+            ],
+            ..slirp_lease()
+        };
+        assert_eq!(
+            resolv_conf(&many),
+            "# written by iguana net-up from the DHCP lease on eth0\n\
+             search a.example b.example\n\
+             nameserver 10.0.0.1\nnameserver 10.0.0.2\nnameserver 10.0.0.3\n"
+        );
+    }
+
+    #[test]
+    fn summary() {
+        assert_eq!(
+            summary_line(&slirp_lease()),
+            "lease: iface=eth0 addr=10.0.2.15/24 gateway=10.0.2.2 dns=10.0.2.3 lease=86400s"
+        );
+        let bare = Lease {
+            gateway: None,
+            dns: vec![],
+            ..slirp_lease()
+        };
+        assert_eq!(
+            summary_line(&bare),
+            "lease: iface=eth0 addr=10.0.2.15/24 gateway=none dns=none lease=86400s"
+        );
+    }
+
+    #[test]
+    fn json_record() {
+        let interfaces = [
+            Interface {
+                name: "eth0".into(),
+                mac: format_mac(&[0x52, 0x54, 0, 0x12, 0x34, 0x56]),
+                addresses: vec![],
+            },
+            Interface {
+                name: "eth1".into(),
+                mac: "52:54:00:12:34:57".into(),
+                addresses: vec![],
+            },
+        ];
+        let json: serde_json::Value =
+            serde_json::from_str(&network_json(&interfaces, &slirp_lease())).unwrap();
+        let expected = serde_json::json!({
+            "interfaces": [
+                {"name": "eth0", "mac": "52:54:00:12:34:56", "addresses": ["10.0.2.15/24"]},
+                {"name": "eth1", "mac": "52:54:00:12:34:57", "addresses": []},
+            ],
+            "dhcp": {
+                "interface": "eth0", "address": "10.0.2.15", "prefix_len": 24,
+                "gateway": "10.0.2.2", "dns": ["10.0.2.3"], "search": [],
+                "lease_seconds": 86400, "server": "10.0.2.2", "mtu": null,
+            },
+        });
+        assert_eq!(json, expected);
+    }
+}

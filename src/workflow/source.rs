@@ -1,0 +1,224 @@
+//! Where a workflow file comes from: `rd.iguana.control_url`.
+//!
+//! `http://` and `https://` (TLS verified against the initrd's CA bundle),
+//! `file:///path` or an absolute path. Remote fetches run in a child process
+//! (`iguana fetch URL --out FILE`), like pulls, so TLS and HTTP parsing of
+//! untrusted responses never run in PID 1. Transient failures are retried
+//! with exponential backoff; the last error is reported.
+
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::{bail, Context};
+
+/// The CA bundle iguana's initrd carries (Debian's path; also the host's).
+pub const CA_BUNDLE: &str = "/etc/ssl/certs/ca-certificates.crt";
+/// A workflow file larger than this is refused.
+const MAX_SIZE: u64 = 1 << 20;
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Location {
+    Http(String),
+    File(PathBuf),
+}
+
+/// Classifies a control_url; anything else is an error naming it.
+pub fn locate(url: &str) -> Result<Location, String> {
+    if url.starts_with("http://") || url.starts_with("https://") {
+        return Ok(Location::Http(url.to_string()));
+    }
+    if let Some(path) = url.strip_prefix("file://") {
+        if path.starts_with('/') {
+            return Ok(Location::File(PathBuf::from(path)));
+        }
+        return Err(format!("{url:?}: a file:// URL needs an absolute path (file:///path)"));
+    }
+    if url.starts_with('/') {
+        return Ok(Location::File(PathBuf::from(url)));
+    }
+    Err(format!("{url:?}: control_url must be http://, https://, file:///path or an absolute path"))
+}
+
+/// Backoff before retry `n` (1-based): 1, 2, 4, 8... seconds, capped at 16.
+pub fn backoff(n: u32) -> Duration {
+    Duration::from_secs(1u64 << n.saturating_sub(1).min(4))
+}
+
+/// `iguana fetch URL --out FILE [--tries N] [--ca FILE]`.
+pub fn cli_fetch(args: &[String]) -> anyhow::Result<()> {
+    let usage = "usage: iguana fetch URL --out FILE [--tries N] [--ca FILE]";
+    let mut url = None;
+    let mut out = None;
+    let mut tries = 5u32;
+    let mut ca = PathBuf::from(CA_BUNDLE);
+    let mut it = args.iter();
+    while let Some(arg) = it.next() {
+        match arg.as_str() {
+            "--out" => out = it.next().map(PathBuf::from),
+            "--tries" => tries = it.next().and_then(|v| v.parse().ok()).filter(|&n| n > 0).context(usage)?,
+            "--ca" => ca = it.next().map(PathBuf::from).context(usage)?,
+            other if url.is_none() && !other.starts_with("--") => url = Some(other.to_string()),
+            other => bail!("unexpected argument {other:?}\n{usage}"),
+        }
+    }
+    let (Some(url), Some(out)) = (url, out) else { bail!("{usage}") };
+    let body = fetch(&url, tries, &ca)?;
+    std::fs::write(&out, body).with_context(|| format!("write {}", out.display()))?;
+    Ok(())
+}
+
+/// Fetches a control_url's contents, retrying transient failures.
+pub fn fetch(url: &str, tries: u32, ca: &Path) -> anyhow::Result<Vec<u8>> {
+    match locate(url).map_err(anyhow::Error::msg)? {
+        Location::File(path) => read_local(&path),
+        Location::Http(url) => {
+            let agent = agent(&url, ca)?;
+            let mut last = None;
+            for n in 1..=tries {
+                match get(&agent, &url) {
+                    Ok(body) => return Ok(body),
+                    Err(Attempt::Final(e)) => return Err(e),
+                    Err(Attempt::Retry(e)) => {
+                        eprintln!("fetch {url}: try {n}/{tries}: {e:#}");
+                        last = Some(e);
+                        if n < tries {
+                            std::thread::sleep(backoff(n));
+                        }
+                    }
+                }
+            }
+            Err(last.unwrap_or_else(|| anyhow::anyhow!("no tries")).context(format!("fetch {url}: gave up after {tries} tries")))
+        }
+    }
+}
+
+fn read_local(path: &Path) -> anyhow::Result<Vec<u8>> {
+    let meta = std::fs::metadata(path).with_context(|| format!("read {}", path.display()))?;
+    if meta.len() > MAX_SIZE {
+        bail!("{}: {} bytes is larger than the {} byte limit for a workflow", path.display(), meta.len(), MAX_SIZE);
+    }
+    std::fs::read(path).with_context(|| format!("read {}", path.display()))
+}
+
+enum Attempt {
+    Retry(anyhow::Error),
+    Final(anyhow::Error),
+}
+
+fn agent(url: &str, ca: &Path) -> anyhow::Result<ureq::Agent> {
+    use ureq::tls::{parse_pem, PemItem, RootCerts, TlsConfig};
+    let mut tls = TlsConfig::builder();
+    if url.starts_with("https://") {
+        let pem = std::fs::read(ca).with_context(|| format!("read CA bundle {}", ca.display()))?;
+        let certs: Vec<_> = parse_pem(&pem)
+            .filter_map(|item| match item {
+                Ok(PemItem::Certificate(c)) => Some(c),
+                _ => None,
+            })
+            .collect();
+        if certs.is_empty() {
+            bail!("CA bundle {} has no certificates", ca.display());
+        }
+        tls = tls.root_certs(RootCerts::Specific(Arc::new(certs)));
+    }
+    let config = ureq::Agent::config_builder()
+        .tls_config(tls.build())
+        .timeout_global(Some(Duration::from_secs(30)))
+        .http_status_as_error(false)
+        .build();
+    Ok(config.into())
+}
+
+fn get(agent: &ureq::Agent, url: &str) -> Result<Vec<u8>, Attempt> {
+    let mut response = agent.get(url).call().map_err(|e| Attempt::Retry(anyhow::Error::new(e)))?;
+    let status = response.status().as_u16();
+    match status {
+        200 => response
+            .body_mut()
+            .with_config()
+            .limit(MAX_SIZE)
+            .read_to_vec()
+            .map_err(|e| Attempt::Retry(anyhow::Error::new(e).context("read body"))),
+        408 | 429 | 500..=599 => Err(Attempt::Retry(anyhow::anyhow!("HTTP {status}"))),
+        _ => Err(Attempt::Final(anyhow::anyhow!("fetch {url}: HTTP {status}"))),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::io::{Read, Write};
+    use std::net::TcpListener;
+
+    #[test]
+    fn locations() {
+        let cases: &[(&str, Result<Location, &str>)] = &[
+            ("http://10.0.2.2:8080/w.yaml", Ok(Location::Http("http://10.0.2.2:8080/w.yaml".into()))),
+            ("https://example.org/w.yaml", Ok(Location::Http("https://example.org/w.yaml".into()))),
+            ("file:///etc/iguana/control.yaml", Ok(Location::File("/etc/iguana/control.yaml".into()))),
+            ("/w.yaml", Ok(Location::File("/w.yaml".into()))),
+            ("file://w.yaml", Err("\"file://w.yaml\": a file:// URL needs an absolute path (file:///path)")),
+            ("ftp://x/w", Err("\"ftp://x/w\": control_url must be http://, https://, file:///path or an absolute path")),
+        ];
+        for (url, want) in cases {
+            assert_eq!(locate(url), want.clone().map_err(str::to_string), "{url}");
+        }
+    }
+
+    #[test]
+    fn backoff_doubles_and_caps() {
+        let got: Vec<u64> = (1..=7).map(|n| backoff(n).as_secs()).collect();
+        assert_eq!(got, [1, 2, 4, 8, 16, 16, 16]);
+    }
+
+    /// A one-thread HTTP server on 127.0.0.1 answering with the given
+    /// statuses in turn.
+    fn serve(answers: Vec<(u16, &'static str)>) -> u16 {
+        let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+        let port = listener.local_addr().unwrap().port();
+        std::thread::spawn(move || {
+            for (status, body) in answers {
+                let Ok((mut stream, _)) = listener.accept() else { return };
+                let mut buf = [0u8; 4096];
+                let _ = stream.read(&mut buf);
+                let reply = format!("HTTP/1.1 {status} X\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}", body.len());
+                let _ = stream.write_all(reply.as_bytes());
+            }
+        });
+        port
+    }
+
+    #[test]
+    fn retries_transient_errors_then_succeeds() {
+        let port = serve(vec![(503, "busy"), (500, "oops"), (200, "jobs: {}\n")]);
+        let body = fetch(&format!("http://127.0.0.1:{port}/w.yaml"), 5, Path::new(CA_BUNDLE)).unwrap();
+        assert_eq!(body, b"jobs: {}\n");
+    }
+
+    #[test]
+    fn does_not_retry_not_found_and_names_the_url() {
+        let port = serve(vec![(404, "no")]);
+        let url = format!("http://127.0.0.1:{port}/w.yaml");
+        let err = fetch(&url, 5, Path::new(CA_BUNDLE)).unwrap_err();
+        assert_eq!(format!("{err:#}"), format!("fetch {url}: HTTP 404"));
+    }
+
+    #[test]
+    fn gives_up_after_the_last_try() {
+        let port = serve(vec![(503, "a"), (503, "b")]);
+        let url = format!("http://127.0.0.1:{port}/w.yaml");
+        let err = fetch(&url, 2, Path::new(CA_BUNDLE)).unwrap_err();
+        assert_eq!(format!("{err:#}"), format!("fetch {url}: gave up after 2 tries: HTTP 503"));
+    }
+
+    #[test]
+    fn reads_local_files() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("w.yaml");
+        std::fs::write(&path, "jobs: {}\n").unwrap();
+        assert_eq!(fetch(&format!("file://{}", path.display()), 1, Path::new(CA_BUNDLE)).unwrap(), b"jobs: {}\n");
+        let err = fetch("/nonexistent/w.yaml", 1, Path::new(CA_BUNDLE)).unwrap_err();
+        assert!(format!("{err:#}").starts_with("read /nonexistent/w.yaml: "), "{err:#}");
+    }
+}
