@@ -47,8 +47,8 @@ pub fn main(args: &[String]) -> Result<()> {
     }
     match args.first().map(String::as_str) {
         Some("boot") => boot(&opts),
-        Some("initrd") => compressions(),
-        _ => bail!("usage: cargo xtask bench boot [--init FILE] | bench initrd"),
+        Some("initrd") => compressions(&opts),
+        _ => bail!("usage: cargo xtask bench boot|initrd [--init FILE]"),
     }
 }
 
@@ -175,12 +175,12 @@ fn mb(bytes: u64) -> f64 {
 /// Builds the initrd with each compression and boots it: size, and how long
 /// the kernel takes to unpack it (guest clock, from "Trying to unpack" to
 /// "Freeing initrd memory") and to reach /init (host wall clock).
-fn compressions() -> Result<()> {
+fn compressions(opts: &Options) -> Result<()> {
     tools::ensure_tools()?;
     println!("bench initrd: {RUNS} boots each, medians");
     println!("  {:<6} {:>10} {:>10} {:>14}", "", "bytes", "unpack s", "host s to init");
     for compression in Compression::ALL {
-        let built = initrd::build(&Options { compression, ..Options::default() })?;
+        let built = initrd::build(&Options { compression, ..opts.clone() })?;
         let size = fs::metadata(&built.initrd)?.len();
         let mut unpack = Vec::new();
         let mut to_init = Vec::new();

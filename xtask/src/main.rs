@@ -36,7 +36,7 @@ tasks:
   demo [--memory MIB] [--init FILE]
                              boot one guest and show its console live
   bench boot [--init FILE]   boot-time phases, smallest RAM, sizes
-  bench initrd               initrd size and unpack time per compression
+  bench initrd [--init FILE] initrd size and unpack time per compression
   ci                         every check: host tests, then e2e
 ";
 
