@@ -62,15 +62,25 @@ struct Run {
 fn boot(opts: &Options) -> Result<()> {
     tools::ensure_tools()?;
     let fixture = Fixture::new(opts, |_| {
-        Ok(vec![("a", Image::busybox_script(&format!("echo '{MARK_A_RAN}'\n"))?)])
+        Ok(vec![(
+            "a",
+            Image::busybox_script(&format!("echo '{MARK_A_RAN}'\n"))?,
+        )])
     })?;
     let reg = fixture.guest_registry.clone();
-    let append = format!("rd.iguana.containers={reg}/a rd.iguana.insecure_registries={reg} {}", e2e::COMMON_APPEND);
+    let append = format!(
+        "rd.iguana.containers={reg}/a rd.iguana.insecure_registries={reg} {}",
+        e2e::COMMON_APPEND
+    );
 
     let mut runs = Vec::new();
     for i in 0..RUNS {
         let run = timed_boot(&fixture.vm(&append), 256)?;
-        eprintln!("xtask: run {}: {}", i + 1, if run.passed { "passed" } else { "FAILED" });
+        eprintln!(
+            "xtask: run {}: {}",
+            i + 1,
+            if run.passed { "passed" } else { "FAILED" }
+        );
         runs.push(run);
     }
     println!("bench boot: {RUNS} runs, -m 256, TCG; medians in seconds");
@@ -100,8 +110,15 @@ fn boot(opts: &Options) -> Result<()> {
     let binary_bytes = fs::metadata(&fixture.built.init)?.len();
 
     let smallest_text = smallest.map_or("none".to_owned(), |m| format!("{m} MiB"));
-    println!("  smallest -m that passes: {smallest_text} (tried {})", tried.join(", "));
-    println!("  initrd: {:.1} MB compressed; iguana binary: {:.1} MB", mb(initrd_bytes), mb(binary_bytes));
+    println!(
+        "  smallest -m that passes: {smallest_text} (tried {})",
+        tried.join(", ")
+    );
+    println!(
+        "  initrd: {:.1} MB compressed; iguana binary: {:.1} MB",
+        mb(initrd_bytes),
+        mb(binary_bytes)
+    );
     println!("against the podman-based dracut initrd:");
     match to_container {
         Some(secs) => println!(
@@ -136,8 +153,15 @@ fn timed_boot(config: &VmConfig, memory_mib: u32) -> Result<Run> {
     let _ = fs::create_dir_all(&log);
     let _ = fs::write(log.join("bench.log"), outcome.transcript());
     let passed = e2e::check(&outcome, &[vec![MARK_A_RAN.to_owned()]], TIMEOUT).is_ok();
-    let (guest, host) = PHASES.iter().map(|(_, name)| phase_time(&outcome, name)).unzip();
-    Ok(Run { guest, host, passed })
+    let (guest, host) = PHASES
+        .iter()
+        .map(|(_, name)| phase_time(&outcome, name))
+        .unzip();
+    Ok(Run {
+        guest,
+        host,
+        passed,
+    })
 }
 
 /// Guest and host seconds of the first `PHASE name` line.
@@ -178,9 +202,15 @@ fn mb(bytes: u64) -> f64 {
 fn compressions(opts: &Options) -> Result<()> {
     tools::ensure_tools()?;
     println!("bench initrd: {RUNS} boots each, medians");
-    println!("  {:<6} {:>10} {:>10} {:>14}", "", "bytes", "unpack s", "host s to init");
+    println!(
+        "  {:<6} {:>10} {:>10} {:>14}",
+        "", "bytes", "unpack s", "host s to init"
+    );
     for compression in Compression::ALL {
-        let built = initrd::build(&Options { compression, ..opts.clone() })?;
+        let built = initrd::build(&Options {
+            compression,
+            ..opts.clone()
+        })?;
         let size = fs::metadata(&built.initrd)?.len();
         let mut unpack = Vec::new();
         let mut to_init = Vec::new();
@@ -199,7 +229,13 @@ fn compressions(opts: &Options) -> Result<()> {
                 to_init.push(init.at.as_secs_f64());
             }
         }
-        println!("  {:<6} {:>10} {:>10} {:>14}", format!("{compression:?}"), size, fmt(median(unpack)), fmt(median(to_init)));
+        println!(
+            "  {:<6} {:>10} {:>10} {:>14}",
+            format!("{compression:?}"),
+            size,
+            fmt(median(unpack)),
+            fmt(median(to_init))
+        );
     }
     Ok(())
 }

@@ -40,20 +40,35 @@ pub fn main(args: &[String]) -> Result<()> {
         }
     }
     tools::ensure_tools()?;
-    let script = fs::read_to_string(workspace_root().join(EXAMPLE)).unwrap_or_else(|_| FALLBACK_SCRIPT.to_owned());
-    let fixture = Fixture::new(&opts, |_| Ok(vec![("hello", Image::busybox_script(&script)?)]))?;
+    let script = fs::read_to_string(workspace_root().join(EXAMPLE))
+        .unwrap_or_else(|_| FALLBACK_SCRIPT.to_owned());
+    let fixture = Fixture::new(&opts, |_| {
+        Ok(vec![("hello", Image::busybox_script(&script)?)])
+    })?;
     let reg = &fixture.guest_registry;
-    let mut config = fixture.vm(&format!("rd.iguana.containers={reg}/hello rd.iguana.insecure_registries={reg}"));
+    let mut config = fixture.vm(&format!(
+        "rd.iguana.containers={reg}/hello rd.iguana.insecure_registries={reg}"
+    ));
     config.memory_mib = memory_mib;
     config.echo = Some(String::new());
-    eprintln!("xtask: booting {} with {}", config.kernel.display(), config.initrd.display());
+    eprintln!(
+        "xtask: booting {} with {}",
+        config.kernel.display(),
+        config.initrd.display()
+    );
     let outcome = crate::qemu::Vm::start(&config)?.wait(Duration::from_secs(180));
     if outcome.exited.is_none() {
         bail!("the guest was still running after 180 s; killed it");
     }
-    if let Some(line) = outcome.find(&[FAILED]).or_else(|| outcome.find(&[KERNEL_PANIC])) {
+    if let Some(line) = outcome
+        .find(&[FAILED])
+        .or_else(|| outcome.find(&[KERNEL_PANIC]))
+    {
         bail!("the boot failed: {}", line.text);
     }
-    eprintln!("xtask: the guest powered off by itself after {:.1?}", outcome.elapsed);
+    eprintln!(
+        "xtask: the guest powered off by itself after {:.1?}",
+        outcome.elapsed
+    );
     Ok(())
 }

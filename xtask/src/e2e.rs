@@ -21,9 +21,9 @@ use std::time::{Duration, Instant};
 use anyhow::{bail, Context, Result};
 use testkit::{Image, Registry};
 
+use crate::e2e_workflow as wf;
 use crate::initrd::{self, Built, Options};
 use crate::qemu::{Net, Outcome, Vm, VmConfig, KERNEL_PANIC};
-use crate::e2e_workflow as wf;
 use crate::{flag_value, target_dir, tools};
 
 // ---------------------------------------------------------------------------
@@ -178,7 +178,10 @@ pub struct Fixture {
 
 impl Fixture {
     /// Builds the initrd, starts the registry and pushes `images(guest_registry)`.
-    pub fn new(opts: &Options, images: impl FnOnce(&str) -> Result<Vec<(&'static str, Image)>>) -> Result<Fixture> {
+    pub fn new(
+        opts: &Options,
+        images: impl FnOnce(&str) -> Result<Vec<(&'static str, Image)>>,
+    ) -> Result<Fixture> {
         let built = initrd::build(opts)?;
         let registry = Registry::start().context("start docker-registry")?;
         let guest_registry = format!("10.0.2.2:{}", registry.port());
@@ -191,12 +194,21 @@ impl Fixture {
         }
         eprintln!("xtask: registry {} with {} images", registry.host(), count);
         let workflow_port = wf::serve(wf::workflow(&guest_registry))?;
-        Ok(Fixture { built, _registry: registry, guest_registry, workflow_port })
+        Ok(Fixture {
+            built,
+            _registry: registry,
+            guest_registry,
+            workflow_port,
+        })
     }
 
     /// A VM config booting this fixture's initrd with `append`.
     pub fn vm(&self, append: &str) -> VmConfig {
-        VmConfig::new(self.built.kernel.vmlinuz.clone(), self.built.initrd.clone(), append)
+        VmConfig::new(
+            self.built.kernel.vmlinuz.clone(),
+            self.built.initrd.clone(),
+            append,
+        )
     }
 }
 
@@ -205,7 +217,10 @@ pub fn e2e_images(guest_registry: &str) -> Result<Vec<(&'static str, Image)>> {
     Ok(vec![
         ("a", Image::busybox_script(&script_a())?),
         ("b", Image::busybox_script(&script_b(guest_registry))?),
-        ("nobin", Image::busybox_script("echo unreachable\n")?.entrypoint(&["/bin/nope"])),
+        (
+            "nobin",
+            Image::busybox_script("echo unreachable\n")?.entrypoint(&["/bin/nope"]),
+        ),
         ("shenv", Image::busybox_script("eval \"$SCRIPT\"\n")?),
     ])
 }
@@ -247,7 +262,12 @@ pub fn main(args: &[String]) -> Result<()> {
 
 /// Runs the scenarios, `jobs` at a time; returns the pass count and the
 /// names of the failed ones.
-pub fn run(opts: &Options, scenarios: &[&Scenario], jobs: usize, verbose: bool) -> Result<(usize, Vec<String>)> {
+pub fn run(
+    opts: &Options,
+    scenarios: &[&Scenario],
+    jobs: usize,
+    verbose: bool,
+) -> Result<(usize, Vec<String>)> {
     tools::ensure_tools()?;
     let fixture = Fixture::new(opts, e2e_images)?;
     let closed = closed_port()?;
@@ -279,12 +299,22 @@ pub fn run(opts: &Options, scenarios: &[&Scenario], jobs: usize, verbose: bool) 
         }
     });
     let failed = failed.into_inner().unwrap_or_default();
-    println!("e2e: {} boots in {:.1?}, {jobs} at a time", scenarios.len(), started.elapsed());
+    println!(
+        "e2e: {} boots in {:.1?}, {jobs} at a time",
+        scenarios.len(),
+        started.elapsed()
+    );
     Ok((scenarios.len() - failed.len(), failed))
 }
 
 /// Boots one scenario; fails with why, and the console's telling part.
-fn run_one(fixture: &Fixture, scenario: &Scenario, closed: u16, verbose: bool, log: &Path) -> Result<()> {
+fn run_one(
+    fixture: &Fixture,
+    scenario: &Scenario,
+    closed: u16,
+    verbose: bool,
+    log: &Path,
+) -> Result<()> {
     let subst = |s: &str| {
         s.replace("{REG}", &fixture.guest_registry)
             .replace("{CLOSED}", &closed.to_string())
@@ -302,17 +332,29 @@ fn run_one(fixture: &Fixture, scenario: &Scenario, closed: u16, verbose: bool, l
         .iter()
         .map(|parts| parts.iter().map(|part| subst(part)).collect())
         .collect();
-    let reject: Vec<Vec<String>> = scenario.reject.iter().map(|parts| parts.iter().map(|p| subst(p)).collect()).collect();
+    let reject: Vec<Vec<String>> = scenario
+        .reject
+        .iter()
+        .map(|parts| parts.iter().map(|p| subst(p)).collect())
+        .collect();
     let rejected: Vec<String> = reject
         .iter()
         .filter(|parts| find_line(&outcome, parts).is_some())
         .map(|parts| format!("{:?}", parts.join(" … ")))
         .collect();
     let result = check(&outcome, &expect, scenario.timeout).and_then(|()| {
-        if rejected.is_empty() { Ok(()) } else { bail!("console shows {}", rejected.join(", ")) }
+        if rejected.is_empty() {
+            Ok(())
+        } else {
+            bail!("console shows {}", rejected.join(", "))
+        }
     });
     if let Err(err) = result {
-        bail!("{err}\n  console: {}\n    {}", log.display(), console_excerpt(&outcome).join("\n    "));
+        bail!(
+            "{err}\n  console: {}\n    {}",
+            log.display(),
+            console_excerpt(&outcome).join("\n    ")
+        );
     }
     Ok(())
 }
@@ -325,7 +367,13 @@ fn console_excerpt(outcome: &Outcome) -> Vec<&str> {
         .position(|line| line.text.contains(KERNEL_PANIC))
         .map_or(outcome.lines.len(), |panic| panic + 1);
     let start = end.saturating_sub(25);
-    outcome.lines.get(start..end).unwrap_or_default().iter().map(|l| l.text.as_str()).collect()
+    outcome
+        .lines
+        .get(start..end)
+        .unwrap_or_default()
+        .iter()
+        .map(|l| l.text.as_str())
+        .collect()
 }
 
 /// Every expectation is met, the kernel did not panic, and QEMU exited by itself.

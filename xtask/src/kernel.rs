@@ -113,7 +113,10 @@ fn release_of(root: &Path) -> Result<String> {
         .collect();
     match releases.len() {
         1 => Ok(releases.remove(0)),
-        _ => bail!("{}: expected one kernel release, found {releases:?}", modules.display()),
+        _ => bail!(
+            "{}: expected one kernel release, found {releases:?}",
+            modules.display()
+        ),
     }
 }
 
@@ -128,7 +131,11 @@ fn unpacked(dir: &Path, package: &str, version: &str) -> Result<Kernel> {
         config: root.join(format!("boot/config-{release}")),
         release,
     };
-    for path in [&kernel.vmlinuz, &kernel.config, &kernel.modules.join("modules.dep")] {
+    for path in [
+        &kernel.vmlinuz,
+        &kernel.config,
+        &kernel.modules.join("modules.dep"),
+    ] {
         if !path.exists() {
             bail!("{} missing", path.display());
         }

@@ -110,9 +110,7 @@ pub fn cargo() -> String {
 
 /// Runs a command to completion, failing with its command line when it fails.
 pub fn run_cmd(cmd: &mut std::process::Command) -> Result<()> {
-    let status = cmd
-        .status()
-        .with_context(|| format!("spawn {cmd:?}"))?;
+    let status = cmd.status().with_context(|| format!("spawn {cmd:?}"))?;
     if !status.success() {
         bail!("{cmd:?} failed: {status}");
     }

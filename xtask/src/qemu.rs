@@ -58,10 +58,20 @@ impl VmConfig {
 
     fn args(&self) -> Vec<String> {
         let mut args: Vec<String> = [
-            "-accel", "tcg", "-nodefaults", "-no-user-config", "-display", "none",
-            "-serial", "stdio", "-monitor", "none", "-no-reboot",
+            "-accel",
+            "tcg",
+            "-nodefaults",
+            "-no-user-config",
+            "-display",
+            "none",
+            "-serial",
+            "stdio",
+            "-monitor",
+            "none",
+            "-no-reboot",
             // Entropy, so nothing in the guest waits for the crng.
-            "-device", "virtio-rng-pci",
+            "-device",
+            "virtio-rng-pci",
         ]
         .iter()
         .map(|s| (*s).to_owned())
@@ -117,7 +127,9 @@ impl Outcome {
 
     /// The first line containing every one of `parts`.
     pub fn find(&self, parts: &[&str]) -> Option<&Line> {
-        self.lines.iter().find(|line| parts.iter().all(|part| line.text.contains(part)))
+        self.lines
+            .iter()
+            .find(|line| parts.iter().all(|part| line.text.contains(part)))
     }
 
     pub fn kernel_panicked(&self) -> bool {
@@ -125,7 +137,10 @@ impl Outcome {
     }
 
     pub fn transcript(&self) -> String {
-        self.lines.iter().map(|line| format!("{}\n", line.text)).collect()
+        self.lines
+            .iter()
+            .map(|line| format!("{}\n", line.text))
+            .collect()
     }
 }
 
@@ -159,7 +174,14 @@ impl Vm {
         if let Some(stderr) = child.stderr.take() {
             forward(stderr, "qemu: ", tx, started);
         }
-        Ok(Vm { child, lines: rx, started, echo: config.echo.clone(), seen: Vec::new(), open: 2 })
+        Ok(Vm {
+            child,
+            lines: rx,
+            started,
+            echo: config.echo.clone(),
+            seen: Vec::new(),
+            open: 2,
+        })
     }
 
     /// Reads the console until a line contains `needle`, QEMU's output
@@ -205,9 +227,16 @@ impl Vm {
             None
         } else {
             // Output is closed; QEMU is exiting. Give it a moment, then insist.
-            wait_until(&mut self.child, deadline.max(Instant::now() + Duration::from_secs(5)))
+            wait_until(
+                &mut self.child,
+                deadline.max(Instant::now() + Duration::from_secs(5)),
+            )
         };
-        Outcome { lines, exited, elapsed: self.started.elapsed() }
+        Outcome {
+            lines,
+            exited,
+            elapsed: self.started.elapsed(),
+        }
     }
 }
 
@@ -235,7 +264,12 @@ fn wait_until(child: &mut Child, deadline: Instant) -> Option<ExitStatus> {
 }
 
 /// Sends each line of `stream` (lossy UTF-8, without `\r\n`), then `None`.
-fn forward(stream: impl Read + Send + 'static, prefix: &'static str, tx: Sender<Option<Line>>, started: Instant) {
+fn forward(
+    stream: impl Read + Send + 'static,
+    prefix: &'static str,
+    tx: Sender<Option<Line>>,
+    started: Instant,
+) {
     thread::spawn(move || {
         let mut reader = BufReader::new(stream);
         let mut buf = Vec::new();
@@ -246,7 +280,13 @@ fn forward(stream: impl Read + Send + 'static, prefix: &'static str, tx: Sender<
                 Ok(_) => {
                     let text = String::from_utf8_lossy(&buf);
                     let text = format!("{prefix}{}", text.trim_end_matches(['\r', '\n']));
-                    if tx.send(Some(Line { at: started.elapsed(), text })).is_err() {
+                    if tx
+                        .send(Some(Line {
+                            at: started.elapsed(),
+                            text,
+                        }))
+                        .is_err()
+                    {
                         return;
                     }
                 }
