@@ -152,7 +152,7 @@ fn timed_boot(config: &VmConfig, memory_mib: u32) -> Result<Run> {
     let log = crate::target_dir().join("iguana-e2e");
     let _ = fs::create_dir_all(&log);
     let _ = fs::write(log.join("bench.log"), outcome.transcript());
-    let passed = e2e::check(&outcome, &[vec![MARK_A_RAN.to_owned()]], TIMEOUT).is_ok();
+    let passed = e2e::check(&outcome, &[vec![MARK_A_RAN.to_owned()]], &[], TIMEOUT).is_ok();
     let (guest, host) = PHASES
         .iter()
         .map(|(_, name)| phase_time(&outcome, name))

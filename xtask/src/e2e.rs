@@ -1,7 +1,8 @@
 //! `cargo xtask e2e`: boots the real initrd in QEMU against a real
 //! docker-registry on the host and checks the serial console.
 //!
-//! One boot runs two busybox containers and checks what they print; each
+//! One boot runs two busybox containers and checks what they print, one
+//! runs a workflow file served over HTTP (`e2e_workflow`); each
 //! bad-input scenario is a separate lean boot that must print its one-line
 //! error and then reboot by itself. Every scenario also fails on a kernel
 //! panic or when QEMU had to be killed at the timeout. Consoles are saved
@@ -29,7 +30,8 @@ use crate::{flag_value, target_dir, tools};
 // ---------------------------------------------------------------------------
 // What the console must show. Each expectation is a list of substrings that
 // must all be on one line. `{REG}` stands for the registry as the guest sees
-// it (`10.0.2.2:PORT`), `{CLOSED}` for a host port nothing listens on.
+// it (`10.0.2.2:PORT`), `{CLOSED}` for a host port nothing listens on, `{WF}`
+// for the host port serving the workflow scenario's file.
 
 /// Printed by container `a`, which then writes `A_WROTE` to `/iguana/from-a`.
 pub const MARK_A_RAN: &str = "IGUANA-E2E a ran";
@@ -58,12 +60,12 @@ const ERR_NO_EXECUTABLE: &[&str] = &["executable", "/bin/nope", "not found"];
 /// One boot and what its console must show.
 pub struct Scenario {
     pub name: &'static str,
-    /// Kernel arguments after `console=ttyS0 panic=-1`, with `{REG}` and
-    /// `{CLOSED}` substituted; `COMMON_APPEND` follows.
+    /// Kernel arguments after `console=ttyS0 panic=-1`, with `{REG}`,
+    /// `{CLOSED}` and `{WF}` substituted; `COMMON_APPEND` follows.
     pub append: &'static str,
     pub net: Net,
     pub expect: &'static [&'static [&'static str]],
-    /// Lines that must not appear.
+    /// Lines that must not appear (same form as `expect`).
     pub reject: &'static [&'static [&'static str]],
     pub timeout: Duration,
 }
@@ -327,28 +329,18 @@ fn run_one(
     }
     let outcome = Vm::start(&config)?.wait(scenario.timeout);
     let _ = fs::write(log, outcome.transcript());
-    let expect: Vec<Vec<String>> = scenario
-        .expect
-        .iter()
-        .map(|parts| parts.iter().map(|part| subst(part)).collect())
-        .collect();
-    let reject: Vec<Vec<String>> = scenario
-        .reject
-        .iter()
-        .map(|parts| parts.iter().map(|p| subst(p)).collect())
-        .collect();
-    let rejected: Vec<String> = reject
-        .iter()
-        .filter(|parts| find_line(&outcome, parts).is_some())
-        .map(|parts| format!("{:?}", parts.join(" … ")))
-        .collect();
-    let result = check(&outcome, &expect, scenario.timeout).and_then(|()| {
-        if rejected.is_empty() {
-            Ok(())
-        } else {
-            bail!("console shows {}", rejected.join(", "))
-        }
-    });
+    let subst_all = |lines: &[&[&str]]| -> Vec<Vec<String>> {
+        lines
+            .iter()
+            .map(|parts| parts.iter().map(|part| subst(part)).collect())
+            .collect()
+    };
+    let result = check(
+        &outcome,
+        &subst_all(scenario.expect),
+        &subst_all(scenario.reject),
+        scenario.timeout,
+    );
     if let Err(err) = result {
         bail!(
             "{err}\n  console: {}\n    {}",
@@ -376,15 +368,30 @@ fn console_excerpt(outcome: &Outcome) -> Vec<&str> {
         .collect()
 }
 
-/// Every expectation is met, the kernel did not panic, and QEMU exited by itself.
-pub fn check(outcome: &Outcome, expect: &[Vec<String>], timeout: Duration) -> Result<()> {
+/// Every expectation is met, nothing rejected shows, the kernel did not
+/// panic, and QEMU exited by itself.
+pub fn check(
+    outcome: &Outcome,
+    expect: &[Vec<String>],
+    reject: &[Vec<String>],
+    timeout: Duration,
+) -> Result<()> {
+    let show = |parts: &Vec<String>| format!("{:?}", parts.join(" … "));
     let missing: Vec<String> = expect
         .iter()
         .filter(|parts| find_line(outcome, parts).is_none())
-        .map(|parts| format!("{:?}", parts.join(" … ")))
+        .map(show)
         .collect();
     if !missing.is_empty() {
         bail!("console lacks {}", missing.join(", "));
+    }
+    let unwanted: Vec<String> = reject
+        .iter()
+        .filter(|parts| find_line(outcome, parts).is_some())
+        .map(show)
+        .collect();
+    if !unwanted.is_empty() {
+        bail!("console shows {}", unwanted.join(", "));
     }
     if outcome.kernel_panicked() {
         bail!("kernel panicked");
@@ -408,4 +415,101 @@ pub fn find_line<'a>(outcome: &'a Outcome, parts: &[String]) -> Option<&'a crate
 fn closed_port() -> Result<u16> {
     let listener = TcpListener::bind("127.0.0.1:0").context("bind 127.0.0.1:0")?;
     Ok(listener.local_addr()?.port())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::qemu::Line;
+    use std::os::unix::process::ExitStatusExt;
+    use std::process::ExitStatus;
+
+    fn outcome(lines: &[&str], exited: bool) -> Outcome {
+        Outcome {
+            lines: lines
+                .iter()
+                .map(|text| Line {
+                    at: Duration::ZERO,
+                    text: (*text).to_owned(),
+                })
+                .collect(),
+            exited: exited.then(|| ExitStatus::from_raw(0)),
+            elapsed: Duration::ZERO,
+        }
+    }
+
+    fn strings(lines: &[&[&str]]) -> Vec<Vec<String>> {
+        lines
+            .iter()
+            .map(|parts| parts.iter().map(|p| (*p).to_owned()).collect())
+            .collect()
+    }
+
+    /// `expected`: None to pass, or a substring of the failure.
+    fn check_case(
+        lines: &[&str],
+        exited: bool,
+        expect: &[&[&str]],
+        reject: &[&[&str]],
+        expected: Option<&str>,
+    ) {
+        let result = check(
+            &outcome(lines, exited),
+            &strings(expect),
+            &strings(reject),
+            Duration::from_secs(1),
+        );
+        match (result, expected) {
+            (Ok(()), None) => {}
+            (Err(err), Some(want)) => {
+                assert!(err.to_string().contains(want), "{err} lacks {want:?}")
+            }
+            (result, expected) => panic!("{lines:?}: got {result:?}, expected {expected:?}"),
+        }
+    }
+
+    #[test]
+    fn console_checks() {
+        let boot = [
+            "[    5.2] iguana: error: image 10.0.2.2:5000/nope: fetch manifest: manifest unknown",
+            "[a] IGUANA-E2E a ran",
+        ];
+        check_case(
+            &boot,
+            true,
+            &[&["ERROR", "image 10.0.2.2:5000/nope", "Manifest Unknown"]],
+            &[],
+            None,
+        );
+        check_case(
+            &boot,
+            true,
+            &[&["IGUANA-E2E a ran"], &["IGUANA-E2E b"]],
+            &[],
+            Some("lacks \"IGUANA-E2E b\""),
+        );
+        // All parts must be on the same line.
+        check_case(
+            &boot,
+            true,
+            &[&["a ran", "manifest unknown"]],
+            &[],
+            Some("lacks"),
+        );
+        check_case(
+            &boot,
+            true,
+            &[],
+            &[&["a ran"]],
+            Some("console shows \"a ran\""),
+        );
+        check_case(&boot, false, &[&["a ran"]], &[], Some("did not power off"));
+        check_case(
+            &["Kernel panic - not syncing: Attempted to kill init!"],
+            true,
+            &[],
+            &[],
+            Some("kernel panicked"),
+        );
+    }
 }
