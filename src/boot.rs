@@ -47,6 +47,7 @@ pub fn run() -> ! {
     for e in early_errors {
         tracing::warn!("{}", logging::chain(&e));
     }
+    handover::progress::start();
     let result = raw.map_err(Error::ReadCmdline).and_then(|raw| boot(&raw, failsafe));
     let failure = result.as_ref().err().map(|e| logging::chain(e));
     if let Some(reason) = &failure {

@@ -17,6 +17,9 @@ const ERROR_FILE: &str = "/run/iguana/child-error";
 pub fn run(args: &[String]) -> Result<(), String> {
     tracing::debug!("run child: iguana {}", args.join(" "));
     let _ = std::fs::remove_file(ERROR_FILE);
+    if let Some(dir) = std::path::Path::new(ERROR_FILE).parent() {
+        let _ = std::fs::create_dir_all(dir);
+    }
     let status = Command::new("/proc/self/exe")
         .args(args)
         .env(ERROR_FILE_ENV, ERROR_FILE)

@@ -12,7 +12,7 @@ Run as PID 1 (the initrd's /init) it boots the machine. Otherwise:
   iguana pull IMAGE --rootfs DIR [--insecure-registry HOST:PORT]... [--config-out FILE] [--store DIR]
                                    pull an image and unpack it into DIR
   iguana validate FILE...          check workflow files; errors name line and column
-  iguana run [--dry-run] [--debug] FILE
+  iguana run [--dry-run] [--debug] [--newroot DIR] FILE
                                    run a workflow (as root, with cgroup2); --dry-run
                                    prints the plan: jobs, images, env, volumes,
                                    services, needs and what would be skipped
@@ -42,6 +42,8 @@ pub fn main(args: &[String]) -> anyhow::Result<()> {
         "fetch" => crate::workflow::source::cli_fetch(rest),
         "validate" => validate(rest),
         "run" => run(rest),
+        "progress-relay" => crate::handover::progress::cli(rest),
+        "kexec-load" => crate::handover::progress::cli_kexec_load(rest),
         other => bail!("unknown command {other:?} (see iguana --help)"),
     }
 }
@@ -88,14 +90,17 @@ fn validate(files: &[String]) -> anyhow::Result<()> {
 }
 
 fn run(args: &[String]) -> anyhow::Result<()> {
-    let usage = "usage: iguana run [--dry-run] [--debug] FILE";
+    let usage = "usage: iguana run [--dry-run] [--debug] [--newroot DIR] FILE";
     let mut dry_run = false;
     let mut debug = false;
+    let mut newroot = "/sysroot".to_string();
     let mut file = None;
-    for arg in args {
+    let mut it = args.iter();
+    while let Some(arg) = it.next() {
         match arg.as_str() {
             "--dry-run" => dry_run = true,
             "--debug" => debug = true,
+            "--newroot" => newroot = it.next().cloned().context(usage)?,
             other if file.is_none() && !other.starts_with("--") => file = Some(other.to_string()),
             other => bail!("unexpected argument {other:?}\n{usage}"),
         }
@@ -105,6 +110,7 @@ fn run(args: &[String]) -> anyhow::Result<()> {
     let wf = crate::workflow::schema::parse(&bytes).with_context(|| file.clone())?;
     if dry_run {
         print!("{}", crate::workflow::plan::describe(&wf));
+        println!("new root: {newroot} (where the handover mounts the installed system)");
         return Ok(());
     }
     let work = std::path::Path::new("/run/iguana");

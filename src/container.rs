@@ -372,35 +372,49 @@ impl Supervisor {
     /// Waits for the named container to exit; after `timeout` it is killed
     /// and `Exit::TimedOut` returned.
     pub fn wait(&mut self, name: &str, timeout: Option<Duration>) -> Exit {
-        let deadline = timeout.map(|t| Instant::now() + t);
-        loop {
-            if let Some(exit) = self.finished(name) {
-                return exit;
-            }
-            if deadline.is_some_and(|d| Instant::now() >= d) {
-                tracing::error!("job {name}: timed out after {}s, killing it", timeout.map_or(0, |t| t.as_secs()));
-                self.signal(name, nix::sys::signal::Signal::SIGKILL);
-                let _ = self.wait(name, Some(Duration::from_secs(10)));
-                return Exit::TimedOut(timeout.map_or(0, |t| t.as_secs()));
-            }
-            self.pump(Duration::from_millis(100));
+        if let Some(exit) = self.wait_until(name, timeout.map(|t| Instant::now() + t)) {
+            return exit;
         }
+        let secs = timeout.map_or(0, |t| t.as_secs());
+        tracing::error!("job {name}: timed out after {secs}s, killing it");
+        self.kill(name);
+        Exit::TimedOut(secs)
     }
 
     /// Stops a container: SIGTERM, then SIGKILL after `grace`; then removes it.
+    /// (A container's init ignores SIGTERM unless it handles it, as PID 1
+    /// of its namespace; SIGKILL always works.)
     pub fn stop(&mut self, name: &str, grace: Duration) -> Exit {
-        let exit = match self.finished(name) {
+        self.signal(name, nix::sys::signal::Signal::SIGTERM);
+        let exit = match self.wait_until(name, Some(Instant::now() + grace)) {
             Some(exit) => exit,
             None => {
-                self.signal(name, nix::sys::signal::Signal::SIGTERM);
-                match self.wait(name, Some(grace)) {
-                    Exit::TimedOut(_) => Exit::Signal(nix::sys::signal::Signal::SIGKILL as i32),
-                    exit => exit,
-                }
+                tracing::info!("{name} did not stop within {}s of SIGTERM: SIGKILL", grace.as_secs());
+                self.kill(name)
             }
         };
         self.remove(name);
         exit
+    }
+
+    fn kill(&mut self, name: &str) -> Exit {
+        self.signal(name, nix::sys::signal::Signal::SIGKILL);
+        self.wait_until(name, Some(Instant::now() + Duration::from_secs(10)))
+            .unwrap_or(Exit::Signal(nix::sys::signal::Signal::SIGKILL as i32))
+    }
+
+    /// Pumps output until the named container has exited and been drained,
+    /// or the deadline passes.
+    fn wait_until(&mut self, name: &str, deadline: Option<Instant>) -> Option<Exit> {
+        loop {
+            if let Some(exit) = self.finished(name) {
+                return Some(exit);
+            }
+            if deadline.is_some_and(|d| Instant::now() >= d) {
+                return None;
+            }
+            self.pump(Duration::from_millis(100));
+        }
     }
 
     /// Deletes a finished container's state and cgroup.

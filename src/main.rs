@@ -1,19 +1,7 @@
 //! iguana: as PID 1 it boots the machine (see `boot`); as any other process it
 //! is a command-line tool (see `cli`).
 
-mod boot;
-mod child;
-mod cli;
-mod cmdline;
-mod container;
-mod early;
-mod handover;
-mod image;
-mod logging;
-mod machine_id;
-mod modules;
-mod net;
-mod workflow;
+use iguana::{boot, child, cli, logging};
 
 fn main() {
     if std::process::id() == 1 {

@@ -25,7 +25,7 @@ use schema::{Container, Workflow};
 use volumes::Source;
 
 /// How long a service gets between SIGTERM and SIGKILL.
-const SERVICE_GRACE: Duration = Duration::from_secs(10);
+const SERVICE_GRACE: Duration = Duration::from_secs(5);
 
 #[derive(Debug, thiserror::Error)]
 pub enum Error {

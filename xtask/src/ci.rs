@@ -39,7 +39,12 @@ pub fn main(args: &[String]) -> Result<()> {
 
     println!("ci: e2e (QEMU guests)");
     let all: Vec<&e2e::Scenario> = e2e::SCENARIOS.iter().collect();
-    match e2e::run(&Options::default(), &all, 2, false) {
+    let handover = || crate::e2e_handover::run_all(None);
+    match e2e::run(&Options::default(), &all, 2, false).and_then(|(p, mut names)| {
+        let (hp, hnames) = handover()?;
+        names.extend(hnames);
+        Ok((p + hp, names))
+    }) {
         Ok((p, names)) => {
             passed += p;
             failed += names.len();

@@ -254,7 +254,12 @@ pub fn main(args: &[String]) -> Result<()> {
         .iter()
         .filter(|s| only.is_empty() || only.iter().any(|name| name == s.name))
         .collect();
-    let (passed, failed) = run(&opts, &scenarios, jobs, verbose)?;
+    let (mut passed, mut failed) = run(&opts, &scenarios, jobs, verbose)?;
+    if only.is_empty() {
+        let (p, f) = crate::e2e_handover::run_all(None)?;
+        passed += p;
+        failed.extend(f);
+    }
     println!("e2e: {} passed, {} failed", passed, failed.len());
     if !failed.is_empty() {
         bail!("e2e failed: {}", failed.join(", "));

@@ -68,7 +68,7 @@ jobs:
       image: {reg}/shenv
       env:
         SCRIPT: |
-          if wget -q -T 2 -O- http://127.0.0.1:8088/hello.txt; then echo "IGUANA-E2E service still running"; else echo "{MARK_STOPPED}"; fi
+          if wget -q -O- http://127.0.0.1:8088/hello.txt; then echo "IGUANA-E2E service still running"; else echo "{MARK_STOPPED}"; fi
 "#
     )
 }

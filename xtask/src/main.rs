@@ -9,6 +9,8 @@ mod ci;
 mod cpio;
 mod demo;
 mod e2e;
+mod e2e_debug;
+mod e2e_handover;
 mod e2e_workflow;
 mod initrd;
 mod kernel;
@@ -33,6 +35,7 @@ tasks:
                              boot the initrd once, console live
   e2e [--only NAME,..] [--jobs N] [--verbose] [--init FILE]
                              boot QEMU guests against a local registry
+  e2e-handover [--only NAME] switch_root, kexec, bad mountlist in QEMU
   demo [--memory MIB] [--init FILE]
                              boot one guest and show its console live
   bench boot [--init FILE]   boot-time phases, smallest RAM, sizes
@@ -70,6 +73,7 @@ fn run() -> Result<()> {
         "initrd" => initrd::main(rest),
         "boot" => boot::main(rest),
         "e2e" => e2e::main(rest),
+        "e2e-handover" => e2e_handover::main(rest),
         "demo" => demo::main(rest),
         "bench" => bench::main(rest),
         "ci" => ci::main(rest),

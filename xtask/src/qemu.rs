@@ -41,6 +41,8 @@ pub struct VmConfig {
     pub extra_args: Vec<String>,
     /// Echo the console live, each line after this prefix.
     pub echo: Option<String>,
+    /// Keep QEMU's stdin (the guest's serial input) open for `Vm::type_text`.
+    pub interactive: bool,
 }
 
 impl VmConfig {
@@ -53,6 +55,7 @@ impl VmConfig {
             net: Net::User,
             extra_args: Vec::new(),
             echo: None,
+            interactive: false,
         }
     }
 
@@ -162,7 +165,11 @@ impl Vm {
         let started = Instant::now();
         let mut child = Command::new("qemu-system-x86_64")
             .args(&args)
-            .stdin(Stdio::null())
+            .stdin(if config.interactive {
+                Stdio::piped()
+            } else {
+                Stdio::null()
+            })
             .stdout(Stdio::piped())
             .stderr(Stdio::piped())
             .spawn()
@@ -194,6 +201,20 @@ impl Vm {
                 return Some(line);
             }
         }
+    }
+
+    /// Types `text` on the guest's serial console (needs `interactive`).
+    pub fn type_text(&mut self, text: &str) -> Result<()> {
+        use std::io::Write;
+        let stdin = self
+            .child
+            .stdin
+            .as_mut()
+            .context("the VM was not started interactive")?;
+        stdin
+            .write_all(text.as_bytes())
+            .context("write to the guest's serial console")?;
+        stdin.flush().context("write to the guest's serial console")
     }
 
     /// The next line, or `None` at end of output or at `deadline`.

@@ -43,6 +43,8 @@ const TOOLS: &[Tool] = &[
     Tool { probe: Probe::Command("xz"), package: "xz-utils" },
     Tool { probe: Probe::Command("gzip"), package: "gzip" },
     Tool { probe: Probe::Command("dpkg-deb"), package: "dpkg" },
+    // The handover scenarios build their ext4 disk with `mkfs.ext4 -d`.
+    Tool { probe: Probe::Command("mkfs.ext4"), package: "e2fsprogs" },
     Tool { probe: Probe::File("/etc/ssl/certs/ca-certificates.crt"), package: "ca-certificates" },
 ];
 

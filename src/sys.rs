@@ -1,0 +1,74 @@
+//! The raw system calls nix and rustix do not wrap, in one place.
+//!
+//! This is the only module allowed `unsafe`; each block says why it holds.
+//! Errors name the call and its arguments, as u-root's kexec does.
+#![allow(unsafe_code)]
+
+use std::ffi::CString;
+use std::fs::File;
+use std::os::fd::AsRawFd;
+use std::path::Path;
+
+use nix::libc;
+
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    #[error("open {path}")]
+    Open { path: String, #[source] source: std::io::Error },
+    #[error("kernel command line contains a NUL byte")]
+    CmdlineNul,
+    #[error("SYS_kexec_file_load({kernel_fd}, {initrd_fd}, {cmdline_len}, {cmdline:?}, {flags:#x})")]
+    KexecFileLoad {
+        kernel_fd: i32,
+        initrd_fd: i32,
+        cmdline_len: usize,
+        cmdline: String,
+        flags: u32,
+        #[source]
+        source: std::io::Error,
+    },
+}
+
+fn open(path: &Path) -> Result<File, Error> {
+    File::open(path).map_err(|source| Error::Open { path: path.display().to_string(), source })
+}
+
+/// Loads `kernel` (and `initrd`) to be started by `reboot(RB_KEXEC)`.
+/// The kernel checks the image's signature when the kernel demands it.
+pub fn kexec_file_load(kernel: &Path, initrd: Option<&Path>, cmdline: &str) -> Result<(), Error> {
+    let kernel_file = open(kernel)?;
+    let initrd_file = initrd.map(open).transpose()?;
+    let text = CString::new(cmdline).map_err(|_| Error::CmdlineNul)?;
+    // The length the kernel wants counts the terminating NUL.
+    let cmdline_len = text.as_bytes_with_nul().len();
+    let (initrd_fd, flags) = match &initrd_file {
+        Some(f) => (f.as_raw_fd(), 0),
+        None => (-1, libc::KEXEC_FILE_NO_INITRAMFS as u32),
+    };
+    let kernel_fd = kernel_file.as_raw_fd();
+    // SAFETY: both fds are open for the duration of the call (the Files live
+    // until the end of this function); `text` is a valid NUL-terminated
+    // buffer of exactly `cmdline_len` bytes that outlives the call; the
+    // kernel only reads these arguments.
+    let ret = unsafe {
+        libc::syscall(
+            libc::SYS_kexec_file_load,
+            kernel_fd,
+            initrd_fd,
+            cmdline_len as libc::c_ulong,
+            text.as_ptr(),
+            libc::c_ulong::from(flags),
+        )
+    };
+    if ret != 0 {
+        return Err(Error::KexecFileLoad {
+            kernel_fd,
+            initrd_fd,
+            cmdline_len,
+            cmdline: cmdline.to_string(),
+            flags,
+            source: std::io::Error::last_os_error(),
+        });
+    }
+    Ok(())
+}

@@ -1,0 +1,67 @@
+//! The host command line, run as a user would: exit codes and messages.
+
+use std::process::Command;
+
+fn iguana(args: &[&str]) -> (i32, String) {
+    let out = Command::new(env!("CARGO_BIN_EXE_iguana")).args(args).output().unwrap();
+    let text = String::from_utf8_lossy(&out.stdout).into_owned() + &String::from_utf8_lossy(&out.stderr);
+    (out.status.code().unwrap_or(-1), text)
+}
+
+fn write(dir: &tempfile::TempDir, name: &str, text: &str) -> String {
+    let path = dir.path().join(name);
+    std::fs::write(&path, text).unwrap();
+    path.display().to_string()
+}
+
+#[test]
+fn validate_accepts_upstream_files_and_locates_errors() {
+    let dir = tempfile::tempdir().unwrap();
+    let bad = write(&dir, "bad.yaml", "jobs:\n  a:\n    container: {image: r/a}\n    needz: b\n");
+    let cases: &[(&[&str], i32, &str)] = &[
+        (&["validate", "examples/agama.yaml", "examples/control.yaml"], 0, "examples/control.yaml: ok (2 jobs)"),
+        (&["validate", &bad], 1, "unknown field `needz`, expected one of `container`, `services`, `needs`, `continue_on_error`, `steps`, `timeout` at line 4 column 5"),
+        (&["validate", "/nonexistent.yaml"], 1, "/nonexistent.yaml: No such file or directory"),
+        (&["validate"], 1, "usage: iguana validate FILE..."),
+    ];
+    for (args, code, text) in cases {
+        let (got_code, got) = iguana(args);
+        assert_eq!(got_code, *code, "{args:?}: {got}");
+        assert!(got.contains(text), "{args:?}: {got}");
+    }
+}
+
+#[test]
+fn dry_run_prints_the_plan() {
+    let (code, out) = iguana(&["run", "--dry-run", "--newroot", "/mnt/new", "examples/control.yaml"]);
+    assert_eq!(code, 0, "{out}");
+    for line in [
+        "job dinstaller:",
+        "  env: GLOBAL=test_global_env TEST=test_env iguana=true",
+        "  service backend (background, stopped after the job):",
+        "  needs: dinstaller (skipped unless all succeed)",
+        "new root: /mnt/new (where the handover mounts the installed system)",
+    ] {
+        assert!(out.lines().any(|l| l == line), "missing {line:?} in:\n{out}");
+    }
+}
+
+#[test]
+fn cmdline_shows_how_arguments_are_understood() {
+    let dir = tempfile::tempdir().unwrap();
+    let good = write(&dir, "good", "console=ttyS0 rd.iguana.containers=r/a,r/b rd.iguana.debug\n");
+    let bad = write(&dir, "bad", "rd.iguana.containers=,,\n");
+    let (code, out) = iguana(&["cmdline", "--file", &good]);
+    assert_eq!(code, 0, "{out}");
+    assert!(out.contains("containers:          r/a, r/b") && out.contains("debug:               true"), "{out}");
+    let (code, out) = iguana(&["cmdline", "--file", &bad]);
+    assert_eq!(code, 1);
+    assert!(out.contains("rd.iguana.containers: item 1 is empty in \",,\""), "{out}");
+}
+
+#[test]
+fn unknown_command_is_named() {
+    let (code, out) = iguana(&["frobnicate"]);
+    assert_eq!(code, 1);
+    assert!(out.contains("unknown command \"frobnicate\" (see iguana --help)"), "{out}");
+}

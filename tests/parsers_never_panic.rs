@@ -1,0 +1,100 @@
+//! A fuzz smoke test that runs in every `cargo test`: thousands of
+//! deterministic mutations of real inputs (upstream workflow files, whole
+//! kernel command lines, mountlists) through every parser of untrusted
+//! input. Each must return a value or an error, never panic. The libFuzzer
+//! targets in `fuzz/` explore further (`cargo fuzz run workflow`).
+
+use iguana::{cmdline, handover::mountlist, workflow::schema};
+
+/// xorshift64*: a fixed seed, so a failure reproduces.
+struct Rng(u64);
+
+impl Rng {
+    fn next(&mut self) -> u64 {
+        self.0 ^= self.0 >> 12;
+        self.0 ^= self.0 << 25;
+        self.0 ^= self.0 >> 27;
+        self.0.wrapping_mul(0x2545_f491_4f6c_dd1d)
+    }
+
+    fn below(&mut self, n: usize) -> usize {
+        (self.next() % n.max(1) as u64) as usize
+    }
+}
+
+/// Bytes that matter to the parsers.
+const INTERESTING: &[u8] = b" \t\n\r\"'=,:/#-[]{}&*!|>%@\\.\x00\xff";
+
+fn mutate(rng: &mut Rng, seed: &[u8]) -> Vec<u8> {
+    let mut data = seed.to_vec();
+    for _ in 0..1 + rng.below(8) {
+        let at = rng.below(data.len() + 1);
+        match rng.below(5) {
+            0 if !data.is_empty() => {
+                let end = (at + rng.below(16)).min(data.len());
+                data.drain(at.min(end)..end);
+            }
+            1 => data.insert(at, INTERESTING[rng.below(INTERESTING.len())]),
+            2 => data.insert(at, rng.next() as u8),
+            3 if !data.is_empty() => {
+                // Duplicate a slice: repeats keys, nests deeper.
+                let start = rng.below(data.len());
+                let end = (start + rng.below(64)).min(data.len());
+                let piece = data[start..end].to_vec();
+                data.splice(at..at, piece);
+            }
+            _ if !data.is_empty() => {
+                let i = at.min(data.len() - 1);
+                data[i] ^= 1 << rng.below(8);
+            }
+            _ => {}
+        }
+    }
+    data
+}
+
+fn seeds(files: &[&str], extra: &[&str]) -> Vec<Vec<u8>> {
+    let mut out: Vec<Vec<u8>> = files.iter().map(|f| std::fs::read(f).unwrap()).collect();
+    out.extend(extra.iter().map(|s| s.as_bytes().to_vec()));
+    out
+}
+
+fn run(name: &str, seeds: &[Vec<u8>], rounds: usize, parse: impl Fn(&[u8])) {
+    let mut rng = Rng(0x1234_5678_9abc_def0 ^ name.len() as u64);
+    for round in 0..rounds {
+        let seed = &seeds[round % seeds.len()];
+        let input = mutate(&mut rng, seed);
+        let result = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| parse(&input)));
+        assert!(result.is_ok(), "{name}: panicked on input {:?}", String::from_utf8_lossy(&input));
+    }
+}
+
+#[test]
+fn workflow_parser_never_panics() {
+    let seeds = seeds(&["examples/agama.yaml", "examples/control.yaml", "examples/partitioner.yaml"], &[]);
+    run("workflow", &seeds, 20_000, |data| {
+        let _ = schema::parse(data);
+    });
+}
+
+#[test]
+fn cmdline_parser_never_panics() {
+    let lines = [
+        "BOOT_IMAGE=/vmlinuz root=/dev/sda1 ro quiet console=ttyS0,115200",
+        "console=ttyS0 rd.iguana.containers=10.0.2.2:5000/a,10.0.2.2:5000/b rd.iguana.insecure_registries=10.0.2.2:5000",
+        r#"rd.iguana.control_url="https://example.org/w.yaml" rd.iguana.debug rd.iguana.net_timeout=5s"#,
+    ];
+    run("cmdline", &seeds(&[], &lines), 20_000, |data| {
+        let text = String::from_utf8_lossy(data);
+        let _ = cmdline::parse(&text);
+        let _ = cmdline::failsafe(&text);
+    });
+}
+
+#[test]
+fn mountlist_parser_never_panics() {
+    let lists = ["LABEL=root / noatime\ntmpfs /mnt/scratch size=8m\n# comment\n\nUUID=1234 /boot ro,fstype=vfat\n"];
+    run("mountlist", &seeds(&[], &lists), 20_000, |data| {
+        let _ = mountlist::parse(&String::from_utf8_lossy(data));
+    });
+}
