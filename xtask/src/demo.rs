@@ -67,7 +67,7 @@ pub fn main(args: &[String]) -> Result<()> {
         bail!("the boot failed: {}", line.text);
     }
     eprintln!(
-        "xtask: the guest powered off by itself after {:.1?}",
+        "xtask: the guest shut down by itself (QEMU exited) after {:.1?}",
         outcome.elapsed
     );
     Ok(())
