@@ -60,11 +60,12 @@ pub fn fetch() -> Result<Kernel> {
     let _ = fs::remove_dir_all(&download);
     let _ = fs::remove_dir_all(&root);
     fs::create_dir_all(&download).with_context(|| format!("create {}", download.display()))?;
-    // `_apt` cannot write into target/, so apt falls back to downloading as
-    // root; that is fine and only warns.
+    // apt drops to the `_apt` user to download, which cannot write into
+    // target/; we are root anyway, so skip the sandbox (and its warning).
     run_cmd(
         Command::new("apt-get")
-            .args(["download", "-q", &format!("{package}={version}")])
+            .args(["download", "-q", "-o", "APT::Sandbox::User=root"])
+            .arg(format!("{package}={version}"))
             .current_dir(&download),
     )?;
     let deb = fs::read_dir(&download)?

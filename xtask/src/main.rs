@@ -67,6 +67,7 @@ fn run() -> Result<()> {
     match task {
         "tools" => tools::ensure_tools(),
         "kernel" => kernel::fetch().map(|k| {
+            println!("package: {} {}", k.package, k.version);
             println!("kernel: {}", k.vmlinuz.display());
             println!("modules: {}", k.modules.display());
         }),
