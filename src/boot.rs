@@ -48,6 +48,9 @@ pub fn run() -> ! {
         tracing::warn!("{}", logging::chain(&e));
     }
     handover::progress::start();
+    if failsafe.debug {
+        handover::real::spawn_tty2_shell();
+    }
     let result = raw.map_err(Error::ReadCmdline).and_then(|raw| boot(&raw, failsafe));
     let failure = result.as_ref().err().map(|e| logging::chain(e));
     if let Some(reason) = &failure {
@@ -83,7 +86,13 @@ fn boot(raw: &str, failsafe: Failsafe) -> Result<(), Error> {
         network_up(args.net_timeout)?;
     }
 
-    let ctx = workflow::Context { insecure_registries: &args.insecure_registries, work: Path::new(WORK), debug: failsafe.debug };
+    let ctx = workflow::Context {
+        insecure_registries: &args.insecure_registries,
+        registry_mirrors: &args.registry_mirrors,
+        ca: args.ca.as_deref(),
+        work: Path::new(WORK),
+        debug: failsafe.debug,
+    };
     let results = workflow::run(&ctx, &wf)?;
     tracing::info!("phase workflow-done jobs={}", results.len());
     Ok(())

@@ -9,7 +9,8 @@ Run as PID 1 (the initrd's /init) it boots the machine. Otherwise:
 
   iguana cmdline [--file FILE]     show how a kernel command line is understood
                                    (default: /proc/cmdline)
-  iguana pull IMAGE --rootfs DIR [--insecure-registry HOST:PORT]... [--config-out FILE] [--store DIR]
+  iguana pull IMAGE --rootfs DIR [--insecure-registry HOST:PORT]... [--config-out FILE]
+              [--store DIR] [--keep-blobs] [--auth-file FILE] [--mirror REGISTRY=MIRROR]... [--ca PEM]...
                                    pull an image and unpack it into DIR
   iguana validate FILE...          check workflow files; errors name line and column
   iguana run [--dry-run] [--debug] [--newroot DIR] FILE
@@ -114,7 +115,7 @@ fn run(args: &[String]) -> anyhow::Result<()> {
         return Ok(());
     }
     let work = std::path::Path::new("/run/iguana");
-    let ctx = crate::workflow::Context { insecure_registries: &[], work, debug };
+    let ctx = crate::workflow::Context { insecure_registries: &[], registry_mirrors: &[], ca: None, work, debug };
     let results = crate::workflow::run(&ctx, &wf)?;
     for (job, outcome) in results {
         println!("{job}: {outcome:?}");

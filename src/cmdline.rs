@@ -21,6 +21,13 @@ pub struct Cmdline {
     pub insecure_registries: Vec<String>,
     /// `rd.iguana.net_timeout`: how long to wait for a DHCP lease.
     pub net_timeout: Duration,
+    /// `rd.iguana.registry_mirror=REGISTRY=MIRROR[,..]`: where to try
+    /// REGISTRY's images first.
+    pub registry_mirrors: Vec<(String, String)>,
+    /// `rd.iguana.ca=PATH`: a PEM file of extra trust roots for HTTPS
+    /// registries. PATH is read by `iguana pull` when the image is pulled,
+    /// so it may be in the initrd or on anything mounted by then.
+    pub ca: Option<String>,
 }
 
 impl Default for Cmdline {
@@ -31,6 +38,8 @@ impl Default for Cmdline {
             debug: false,
             insecure_registries: Vec::new(),
             net_timeout: Duration::from_secs(60),
+            registry_mirrors: Vec::new(),
+            ca: None,
         }
     }
 }
@@ -49,6 +58,8 @@ const CONTAINERS: &str = "rd.iguana.containers";
 const CONTROL_URL: &str = "rd.iguana.control_url";
 const INSECURE: &str = "rd.iguana.insecure_registries";
 const NET_TIMEOUT: &str = "rd.iguana.net_timeout";
+const MIRROR: &str = "rd.iguana.registry_mirror";
+const CA: &str = "rd.iguana.ca";
 
 /// Reads the running kernel's command line.
 pub fn read_proc_cmdline() -> std::io::Result<String> {
@@ -142,12 +153,15 @@ pub fn parse(line: &str) -> Result<Cmdline, Error> {
     let mut control_url = None;
     let mut insecure = None;
     let mut net_timeout = None;
+    let (mut mirrors, mut ca) = (None, None);
     for (key, value) in split(line) {
         match key.as_str() {
             CONTAINERS => containers = Some(value.unwrap_or_default()),
             CONTROL_URL => control_url = Some(value.unwrap_or_default()),
             INSECURE => insecure = Some(value.unwrap_or_default()),
             NET_TIMEOUT => net_timeout = Some(value.unwrap_or_default()),
+            MIRROR => mirrors = Some(value.unwrap_or_default()),
+            CA => ca = Some(value.unwrap_or_default()),
             "rd.iguana.debug" | "rd.debug" => cmdline.debug = flag(value.as_deref()),
             _ => {}
         }
@@ -170,7 +184,28 @@ pub fn parse(line: &str) -> Result<Cmdline, Error> {
     if let Some(value) = net_timeout {
         cmdline.net_timeout = seconds(NET_TIMEOUT, &value)?;
     }
+    if let Some(value) = mirrors {
+        cmdline.registry_mirrors = list(MIRROR, &value, "REGISTRY=MIRROR pair", valid_mirror)?
+            .iter()
+            .filter_map(|pair| pair.split_once('='))
+            .map(|(registry, mirror)| (registry.to_string(), mirror.to_string()))
+            .collect();
+    }
+    if let Some(value) = ca {
+        if value.is_empty() {
+            return Err(Error::Empty { key: CA });
+        }
+        if !value.starts_with('/') || value.chars().any(|c| c.is_control()) {
+            return Err(Error::Invalid { key: CA, item: value, what: "absolute path" });
+        }
+        cmdline.ca = Some(value);
+    }
     Ok(cmdline)
+}
+
+fn valid_mirror(item: &str) -> bool {
+    item.split_once('=')
+        .is_some_and(|(registry, mirror)| !registry.is_empty() && !mirror.is_empty() && valid_host(registry) && valid_host(mirror))
 }
 
 /// A comma-separated list where every item must be non-empty and valid.
@@ -285,6 +320,32 @@ mod tests {
                 c.net_timeout = Duration::from_secs(5);
             }),
         );
+    }
+
+    #[test]
+    fn mirrors_and_ca() {
+        check(
+            "rd.iguana.registry_mirror=docker.io=10.0.2.2:5001,quay.io=mirror.lan rd.iguana.ca=/etc/iguana/ca.pem",
+            with(|c| {
+                c.registry_mirrors = vec![
+                    ("docker.io".into(), "10.0.2.2:5001".into()),
+                    ("quay.io".into(), "mirror.lan".into()),
+                ];
+                c.ca = Some("/etc/iguana/ca.pem".into());
+            }),
+        );
+        let cases: &[(&str, &str)] = &[
+            ("rd.iguana.registry_mirror=", "rd.iguana.registry_mirror: empty value"),
+            ("rd.iguana.registry_mirror=docker.io", "rd.iguana.registry_mirror: \"docker.io\" is not a valid REGISTRY=MIRROR pair"),
+            ("rd.iguana.registry_mirror=a=", "rd.iguana.registry_mirror: \"a=\" is not a valid REGISTRY=MIRROR pair"),
+            ("rd.iguana.registry_mirror=a=b/c", "rd.iguana.registry_mirror: \"a=b/c\" is not a valid REGISTRY=MIRROR pair"),
+            ("rd.iguana.registry_mirror=a=b,,c=d", "rd.iguana.registry_mirror: item 2 is empty in \"a=b,,c=d\""),
+            ("rd.iguana.ca", "rd.iguana.ca: empty value"),
+            ("rd.iguana.ca=ca.pem", "rd.iguana.ca: \"ca.pem\" is not a valid absolute path"),
+        ];
+        for (line, message) in cases {
+            assert_eq!(parse(line).map_err(|e| e.to_string()), Err(message.to_string()), "{line}");
+        }
     }
 
     #[test]

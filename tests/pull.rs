@@ -11,7 +11,8 @@
 #[path = "../src/image/mod.rs"]
 mod image;
 
-use image::{cli_pull, pull, ImageConfig, PullOptions};
+use image::{cli_pull, pull, ImageConfig, PullOptions, Retry};
+use std::time::Duration;
 use std::fs;
 use std::os::unix::fs::{MetadataExt, PermissionsExt};
 use std::path::{Path, PathBuf};
@@ -38,6 +39,9 @@ impl Scratch {
         PullOptions {
             insecure_registries: vec![registry.host()],
             store: self.dir.path().join("store"),
+            keep_blobs: true,
+            retry: fast_retry(),
+            ..PullOptions::default()
         }
     }
 
@@ -51,6 +55,14 @@ impl Scratch {
             let names: Vec<_> = entries.map(|e| e.unwrap().file_name()).collect();
             assert!(names.is_empty(), "rootfs not empty: {names:?}");
         }
+    }
+}
+
+/// Retries as in production, but with short pauses.
+fn fast_retry() -> Retry {
+    Retry {
+        base: Duration::from_millis(20),
+        ..Retry::default()
     }
 }
 
@@ -234,6 +246,8 @@ fn unreachable_registry_is_a_short_error() {
     let opts = PullOptions {
         insecure_registries: vec![format!("127.0.0.1:{port}")],
         store: s.dir.path().join("store"),
+        retry: fast_retry(),
+        ..PullOptions::default()
     };
     let err = pull_err(&opts, &image, &s.rootfs());
     assert_eq!(
@@ -351,8 +365,8 @@ fn rootfs_must_be_empty() {
 fn invalid_reference_is_refused_before_the_network() {
     let s = Scratch::new();
     let opts = PullOptions {
-        insecure_registries: vec![],
         store: s.dir.path().join("store"),
+        ..PullOptions::default()
     };
     let err = pull_err(&opts, "127.0.0.1:5000/Bad Name", &s.rootfs());
     assert!(

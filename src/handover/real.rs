@@ -73,26 +73,8 @@ impl Machine for Real {
             tracing::error!("no shell in the initrd (/bin/sh, /bin/busybox)");
             return;
         };
-        let command = || {
-            let mut cmd = std::process::Command::new(shell);
-            if shell.ends_with("busybox") {
-                cmd.arg("sh");
-            }
-            cmd.env("PATH", "/usr/sbin:/usr/bin:/sbin:/bin").env("PS1", "iguana# ");
-            cmd
-        };
-        // A second shell on tty2, for a machine with a screen; it is not
-        // waited for, and dies in `quiesce` with everything else.
-        if let Ok(tty) = std::fs::OpenOptions::new().read(true).write(true).open("/dev/tty2") {
-            let stdio = (tty.try_clone(), tty.try_clone());
-            if let (Ok(out), Ok(err)) = stdio {
-                match command().stdin(tty).stdout(out).stderr(err).spawn() {
-                    Ok(_) => tracing::info!("a second shell is on tty2"),
-                    Err(e) => tracing::warn!("shell on tty2: {e}"),
-                }
-            }
-        }
-        if let Err(e) = command().status() {
+        // The tty2 shell was started at boot (debug mode is what gets here).
+        if let Err(e) = shell_command(shell).status() {
             tracing::error!("shell {shell}: {e}");
         }
     }
@@ -247,5 +229,30 @@ mod mount_tests {
 ";
         assert_eq!(mounts_below(info, "/iguana"), ["/iguana/target/boot", "/iguana/with space", "/iguana/target"]);
         assert!(mounts_below("garbage\n\n", "/iguana").is_empty());
+    }
+}
+
+/// The debug shell's command line.
+fn shell_command(shell: &str) -> std::process::Command {
+    let mut cmd = std::process::Command::new(shell);
+    if shell.ends_with("busybox") {
+        cmd.arg("sh");
+    }
+    cmd.env("PATH", "/usr/sbin:/usr/bin:/sbin:/bin").env("PS1", "iguana# ");
+    cmd
+}
+
+/// A second shell on tty2, for a machine with a screen: started at boot in
+/// debug mode, so it is there before and after any failure. It is not
+/// waited for (PID 1 reaps it whenever it exits) and dies in `quiesce` with
+/// everything else. Nothing happens without a /dev/tty2 or a shell.
+pub fn spawn_tty2_shell() {
+    let Some(shell) = ["/bin/sh", "/bin/busybox"].into_iter().find(|p| Path::new(p).exists()) else { return };
+    let Ok(tty) = std::fs::OpenOptions::new().read(true).write(true).open("/dev/tty2") else { return };
+    if let (Ok(out), Ok(err)) = (tty.try_clone(), tty.try_clone()) {
+        match shell_command(shell).stdin(tty).stdout(out).stderr(err).spawn() {
+            Ok(_) => tracing::info!("a debug shell is on tty2"),
+            Err(e) => tracing::warn!("shell on tty2: {e}"),
+        }
     }
 }

@@ -1,17 +1,21 @@
 //! `iguana pull`: the child-process entry that PID 1 runs for each image.
 //!
 //! `iguana pull IMAGE --rootfs DIR [--insecure-registry HOST:PORT]...
-//! [--config-out FILE] [--store DIR]`. Without `--store`, blobs go to a
-//! temporary `.NAME.blobs` directory beside the rootfs (same filesystem),
-//! removed afterwards. Exit status and the error chain tell PID 1 what
-//! happened; progress lines go to stderr.
+//! [--config-out FILE] [--store DIR] [--keep-blobs] [--auth-file FILE]
+//! [--mirror REGISTRY=MIRROR]... [--ca PEM]...`. Without `--store`, blobs
+//! go to a temporary `.NAME.blobs` directory beside the rootfs (same
+//! filesystem), removed afterwards; with it, this image's blobs are removed
+//! after the pull unless `--keep-blobs`. Credentials come from `--auth-file`
+//! or, if it exists, `/etc/iguana/auth.json`. Exit status and the error
+//! chain tell PID 1 what happened; progress lines go to stderr.
 
-use super::{pull, PullOptions};
+use super::auth::{AuthFile, DEFAULT_AUTH_FILE};
+use super::{pull, PullOptions, Retry};
 use anyhow::Context;
 use std::path::{Path, PathBuf};
 
-const USAGE: &str =
-    "usage: iguana pull IMAGE --rootfs DIR [--insecure-registry HOST:PORT]... [--config-out FILE] [--store DIR]";
+const USAGE: &str = "usage: iguana pull IMAGE --rootfs DIR [--insecure-registry HOST:PORT]... \
+[--config-out FILE] [--store DIR] [--keep-blobs] [--auth-file FILE] [--mirror REGISTRY=MIRROR]... [--ca PEM]...";
 
 /// A command line that does not make sense.
 #[derive(Debug, PartialEq, Eq, thiserror::Error)]
@@ -26,6 +30,10 @@ struct Args {
     insecure_registries: Vec<String>,
     config_out: Option<PathBuf>,
     store: Option<PathBuf>,
+    keep_blobs: bool,
+    auth_file: Option<PathBuf>,
+    mirrors: Vec<(String, String)>,
+    ca: Vec<PathBuf>,
 }
 
 /// Parses the arguments that follow `pull`.
@@ -33,6 +41,7 @@ fn parse(args: &[String]) -> Result<Args, UsageError> {
     let usage = |m: String| UsageError(m);
     let (mut image, mut rootfs, mut config_out, mut store) = (None, None, None, None);
     let mut insecure_registries = Vec::new();
+    let (mut keep_blobs, mut auth_file, mut mirrors, mut ca) = (false, None, Vec::new(), Vec::new());
     let mut it = args.iter();
     while let Some(arg) = it.next() {
         let (flag, inline) = match arg.split_once('=') {
@@ -55,6 +64,19 @@ fn parse(args: &[String]) -> Result<Args, UsageError> {
                 insecure_registries
                     .extend(v.split(',').filter(|s| !s.is_empty()).map(String::from));
             }
+            "--keep-blobs" if inline.is_none() => keep_blobs = true,
+            "--auth-file" => auth_file = Some(PathBuf::from(value()?)),
+            "--ca" => ca.push(PathBuf::from(value()?)),
+            "--mirror" => {
+                for item in value()?.split(',').filter(|s| !s.is_empty()) {
+                    match item.split_once('=') {
+                        Some((registry, mirror)) if !registry.is_empty() && !mirror.is_empty() => {
+                            mirrors.push((registry.to_string(), mirror.to_string()));
+                        }
+                        _ => return Err(usage(format!("--mirror {item:?} is not REGISTRY=MIRROR"))),
+                    }
+                }
+            }
             "-h" | "--help" => return Err(usage("help".into())),
             f if f.starts_with('-') => return Err(usage(format!("unknown option {f}"))),
             _ if image.is_some() => return Err(usage(format!("unexpected argument {arg:?}"))),
@@ -67,7 +89,44 @@ fn parse(args: &[String]) -> Result<Args, UsageError> {
         insecure_registries,
         config_out,
         store,
+        keep_blobs,
+        auth_file,
+        mirrors,
+        ca,
     })
+}
+
+/// The certificates of a PEM file, one PEM block each (a file may be a
+/// bundle; the HTTP client takes one certificate per entry).
+fn pem_certificates(text: &str) -> Vec<Vec<u8>> {
+    const BEGIN: &str = "-----BEGIN CERTIFICATE-----";
+    const END: &str = "-----END CERTIFICATE-----";
+    let mut certs = Vec::new();
+    let mut rest = text;
+    while let Some(start) = rest.find(BEGIN) {
+        let Some(len) = rest[start..].find(END) else {
+            break;
+        };
+        let end = start + len + END.len();
+        certs.push(format!("{}\n", &rest[start..end]).into_bytes());
+        rest = &rest[end..];
+    }
+    certs
+}
+
+/// Reads the extra trust roots named by `--ca`.
+fn load_roots(paths: &[PathBuf]) -> anyhow::Result<Vec<Vec<u8>>> {
+    let mut roots = Vec::new();
+    for path in paths {
+        let text = std::fs::read_to_string(path)
+            .with_context(|| format!("read CA file {}", path.display()))?;
+        let certs = pem_certificates(&text);
+        if certs.is_empty() {
+            anyhow::bail!("CA file {}: no PEM certificate in it", path.display());
+        }
+        roots.extend(certs);
+    }
+    Ok(roots)
 }
 
 /// Runs `iguana pull ...`; `args` are the arguments after `pull`.
@@ -77,9 +136,18 @@ pub fn cli_pull(args: &[String]) -> anyhow::Result<()> {
         Some(store) => (store.clone(), false),
         None => (temporary_store(&args.rootfs)?, true),
     };
+    let auth = match &args.auth_file {
+        Some(path) => AuthFile::load(path, true)?,
+        None => AuthFile::load(Path::new(DEFAULT_AUTH_FILE), false)?,
+    };
     let opts = PullOptions {
         insecure_registries: args.insecure_registries.clone(),
         store: store.clone(),
+        auth,
+        mirrors: args.mirrors.clone(),
+        extra_roots: load_roots(&args.ca)?,
+        keep_blobs: args.keep_blobs,
+        retry: Retry::default(),
     };
     let runtime = tokio::runtime::Builder::new_current_thread()
         .enable_all()
@@ -134,6 +202,10 @@ mod tests {
             insecure_registries: vec![],
             config_out: None,
             store: None,
+            keep_blobs: false,
+            auth_file: None,
+            mirrors: vec![],
+            ca: vec![],
         }
     }
 
@@ -174,6 +246,64 @@ mod tests {
             Err("unexpected argument \"b\""),
         );
         check(&["--help"], Err("help"));
+        check(
+            &[
+                "r.example/app",
+                "--rootfs=/r",
+                "--keep-blobs",
+                "--auth-file",
+                "/a.json",
+                "--mirror",
+                "r.example=m1:5000",
+                "--mirror=docker.io=m2,quay.io=m3",
+                "--ca",
+                "/ca.pem",
+                "--ca=/ca2.pem",
+            ],
+            Ok(Args {
+                keep_blobs: true,
+                auth_file: Some("/a.json".into()),
+                mirrors: vec![
+                    ("r.example".into(), "m1:5000".into()),
+                    ("docker.io".into(), "m2".into()),
+                    ("quay.io".into(), "m3".into()),
+                ],
+                ca: vec!["/ca.pem".into(), "/ca2.pem".into()],
+                ..args("r.example/app", "/r")
+            }),
+        );
+        check(
+            &["a", "--rootfs=/r", "--mirror", "nomirror"],
+            Err("--mirror \"nomirror\" is not REGISTRY=MIRROR"),
+        );
+        check(
+            &["a", "--rootfs=/r", "--mirror", "x="],
+            Err("--mirror \"x=\" is not REGISTRY=MIRROR"),
+        );
+        check(&["a", "--rootfs=/r", "--ca"], Err("--ca needs a value"));
+        check(
+            &["a", "--rootfs=/r", "--keep-blobs=yes"],
+            Err("unknown option --keep-blobs"),
+        );
+    }
+
+    #[test]
+    fn pem_bundles_split_into_certificates() {
+        let a = "-----BEGIN CERTIFICATE-----\nAAAA\n-----END CERTIFICATE-----";
+        let b = "-----BEGIN CERTIFICATE-----\nBBBB\n-----END CERTIFICATE-----";
+        let bundle = format!("# comment\n{a}\njunk\n{b}\n");
+        let certs = pem_certificates(&bundle);
+        assert_eq!(certs, [format!("{a}\n").into_bytes(), format!("{b}\n").into_bytes()]);
+        assert!(pem_certificates("no certificate").is_empty());
+        assert!(pem_certificates("-----BEGIN CERTIFICATE-----\ncut").is_empty());
+
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("ca.pem");
+        std::fs::write(&path, &bundle).unwrap();
+        assert_eq!(load_roots(std::slice::from_ref(&path)).unwrap().len(), 2);
+        std::fs::write(&path, "nothing").unwrap();
+        let err = load_roots(std::slice::from_ref(&path)).unwrap_err();
+        assert_eq!(err.to_string(), format!("CA file {}: no PEM certificate in it", path.display()));
     }
 
     #[test]

@@ -2,12 +2,20 @@
 //! index resolves to linux/<this arch>), fetch the config, and stream layer
 //! blobs to files, verifying size and sha256 on the way.
 //!
+//! Transient failures (connection refused or reset, timeouts, 5xx, 429) are
+//! retried with backoff ([`super::retry`]); a layer download broken off
+//! midway resumes with a Range request from the bytes already written and
+//! verified-so-far, or starts over if the registry ignores the Range.
+//!
 //! Never `Client::pull`: it holds every layer in memory. oci-client's errors
 //! nest reqwest's and hyper's; [`RegistryError::from_oci`] boils them down to
 //! one short line ("manifest unknown", "connection refused").
 
 use super::reference::{sha256_hex, ImageRef};
-use oci_client::client::{ClientConfig, ClientProtocol};
+use super::auth::Credentials;
+use super::retry::Retry;
+use futures_util::StreamExt;
+use oci_client::client::{BlobResponse, Certificate, CertificateEncoding, ClientConfig, ClientProtocol};
 use oci_client::errors::{OciDistributionError, OciErrorCode};
 use oci_client::manifest::{ImageIndexEntry, OciDescriptor, OciImageManifest};
 use oci_client::secrets::RegistryAuth;
@@ -19,7 +27,7 @@ use std::path::{Path, PathBuf};
 use std::pin::Pin;
 use std::task::{Context, Poll};
 use std::time::Duration;
-use tokio::io::{AsyncReadExt, AsyncWrite};
+use tokio::io::{AsyncReadExt, AsyncSeekExt, AsyncWrite, AsyncWriteExt};
 
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(30);
 const READ_TIMEOUT: Duration = Duration::from_secs(120);
@@ -35,6 +43,10 @@ pub enum RegistryError {
     Client(String),
     #[error("cannot reach {registry}: {reason}")]
     Unreachable { registry: String, reason: String },
+    #[error("connection to {registry} broken: {reason}")]
+    Interrupted { registry: String, reason: String },
+    #[error("HTTP {code}: {message}")]
+    Http { code: u16, message: String },
     #[error("{0}")]
     Response(String),
     #[error("registry sent an invalid digest {0:?}")]
@@ -57,10 +69,31 @@ pub enum RegistryError {
 }
 
 impl RegistryError {
+    /// Whether trying again later may succeed: the network or the server
+    /// had a bad moment, as opposed to a refusal or bad content.
+    pub fn is_transient(&self) -> bool {
+        match self {
+            RegistryError::Unreachable { .. } | RegistryError::Interrupted { .. } => true,
+            RegistryError::Http { code, .. } => *code >= 500 || *code == 429,
+            _ => false,
+        }
+    }
+
     /// Condenses an oci-client error to its essential part.
     fn from_oci(registry: &str, err: OciDistributionError) -> RegistryError {
         use OciDistributionError as E;
         match err {
+            E::RegistryError { envelope, .. }
+                if envelope
+                    .errors
+                    .iter()
+                    .any(|e| e.code == OciErrorCode::Toomanyrequests) =>
+            {
+                RegistryError::Http {
+                    code: 429,
+                    message: "too many requests".into(),
+                }
+            }
             E::RegistryError { envelope, .. } => {
                 let texts: Vec<String> = envelope
                     .errors
@@ -75,9 +108,10 @@ impl RegistryError {
                     .collect();
                 RegistryError::Response(texts.join("; "))
             }
-            E::ServerError { code, message, .. } => {
-                RegistryError::Response(format!("HTTP {code}: {}", clip(message.trim())))
-            }
+            E::ServerError { code, message, .. } => RegistryError::Http {
+                code,
+                message: clip(message.trim()),
+            },
             E::UnauthorizedError { .. } => RegistryError::Response("unauthorized".into()),
             E::AuthenticationFailure(m) => {
                 RegistryError::Response(format!("authentication failed: {}", clip(&m)))
@@ -138,41 +172,78 @@ fn linux_this_arch(entries: &[ImageIndexEntry]) -> Option<String> {
         .map(|e| e.digest.clone())
 }
 
+/// How to connect to a registry, beyond its name.
+#[derive(Debug, Clone, Default)]
+pub struct Connect {
+    /// Registries (`HOST:PORT`) spoken to over plain HTTP.
+    pub insecure_registries: Vec<String>,
+    /// Extra trust roots for HTTPS, one PEM certificate each.
+    pub extra_roots: Vec<Vec<u8>>,
+    /// Basic credentials for this registry; anonymous when `None`.
+    /// oci-client does the bearer-token flow with them when the registry
+    /// asks for it (`WWW-Authenticate: Bearer realm=...`).
+    pub credentials: Option<Credentials>,
+    pub retry: Retry,
+}
+
 /// One image on one registry.
 pub struct Registry {
     client: Client,
     reference: oci_client::Reference,
     registry: String,
+    auth: RegistryAuth,
+    retry: Retry,
 }
 
 impl Registry {
     /// HTTPS with verified certificates, except plain HTTP for the
     /// registries listed (HOST:PORT exactly as in the image reference).
-    pub fn new(
-        image: &ImageRef,
-        insecure_registries: &[String],
-    ) -> Result<Registry, RegistryError> {
+    pub fn new(image: &ImageRef, connect: &Connect) -> Result<Registry, RegistryError> {
         let config = ClientConfig {
-            protocol: ClientProtocol::HttpsExcept(insecure_registries.to_vec()),
+            protocol: ClientProtocol::HttpsExcept(connect.insecure_registries.clone()),
             platform_resolver: Some(Box::new(linux_this_arch)),
             connect_timeout: Some(CONNECT_TIMEOUT),
             read_timeout: Some(READ_TIMEOUT),
+            extra_root_certificates: connect
+                .extra_roots
+                .iter()
+                .map(|pem| Certificate {
+                    encoding: CertificateEncoding::Pem,
+                    data: pem.clone(),
+                })
+                .collect(),
             ..Default::default()
         };
         let client = Client::try_from(config).map_err(|e| RegistryError::Client(root_cause(&e)))?;
+        let auth = match &connect.credentials {
+            Some(c) => RegistryAuth::Basic(c.username.clone(), c.password.clone()),
+            None => RegistryAuth::Anonymous,
+        };
         Ok(Registry {
             client,
             reference: image.to_oci(),
             registry: image.registry.clone(),
+            auth,
+            retry: connect.retry,
         })
+    }
+
+    /// `HOST:PORT` of this registry.
+    pub fn host(&self) -> &str {
+        &self.registry
     }
 
     /// The image manifest and its digest.
     pub async fn manifest(&self) -> Result<(OciImageManifest, String), RegistryError> {
-        self.client
-            .pull_image_manifest(&self.reference, &RegistryAuth::Anonymous)
+        let what = format!("{}: fetch manifest", self.registry);
+        self.retry
+            .run(&what, || async {
+                self.client
+                    .pull_image_manifest(&self.reference, &self.auth)
+                    .await
+                    .map_err(|e| RegistryError::from_oci(&self.registry, e))
+            })
             .await
-            .map_err(|e| RegistryError::from_oci(&self.registry, e))
     }
 
     /// The config blob, verified against its descriptor.
@@ -181,17 +252,22 @@ impl Registry {
         if size > MAX_CONFIG_SIZE {
             return Err(RegistryError::ConfigTooLarge { size });
         }
-        let mut out = Verifying::new(Vec::new(), size);
-        let result = self.client.pull_blob(&self.reference, desc, &mut out).await;
-        out.check(
-            result.map_err(|e| RegistryError::from_oci(&self.registry, e)),
-            hex,
-        )?;
-        Ok(out.inner)
+        let what = format!("{}: fetch config", self.registry);
+        self.retry
+            .run(&what, || async {
+                let mut out = Verifying::new(Vec::new(), size);
+                let result = self.client.pull_blob(&self.reference, desc, &mut out).await;
+                out.check(
+                    result.map_err(|e| RegistryError::from_oci(&self.registry, e)),
+                    hex,
+                )?;
+                Ok(out.inner)
+            })
+            .await
     }
 
-    /// Streams the blob `desc` into `dest` (via `dest.partial`), unless a
-    /// verified copy is already there. Returns whether it was downloaded.
+    /// Streams the blob `desc` into `dest` (via `dest.partial-PID`), unless
+    /// a verified copy is already there. Returns whether it was downloaded.
     pub async fn fetch_blob(
         &self,
         desc: &OciDescriptor,
@@ -209,17 +285,26 @@ impl Registry {
             return Ok(false);
         }
         // Per-process name: concurrent pulls sharing a store never write
-        // into each other's partial file; the rename publishes atomically.
+        // into each other's partial file; the rename publishes atomically,
+        // and only after the digest matched.
         let partial = dest.with_extension(format!("partial-{}", std::process::id()));
         let file = tokio::fs::File::create(&partial)
             .await
             .map_err(store_err("create", &partial))?;
         let mut out = Verifying::new(file, size);
-        let result = self.client.pull_blob(&self.reference, desc, &mut out).await;
-        let checked = out.check(
-            result.map_err(|e| RegistryError::from_oci(&self.registry, e)),
-            hex,
-        );
+        let what = format!("{}: download {}", self.registry, desc.digest);
+        let mut attempt = 1;
+        let checked = loop {
+            let result = self.stream_blob(desc, &mut out, &partial).await;
+            match result {
+                // With every byte in hand, our own digest check decides.
+                Err(err) if out.written < size && self.retry.again(attempt, &err) => {
+                    self.retry.pause(attempt, &what, &err).await;
+                    attempt += 1;
+                }
+                result => break out.check(result, hex),
+            }
+        };
         if let Err(err) = checked {
             tokio::fs::remove_file(&partial).await.ok();
             return Err(err);
@@ -232,6 +317,67 @@ impl Registry {
             .await
             .map_err(store_err("rename", &partial))?;
         Ok(true)
+    }
+
+    /// One attempt: appends the rest of the blob to `out`, asking for the
+    /// bytes after those it already has.
+    async fn stream_blob(
+        &self,
+        desc: &OciDescriptor,
+        out: &mut Verifying<tokio::fs::File>,
+        path: &Path,
+    ) -> Result<(), RegistryError> {
+        let oci_err = |e| RegistryError::from_oci(&self.registry, e);
+        let write_err = |source| RegistryError::Store {
+            step: "write",
+            path: path.to_path_buf(),
+            source,
+        };
+        let mut stream = if out.written == 0 {
+            // Make sure the (blocking) auth store knows the credentials even
+            // when the manifest came from elsewhere.
+            self.client
+                .store_auth_if_needed(self.reference.resolve_registry(), &self.auth)
+                .await;
+            self.client
+                .pull_blob_stream(&self.reference, desc)
+                .await
+                .map_err(oci_err)?
+        } else {
+            match self
+                .client
+                .pull_blob_stream_partial(&self.reference, desc, out.written, None)
+                .await
+                .map_err(oci_err)?
+            {
+                BlobResponse::Partial(stream) => stream,
+                BlobResponse::Full(stream) => {
+                    out.restart().await.map_err(write_err)?;
+                    stream
+                }
+            }
+        };
+        while let Some(chunk) = stream.next().await {
+            let chunk = chunk.map_err(|e| RegistryError::Interrupted {
+                registry: self.registry.clone(),
+                reason: root_cause(&e),
+            })?;
+            out.write_all(&chunk).await.map_err(write_err)?;
+        }
+        out.flush().await.map_err(write_err)?;
+        Ok(())
+    }
+}
+
+impl Verifying<tokio::fs::File> {
+    /// Empties the file to take a whole blob again.
+    async fn restart(&mut self) -> io::Result<()> {
+        self.inner.flush().await?;
+        self.inner.set_len(0).await?;
+        self.inner.seek(io::SeekFrom::Start(0)).await?;
+        self.hasher = Sha256::new();
+        self.written = 0;
+        Ok(())
     }
 }
 

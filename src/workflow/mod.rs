@@ -128,6 +128,10 @@ pub enum Outcome {
 /// Everything a workflow run needs from the boot.
 pub struct Context<'a> {
     pub insecure_registries: &'a [String],
+    /// `(REGISTRY, MIRROR)` pairs, passed on as `iguana pull --mirror`.
+    pub registry_mirrors: &'a [(String, String)],
+    /// Extra CA file, passed on as `iguana pull --ca`.
+    pub ca: Option<&'a str>,
     pub work: &'a Path,
     pub debug: bool,
 }
@@ -266,6 +270,17 @@ fn pull(ctx: &Context<'_>, name: &str, image: &str) -> Result<ImageConfig, Error
     let config_path = dir.join("config.json");
     let _ = std::fs::remove_dir_all(&dir);
     let _ = std::fs::create_dir_all(&dir);
+    let args = pull_args(ctx, image, &rootfs, &config_path);
+    let pull_err = |reason: String| Error::Pull { job: name.to_string(), image: image.to_string(), reason };
+    crate::child::run(&args).map_err(pull_err)?;
+    tracing::info!("phase image-pulled job={name} image={image}");
+    let text = std::fs::read_to_string(&config_path)
+        .map_err(|source| Error::Config { job: name.to_string(), path: config_path.clone(), source })?;
+    serde_json::from_str(&text).map_err(|source| Error::ConfigJson { job: name.to_string(), path: config_path, source })
+}
+
+/// The `iguana pull` command line for one image.
+fn pull_args(ctx: &Context<'_>, image: &str, rootfs: &Path, config_path: &Path) -> Vec<String> {
     let mut args: Vec<String> = vec![
         "pull".into(),
         image.to_string(),
@@ -280,17 +295,47 @@ fn pull(ctx: &Context<'_>, name: &str, image: &str) -> Result<ImageConfig, Error
         args.push("--insecure-registry".into());
         args.push(registry.clone());
     }
-    let pull_err = |reason: String| Error::Pull { job: name.to_string(), image: image.to_string(), reason };
-    crate::child::run(&args).map_err(pull_err)?;
-    tracing::info!("phase image-pulled job={name} image={image}");
-    let text = std::fs::read_to_string(&config_path)
-        .map_err(|source| Error::Config { job: name.to_string(), path: config_path.clone(), source })?;
-    serde_json::from_str(&text).map_err(|source| Error::ConfigJson { job: name.to_string(), path: config_path, source })
+    for (registry, mirror) in ctx.registry_mirrors {
+        args.push("--mirror".into());
+        args.push(format!("{registry}={mirror}"));
+    }
+    if let Some(ca) = ctx.ca {
+        args.push("--ca".into());
+        args.push(ca.to_string());
+    }
+    // Blobs are deleted after each pull to save RAM, kept for inspection in debug.
+    if ctx.debug {
+        args.push("--keep-blobs".into());
+    }
+    args
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn pull_flags_follow_the_context() {
+        let insecure = ["10.0.2.2:5000".to_string()];
+        let mirrors = [("docker.io".to_string(), "10.0.2.2:5001".to_string())];
+        let mut ctx = Context {
+            insecure_registries: &insecure,
+            registry_mirrors: &mirrors,
+            ca: Some("/etc/iguana/ca.pem"),
+            work: Path::new("/run/iguana"),
+            debug: false,
+        };
+        let args = pull_args(&ctx, "busybox", Path::new("/r"), Path::new("/c.json"));
+        assert_eq!(
+            args.join(" "),
+            "pull busybox --rootfs /r --config-out /c.json --store /run/iguana/blobs \
+             --insecure-registry 10.0.2.2:5000 --mirror docker.io=10.0.2.2:5001 --ca /etc/iguana/ca.pem"
+        );
+        ctx.debug = true;
+        ctx.ca = None;
+        let args = pull_args(&ctx, "busybox", Path::new("/r"), Path::new("/c.json"));
+        assert!(args.join(" ").ends_with("--mirror docker.io=10.0.2.2:5001 --keep-blobs"), "{args:?}");
+    }
 
     #[test]
     fn jobs_are_named_after_images() {

@@ -48,7 +48,8 @@ pub fn main(args: &[String]) -> Result<()> {
     match args.first().map(String::as_str) {
         Some("boot") => boot(&opts),
         Some("initrd") => compressions(&opts),
-        _ => bail!("usage: cargo xtask bench boot|initrd [--init FILE]"),
+        Some("pull") => crate::bench_pull::main(),
+        _ => bail!("usage: cargo xtask bench boot|initrd [--init FILE] | bench pull"),
     }
 }
 

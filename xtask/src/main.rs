@@ -4,6 +4,7 @@
 //! but Rust to run `cargo xtask ci`.
 
 mod bench;
+mod bench_pull;
 mod boot;
 mod ci;
 mod cpio;
@@ -40,6 +41,7 @@ tasks:
                              boot one guest and show its console live
   bench boot [--init FILE]   boot-time phases, smallest RAM, sizes
   bench initrd [--init FILE] initrd size and unpack time per compression
+  bench pull                 image pull and unpack throughput
   ci                         every check: host tests, then e2e
 ";
 

@@ -1,0 +1,313 @@
+//! Pulls over a network that is not perfect: registries that want
+//! credentials, a registry that dies in the middle of a layer, mirrors that
+//! are down or that serve the image. All against real docker-registry
+//! processes on 127.0.0.1 (see the `testkit` crate).
+
+// An integration test file is a test crate of its own: no test module needed.
+#![allow(clippy::tests_outside_test_module)]
+
+#[allow(dead_code, unused_imports)]
+#[path = "../src/image/mod.rs"]
+mod image;
+
+use image::{pull, AuthFile, PullOptions, Retry};
+use std::fs;
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::time::{Duration, Instant};
+use testkit::{Image, Layer, Registry, RegistryOptions};
+
+const PASSWORD: &str = "hunter2-Secret";
+
+fn rt() -> tokio::runtime::Runtime {
+    tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap()
+}
+
+fn base64(input: &str) -> String {
+    const ALPHABET: &[u8; 64] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
+    let mut out = String::new();
+    for chunk in input.as_bytes().chunks(3) {
+        let b = [chunk[0], *chunk.get(1).unwrap_or(&0), *chunk.get(2).unwrap_or(&0)];
+        let n = (u32::from(b[0]) << 16) | (u32::from(b[1]) << 8) | u32::from(b[2]);
+        for i in 0..4 {
+            if i <= chunk.len() {
+                out.push(char::from(ALPHABET[((n >> (18 - 6 * i)) & 63) as usize]));
+            } else {
+                out.push('=');
+            }
+        }
+    }
+    out
+}
+
+/// Runs the real binary: `iguana pull IMAGE --rootfs DIR ARGS...`.
+fn iguana_pull(image: &str, rootfs: &Path, args: &[&str]) -> (bool, String) {
+    let out = Command::new(env!("CARGO_BIN_EXE_iguana"))
+        .arg("pull")
+        .arg(image)
+        .arg("--rootfs")
+        .arg(rootfs)
+        .args(args)
+        .output()
+        .unwrap();
+    let text = format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    (out.status.success(), text)
+}
+
+/// A port nobody listens on.
+fn closed_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+#[test]
+fn basic_auth_from_auth_json() {
+    let registry = Registry::start_with(RegistryOptions {
+        basic_auth: Some(("alice".into(), PASSWORD.into())),
+        ..RegistryOptions::default()
+    })
+    .unwrap();
+    let image = Image::busybox_script("echo secret stuff\n")
+        .unwrap()
+        .build_and_push(&registry, "private/app:v1")
+        .unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let host = registry.host();
+    let write_auth = |name: &str, password: &str| -> PathBuf {
+        let path = dir.path().join(name);
+        let auth = base64(&format!("alice:{password}"));
+        fs::write(&path, format!(r#"{{"auths":{{"{host}":{{"auth":"{auth}"}}}}}}"#)).unwrap();
+        path
+    };
+    let good = write_auth("good.json", PASSWORD);
+    let wrong = write_auth("wrong.json", "not-the-password");
+    let fields = dir.path().join("fields.json");
+    fs::write(
+        &fields,
+        format!(r#"{{"auths":{{"http://{host}/v2/":{{"username":"alice","password":"{PASSWORD}"}}}}}}"#),
+    )
+    .unwrap();
+
+    for (n, auth_file) in [&good, &fields].into_iter().enumerate() {
+        let rootfs = dir.path().join(format!("ok{n}"));
+        let (ok, out) = iguana_pull(
+            &image,
+            &rootfs,
+            &["--insecure-registry", &host, "--auth-file", auth_file.to_str().unwrap()],
+        );
+        assert!(ok, "{out}");
+        assert!(!out.contains(PASSWORD), "password in output: {out}");
+        assert_eq!(fs::read_to_string(rootfs.join("run.sh")).unwrap(), "echo secret stuff\n");
+    }
+
+    // No credentials (/etc/iguana/auth.json does not exist here).
+    assert!(!Path::new(image::DEFAULT_AUTH_FILE).exists());
+    let (ok, out) = iguana_pull(&image, &dir.path().join("anon"), &["--insecure-registry", &host]);
+    assert!(!ok);
+    assert!(
+        out.contains(&format!("image {image}: fetch manifest: unauthorized")),
+        "{out}"
+    );
+
+    let (ok, out) = iguana_pull(
+        &image,
+        &dir.path().join("wrong"),
+        &["--insecure-registry", &host, "--auth-file", wrong.to_str().unwrap()],
+    );
+    assert!(!ok);
+    assert!(out.contains(&format!("image {image}: fetch manifest: unauthorized")), "{out}");
+    assert!(!out.contains("not-the-password") && !out.contains(PASSWORD), "{out}");
+
+    // An auth file asked for but missing is an error, not anonymous.
+    let (ok, out) = iguana_pull(
+        &image,
+        &dir.path().join("missing"),
+        &["--insecure-registry", &host, "--auth-file", "/nonexistent/auth.json"],
+    );
+    assert!(!ok);
+    assert!(out.contains("read auth file /nonexistent/auth.json"), "{out}");
+
+    // The library API, with the credentials in PullOptions.
+    let auth = AuthFile::load(&good, true).unwrap();
+    assert!(!format!("{auth:?}").contains(PASSWORD));
+    let opts = PullOptions {
+        insecure_registries: vec![host.clone()],
+        store: dir.path().join("store"),
+        auth,
+        ..PullOptions::default()
+    };
+    rt().block_on(pull(&opts, &image, &dir.path().join("lib"))).unwrap();
+}
+
+/// sha256:HEX of `data`.
+fn sha256(data: &[u8]) -> String {
+    use sha2::Digest;
+    format!("sha256:{}", hex::encode(sha2::Sha256::digest(data)))
+}
+
+/// Random bytes (not compressible, so the transfer takes some time).
+fn random_bytes(len: usize) -> Vec<u8> {
+    use rand::RngCore;
+    let mut data = vec![0u8; len];
+    rand::rng().fill_bytes(&mut data);
+    data
+}
+
+/// The partial blob file in the store, if a download is under way.
+fn partial_file(store: &Path) -> Option<PathBuf> {
+    fs::read_dir(store.join("blobs/sha256"))
+        .ok()?
+        .filter_map(Result::ok)
+        .map(|e| e.path())
+        .find(|p| p.to_string_lossy().contains(".partial-"))
+}
+
+#[test]
+fn registry_restart_mid_layer_resumes() {
+    let mut registry = Registry::start().unwrap();
+    let big = random_bytes(64 << 20);
+    let layer = Layer::new()
+        .file("small", "before", 0o644)
+        .file("big", &big, 0o644)
+        .tar()
+        .unwrap();
+    let config = serde_json::json!({
+        "architecture": "amd64",
+        "os": "linux",
+        "config": { "Entrypoint": ["/big"] },
+        "rootfs": { "type": "layers", "diff_ids": [sha256(&layer)] },
+    });
+    let image = registry
+        .push_raw_image(
+            "test/big:v1",
+            &[(layer.clone(), "application/vnd.oci.image.layer.v1.tar")],
+            &config,
+        )
+        .unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let store = dir.path().join("store");
+    let opts = PullOptions {
+        insecure_registries: vec![registry.host()],
+        store: store.clone(),
+        keep_blobs: true,
+        ..PullOptions::default()
+    };
+
+    // Kill the registry as soon as the layer's partial file has bytes,
+    // bring it back on the same port a second later.
+    let watched = store.clone();
+    let watcher = std::thread::spawn(move || {
+        let start = Instant::now();
+        let seen = loop {
+            if let Some(path) = partial_file(&watched) {
+                if fs::metadata(&path).map(|m| m.len()).unwrap_or(0) > 0 {
+                    registry.stop().unwrap();
+                    break fs::metadata(&path).map(|m| m.len()).unwrap_or(0);
+                }
+            }
+            assert!(start.elapsed() < Duration::from_secs(60), "no download seen");
+            std::thread::sleep(Duration::from_micros(200));
+        };
+        std::thread::sleep(Duration::from_secs(1));
+        registry.restart().unwrap();
+        (registry, seen)
+    });
+    let rootfs = dir.path().join("rootfs");
+    let result = rt().block_on(pull(&opts, &image, &rootfs));
+    let (registry, seen) = watcher.join().unwrap();
+    result.unwrap_or_else(|e| panic!("{:#}", anyhow::Error::from(e)));
+    assert!(
+        seen < layer.len() as u64,
+        "registry stopped only after the whole layer ({seen} bytes)"
+    );
+    assert_eq!(fs::read(rootfs.join("big")).unwrap(), big);
+    assert_eq!(fs::read_to_string(rootfs.join("small")).unwrap(), "before");
+    assert!(partial_file(&store).is_none(), "partial file left");
+    let blob = store.join("blobs/sha256").join(sha256(&layer).trim_start_matches("sha256:"));
+    // The stored blob is the verified whole (the layer is uncompressed).
+    assert_eq!(fs::metadata(blob).unwrap().len(), layer.len() as u64);
+    drop(registry);
+}
+
+#[test]
+fn mirrors_first_origin_as_fallback() {
+    let origin = Registry::start().unwrap();
+    let mirror = Registry::start().unwrap();
+    let img = Image::busybox_script("echo mirrored\n").unwrap();
+    let image = img.build_and_push(&origin, "team/app:v1").unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let down = format!("127.0.0.1:{}", closed_port());
+    let insecure = vec![origin.host(), mirror.host(), down.clone()];
+    let opts = |mirrors: Vec<(String, String)>| PullOptions {
+        insecure_registries: insecure.clone(),
+        store: dir.path().join("store"),
+        mirrors,
+        retry: Retry {
+            base: Duration::from_millis(20),
+            ..Retry::default()
+        },
+        ..PullOptions::default()
+    };
+
+    // A mirror that is down: the origin serves.
+    let rootfs = dir.path().join("fallback");
+    rt().block_on(pull(&opts(vec![(origin.host(), down.clone())]), &image, &rootfs))
+        .unwrap();
+    assert_eq!(fs::read_to_string(rootfs.join("run.sh")).unwrap(), "echo mirrored\n");
+    // Blobs are removed after the pull unless asked to keep them.
+    let blobs: Vec<_> = fs::read_dir(dir.path().join("store/blobs/sha256")).unwrap().collect();
+    assert!(blobs.is_empty(), "{blobs:?}");
+
+    // A mirror that holds the image is used: with the origin gone, the
+    // pull can only succeed through it. Mirrors not for this registry are
+    // ignored.
+    img.build_and_push(&mirror, "team/app:v1").unwrap();
+    drop(origin);
+    let rootfs = dir.path().join("mirrored");
+    let mirrors = vec![
+        ("other.example".to_string(), down.clone()),
+        (image.split('/').next().unwrap().to_string(), mirror.host()),
+    ];
+    rt().block_on(pull(&opts(mirrors), &image, &rootfs)).unwrap();
+    assert_eq!(fs::read_to_string(rootfs.join("run.sh")).unwrap(), "echo mirrored\n");
+}
+
+#[test]
+fn mirror_flag_on_the_command_line() {
+    let origin = Registry::start().unwrap();
+    let image = Image::busybox_script("true")
+        .unwrap()
+        .build_and_push(&origin, "team/cli:v1")
+        .unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let down = format!("127.0.0.1:{}", closed_port());
+    let (ok, out) = iguana_pull(
+        &image,
+        &dir.path().join("rootfs"),
+        &[
+            "--insecure-registry",
+            &format!("{},{down}", origin.host()),
+            "--mirror",
+            &format!("{}={down}", origin.host()),
+            "--store",
+            dir.path().join("store").to_str().unwrap(),
+        ],
+    );
+    assert!(ok, "{out}");
+    assert!(
+        out.contains(&format!("mirror {down}: cannot reach {down}: connection refused; trying the next source")),
+        "{out}"
+    );
+    assert!(out.contains(&format!("from {}", origin.host())), "{out}");
+    assert!(out.contains("free on the store's filesystem"), "{out}");
+}
