@@ -38,7 +38,10 @@ pub fn main(args: &[String]) -> Result<()> {
     config.echo = Some(String::new());
     let outcome = Vm::start(&config)?.wait(Duration::from_secs(timeout));
     match outcome.exited {
-        Some(status) => eprintln!("xtask: QEMU exited by itself after {:.1?}: {status}", outcome.elapsed),
+        Some(status) => eprintln!(
+            "xtask: QEMU exited by itself after {:.1?}: {status}",
+            outcome.elapsed
+        ),
         None => bail!("QEMU killed at the {timeout} s timeout"),
     }
     Ok(())

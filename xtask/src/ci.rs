@@ -40,7 +40,7 @@ pub fn main(args: &[String]) -> Result<()> {
     println!("ci: e2e (QEMU guests)");
     let all: Vec<&e2e::Scenario> = e2e::SCENARIOS.iter().collect();
     let handover = || crate::e2e_handover::run_all(None);
-    match e2e::run(&Options::default(), &all, 1, false).and_then(|(p, mut names)| {
+    match e2e::run(&Options::default(), &all, 2, false).and_then(|(p, mut names)| {
         let (hp, hnames) = handover()?;
         names.extend(hnames);
         Ok((p + hp, names))
@@ -94,7 +94,12 @@ fn parse_test_result(line: &str) -> Option<(usize, usize)> {
     let rest = line.trim().strip_prefix("test result: ")?;
     let count = |label: &str| -> Option<usize> {
         rest.split(';')
-            .find_map(|part| part.trim().trim_start_matches("ok. ").trim_start_matches("FAILED. ").strip_suffix(label))
+            .find_map(|part| {
+                part.trim()
+                    .trim_start_matches("ok. ")
+                    .trim_start_matches("FAILED. ")
+                    .strip_suffix(label)
+            })
             .and_then(|n| n.trim().parse().ok())
     };
     Some((count(" passed")?, count(" failed")?))

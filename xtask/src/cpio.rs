@@ -36,7 +36,12 @@ impl Archive {
     pub fn add(&mut self, path: &str, entry: Entry) {
         let path = path.trim_matches('/');
         let mut parent = String::new();
-        for component in path.split('/').collect::<Vec<_>>().split_last().map_or(&[][..], |(_, p)| p) {
+        for component in path
+            .split('/')
+            .collect::<Vec<_>>()
+            .split_last()
+            .map_or(&[][..], |(_, p)| p)
+        {
             if !parent.is_empty() {
                 parent.push('/');
             }
@@ -57,7 +62,12 @@ impl Archive {
     }
 
     pub fn symlink(&mut self, path: &str, target: &str) {
-        self.add(path, Entry::Symlink { target: target.to_owned() });
+        self.add(
+            path,
+            Entry::Symlink {
+                target: target.to_owned(),
+            },
+        );
     }
 
     pub fn contains(&self, path: &str) -> bool {
@@ -82,11 +92,21 @@ impl Archive {
     }
 }
 
-fn write_entry(out: &mut Vec<u8>, ino: u32, mode: u32, nlink: u32, rdev: (u32, u32), name: &str, data: &[u8]) {
+fn write_entry(
+    out: &mut Vec<u8>,
+    ino: u32,
+    mode: u32,
+    nlink: u32,
+    rdev: (u32, u32),
+    name: &str,
+    data: &[u8],
+) {
     let filesize = u32::try_from(data.len()).unwrap_or(u32::MAX);
     let namesize = u32::try_from(name.len() + 1).unwrap_or(u32::MAX);
     // ino mode uid gid nlink mtime filesize devmajor devminor rdevmajor rdevminor namesize check
-    let fields = [ino, mode, 0, 0, nlink, 0, filesize, 0, 0, rdev.0, rdev.1, namesize, 0];
+    let fields = [
+        ino, mode, 0, 0, nlink, 0, filesize, 0, 0, rdev.0, rdev.1, namesize, 0,
+    ];
     out.extend_from_slice(MAGIC.as_bytes());
     for field in fields {
         out.extend_from_slice(format!("{field:08x}").as_bytes());
@@ -121,29 +141,51 @@ mod tests {
             want.extend_from_slice(head.as_bytes());
             want.extend_from_slice(body);
         }
-        assert_eq!(String::from_utf8_lossy(&archive.to_bytes()), String::from_utf8_lossy(&want));
+        assert_eq!(
+            String::from_utf8_lossy(&archive.to_bytes()),
+            String::from_utf8_lossy(&want)
+        );
     }
 
     #[test]
     fn empty_archive_is_just_the_trailer() {
-        check(&Archive::default(), &[(&header(0, 0, 1, 0, (0, 0), TRAILER), b"TRAILER!!!\0\0\0\0")]);
+        check(
+            &Archive::default(),
+            &[(&header(0, 0, 1, 0, (0, 0), TRAILER), b"TRAILER!!!\0\0\0\0")],
+        );
     }
 
     #[test]
     fn parents_come_first_and_everything_is_padded() {
         let mut a = Archive::default();
         a.file("/bin/x", 0o755, b"hello".to_vec());
-        a.add("dev/console", Entry::CharDev { mode: 0o600, major: 5, minor: 1 });
+        a.add(
+            "dev/console",
+            Entry::CharDev {
+                mode: 0o600,
+                major: 5,
+                minor: 1,
+            },
+        );
         a.symlink("bin/sh", "x");
         check(
             &a,
             &[
                 // 110-byte header + "bin\0" = 114, padded to 116.
                 (&header(1, 0o040_755, 2, 0, (0, 0), "bin"), b"bin\0\0\0"),
-                (&header(2, 0o120_777, 1, 1, (0, 0), "bin/sh"), b"bin/sh\0\0\0\0x\0\0\0"),
-                (&header(3, 0o100_755, 1, 5, (0, 0), "bin/x"), b"bin/x\0hello\0\0\0"),
+                (
+                    &header(2, 0o120_777, 1, 1, (0, 0), "bin/sh"),
+                    b"bin/sh\0\0\0\0x\0\0\0",
+                ),
+                (
+                    &header(3, 0o100_755, 1, 5, (0, 0), "bin/x"),
+                    b"bin/x\0hello\0\0\0",
+                ),
                 (&header(4, 0o040_755, 2, 0, (0, 0), "dev"), b"dev\0\0\0"),
-                (&header(5, 0o020_600, 1, 0, (5, 1), "dev/console"), b"dev/console\0\0\0"),
+                (
+                    &header(5, 0o020_600, 1, 0, (5, 1), "dev/console"),
+                    b"dev/console\0\0\0",
+                ),
                 (&header(0, 0, 1, 0, (0, 0), TRAILER), b"TRAILER!!!\0\0\0\0"),
             ],
         );

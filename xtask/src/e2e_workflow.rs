@@ -76,7 +76,8 @@ jobs:
 /// Serves `body` to every request on 127.0.0.1, from a thread that lives as
 /// long as the xtask; returns the port.
 pub fn serve(body: String) -> Result<u16> {
-    let listener = TcpListener::bind("127.0.0.1:0").context("bind 127.0.0.1:0 for the workflow server")?;
+    let listener =
+        TcpListener::bind("127.0.0.1:0").context("bind 127.0.0.1:0 for the workflow server")?;
     let port = listener.local_addr()?.port();
     std::thread::spawn(move || {
         for stream in listener.incoming() {

@@ -104,7 +104,10 @@ impl Compression {
         match self {
             Self::Gzip => (cmd("gzip", &["-9", "-n", "-c"]), "CONFIG_RD_GZIP"),
             // The kernel's xz decoder only knows CRC32 (or no) checks.
-            Self::Xz => (cmd("xz", &["-9", "--check=crc32", "-T1", "-c"]), "CONFIG_RD_XZ"),
+            Self::Xz => (
+                cmd("xz", &["-9", "--check=crc32", "-T1", "-c"]),
+                "CONFIG_RD_XZ",
+            ),
             Self::Zstd => (cmd("zstd", &["-19", "-q", "-c"]), "CONFIG_RD_ZSTD"),
         }
     }
@@ -127,9 +130,15 @@ pub struct Options {
 
 impl Default for Options {
     fn default() -> Self {
-        // zstd -19: smallest but one (xz) and the fastest to unpack in the
-        // guest; see the measurements in README/bench output.
-        Self { workflow: None, compression: Compression::Zstd, init: None }
+        // `cargo xtask bench initrd` with an 8.9 MB iguana: gzip -9 5.5 MB,
+        // xz -9 4.2 MB, zstd -19 4.5 MB; host seconds to /init under TCG
+        // 4.3-4.5, 5.6-6.1 and 3.9-4.7. The kernel unpacks xz about 1.5 s
+        // slower; zstd is as quick as gzip and 19% smaller.
+        Self {
+            workflow: None,
+            compression: Compression::Zstd,
+            init: None,
+        }
     }
 }
 
@@ -166,7 +175,10 @@ pub fn build(opts: &Options) -> Result<Built> {
         None => build_iguana()?,
     };
     let kernel = kernel::fetch()?;
-    eprintln!("xtask: kernel package {} {} ({})", kernel.package, kernel.version, kernel.release);
+    eprintln!(
+        "xtask: kernel package {} {} ({})",
+        kernel.package, kernel.version, kernel.release
+    );
     let (mut command, config_key) = opts.compression.command();
     check_kernel_config(&kernel, config_key)?;
 
@@ -176,7 +188,14 @@ pub fn build(opts: &Options) -> Result<Built> {
     for (dir, mode) in DIRS {
         archive.add(dir, Entry::Dir { mode: *mode });
     }
-    archive.add("dev/console", Entry::CharDev { mode: 0o600, major: 5, minor: 1 });
+    archive.add(
+        "dev/console",
+        Entry::CharDev {
+            mode: 0o600,
+            major: 5,
+            minor: 1,
+        },
+    );
     archive.file("init", 0o755, read(&init)?);
     add_busybox(&mut archive)?;
     archive.file(CA_BUNDLE, 0o644, read(Path::new(CA_BUNDLE))?);
@@ -196,14 +215,25 @@ pub fn build(opts: &Options) -> Result<Built> {
         raw.len(),
         fs::metadata(&init)?.len()
     );
-    Ok(Built { kernel, initrd, init })
+    Ok(Built {
+        kernel,
+        initrd,
+        init,
+    })
 }
 
 /// `cargo build --release --target x86_64-unknown-linux-musl -p iguana`.
 pub fn build_iguana() -> Result<PathBuf> {
     run_cmd(
         Command::new(cargo())
-            .args(["build", "--release", "--target", tools::MUSL_TARGET, "-p", "iguana"])
+            .args([
+                "build",
+                "--release",
+                "--target",
+                tools::MUSL_TARGET,
+                "-p",
+                "iguana",
+            ])
             .current_dir(crate::workspace_root()),
     )?;
     Ok(target_dir().join(tools::MUSL_TARGET).join("release/iguana"))
@@ -217,7 +247,10 @@ fn check_kernel_config(kernel: &Kernel, key: &str) -> Result<()> {
     let config = fs::read_to_string(&kernel.config)
         .with_context(|| format!("read {}", kernel.config.display()))?;
     if !config.lines().any(|line| line == format!("{key}=y")) {
-        bail!("{} has no {key}=y: the kernel could not unpack this initrd", kernel.config.display());
+        bail!(
+            "{} has no {key}=y: the kernel could not unpack this initrd",
+            kernel.config.display()
+        );
     }
     Ok(())
 }
@@ -228,7 +261,11 @@ fn add_busybox(archive: &mut Archive) -> Result<()> {
     for applet in list.lines().map(str::trim) {
         // `linuxrc` and `init` would be fallback inits should /init fail to
         // start; better the kernel's plain "No working init found" then.
-        if applet.is_empty() || applet == "linuxrc" || applet == "sbin/init" || archive.contains(applet) {
+        if applet.is_empty()
+            || applet == "linuxrc"
+            || applet == "sbin/init"
+            || archive.contains(applet)
+        {
             continue;
         }
         archive.symlink(applet, BUSYBOX);
@@ -278,8 +315,10 @@ fn parse_modules_dep(text: &str) -> BTreeMap<String, (String, Vec<String>)> {
 /// `wanted`, and a note for each wanted name that needs no file.
 fn resolve_modules(dep: &str, builtin: &str, wanted: &[&str]) -> (BTreeSet<String>, Vec<String>) {
     let modules = parse_modules_dep(dep);
-    let by_path: BTreeMap<&str, &Vec<String>> =
-        modules.values().map(|(path, deps)| (path.as_str(), deps)).collect();
+    let by_path: BTreeMap<&str, &Vec<String>> = modules
+        .values()
+        .map(|(path, deps)| (path.as_str(), deps))
+        .collect();
     let builtin: BTreeSet<String> = builtin.lines().map(module_name).collect();
     let mut files = BTreeSet::new();
     let mut notes = Vec::new();
@@ -295,7 +334,12 @@ fn resolve_modules(dep: &str, builtin: &str, wanted: &[&str]) -> (BTreeSet<Strin
         let mut todo = vec![path.clone()];
         while let Some(path) = todo.pop() {
             if files.insert(path.clone()) {
-                todo.extend(by_path.get(path.as_str()).into_iter().flat_map(|deps| deps.iter().cloned()));
+                todo.extend(
+                    by_path
+                        .get(path.as_str())
+                        .into_iter()
+                        .flat_map(|deps| deps.iter().cloned()),
+                );
             }
         }
     }
@@ -307,27 +351,46 @@ fn add_modules(archive: &mut Archive, kernel: &Kernel, staging: &Path) -> Result
         let path = kernel.modules.join(name);
         fs::read_to_string(&path).with_context(|| format!("read {}", path.display()))
     };
-    let (files, notes) = resolve_modules(&read_text("modules.dep")?, &read_text("modules.builtin")?, MODULES);
-    eprintln!("xtask: modules: {} files; {}", files.len(), notes.join(", "));
+    let (files, notes) = resolve_modules(
+        &read_text("modules.dep")?,
+        &read_text("modules.builtin")?,
+        MODULES,
+    );
+    eprintln!(
+        "xtask: modules: {} files; {}",
+        files.len(),
+        notes.join(", ")
+    );
 
     let _ = fs::remove_dir_all(staging);
     let dest = staging.join("lib/modules").join(&kernel.release);
     for file in &files {
         let src = kernel.modules.join(file);
-        let plain = file.rsplit_once(".ko").map_or(file.clone(), |(stem, _)| format!("{stem}.ko"));
+        let plain = file
+            .rsplit_once(".ko")
+            .map_or(file.clone(), |(stem, _)| format!("{stem}.ko"));
         let dst = dest.join(&plain);
         if let Some(parent) = dst.parent() {
             fs::create_dir_all(parent)?;
         }
         decompress_module(&src, &dst)?;
     }
-    for name in ["modules.order", "modules.builtin", "modules.builtin.modinfo"] {
+    for name in [
+        "modules.order",
+        "modules.builtin",
+        "modules.builtin.modinfo",
+    ] {
         let src = kernel.modules.join(name);
         if src.exists() {
             fs::copy(&src, dest.join(name)).with_context(|| format!("copy {}", src.display()))?;
         }
     }
-    run_cmd(Command::new("depmod").arg("-b").arg(staging).arg(&kernel.release))?;
+    run_cmd(
+        Command::new("depmod")
+            .arg("-b")
+            .arg(staging)
+            .arg(&kernel.release),
+    )?;
     add_tree(archive, staging, staging)
 }
 
@@ -343,10 +406,16 @@ fn decompress_module(src: &Path, dst: &Path) -> Result<()> {
         None
     };
     match tool {
-        None => fs::copy(src, dst).map(drop).with_context(|| format!("copy {}", src.display())),
+        None => fs::copy(src, dst)
+            .map(drop)
+            .with_context(|| format!("copy {}", src.display())),
         Some(tool) => {
             let out = fs::File::create(dst).with_context(|| format!("create {}", dst.display()))?;
-            let status = Command::new(tool).args(["-d", "-c"]).arg(src).stdout(out).status()?;
+            let status = Command::new(tool)
+                .args(["-d", "-c"])
+                .arg(src)
+                .stdout(out)
+                .status()?;
             if !status.success() {
                 bail!("{tool} -d {}: {status}", src.display());
             }
@@ -386,7 +455,10 @@ kernel/fs/fat/fat.ko.zst:
 
     fn check(wanted: &[&str], files: &[&str], notes: &[&str]) {
         let (got_files, got_notes) = resolve_modules(DEP, BUILTIN, wanted);
-        assert_eq!(got_files.iter().map(String::as_str).collect::<Vec<_>>(), files);
+        assert_eq!(
+            got_files.iter().map(String::as_str).collect::<Vec<_>>(),
+            files
+        );
         assert_eq!(got_notes, notes);
     }
 
@@ -411,7 +483,15 @@ kernel/fs/fat/fat.ko.zst:
             ],
             &[],
         );
-        check(&["ext4", "af_packet", "e1000"], &[], &["ext4: built in", "af_packet: built in", "e1000: not in this kernel"]);
+        check(
+            &["ext4", "af_packet", "e1000"],
+            &[],
+            &[
+                "ext4: built in",
+                "af_packet: built in",
+                "e1000: not in this kernel",
+            ],
+        );
     }
 
     #[test]

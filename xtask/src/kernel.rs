@@ -60,11 +60,12 @@ pub fn fetch() -> Result<Kernel> {
     let _ = fs::remove_dir_all(&download);
     let _ = fs::remove_dir_all(&root);
     fs::create_dir_all(&download).with_context(|| format!("create {}", download.display()))?;
-    // `_apt` cannot write into target/, so apt falls back to downloading as
-    // root; that is fine and only warns.
+    // apt drops to the `_apt` user to download, which cannot write into
+    // target/; we are root anyway, so skip the sandbox (and its warning).
     run_cmd(
         Command::new("apt-get")
-            .args(["download", "-q", &format!("{package}={version}")])
+            .args(["download", "-q", "-o", "APT::Sandbox::User=root"])
+            .arg(format!("{package}={version}"))
             .current_dir(&download),
     )?;
     let deb = fs::read_dir(&download)?
@@ -113,7 +114,10 @@ fn release_of(root: &Path) -> Result<String> {
         .collect();
     match releases.len() {
         1 => Ok(releases.remove(0)),
-        _ => bail!("{}: expected one kernel release, found {releases:?}", modules.display()),
+        _ => bail!(
+            "{}: expected one kernel release, found {releases:?}",
+            modules.display()
+        ),
     }
 }
 
@@ -128,7 +132,11 @@ fn unpacked(dir: &Path, package: &str, version: &str) -> Result<Kernel> {
         config: root.join(format!("boot/config-{release}")),
         release,
     };
-    for path in [&kernel.vmlinuz, &kernel.config, &kernel.modules.join("modules.dep")] {
+    for path in [
+        &kernel.vmlinuz,
+        &kernel.config,
+        &kernel.modules.join("modules.dep"),
+    ] {
         if !path.exists() {
             bail!("{} missing", path.display());
         }

@@ -11,8 +11,8 @@ mod cpio;
 mod demo;
 mod e2e;
 mod e2e_debug;
-mod e2e_workflow;
 mod e2e_handover;
+mod e2e_workflow;
 mod initrd;
 mod kernel;
 mod qemu;
@@ -37,8 +37,11 @@ tasks:
   e2e [--only NAME,..] [--jobs N] [--verbose] [--init FILE]
                              boot QEMU guests against a local registry
   e2e-handover [--only NAME] switch_root, kexec, bad mountlist in QEMU
-  demo                       boot one guest and show its console live
-  bench boot                 boot-time phases, smallest RAM, sizes
+  demo [--memory MIB] [--init FILE]
+                             boot one guest and show its console live
+  bench boot [--init FILE]   boot-time phases, smallest RAM, sizes
+  bench initrd [--init FILE] initrd size and unpack time per compression
+  bench pull                 image pull and unpack throughput
   ci                         every check: host tests, then e2e
 ";
 
@@ -66,6 +69,7 @@ fn run() -> Result<()> {
     match task {
         "tools" => tools::ensure_tools(),
         "kernel" => kernel::fetch().map(|k| {
+            println!("package: {} {}", k.package, k.version);
             println!("kernel: {}", k.vmlinuz.display());
             println!("modules: {}", k.modules.display());
         }),
@@ -113,9 +117,7 @@ pub fn cargo() -> String {
 
 /// Runs a command to completion, failing with its command line when it fails.
 pub fn run_cmd(cmd: &mut std::process::Command) -> Result<()> {
-    let status = cmd
-        .status()
-        .with_context(|| format!("spawn {cmd:?}"))?;
+    let status = cmd.status().with_context(|| format!("spawn {cmd:?}"))?;
     if !status.success() {
         bail!("{cmd:?} failed: {status}");
     }

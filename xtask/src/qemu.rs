@@ -61,10 +61,20 @@ impl VmConfig {
 
     fn args(&self) -> Vec<String> {
         let mut args: Vec<String> = [
-            "-accel", "tcg", "-nodefaults", "-no-user-config", "-display", "none",
-            "-serial", "stdio", "-monitor", "none", "-no-reboot",
+            "-accel",
+            "tcg",
+            "-nodefaults",
+            "-no-user-config",
+            "-display",
+            "none",
+            "-serial",
+            "stdio",
+            "-monitor",
+            "none",
+            "-no-reboot",
             // Entropy, so nothing in the guest waits for the crng.
-            "-device", "virtio-rng-pci",
+            "-device",
+            "virtio-rng-pci",
         ]
         .iter()
         .map(|s| (*s).to_owned())
@@ -120,7 +130,9 @@ impl Outcome {
 
     /// The first line containing every one of `parts`.
     pub fn find(&self, parts: &[&str]) -> Option<&Line> {
-        self.lines.iter().find(|line| parts.iter().all(|part| line.text.contains(part)))
+        self.lines
+            .iter()
+            .find(|line| parts.iter().all(|part| line.text.contains(part)))
     }
 
     pub fn kernel_panicked(&self) -> bool {
@@ -128,7 +140,10 @@ impl Outcome {
     }
 
     pub fn transcript(&self) -> String {
-        self.lines.iter().map(|line| format!("{}\n", line.text)).collect()
+        self.lines
+            .iter()
+            .map(|line| format!("{}\n", line.text))
+            .collect()
     }
 }
 
@@ -150,7 +165,11 @@ impl Vm {
         let started = Instant::now();
         let mut child = Command::new("qemu-system-x86_64")
             .args(&args)
-            .stdin(if config.interactive { Stdio::piped() } else { Stdio::null() })
+            .stdin(if config.interactive {
+                Stdio::piped()
+            } else {
+                Stdio::null()
+            })
             .stdout(Stdio::piped())
             .stderr(Stdio::piped())
             .spawn()
@@ -162,7 +181,14 @@ impl Vm {
         if let Some(stderr) = child.stderr.take() {
             forward(stderr, "qemu: ", tx, started);
         }
-        Ok(Vm { child, lines: rx, started, echo: config.echo.clone(), seen: Vec::new(), open: 2 })
+        Ok(Vm {
+            child,
+            lines: rx,
+            started,
+            echo: config.echo.clone(),
+            seen: Vec::new(),
+            open: 2,
+        })
     }
 
     /// Reads the console until a line contains `needle`, QEMU's output
@@ -180,8 +206,14 @@ impl Vm {
     /// Types `text` on the guest's serial console (needs `interactive`).
     pub fn type_text(&mut self, text: &str) -> Result<()> {
         use std::io::Write;
-        let stdin = self.child.stdin.as_mut().context("the VM was not started interactive")?;
-        stdin.write_all(text.as_bytes()).context("write to the guest's serial console")?;
+        let stdin = self
+            .child
+            .stdin
+            .as_mut()
+            .context("the VM was not started interactive")?;
+        stdin
+            .write_all(text.as_bytes())
+            .context("write to the guest's serial console")?;
         stdin.flush().context("write to the guest's serial console")
     }
 
@@ -216,9 +248,16 @@ impl Vm {
             None
         } else {
             // Output is closed; QEMU is exiting. Give it a moment, then insist.
-            wait_until(&mut self.child, deadline.max(Instant::now() + Duration::from_secs(5)))
+            wait_until(
+                &mut self.child,
+                deadline.max(Instant::now() + Duration::from_secs(5)),
+            )
         };
-        Outcome { lines, exited, elapsed: self.started.elapsed() }
+        Outcome {
+            lines,
+            exited,
+            elapsed: self.started.elapsed(),
+        }
     }
 }
 
@@ -246,7 +285,12 @@ fn wait_until(child: &mut Child, deadline: Instant) -> Option<ExitStatus> {
 }
 
 /// Sends each line of `stream` (lossy UTF-8, without `\r\n`), then `None`.
-fn forward(stream: impl Read + Send + 'static, prefix: &'static str, tx: Sender<Option<Line>>, started: Instant) {
+fn forward(
+    stream: impl Read + Send + 'static,
+    prefix: &'static str,
+    tx: Sender<Option<Line>>,
+    started: Instant,
+) {
     thread::spawn(move || {
         let mut reader = BufReader::new(stream);
         let mut buf = Vec::new();
@@ -257,7 +301,13 @@ fn forward(stream: impl Read + Send + 'static, prefix: &'static str, tx: Sender<
                 Ok(_) => {
                     let text = String::from_utf8_lossy(&buf);
                     let text = format!("{prefix}{}", text.trim_end_matches(['\r', '\n']));
-                    if tx.send(Some(Line { at: started.elapsed(), text })).is_err() {
+                    if tx
+                        .send(Some(Line {
+                            at: started.elapsed(),
+                            text,
+                        }))
+                        .is_err()
+                    {
                         return;
                     }
                 }

@@ -29,6 +29,7 @@ struct Tool {
 }
 
 /// Everything the xtask runs on the host, with the Debian package providing it.
+#[rustfmt::skip]
 const TOOLS: &[Tool] = &[
     Tool { probe: Probe::Command("qemu-system-x86_64"), package: "qemu-system-x86" },
     Tool { probe: Probe::Command("docker-registry"), package: "docker-registry" },
@@ -98,7 +99,9 @@ fn present(tool: &Tool) -> bool {
 fn find_command(name: &str) -> bool {
     // main() has put the sbin directories on PATH.
     let path = std::env::var("PATH").unwrap_or_default();
-    let found = path.split(':').any(|dir| Path::new(dir).join(name).is_file());
+    let found = path
+        .split(':')
+        .any(|dir| Path::new(dir).join(name).is_file());
     found
 }
 
