@@ -10,6 +10,7 @@ mod http;
 mod image;
 mod registry;
 
+pub use http::base64;
 pub use image::{Entry, Image, Layer};
 pub use registry::{Registry, RegistryOptions};
 
