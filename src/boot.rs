@@ -122,6 +122,10 @@ fn load_modules() {
 fn network_up(timeout: Duration) -> Result<(), Error> {
     let args = vec!["net-up".to_string(), "--timeout".to_string(), timeout.as_secs().to_string()];
     crate::child::run(&args).map_err(Error::Network)?;
+    // Installers configure the installed system from what the boot learned.
+    if let Err(e) = std::fs::copy("/run/iguana/network.json", "/iguana/network.json") {
+        tracing::warn!("copy /run/iguana/network.json to /iguana: {e}");
+    }
     tracing::info!("phase network-up");
     Ok(())
 }

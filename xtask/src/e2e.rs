@@ -42,6 +42,8 @@ const MARK_B_SAW: &str = "IGUANA-E2E b saw hello-from-a";
 const MARK_MACHINE_ID: &str = "IGUANA-E2E machine-id ok";
 /// `b`: `iguana=true` is in its environment.
 const MARK_ENV: &str = "IGUANA-E2E env iguana=true";
+/// `b`: /iguana/network.json describes the lease (QEMU's 10.0.2.15).
+const MARK_NETWORK_JSON: &str = "IGUANA-E2E network.json ok";
 /// `b`: `wget http://{REG}/v2/` worked from inside the guest.
 const MARK_NET: &str = "IGUANA-E2E network ok";
 
@@ -81,7 +83,7 @@ pub const SCENARIOS: &[Scenario] = &[
         name: "two-containers",
         append: "rd.iguana.containers={REG}/a,{REG}/b rd.iguana.insecure_registries={REG}",
         net: Net::User,
-        expect: &[&[MARK_A_RAN], &[MARK_B_SAW], &[MARK_MACHINE_ID], &[MARK_ENV], &[MARK_NET]],
+        expect: &[&[MARK_A_RAN], &[MARK_B_SAW], &[MARK_MACHINE_ID], &[MARK_ENV], &[MARK_NET], &[MARK_NETWORK_JSON]],
         reject: &[],
         timeout: BOOT_TIMEOUT,
     },
@@ -158,6 +160,7 @@ else
   echo "IGUANA-E2E machine-id bad: '$id'"
 fi
 if [ "$iguana" = true ]; then echo '{MARK_ENV}'; else echo "IGUANA-E2E env iguana='$iguana'"; fi
+if grep -q '"10.0.2.15"' /iguana/network.json; then echo '{MARK_NETWORK_JSON}'; else echo "IGUANA-E2E network.json bad: $(cat /iguana/network.json)"; fi
 if body=$(wget -q -O- http://{guest_registry}/v2/); then
   echo "{MARK_NET} $body"
 else
