@@ -28,6 +28,8 @@ pub enum Error {
     MachineId(#[from] machine_id::Error),
     #[error("network: {0}")]
     Network(String),
+    #[error("kernel command line")]
+    NetArgs(#[from] crate::net::args::Error),
     #[error(transparent)]
     Workflow(#[from] workflow::Error),
 }
@@ -65,6 +67,12 @@ pub fn run() -> ! {
 fn boot(raw: &str, failsafe: Failsafe) -> Result<(), Error> {
     let args = cmdline::parse(raw)?;
     tracing::debug!("cmdline: {args:?}");
+    let net_args = crate::net::args::parse(raw)?;
+    if net_args != crate::net::args::NetArgs::default() {
+        // Parsed and checked, so a typo is caught here; only DHCPv4 on every
+        // Ethernet link is applied so far.
+        tracing::warn!("dracut network arguments are checked but not applied yet (DHCPv4 on all links): {net_args:?}");
+    }
 
     load_modules();
 

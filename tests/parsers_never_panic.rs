@@ -83,11 +83,13 @@ fn cmdline_parser_never_panics() {
         "BOOT_IMAGE=/vmlinuz root=/dev/sda1 ro quiet console=ttyS0,115200",
         "console=ttyS0 rd.iguana.containers=10.0.2.2:5000/a,10.0.2.2:5000/b rd.iguana.insecure_registries=10.0.2.2:5000",
         r#"rd.iguana.control_url="https://example.org/w.yaml" rd.iguana.debug rd.iguana.net_timeout=5s"#,
+        "ip=192.168.1.10::192.168.1.1:255.255.255.0:node1:eth0:none:192.168.1.2 ip=[2001:db8::2]::[2001:db8::1]:64::eth0:none vlan=eth0.5:eth0 bond=bond0:eth0,eth1:mode=802.3ad rd.route=10.1.0.0/16:10.0.0.1:eth0 ifname=lan0:52:54:00:12:34:56",
     ];
     run("cmdline", &seeds(&[], &lines), 20_000, |data| {
         let text = String::from_utf8_lossy(data);
         let _ = cmdline::parse(&text);
         let _ = cmdline::failsafe(&text);
+        let _ = iguana::net::args::parse(&text);
     });
 }
 

@@ -4,5 +4,6 @@ libfuzzer_sys::fuzz_target!(|data: &[u8]| {
     if let Ok(text) = std::str::from_utf8(data) {
         let _ = iguana::cmdline::parse(text);
         let _ = iguana::cmdline::failsafe(text);
+        let _ = iguana::net::args::parse(text);
     }
 });

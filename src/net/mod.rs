@@ -8,6 +8,7 @@
 //! logs to stderr. Assumes AF_PACKET is available (built in on Debian
 //! kernels, else loaded by the modules phase) and the NIC drivers are loaded.
 
+pub mod args;
 mod config;
 mod dhcp;
 mod link;
