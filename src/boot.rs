@@ -68,10 +68,12 @@ fn boot(raw: &str, failsafe: Failsafe) -> Result<(), Error> {
     let args = cmdline::parse(raw)?;
     tracing::debug!("cmdline: {args:?}");
     let net_args = crate::net::args::parse(raw)?;
-    if net_args != crate::net::args::NetArgs::default() {
-        // Parsed and checked, so a typo is caught here; only DHCPv4 on every
-        // Ethernet link is applied so far.
-        tracing::warn!("dracut network arguments are checked but not applied yet (DHCPv4 on all links): {net_args:?}");
+    // Checked here so a typo stops the boot with its name. A static IPv4
+    // `ip=...:none` is applied by net-up; the rest is not yet.
+    let applied = crate::net::args::static_v4(&net_args).is_some();
+    let rest = crate::net::args::NetArgs { ip: Vec::new(), nameservers: Vec::new(), ..net_args.clone() };
+    if net_args.ip.len() > usize::from(applied) || rest != crate::net::args::NetArgs::default() {
+        tracing::warn!("dracut network arguments other than one static IPv4 ip= are checked but not applied yet: {net_args:?}");
     }
 
     load_modules();

@@ -245,6 +245,35 @@ fn ip(value: &str) -> Result<Ip, String> {
     })
 }
 
+/// The first static IPv4 `ip=` (method `none`), as the configuration
+/// net-up applies instead of DHCP: the interface it names (None: the first
+/// Ethernet link) and a lease-shaped record with no server and no lifetime.
+/// DNS servers: those of `ip=`, then `nameserver=`.
+pub fn static_v4(net: &NetArgs) -> Option<(Option<String>, super::config::Lease)> {
+    net.ip.iter().find_map(|ip| match ip {
+        Ip::Static { address: IpAddr::V4(address), gateway, prefix, iface, method: Method::None, dns, mtu, .. } => {
+            let v4 = |a: &IpAddr| match a {
+                IpAddr::V4(a) => Some(*a),
+                IpAddr::V6(_) => None,
+            };
+            let dns = dns.iter().chain(&net.nameservers).filter_map(v4).collect();
+            let lease = super::config::Lease {
+                interface: iface.clone().unwrap_or_default(),
+                address: *address,
+                prefix_len: *prefix,
+                gateway: gateway.as_ref().and_then(v4),
+                dns,
+                search: Vec::new(),
+                lease_seconds: 0,
+                server: std::net::Ipv4Addr::UNSPECIFIED,
+                mtu: mtu.and_then(|m| u16::try_from(m).ok()),
+            };
+            Some((iface.clone(), lease))
+        }
+        _ => None,
+    })
+}
+
 fn ifname(value: &str) -> Result<(String, String), String> {
     let (n, m) = value.split_once(':').ok_or("expected <name>:<MAC>")?;
     Ok((name(n)?, mac(m)?))
@@ -447,6 +476,21 @@ mod tests {
         for (line, want) in cases {
             check(line, Err(want));
         }
+    }
+
+    #[test]
+    fn static_v4_becomes_the_configuration() {
+        let net = parse("ip=10.0.2.15::10.0.2.2:255.255.255.0:guest:eth0:none:10.0.2.3 nameserver=9.9.9.9 nameserver=2001:db8::53").unwrap();
+        let (iface, lease) = static_v4(&net).unwrap();
+        assert_eq!(iface.as_deref(), Some("eth0"));
+        assert_eq!((lease.address, lease.prefix_len, lease.gateway), ("10.0.2.15".parse().unwrap(), 24, Some("10.0.2.2".parse().unwrap())));
+        assert_eq!(lease.dns, ["10.0.2.3".parse::<std::net::Ipv4Addr>().unwrap(), "9.9.9.9".parse().unwrap()]);
+        assert_eq!(
+            super::super::config::summary_line(&lease),
+            "static: iface=eth0 addr=10.0.2.15/24 gateway=10.0.2.2 dns=10.0.2.3,9.9.9.9 (from ip=)"
+        );
+        assert!(static_v4(&parse("ip=dhcp").unwrap()).is_none());
+        assert!(static_v4(&parse("ip=[2001:db8::2]::[2001:db8::1]:64::eth0:none").unwrap()).is_none());
     }
 
     #[test]

@@ -184,6 +184,12 @@ pub fn summary_line(lease: &Lease) -> String {
             .collect::<Vec<_>>()
             .join(",")
     };
+    if lease.server.is_unspecified() {
+        return format!(
+            "static: iface={} addr={}/{} gateway={gateway} dns={dns} (from ip=)",
+            lease.interface, lease.address, lease.prefix_len
+        );
+    }
     format!(
         "lease: iface={} addr={}/{} gateway={gateway} dns={dns} lease={}s",
         lease.interface, lease.address, lease.prefix_len, lease.lease_seconds

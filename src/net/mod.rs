@@ -50,6 +50,8 @@ pub enum Error {
         #[source]
         source: rtnetlink::Error,
     },
+    #[error("ip= names interface {iface}, which does not exist (links: {links})")]
+    NoSuchInterface { iface: String, links: String },
     #[error("no Ethernet interface to run DHCP on (links: {links})")]
     NoEthernet { links: String },
     #[error("no DHCP lease on any interface (tried {tried}) within {secs}s")]
@@ -86,6 +88,8 @@ pub struct Options {
     pub timeout: Duration,
     pub resolv_conf: PathBuf,
     pub json: PathBuf,
+    /// Where the dracut network arguments (`ip=`...) are read from.
+    pub cmdline: PathBuf,
 }
 
 impl Default for Options {
@@ -94,6 +98,7 @@ impl Default for Options {
             timeout: Duration::from_secs(DEFAULT_TIMEOUT_SECS),
             resolv_conf: PathBuf::from(DEFAULT_RESOLV_CONF),
             json: PathBuf::from(DEFAULT_JSON),
+            cmdline: PathBuf::from("/proc/cmdline"),
         }
     }
 }
@@ -120,6 +125,7 @@ pub fn parse_args(args: &[String]) -> Result<Options, Error> {
             }
             "--resolv-conf" => options.resolv_conf = PathBuf::from(value()?),
             "--json" => options.json = PathBuf::from(value()?),
+            "--cmdline" => options.cmdline = PathBuf::from(value()?),
             other => return Err(usage(format!("net-up: unknown argument {other:?}"))),
         }
     }
@@ -156,6 +162,25 @@ async fn net_up(options: &Options) -> Result<Lease, Error> {
     }
     for candidate in &candidates {
         link_up(&handle, candidate).await?;
+    }
+    // A static `ip=<client>:...:none` replaces DHCP.
+    let text = fs::read_to_string(&options.cmdline).unwrap_or_default();
+    let net_args = args::parse(&text).map_err(|e| Error::Usage { reason: e.to_string() })?;
+    if let Some((iface, mut lease)) = args::static_v4(&net_args) {
+        let link = match &iface {
+            Some(name) => links.iter().find(|l| &l.name == name).ok_or_else(|| Error::NoSuchInterface {
+                iface: name.clone(),
+                links: links.iter().map(|l| l.name.as_str()).collect::<Vec<_>>().join(", "),
+            })?,
+            None => candidates.first().ok_or_else(|| Error::NoEthernet { links: String::new() })?,
+        };
+        link_up(&handle, link).await?;
+        lease.interface = link.name.clone();
+        apply(&handle, link, &lease).await?;
+        write_file(&options.resolv_conf, &config::resolv_conf(&lease))?;
+        let interfaces = vec![Interface { name: link.name.clone(), mac: config::format_mac(&link.mac), addresses: Vec::new() }];
+        write_file(&options.json, &config::network_json(&interfaces, &lease))?;
+        return Ok(lease);
     }
     let names: Vec<&str> = candidates.iter().map(|l| l.name.as_str()).collect();
     info!(interfaces = %names.join(", "), timeout_secs = options.timeout.as_secs(), "DHCP");
@@ -274,11 +299,14 @@ mod tests {
                 "/tmp/n.json",
                 "--timeout",
                 "120",
+                "--cmdline",
+                "/tmp/cmdline",
             ],
             Ok(Options {
                 timeout: Duration::from_secs(120),
                 resolv_conf: "/tmp/r".into(),
                 json: "/tmp/n.json".into(),
+                cmdline: "/tmp/cmdline".into(),
             }),
         );
         check(&["--timeout"], Err("net-up: --timeout needs a value"));

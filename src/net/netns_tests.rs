@@ -163,6 +163,9 @@ impl Lab {
             self.path("resolv.conf"),
             "--json".into(),
             self.path("run/iguana/network.json"),
+            // The host's own command line has nothing to do with this test.
+            "--cmdline".into(),
+            "/dev/null".into(),
         ];
         let netns = File::open(Path::new("/run/netns").join(&self.client)).unwrap();
         // setns(CLONE_NEWNET) moves only the calling thread, so the test

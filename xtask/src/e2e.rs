@@ -128,6 +128,15 @@ pub const SCENARIOS: &[Scenario] = &[
         timeout: ERROR_TIMEOUT,
     },
     Scenario {
+        name: "static-ip",
+        // QEMU's user network accepts the guest's own static configuration.
+        append: "ip=10.0.2.15::10.0.2.2:255.255.255.0:guest:eth0:none:10.0.2.3 rd.iguana.containers={REG}/a,{REG}/b rd.iguana.insecure_registries={REG}",
+        net: Net::User,
+        expect: &[&["static: iface=eth0 addr=10.0.2.15/24 gateway=10.0.2.2 dns=10.0.2.3 (from ip=)"], &[MARK_NET], &[MARK_NETWORK_JSON]],
+        reject: &[&["DHCP"]],
+        timeout: BOOT_TIMEOUT,
+    },
+    Scenario {
         name: "workflow",
         append: "rd.iguana.control_url=http://10.0.2.2:{WF}/workflow.yaml rd.iguana.insecure_registries={REG}",
         net: Net::User,
