@@ -67,13 +67,11 @@ pub fn run() -> ! {
 fn boot(raw: &str, failsafe: Failsafe) -> Result<(), Error> {
     let args = cmdline::parse(raw)?;
     tracing::debug!("cmdline: {args:?}");
+    // Checked here so a typo stops the boot with its name; net-up reads
+    // them again to apply what it can.
     let net_args = crate::net::args::parse(raw)?;
-    // Checked here so a typo stops the boot with its name. A static IPv4
-    // `ip=...:none` is applied by net-up; the rest is not yet.
-    let applied = crate::net::args::static_v4(&net_args).is_some();
-    let rest = crate::net::args::NetArgs { ip: Vec::new(), nameservers: Vec::new(), ..net_args.clone() };
-    if net_args.ip.len() > usize::from(applied) || rest != crate::net::args::NetArgs::default() {
-        tracing::warn!("dracut network arguments other than one static IPv4 ip= are checked but not applied yet: {net_args:?}");
+    if let Some(what) = crate::net::args::unapplied(&net_args) {
+        tracing::warn!("network arguments checked but not applied yet: {what}");
     }
 
     load_modules();

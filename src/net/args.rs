@@ -274,6 +274,18 @@ pub fn static_v4(net: &NetArgs) -> Option<(Option<String>, super::config::Lease)
     })
 }
 
+/// What net-up does not apply yet (everything but one static IPv4 `ip=`
+/// and `nameserver=`), for a warning; None when it applies it all.
+pub fn unapplied(net: &NetArgs) -> Option<String> {
+    let mut rest = NetArgs { nameservers: Vec::new(), need_net: false, ..net.clone() };
+    if static_v4(net).is_some() {
+        if let Some(i) = rest.ip.iter().position(|ip| matches!(ip, Ip::Static { address: IpAddr::V4(_), method: Method::None, .. })) {
+            rest.ip.remove(i);
+        }
+    }
+    (rest != NetArgs::default()).then(|| format!("{rest:?}"))
+}
+
 fn ifname(value: &str) -> Result<(String, String), String> {
     let (n, m) = value.split_once(':').ok_or("expected <name>:<MAC>")?;
     Ok((name(n)?, mac(m)?))
@@ -491,6 +503,17 @@ mod tests {
         );
         assert!(static_v4(&parse("ip=dhcp").unwrap()).is_none());
         assert!(static_v4(&parse("ip=[2001:db8::2]::[2001:db8::1]:64::eth0:none").unwrap()).is_none());
+    }
+
+    #[test]
+    fn unapplied_arguments_are_named() {
+        let applied = ["", "ip=10.0.2.15::10.0.2.2:24::eth0:none nameserver=1.1.1.1 rd.neednet=1"];
+        for line in applied {
+            assert_eq!(unapplied(&parse(line).unwrap()), None, "{line}");
+        }
+        let not = unapplied(&parse("ip=10.0.2.15::10.0.2.2:24::eth0:none vlan=eth0.5:eth0").unwrap()).unwrap();
+        assert!(not.contains("eth0.5") && !not.contains("10.0.2.15"), "{not}");
+        assert!(unapplied(&parse("ip=dhcp6").unwrap()).is_some());
     }
 
     #[test]
