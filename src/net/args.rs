@@ -251,7 +251,7 @@ fn ip(value: &str) -> Result<Ip, String> {
 /// DNS servers: those of `ip=`, then `nameserver=`.
 pub fn static_v4(net: &NetArgs) -> Option<(Option<String>, super::config::Lease)> {
     net.ip.iter().find_map(|ip| match ip {
-        Ip::Static { address: IpAddr::V4(address), gateway, prefix, iface, method: Method::None, dns, mtu, .. } => {
+        Ip::Static { address: IpAddr::V4(address), gateway, prefix, iface, method: Method::None, dns, mtu, hostname, .. } => {
             let v4 = |a: &IpAddr| match a {
                 IpAddr::V4(a) => Some(*a),
                 IpAddr::V6(_) => None,
@@ -267,6 +267,7 @@ pub fn static_v4(net: &NetArgs) -> Option<(Option<String>, super::config::Lease)
                 lease_seconds: 0,
                 server: std::net::Ipv4Addr::UNSPECIFIED,
                 mtu: mtu.and_then(|m| u16::try_from(m).ok()),
+                hostname: hostname.clone(),
             };
             Some((iface.clone(), lease))
         }

@@ -36,6 +36,8 @@ pub struct Lease {
     pub lease_seconds: u32,
     pub server: Ipv4Addr,
     pub mtu: Option<u16>,
+    /// From the DHCP host name option or `ip=`; only valid host names.
+    pub hostname: Option<String>,
 }
 
 impl Lease {
@@ -68,6 +70,7 @@ impl Lease {
             lease_seconds: dhcp.lease_time_sec,
             server: dhcp.srv_id,
             mtu: dhcp.mtu,
+            hostname: dhcp.host_name.as_deref().filter(|h| valid_hostname(h)).map(str::to_owned),
         })
     }
 
@@ -228,6 +231,33 @@ pub fn network_json(interfaces: &[Interface], lease: &Lease) -> String {
     json
 }
 
+/// RFC 1123 host names: dot-separated labels of letters, digits and `-`,
+/// 1-63 characters each, 253 in all. A lease's host name is untrusted: it
+/// ends up in /etc/hosts and the kernel's host name.
+pub fn valid_hostname(name: &str) -> bool {
+    (1..=253).contains(&name.len())
+        && name.split('.').all(|label| {
+            (1..=63).contains(&label.len())
+                && label.chars().all(|c| c.is_ascii_alphanumeric() || c == '-')
+                && !label.starts_with('-')
+                && !label.ends_with('-')
+        })
+}
+
+/// /etc/hosts for this machine: localhost, and the host name on its address.
+pub fn hosts(lease: &Lease) -> String {
+    let mut text = String::from("127.0.0.1 localhost\n::1 localhost\n");
+    if let Some(name) = &lease.hostname {
+        let short = name.split('.').next().unwrap_or(name);
+        if short == name {
+            text.push_str(&format!("{} {name}\n", lease.address));
+        } else {
+            text.push_str(&format!("{} {name} {short}\n", lease.address));
+        }
+    }
+    text
+}
+
 pub fn format_mac(mac: &[u8]) -> String {
     mac.iter()
         .map(|b| format!("{b:02x}"))
@@ -268,11 +298,35 @@ mod tests {
             lease_seconds: 86400,
             server: ip("10.0.2.2"),
             mtu: None,
+            hostname: None,
         }
     }
 
     fn check(dhcp: DhcpV4Lease, expected: Result<Lease, Error>) {
         assert_eq!(Lease::from_dhcp("eth0", &dhcp), expected);
+    }
+
+    #[test]
+    fn hostnames() {
+        let cases: &[(&str, bool)] = &[
+            ("node1", true),
+            ("node1.example.org", true),
+            ("", false),
+            ("-bad", false),
+            ("bad-", false),
+            ("a b", false),
+            ("x\n127.0.0.1 evil", false),
+            ("a..b", false),
+        ];
+        for (name, ok) in cases {
+            assert_eq!(valid_hostname(name), *ok, "{name:?}");
+        }
+        let mut d = slirp();
+        d.host_name = Some("evil\nname".into());
+        assert_eq!(Lease::from_dhcp("eth0", &d).unwrap().hostname, None);
+        d.host_name = Some("node1.lab".into());
+        let lease = Lease::from_dhcp("eth0", &d).unwrap();
+        assert_eq!(hosts(&lease), "127.0.0.1 localhost\n::1 localhost\n10.0.2.15 node1.lab node1\n");
     }
 
     #[test]
@@ -466,7 +520,7 @@ mod tests {
             "dhcp": {
                 "interface": "eth0", "address": "10.0.2.15", "prefix_len": 24,
                 "gateway": "10.0.2.2", "dns": ["10.0.2.3"], "search": [],
-                "lease_seconds": 86400, "server": "10.0.2.2", "mtu": null,
+                "lease_seconds": 86400, "server": "10.0.2.2", "mtu": null, "hostname": null,
             },
         });
         assert_eq!(json, expected);

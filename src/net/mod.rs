@@ -178,6 +178,7 @@ async fn net_up(options: &Options) -> Result<Lease, Error> {
         lease.interface = link.name.clone();
         apply(&handle, link, &lease).await?;
         write_file(&options.resolv_conf, &config::resolv_conf(&lease))?;
+        set_hostname(&lease, options)?;
         let interfaces = vec![Interface { name: link.name.clone(), mac: config::format_mac(&link.mac), addresses: Vec::new() }];
         write_file(&options.json, &config::network_json(&interfaces, &lease))?;
         return Ok(lease);
@@ -207,6 +208,7 @@ async fn net_up(options: &Options) -> Result<Lease, Error> {
     let lease = Lease::from_dhcp(&acquired.link.name, &acquired.lease)?;
     apply(&handle, &acquired.link, &lease).await?;
     write_file(&options.resolv_conf, &config::resolv_conf(&lease))?;
+    set_hostname(&lease, options)?;
     let interfaces: Vec<Interface> = candidates
         .iter()
         .map(|l| Interface {
@@ -253,6 +255,19 @@ async fn apply(handle: &rtnetlink::Handle, link: &Link, lease: &Lease) -> Result
             })?;
     }
     Ok(())
+}
+
+/// The host name from the lease or `ip=`: the kernel's (shared with the
+/// containers, which have no UTS namespace) and /etc/hosts beside resolv.conf.
+fn set_hostname(lease: &Lease, options: &Options) -> Result<(), Error> {
+    let Some(name) = &lease.hostname else { return Ok(()) };
+    if options.resolv_conf == Path::new(DEFAULT_RESOLV_CONF) {
+        if let Err(err) = nix::unistd::sethostname(name) {
+            warn!(hostname = %name, %err, "could not set the host name");
+        }
+    }
+    let hosts = options.resolv_conf.with_file_name("hosts");
+    write_file(&hosts, &config::hosts(lease))
 }
 
 /// Writes `text` to `path`, creating the parent directory: a bare initramfs

@@ -132,7 +132,12 @@ pub const SCENARIOS: &[Scenario] = &[
         // QEMU's user network accepts the guest's own static configuration.
         append: "ip=10.0.2.15::10.0.2.2:255.255.255.0:guest:eth0:none:10.0.2.3 rd.iguana.containers={REG}/a,{REG}/b rd.iguana.insecure_registries={REG}",
         net: Net::User,
-        expect: &[&["static: iface=eth0 addr=10.0.2.15/24 gateway=10.0.2.2 dns=10.0.2.3 (from ip=)"], &[MARK_NET], &[MARK_NETWORK_JSON]],
+        expect: &[
+            &["static: iface=eth0 addr=10.0.2.15/24 gateway=10.0.2.2 dns=10.0.2.3 (from ip=)"],
+            &[MARK_NET],
+            &[MARK_NETWORK_JSON],
+            &["IGUANA-E2E hostname guest hosts: 10.0.2.15 guest"],
+        ],
         reject: &[&["DHCP"]],
         timeout: BOOT_TIMEOUT,
     },
@@ -169,6 +174,7 @@ else
   echo "IGUANA-E2E machine-id bad: '$id'"
 fi
 if [ "$iguana" = true ]; then echo '{MARK_ENV}'; else echo "IGUANA-E2E env iguana='$iguana'"; fi
+echo "IGUANA-E2E hostname $(cat /proc/sys/kernel/hostname) hosts: $(grep 10.0.2.15 /etc/hosts)"
 if grep -q '"10.0.2.15"' /iguana/network.json; then echo '{MARK_NETWORK_JSON}'; else echo "IGUANA-E2E network.json bad: $(cat /iguana/network.json)"; fi
 if body=$(wget -q -O- http://{guest_registry}/v2/); then
   echo "{MARK_NET} $body"
