@@ -34,6 +34,7 @@ boot
 "#;
 
 /// `(argument, default, example)`, as in README's table and src/cmdline.rs.
+#[rustfmt::skip]
 const KERNEL_ARGS: &[(&str, &str, &str)] = &[
     ("rd.iguana.containers=IMG[,IMG...]", "-", "rd.iguana.containers=registry.lan:5000/installer:latest"),
     ("rd.iguana.control_url=URL", "-", "rd.iguana.control_url=https://pxe.lan/iguana/workflow.yaml"),
@@ -134,11 +135,26 @@ mod tests {
         write(&out, &kernel, &initrd).unwrap();
 
         let sums = fs::read_to_string(out.join("SHA256SUMS")).unwrap();
-        let names: Vec<&str> = sums.lines().filter_map(|l| l.split_whitespace().nth(1)).collect();
+        let names: Vec<&str> = sums
+            .lines()
+            .filter_map(|l| l.split_whitespace().nth(1))
+            .collect();
         assert_eq!(names, SUMMED);
-        assert!(cmd_output(Command::new("sha256sum").arg("-c").arg("SHA256SUMS").current_dir(&out)).is_ok());
+        assert!(cmd_output(
+            Command::new("sha256sum")
+                .arg("-c")
+                .arg("SHA256SUMS")
+                .current_dir(&out)
+        )
+        .is_ok());
         fs::write(out.join("iguana-initrd"), b"changed").unwrap();
-        assert!(cmd_output(Command::new("sha256sum").arg("-c").arg("SHA256SUMS").current_dir(&out)).is_err());
+        assert!(cmd_output(
+            Command::new("sha256sum")
+                .arg("-c")
+                .arg("SHA256SUMS")
+                .current_dir(&out)
+        )
+        .is_err());
         let _ = fs::remove_dir_all(&dir);
     }
 
@@ -147,7 +163,12 @@ mod tests {
         let readme = fs::read_to_string(crate::workspace_root().join("README.md")).unwrap();
         let text = kernel_args();
         for line in readme.lines().filter(|l| l.starts_with("| `")) {
-            for key in line.split('`').skip(1).step_by(2).filter(|k| k.contains("rd.") || k.starts_with("init=")) {
+            for key in line
+                .split('`')
+                .skip(1)
+                .step_by(2)
+                .filter(|k| k.contains("rd.") || k.starts_with("init="))
+            {
                 let key = key.split(['=', ' ']).next().unwrap_or(key);
                 assert!(text.contains(key), "kernel-args.txt lacks {key}");
             }

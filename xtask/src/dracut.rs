@@ -59,15 +59,21 @@ pub fn build() -> Result<Built> {
     let base = make_basedir(&out_dir.join("base"))?;
     let initrd = out_dir.join("initrd.img");
     let mut cmd = Command::new("dracut");
-    cmd.args(["--no-hostonly", "--no-early-microcode", "--zstd", "-m", "iguana"])
-        .arg("--kver")
-        .arg(&kernel.release)
-        .arg("--kmoddir")
-        .arg(&kernel.modules)
-        .arg("--force")
-        .arg(&initrd)
-        .env("dracutbasedir", &base)
-        .env("IGUANA_BINARY", &binary);
+    cmd.args([
+        "--no-hostonly",
+        "--no-early-microcode",
+        "--zstd",
+        "-m",
+        "iguana",
+    ])
+    .arg("--kver")
+    .arg(&kernel.release)
+    .arg("--kmoddir")
+    .arg(&kernel.modules)
+    .arg("--force")
+    .arg(&initrd)
+    .env("dracutbasedir", &base)
+    .env("IGUANA_BINARY", &binary);
     let command = format!(
         "dracutbasedir={} IGUANA_BINARY={} {}",
         base.display(),
@@ -119,9 +125,12 @@ fn make_basedir(base: &Path) -> Result<PathBuf> {
 pub fn copy_module(dest: &Path) -> Result<()> {
     fs::create_dir_all(dest).with_context(|| format!("create {}", dest.display()))?;
     for src in read_dir(&module_source())? {
-        let Some(name) = src.file_name() else { continue };
+        let Some(name) = src.file_name() else {
+            continue;
+        };
         let dst = dest.join(name);
-        fs::copy(&src, &dst).with_context(|| format!("copy {} to {}", src.display(), dst.display()))?;
+        fs::copy(&src, &dst)
+            .with_context(|| format!("copy {} to {}", src.display(), dst.display()))?;
     }
     Ok(())
 }

@@ -64,13 +64,21 @@ pub fn run_all() -> Result<(usize, Vec<String>)> {
             .collect()
     };
     let elapsed = started.elapsed();
-    match e2e::check(&outcome, &lines(twin.expect), &lines(twin.reject), twin.timeout) {
+    match e2e::check(
+        &outcome,
+        &lines(twin.expect),
+        &lines(twin.reject),
+        twin.timeout,
+    ) {
         Ok(()) => {
             println!("PASS {NAME} ({elapsed:.1?})");
             Ok((1, Vec::new()))
         }
         Err(err) => {
-            println!("FAIL {NAME} ({elapsed:.1?}): {err:#}\n  console: {}", log.display());
+            println!(
+                "FAIL {NAME} ({elapsed:.1?}): {err:#}\n  console: {}",
+                log.display()
+            );
             Ok((0, vec![NAME.to_owned()]))
         }
     }

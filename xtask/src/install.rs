@@ -45,7 +45,8 @@ pub fn install(destdir: &Path, binary: &Path) -> Result<()> {
     let bin_dir = destdir.join("usr/bin");
     fs::create_dir_all(&bin_dir).with_context(|| format!("create {}", bin_dir.display()))?;
     let dest = bin_dir.join("iguana");
-    fs::copy(binary, &dest).with_context(|| format!("copy {} to {}", binary.display(), dest.display()))?;
+    fs::copy(binary, &dest)
+        .with_context(|| format!("copy {} to {}", binary.display(), dest.display()))?;
     for path in [dest, module.join("module-setup.sh")] {
         fs::set_permissions(&path, fs::Permissions::from_mode(0o755))
             .with_context(|| format!("chmod {}", path.display()))?;
