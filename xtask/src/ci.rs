@@ -43,7 +43,9 @@ pub fn main(args: &[String]) -> Result<()> {
     match e2e::run(&Options::default(), &all, 2, false).and_then(|(p, mut names)| {
         let (hp, hnames) = handover()?;
         names.extend(hnames);
-        Ok((p + hp, names))
+        let (dp, dnames) = crate::e2e_dracut::run_all()?;
+        names.extend(dnames);
+        Ok((p + hp + dp, names))
     }) {
         Ok((p, names)) => {
             passed += p;

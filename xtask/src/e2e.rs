@@ -277,6 +277,9 @@ pub fn main(args: &[String]) -> Result<()> {
         let (p, f) = crate::e2e_handover::run_all(None)?;
         passed += p;
         failed.extend(f);
+        let (p, f) = crate::e2e_dracut::run_all()?;
+        passed += p;
+        failed.extend(f);
     }
     println!("e2e: {} passed, {} failed", passed, failed.len());
     if !failed.is_empty() {

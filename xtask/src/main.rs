@@ -9,11 +9,15 @@ mod boot;
 mod ci;
 mod cpio;
 mod demo;
+mod dist;
+mod dracut;
 mod e2e;
 mod e2e_debug;
+mod e2e_dracut;
 mod e2e_handover;
 mod e2e_workflow;
 mod initrd;
+mod install;
 mod kernel;
 mod qemu;
 mod tools;
@@ -43,6 +47,11 @@ tasks:
   bench initrd [--init FILE] initrd size and unpack time per compression
   bench pull                 image pull and unpack throughput
   ci                         every check: host tests, then e2e
+  dracut                     build the initrd with dracut and dracut-module/;
+                             the last two lines are `kernel:` and `initrd:`
+  e2e-dracut                 the dracut initrd runs the two-containers scenario
+  install --destdir DIR      the dracut module and iguana under DIR/usr
+  dist [--dracut]            PXE artifacts in target/dist/
 ";
 
 fn main() -> ExitCode {
@@ -80,6 +89,10 @@ fn run() -> Result<()> {
         "demo" => demo::main(rest),
         "bench" => bench::main(rest),
         "ci" => ci::main(rest),
+        "dracut" => dracut::main(rest),
+        "e2e-dracut" => e2e_dracut::main(rest),
+        "install" => install::main(rest),
+        "dist" => dist::main(rest),
         "help" | "-h" | "--help" => {
             print!("{USAGE}");
             Ok(())
