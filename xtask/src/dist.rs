@@ -46,6 +46,10 @@ const KERNEL_ARGS: &[(&str, &str, &str)] = &[
     ("rd.iguana.debug", "off", "rd.iguana.debug"),
     ("rd.debug", "off", "rd.debug"),
     ("init=/path", "/sbin/init", "init=/usr/lib/systemd/systemd"),
+    ("ip=<client>::<gw>:<mask>:<host>:<iface>:none[:<dns1>[:<dns2>]] (static IPv4, applied)", "DHCPv4 on every Ethernet link", "ip=192.168.1.10::192.168.1.1:255.255.255.0:node1:eth0:none:192.168.1.1"),
+    ("nameserver=IP (repeatable)", "-", "nameserver=192.168.1.1"),
+    ("ip=dhcp|dhcp6|<iface>:dhcp, ifname=, vlan=, bond=, rd.route= (checked, not applied yet)", "-", "vlan=eth0.100:eth0"),
+    ("rd.neednet=1", "-", "rd.neednet=1"),
 ];
 
 pub fn main(args: &[String]) -> Result<()> {
