@@ -46,6 +46,8 @@ pub enum RegistryError {
     Client(String),
     #[error("cannot reach {registry}: {reason}")]
     Unreachable { registry: String, reason: String },
+    #[error("TLS certificate of {registry} not trusted: {reason}")]
+    Certificate { registry: String, reason: String },
     #[error("connection to {registry} broken: {reason}")]
     Interrupted { registry: String, reason: String },
     #[error("HTTP {code}: {message}")]
@@ -121,10 +123,15 @@ impl RegistryError {
             }
             E::ImageManifestNotFoundError(m) => RegistryError::Response(clip(&m)),
             E::DigestError(e) => RegistryError::Response(clip(&e.to_string())),
-            E::RequestError(e) => RegistryError::Unreachable {
-                registry: registry.to_string(),
-                reason: root_cause(&e),
-            },
+            E::RequestError(e) => {
+                let (registry, reason) = (registry.to_string(), root_cause(&e));
+                // rustls's verdict on the chain does not change on retry.
+                if reason.starts_with("invalid peer certificate") {
+                    RegistryError::Certificate { registry, reason }
+                } else {
+                    RegistryError::Unreachable { registry, reason }
+                }
+            }
             E::IoError(e) => RegistryError::Response(clip(&e.to_string())),
             other => RegistryError::Response(clip(&other.to_string())),
         }
