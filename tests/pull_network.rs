@@ -327,6 +327,7 @@ fn tls_registry_needs_its_ca() {
     );
     // Fails at once: retrying cannot change the verdict.
     assert!(!out.contains("retrying"), "{out}");
+    assert!(!out.contains("not removed"), "{out}");
     assert!(!out.contains("panicked"), "{out}");
 
     let rootfs = dir.path().join("trusted");
