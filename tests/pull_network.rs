@@ -298,3 +298,40 @@ fn mirror_flag_on_the_command_line() {
     assert!(out.contains(&format!("from {}", origin.host())), "{out}");
     assert!(out.contains("free on the store's filesystem"), "{out}");
 }
+
+#[test]
+fn tls_registry_needs_its_ca() {
+    let certs = tempfile::tempdir().unwrap();
+    let (cert, key) = testkit::self_signed_cert(certs.path()).unwrap();
+    let registry = Registry::start_with(RegistryOptions {
+        tls: Some((cert.clone(), key)),
+        ..RegistryOptions::default()
+    })
+    .unwrap();
+    let image = Image::busybox_script("echo over tls\n")
+        .unwrap()
+        .build_and_push(&registry, "secure/app:v1")
+        .unwrap();
+    let dir = tempfile::tempdir().unwrap();
+
+    // Not in the system's trust store: refused, and the message says why.
+    let (ok, out) = iguana_pull(&image, &dir.path().join("untrusted"), &[]);
+    assert!(!ok, "{out}");
+    let host = registry.host();
+    assert!(
+        out.contains(&format!(
+            "image {image}: fetch manifest: TLS certificate of {host} not trusted: \
+             invalid peer certificate: UnknownIssuer"
+        )),
+        "{out}"
+    );
+    // Fails at once: retrying cannot change the verdict.
+    assert!(!out.contains("retrying"), "{out}");
+    assert!(!out.contains("not removed"), "{out}");
+    assert!(!out.contains("panicked"), "{out}");
+
+    let rootfs = dir.path().join("trusted");
+    let (ok, out) = iguana_pull(&image, &rootfs, &["--ca", cert.to_str().unwrap()]);
+    assert!(ok, "{out}");
+    assert_eq!(fs::read_to_string(rootfs.join("run.sh")).unwrap(), "echo over tls\n");
+}

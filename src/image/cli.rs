@@ -155,7 +155,10 @@ pub fn cli_pull(args: &[String]) -> anyhow::Result<()> {
         .context("start tokio runtime")?;
     let result = runtime.block_on(pull(&opts, &args.image, &args.rootfs));
     if temporary {
-        if let Err(err) = std::fs::remove_dir_all(&store) {
+        // A pull that failed before its first blob never created the store.
+        let removed = std::fs::remove_dir_all(&store)
+            .or_else(|e| if e.kind() == std::io::ErrorKind::NotFound { Ok(()) } else { Err(e) });
+        if let Err(err) = removed {
             eprintln!(
                 "pull {}: temporary blob store {} not removed: {err}",
                 args.image,

@@ -27,7 +27,10 @@ use std::path::{Path, PathBuf};
 use std::pin::Pin;
 use std::task::{Context, Poll};
 use std::time::Duration;
-use tokio::io::{AsyncReadExt, AsyncSeekExt, AsyncWrite, AsyncWriteExt};
+use tokio::io::{AsyncReadExt, AsyncSeekExt, AsyncWrite, AsyncWriteExt, BufWriter};
+
+/// Bytes of a blob collected before one write to its file.
+const WRITE_BUFFER: usize = 1 << 20;
 
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(30);
 const READ_TIMEOUT: Duration = Duration::from_secs(120);
@@ -43,6 +46,8 @@ pub enum RegistryError {
     Client(String),
     #[error("cannot reach {registry}: {reason}")]
     Unreachable { registry: String, reason: String },
+    #[error("TLS certificate of {registry} not trusted: {reason}")]
+    Certificate { registry: String, reason: String },
     #[error("connection to {registry} broken: {reason}")]
     Interrupted { registry: String, reason: String },
     #[error("HTTP {code}: {message}")]
@@ -118,10 +123,15 @@ impl RegistryError {
             }
             E::ImageManifestNotFoundError(m) => RegistryError::Response(clip(&m)),
             E::DigestError(e) => RegistryError::Response(clip(&e.to_string())),
-            E::RequestError(e) => RegistryError::Unreachable {
-                registry: registry.to_string(),
-                reason: root_cause(&e),
-            },
+            E::RequestError(e) => {
+                let (registry, reason) = (registry.to_string(), root_cause(&e));
+                // rustls's verdict on the chain does not change on retry.
+                if reason.starts_with("invalid peer certificate") {
+                    RegistryError::Certificate { registry, reason }
+                } else {
+                    RegistryError::Unreachable { registry, reason }
+                }
+            }
             E::IoError(e) => RegistryError::Response(clip(&e.to_string())),
             other => RegistryError::Response(clip(&other.to_string())),
         }
@@ -291,7 +301,9 @@ impl Registry {
         let file = tokio::fs::File::create(&partial)
             .await
             .map_err(store_err("create", &partial))?;
-        let mut out = Verifying::new(file, size);
+        // tokio hands every write to a blocking thread: coalesce the
+        // network's small chunks into large writes.
+        let mut out = Verifying::new(BufWriter::with_capacity(WRITE_BUFFER, file), size);
         let what = format!("{}: download {}", self.registry, desc.digest);
         let mut attempt = 1;
         let checked = loop {
@@ -309,10 +321,9 @@ impl Registry {
             tokio::fs::remove_file(&partial).await.ok();
             return Err(err);
         }
-        out.inner
-            .sync_all()
-            .await
-            .map_err(store_err("sync", &partial))?;
+        // No fsync: the store is a cache whose blobs are hashed again
+        // before reuse (`file_matches`), so one torn by a crash is just
+        // downloaded again; syncing ~100 MiB layers cost seconds.
         tokio::fs::rename(&partial, dest)
             .await
             .map_err(store_err("rename", &partial))?;
@@ -324,7 +335,7 @@ impl Registry {
     async fn stream_blob(
         &self,
         desc: &OciDescriptor,
-        out: &mut Verifying<tokio::fs::File>,
+        out: &mut Verifying<BufWriter<tokio::fs::File>>,
         path: &Path,
     ) -> Result<(), RegistryError> {
         let oci_err = |e| RegistryError::from_oci(&self.registry, e);
@@ -369,11 +380,11 @@ impl Registry {
     }
 }
 
-impl Verifying<tokio::fs::File> {
+impl Verifying<BufWriter<tokio::fs::File>> {
     /// Empties the file to take a whole blob again.
     async fn restart(&mut self) -> io::Result<()> {
         self.inner.flush().await?;
-        self.inner.set_len(0).await?;
+        self.inner.get_mut().set_len(0).await?;
         self.inner.seek(io::SeekFrom::Start(0)).await?;
         self.hasher = Sha256::new();
         self.written = 0;

@@ -28,6 +28,7 @@ use std::path::{Path, PathBuf};
 const WHITEOUT_PREFIX: &[u8] = b".wh.";
 const OPAQUE_MARKER: &[u8] = b".wh..wh..opq";
 const XATTR_PAX_PREFIX: &str = "SCHILY.xattr.";
+const COPY_BUFFER: usize = 256 << 10;
 
 /// A layer that could not be applied.
 #[derive(Debug, thiserror::Error)]
@@ -67,6 +68,21 @@ pub enum EntryError {
     },
 }
 
+/// Copies all of `from` into `to` through `buf` (grown to [`COPY_BUFFER`]
+/// on first use).
+fn copy<R: Read, W: io::Write>(from: &mut R, to: &mut W, buf: &mut Vec<u8>) -> io::Result<()> {
+    buf.resize(COPY_BUFFER, 0);
+    loop {
+        let n = match from.read(buf) {
+            Ok(0) => return Ok(()),
+            Ok(n) => n,
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+            Err(e) => return Err(e),
+        };
+        to.write_all(buf.get(..n).unwrap_or_default())?;
+    }
+}
+
 /// Tags an I/O error with the call that failed.
 fn sys<E: Into<io::Error>>(call: &'static str) -> impl FnOnce(E) -> EntryError {
     move |e| EntryError::Syscall {
@@ -92,6 +108,7 @@ pub fn apply_layer<R: Read>(root: &Root, tar: R) -> Result<R, UnpackError> {
         privileged: rustix::process::geteuid().is_root(),
         created: HashSet::new(),
         dir_times: Vec::new(),
+        buf: Vec::new(),
     };
     let mut archive = tar::Archive::new(tar);
     for entry in archive.entries().map_err(UnpackError::Archive)? {
@@ -115,6 +132,9 @@ struct Layer<'a> {
     created: HashSet<PathBuf>,
     /// Directory mtimes, set after the layer since children change them.
     dir_times: Vec<(Option<EntryPath>, Timestamps)>,
+    /// File content passes through here: one buffer for the whole layer,
+    /// larger than `io::copy`'s 8 KiB, so big files take fewer syscalls.
+    buf: Vec<u8>,
 }
 
 impl Layer<'_> {
@@ -218,7 +238,7 @@ impl Layer<'_> {
     }
 
     fn file<R: Read>(
-        &self,
+        &mut self,
         parent: BorrowedFd<'_>,
         name: &OsStr,
         content: &mut R,
@@ -230,7 +250,7 @@ impl Layer<'_> {
         let fd = rfs::openat(parent, name, flags, Mode::from_raw_mode(0o600))
             .map_err(sys("openat O_CREAT|O_EXCL"))?;
         let mut file = File::from(fd);
-        io::copy(content, &mut file).map_err(sys("write file content"))?;
+        copy(content, &mut file, &mut self.buf).map_err(sys("write file content"))?;
         self.set_owner_mode(file.as_fd(), meta)?;
         set_xattrs(file.as_fd(), name, &meta.xattrs);
         rfs::futimens(&file, &meta.mtime).map_err(sys("futimens"))

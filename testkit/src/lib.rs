@@ -12,7 +12,7 @@ mod registry;
 
 pub use http::base64;
 pub use image::{Entry, Image, Layer};
-pub use registry::{Registry, RegistryOptions};
+pub use registry::{self_signed_cert, Registry, RegistryOptions};
 
 use anyhow::{bail, Context};
 use std::process::Command;
