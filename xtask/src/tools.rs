@@ -45,6 +45,8 @@ const TOOLS: &[Tool] = &[
     Tool { probe: Probe::Command("dpkg-deb"), package: "dpkg" },
     // The handover scenarios build their ext4 disk with `mkfs.ext4 -d`.
     Tool { probe: Probe::Command("mkfs.ext4"), package: "e2fsprogs" },
+    // The TLS registry test makes its self-signed certificate with it.
+    Tool { probe: Probe::Command("openssl"), package: "openssl" },
     // `cargo xtask dracut`: the dracut-module/ initrd.
     Tool { probe: Probe::Command("dracut"), package: "dracut" },
     Tool { probe: Probe::File("/etc/ssl/certs/ca-certificates.crt"), package: "ca-certificates" },
