@@ -142,6 +142,14 @@ pub const SCENARIOS: &[Scenario] = &[
         timeout: BOOT_TIMEOUT,
     },
     Scenario {
+        name: "rescue-example",
+        append: "rd.iguana.containers={REG}/rescue rd.iguana.insecure_registries={REG}",
+        net: Net::User,
+        expect: &[&["inventory: {\"cpus\": 1, ", "\"memory_kib\": ", "\"disks\": [], ", "\"nics\": [{\"name\": \"eth0\", \"mac\": \"52:54:00:", "\"machine_id\": \""]],
+        reject: &[&["error"], &["[rescue]", "can't"]],
+        timeout: BOOT_TIMEOUT,
+    },
+    Scenario {
         name: "workflow",
         append: "rd.iguana.control_url=http://10.0.2.2:{WF}/workflow.yaml rd.iguana.insecure_registries={REG}",
         net: Net::User,
@@ -242,6 +250,7 @@ pub fn e2e_images(guest_registry: &str) -> Result<Vec<(&'static str, Image)>> {
             Image::busybox_script("echo unreachable\n")?.entrypoint(&["/bin/nope"]),
         ),
         ("shenv", Image::busybox_script("eval \"$SCRIPT\"\n")?),
+        ("rescue", Image::busybox_script(&fs::read_to_string(crate::workspace_root().join("examples/rescue/run.sh"))?)?),
     ])
 }
 
