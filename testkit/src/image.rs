@@ -376,17 +376,7 @@ impl Registry {
             "mediaType": media_type,
             "manifests": manifests,
         });
-        let body = serde_json::to_vec(&index)?;
-        let path = format!("/v2/{name}/manifests/{tag}");
-        let resp = self.request("PUT", &path, &[("Content-Type", media_type.into())], &body)?;
-        if resp.status != 201 {
-            bail!(
-                "PUT {path}: {} {}",
-                resp.status,
-                String::from_utf8_lossy(&resp.body)
-            );
-        }
-        Ok(format!("{}/{name}:{tag}", self.host()))
+        self.put_manifest(name, tag, media_type, &serde_json::to_vec(&index)?)
     }
 
     /// Uploads `data` as a blob of repository `name`; returns its digest.
@@ -451,15 +441,15 @@ impl Registry {
             },
             "layers": descriptors,
         });
+        self.put_manifest(name, tag, media_type, &serde_json::to_vec(&manifest)?)
+    }
+
+    /// PUTs a manifest or index as `name:tag`; returns the reference.
+    fn put_manifest(&self, name: &str, tag: &str, media_type: &str, body: &[u8]) -> anyhow::Result<String> {
         let path = format!("/v2/{name}/manifests/{tag}");
-        let body = serde_json::to_vec(&manifest)?;
-        let resp = self.request("PUT", &path, &[("Content-Type", media_type.into())], &body)?;
+        let resp = self.request("PUT", &path, &[("Content-Type", media_type.into())], body)?;
         if resp.status != 201 {
-            bail!(
-                "PUT {path}: {} {}",
-                resp.status,
-                String::from_utf8_lossy(&resp.body)
-            );
+            bail!("PUT {path}: {} {}", resp.status, String::from_utf8_lossy(&resp.body));
         }
         Ok(format!("{}/{name}:{tag}", self.host()))
     }
