@@ -68,8 +68,7 @@ impl Machine for Real {
     }
 
     fn shell(&mut self) {
-        let shell = ["/bin/sh", "/bin/busybox"].into_iter().find(|p| Path::new(p).exists());
-        let Some(shell) = shell else {
+        let Some(shell) = find_shell() else {
             tracing::error!("no shell in the initrd (/bin/sh, /bin/busybox)");
             return;
         };
@@ -232,6 +231,11 @@ mod mount_tests {
     }
 }
 
+/// The initrd's shell: /bin/sh, else busybox itself.
+fn find_shell() -> Option<&'static str> {
+    ["/bin/sh", "/bin/busybox"].into_iter().find(|p| Path::new(p).exists())
+}
+
 /// The debug shell's command line.
 fn shell_command(shell: &str) -> std::process::Command {
     let mut cmd = std::process::Command::new(shell);
@@ -247,7 +251,7 @@ fn shell_command(shell: &str) -> std::process::Command {
 /// waited for (PID 1 reaps it whenever it exits) and dies in `quiesce` with
 /// everything else. Nothing happens without a /dev/tty2 or a shell.
 pub fn spawn_tty2_shell() {
-    let Some(shell) = ["/bin/sh", "/bin/busybox"].into_iter().find(|p| Path::new(p).exists()) else { return };
+    let Some(shell) = find_shell() else { return };
     let Ok(tty) = std::fs::OpenOptions::new().read(true).write(true).open("/dev/tty2") else { return };
     if let (Ok(out), Ok(err)) = (tty.try_clone(), tty.try_clone()) {
         match shell_command(shell).stdin(tty).stdout(out).stderr(err).spawn() {
