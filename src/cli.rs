@@ -19,6 +19,8 @@ Run as PID 1 (the initrd's /init) it boots the machine. Otherwise:
                                    services, needs and what would be skipped
   iguana fetch URL --out FILE      fetch a control_url with retries (used by PID 1)
   iguana net-up [--timeout SECS]   bring up the network with DHCP (used by PID 1)
+  iguana sntp [--set] SERVER[:PORT]...
+                                   ask NTP servers the time; --set sets the clock (used by PID 1)
   iguana --help | --version
 ";
 
@@ -41,6 +43,7 @@ pub fn main(args: &[String]) -> anyhow::Result<()> {
         "pull" => crate::image::cli_pull(rest),
         "net-up" => crate::net::cli_net_up(rest),
         "fetch" => crate::workflow::source::cli_fetch(rest),
+        "sntp" => crate::clock::cli_sntp(rest),
         "validate" => validate(rest),
         "run" => run(rest),
         "progress-relay" => crate::handover::progress::cli(rest),

@@ -28,6 +28,17 @@ pub struct Cmdline {
     /// registries. PATH is read by `iguana pull` when the image is pulled,
     /// so it may be in the initrd or on anything mounted by then.
     pub ca: Option<String>,
+    /// `rd.iguana.ntp=SERVER[,SERVER]`: NTP servers (`host[:port]`,
+    /// `[v6]:port`) asked for the time when the clock is before the build
+    /// date; the DHCP lease's servers are used when this is not given.
+    pub ntp: Vec<String>,
+    /// `rd.iguana.proxy=URL`: HTTP proxy (`http://[user:pass@]host[:port]`)
+    /// for registries and control_url, HTTPS through CONNECT.
+    pub proxy: Option<String>,
+    /// `rd.iguana.no_proxy=`: hosts reached without the proxy, curl's
+    /// syntax: `host`, `.domain` or `domain` (matches its subdomains), an
+    /// IP, a CIDR, or `*` for all.
+    pub no_proxy: Vec<String>,
 }
 
 impl Default for Cmdline {
@@ -40,6 +51,9 @@ impl Default for Cmdline {
             net_timeout: Duration::from_secs(60),
             registry_mirrors: Vec::new(),
             ca: None,
+            ntp: Vec::new(),
+            proxy: None,
+            no_proxy: Vec::new(),
         }
     }
 }
@@ -60,6 +74,9 @@ const INSECURE: &str = "rd.iguana.insecure_registries";
 const NET_TIMEOUT: &str = "rd.iguana.net_timeout";
 const MIRROR: &str = "rd.iguana.registry_mirror";
 const CA: &str = "rd.iguana.ca";
+const NTP: &str = "rd.iguana.ntp";
+const PROXY: &str = "rd.iguana.proxy";
+const NO_PROXY: &str = "rd.iguana.no_proxy";
 
 /// Reads the running kernel's command line.
 pub fn read_proc_cmdline() -> std::io::Result<String> {
@@ -154,6 +171,7 @@ pub fn parse(line: &str) -> Result<Cmdline, Error> {
     let mut insecure = None;
     let mut net_timeout = None;
     let (mut mirrors, mut ca) = (None, None);
+    let (mut ntp, mut proxy, mut no_proxy) = (None, None, None);
     for (key, value) in split(line) {
         match key.as_str() {
             CONTAINERS => containers = Some(value.unwrap_or_default()),
@@ -162,6 +180,9 @@ pub fn parse(line: &str) -> Result<Cmdline, Error> {
             NET_TIMEOUT => net_timeout = Some(value.unwrap_or_default()),
             MIRROR => mirrors = Some(value.unwrap_or_default()),
             CA => ca = Some(value.unwrap_or_default()),
+            NTP => ntp = Some(value.unwrap_or_default()),
+            PROXY => proxy = Some(value.unwrap_or_default()),
+            NO_PROXY => no_proxy = Some(value.unwrap_or_default()),
             "rd.iguana.debug" | "rd.debug" => cmdline.debug = flag(value.as_deref()),
             _ => {}
         }
@@ -200,7 +221,68 @@ pub fn parse(line: &str) -> Result<Cmdline, Error> {
         }
         cmdline.ca = Some(value);
     }
+    if let Some(value) = ntp {
+        cmdline.ntp = list(NTP, &value, "NTP server (host[:port] or [IPv6]:port)", |s| crate::clock::parse_server(s).is_some())?;
+    }
+    if let Some(value) = proxy {
+        if value.is_empty() {
+            return Err(Error::Empty { key: PROXY });
+        }
+        if !valid_proxy(&value) {
+            return Err(Error::Invalid { key: PROXY, item: value, what: "proxy URL (http://[user:pass@]host[:port])" });
+        }
+        cmdline.proxy = Some(value);
+    }
+    if let Some(value) = no_proxy {
+        cmdline.no_proxy = list(NO_PROXY, &value, "host, .domain, IP, CIDR or *", valid_no_proxy)?;
+    }
     Ok(cmdline)
+}
+
+/// `http://[user:pass@]host[:port][/]`: the proxy is spoken to in plain
+/// HTTP (HTTPS goes through CONNECT), as curl's `http://` proxies.
+fn valid_proxy(url: &str) -> bool {
+    let Some(rest) = url.strip_prefix("http://") else { return false };
+    let rest = rest.strip_suffix('/').unwrap_or(rest);
+    let host_port = match rest.rsplit_once('@') {
+        Some((userinfo, host_port)) if userinfo.chars().all(|c| c.is_ascii_graphic() && c != '/') => host_port,
+        Some(_) => return false,
+        None => rest,
+    };
+    let (host, port) = match host_port.strip_prefix('[') {
+        Some(v6) => match v6.split_once(']') {
+            Some((ip, after)) if ip.parse::<std::net::Ipv6Addr>().is_ok() && (after.is_empty() || after.starts_with(':')) => (ip, after.strip_prefix(':')),
+            _ => return false,
+        },
+        None => match host_port.split_once(':') {
+            Some((host, port)) => (host, Some(port)),
+            None => (host_port, None),
+        },
+    };
+    !host.is_empty()
+        && (host.contains(':') || valid_host(host) && !host.contains(['[', ']']))
+        && port.is_none_or(|p| p.parse::<u16>().is_ok_and(|p| p > 0))
+}
+
+/// One `no_proxy` item as curl reads it.
+fn valid_no_proxy(item: &str) -> bool {
+    if item == "*" {
+        return true;
+    }
+    let (host, bits) = match item.split_once('/') {
+        Some((ip, bits)) => (ip, Some(bits)),
+        None => (item, None),
+    };
+    match bits {
+        Some(bits) => match host.parse::<std::net::IpAddr>() {
+            Ok(ip) => bits.parse::<u8>().is_ok_and(|b| b <= if ip.is_ipv4() { 32 } else { 128 }),
+            Err(_) => false,
+        },
+        None => {
+            let host = host.strip_prefix('.').unwrap_or(host);
+            !host.is_empty() && valid_host(host)
+        }
+    }
 }
 
 fn valid_mirror(item: &str) -> bool {
@@ -342,6 +424,44 @@ mod tests {
             ("rd.iguana.registry_mirror=a=b,,c=d", "rd.iguana.registry_mirror: item 2 is empty in \"a=b,,c=d\""),
             ("rd.iguana.ca", "rd.iguana.ca: empty value"),
             ("rd.iguana.ca=ca.pem", "rd.iguana.ca: \"ca.pem\" is not a valid absolute path"),
+        ];
+        for (line, message) in cases {
+            assert_eq!(parse(line).map_err(|e| e.to_string()), Err(message.to_string()), "{line}");
+        }
+    }
+
+    #[test]
+    fn ntp_and_proxy() {
+        check(
+            "console=ttyS0 rd.iguana.ntp=10.0.2.2:40123,pool.ntp.org,[2001:db8::1]:123 \
+             rd.iguana.proxy=http://proxy.lan:3128 rd.iguana.no_proxy=.lan,10.0.0.0/8,registry,fd00::/8,*",
+            with(|c| {
+                c.ntp = vec!["10.0.2.2:40123".into(), "pool.ntp.org".into(), "[2001:db8::1]:123".into()];
+                c.proxy = Some("http://proxy.lan:3128".into());
+                c.no_proxy = vec![".lan".into(), "10.0.0.0/8".into(), "registry".into(), "fd00::/8".into(), "*".into()];
+            }),
+        );
+        for proxy in ["http://10.0.2.2:3128/", "http://user:p%40ss@proxy", "http://[fd00::1]:8080", "http://[::1]"] {
+            check(&format!("rd.iguana.proxy={proxy}"), with(|c| c.proxy = Some(proxy.into())));
+        }
+        let cases: &[(&str, &str)] = &[
+            ("rd.iguana.ntp=", "rd.iguana.ntp: empty value"),
+            ("rd.iguana.ntp=a,,b", "rd.iguana.ntp: item 2 is empty in \"a,,b\""),
+            ("rd.iguana.ntp=ntp:0", "rd.iguana.ntp: \"ntp:0\" is not a valid NTP server (host[:port] or [IPv6]:port)"),
+            ("rd.iguana.ntp=udp://ntp", "rd.iguana.ntp: \"udp://ntp\" is not a valid NTP server (host[:port] or [IPv6]:port)"),
+            ("rd.iguana.proxy", "rd.iguana.proxy: empty value"),
+            ("rd.iguana.proxy=proxy:3128", "rd.iguana.proxy: \"proxy:3128\" is not a valid proxy URL (http://[user:pass@]host[:port])"),
+            ("rd.iguana.proxy=https://proxy", "rd.iguana.proxy: \"https://proxy\" is not a valid proxy URL (http://[user:pass@]host[:port])"),
+            ("rd.iguana.proxy=http://", "rd.iguana.proxy: \"http://\" is not a valid proxy URL (http://[user:pass@]host[:port])"),
+            ("rd.iguana.proxy=http://p:99999", "rd.iguana.proxy: \"http://p:99999\" is not a valid proxy URL (http://[user:pass@]host[:port])"),
+            ("rd.iguana.proxy=http://p/path", "rd.iguana.proxy: \"http://p/path\" is not a valid proxy URL (http://[user:pass@]host[:port])"),
+            ("rd.iguana.proxy=http://[::1]x", "rd.iguana.proxy: \"http://[::1]x\" is not a valid proxy URL (http://[user:pass@]host[:port])"),
+            ("rd.iguana.proxy=http://a:b:c", "rd.iguana.proxy: \"http://a:b:c\" is not a valid proxy URL (http://[user:pass@]host[:port])"),
+            ("rd.iguana.no_proxy=", "rd.iguana.no_proxy: empty value"),
+            ("rd.iguana.no_proxy=.", "rd.iguana.no_proxy: \".\" is not a valid host, .domain, IP, CIDR or *"),
+            ("rd.iguana.no_proxy=10.0.0.0/33", "rd.iguana.no_proxy: \"10.0.0.0/33\" is not a valid host, .domain, IP, CIDR or *"),
+            ("rd.iguana.no_proxy=lan/8", "rd.iguana.no_proxy: \"lan/8\" is not a valid host, .domain, IP, CIDR or *"),
+            ("rd.iguana.no_proxy=a,,b", "rd.iguana.no_proxy: item 2 is empty in \"a,,b\""),
         ];
         for (line, message) in cases {
             assert_eq!(parse(line).map_err(|e| e.to_string()), Err(message.to_string()), "{line}");

@@ -7,6 +7,7 @@
 pub mod boot;
 pub mod child;
 pub mod cli;
+pub mod clock;
 pub mod cmdline;
 pub mod container;
 pub mod early;
