@@ -87,11 +87,11 @@ fn boot(raw: &str, failsafe: Failsafe) -> Result<(), Error> {
     // otherwise the network is only brought up when there is a job to pull.
     let remote = args.control_url.as_deref().is_some_and(|u| u.starts_with("http"));
     if remote {
-        network_up(args.net_timeout)?;
+        network_up(&args)?;
     }
     let wf = workflow::load(&args, Path::new(BUILTIN_WORKFLOW), Path::new(WORK))?;
     if !remote {
-        network_up(args.net_timeout)?;
+        network_up(&args)?;
     }
 
     let ctx = workflow::Context {
@@ -126,8 +126,10 @@ fn load_modules() {
     tracing::info!("phase modules-loaded in {:.2}s", started.elapsed().as_secs_f64());
 }
 
-/// DHCP in a child process (`iguana net-up`).
-fn network_up(timeout: Duration) -> Result<(), Error> {
+/// DHCP in a child process (`iguana net-up`), then the clock: this is the
+/// one place before the first TLS connection (control_url fetch or pull).
+fn network_up(cmdline: &cmdline::Cmdline) -> Result<(), Error> {
+    let timeout = cmdline.net_timeout;
     let args = vec!["net-up".to_string(), "--timeout".to_string(), timeout.as_secs().to_string()];
     crate::child::run(&args).map_err(Error::Network)?;
     // Installers configure the installed system from what the boot learned.
@@ -135,6 +137,10 @@ fn network_up(timeout: Duration) -> Result<(), Error> {
         tracing::warn!("copy /run/iguana/network.json to /iguana: {e}");
     }
     tracing::info!("phase network-up");
+    crate::clock::ensure(&cmdline.ntp, || {
+        let json = std::fs::read_to_string("/run/iguana/network.json").unwrap_or_default();
+        crate::net::ntp_servers(&json)
+    });
     Ok(())
 }
 

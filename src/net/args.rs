@@ -268,6 +268,7 @@ pub fn static_v4(net: &NetArgs) -> Option<(Option<String>, super::config::Lease)
                 server: std::net::Ipv4Addr::UNSPECIFIED,
                 mtu: mtu.and_then(|m| u16::try_from(m).ok()),
                 hostname: hostname.clone(),
+                ntp_servers: Vec::new(),
             };
             Some((iface.clone(), lease))
         }

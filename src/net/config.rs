@@ -38,6 +38,8 @@ pub struct Lease {
     pub mtu: Option<u16>,
     /// From the DHCP host name option or `ip=`; only valid host names.
     pub hostname: Option<String>,
+    /// DHCP option 42, for the clock phase (`clock::ensure`).
+    pub ntp_servers: Vec<Ipv4Addr>,
 }
 
 impl Lease {
@@ -71,6 +73,7 @@ impl Lease {
             server: dhcp.srv_id,
             mtu: dhcp.mtu,
             hostname: dhcp.host_name.as_deref().filter(|h| valid_hostname(h)).map(str::to_owned),
+            ntp_servers: dhcp.ntp_srvs.iter().flatten().copied().filter(usable).collect(),
         })
     }
 
@@ -231,6 +234,33 @@ pub fn network_json(interfaces: &[Interface], lease: &Lease) -> String {
     json
 }
 
+/// The NTP servers a network.json records (`ntp_servers` at any depth, so
+/// the record's layout may change around it), for the clock phase.
+pub fn ntp_servers(json: &str) -> Vec<String> {
+    fn find(value: &serde_json::Value, out: &mut Vec<String>) {
+        match value {
+            serde_json::Value::Object(map) => {
+                for (key, value) in map {
+                    match (key.as_str(), value) {
+                        ("ntp_servers", serde_json::Value::Array(items)) => {
+                            out.extend(items.iter().filter_map(|i| i.as_str()).map(str::to_owned));
+                        }
+                        _ => find(value, out),
+                    }
+                }
+            }
+            serde_json::Value::Array(items) => items.iter().for_each(|v| find(v, out)),
+            _ => {}
+        }
+    }
+    let mut out = Vec::new();
+    if let Ok(value) = serde_json::from_str::<serde_json::Value>(json) {
+        find(&value, &mut out);
+    }
+    out.dedup();
+    out
+}
+
 /// RFC 1123 host names: dot-separated labels of letters, digits and `-`,
 /// 1-63 characters each, 253 in all. A lease's host name is untrusted: it
 /// ends up in /etc/hosts and the kernel's host name.
@@ -299,6 +329,7 @@ mod tests {
             server: ip("10.0.2.2"),
             mtu: None,
             hostname: None,
+            ntp_servers: vec![],
         }
     }
 
@@ -521,8 +552,27 @@ mod tests {
                 "interface": "eth0", "address": "10.0.2.15", "prefix_len": 24,
                 "gateway": "10.0.2.2", "dns": ["10.0.2.3"], "search": [],
                 "lease_seconds": 86400, "server": "10.0.2.2", "mtu": null, "hostname": null,
+                "ntp_servers": [],
             },
         });
         assert_eq!(json, expected);
+    }
+
+    #[test]
+    fn ntp_servers_from_lease_and_json() {
+        let mut d = slirp();
+        d.ntp_srvs = Some(vec![ip("10.0.2.5"), ip("0.0.0.0"), ip("10.0.2.6")]);
+        let lease = Lease::from_dhcp("eth0", &d).unwrap();
+        assert_eq!(lease.ntp_servers, vec![ip("10.0.2.5"), ip("10.0.2.6")]);
+        let cases: &[(&str, &[&str])] = &[
+            (&network_json(&[], &lease), &["10.0.2.5", "10.0.2.6"]),
+            (&network_json(&[], &slirp_lease()), &[]),
+            (r#"{"links": [{"dhcp": {"ntp_servers": ["192.0.2.1"]}}]}"#, &["192.0.2.1"]),
+            (r#"{"ntp_servers": "10.0.0.1"}"#, &[]),
+            ("not json", &[]),
+        ];
+        for (json, expected) in cases {
+            assert_eq!(ntp_servers(json), *expected, "{json}");
+        }
     }
 }

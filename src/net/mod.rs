@@ -10,6 +10,8 @@
 
 pub mod args;
 mod config;
+/// For the clock phase: the DHCP NTP servers recorded in network.json.
+pub use config::ntp_servers;
 mod dhcp;
 mod link;
 

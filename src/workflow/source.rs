@@ -131,7 +131,7 @@ fn agent(url: &str, ca: &Path) -> anyhow::Result<ureq::Agent> {
 }
 
 fn get(agent: &ureq::Agent, url: &str) -> Result<Vec<u8>, Attempt> {
-    let mut response = agent.get(url).call().map_err(|e| Attempt::Retry(anyhow::Error::new(e)))?;
+    let mut response = agent.get(url).call().map_err(|e| classify(url, e))?;
     let status = response.status().as_u16();
     match status {
         200 => response
@@ -142,6 +142,20 @@ fn get(agent: &ureq::Agent, url: &str) -> Result<Vec<u8>, Attempt> {
             .map_err(|e| Attempt::Retry(anyhow::Error::new(e).context("read body"))),
         408 | 429 | 500..=599 => Err(Attempt::Retry(anyhow::anyhow!("HTTP {status}"))),
         _ => Err(Attempt::Final(anyhow::anyhow!("fetch {url}: HTTP {status}"))),
+    }
+}
+
+/// A refused certificate is final: rustls's verdict does not change on
+/// retry. When it is about dates and our clock is suspect, say so.
+fn classify(url: &str, err: ureq::Error) -> Attempt {
+    let err = anyhow::Error::new(err);
+    let text = format!("{err:#}");
+    if !text.contains("invalid peer certificate") {
+        return Attempt::Retry(err);
+    }
+    match crate::clock::hint_for(&text) {
+        Some(hint) => Attempt::Final(anyhow::anyhow!("fetch {url}: {text}; {hint}")),
+        None => Attempt::Final(err.context(format!("fetch {url}"))),
     }
 }
 
