@@ -244,6 +244,15 @@ pub fn hint_for(reason: &str) -> Option<String> {
     wrong_clock_hint(reason, since_epoch(SystemTime::now()), build_epoch(), synced)
 }
 
+/// A failed child's error line with the wrong-clock hint appended when it
+/// applies; used by PID 1 on `iguana pull` and `iguana fetch` failures.
+pub fn with_hint(reason: String) -> String {
+    match hint_for(&reason) {
+        Some(hint) => format!("{reason}; {hint}"),
+        None => reason,
+    }
+}
+
 /// A believed answer: the time it was at `at`.
 #[derive(Debug, Clone)]
 pub struct Sample {

@@ -127,10 +127,6 @@ impl RegistryError {
                 let (registry, reason) = (registry.to_string(), root_cause(&e));
                 // rustls's verdict on the chain does not change on retry.
                 if reason.starts_with("invalid peer certificate") {
-                    let reason = match crate::clock::hint_for(&reason) {
-                        Some(hint) => format!("{reason}; {hint}"),
-                        None => reason,
-                    };
                     RegistryError::Certificate { registry, reason }
                 } else {
                     RegistryError::Unreachable { registry, reason }

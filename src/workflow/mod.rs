@@ -62,7 +62,7 @@ pub fn load(args: &Cmdline, builtin: &Path, work: &Path) -> Result<Workflow, Err
                 let out = work.join("control.yaml");
                 let _ = std::fs::create_dir_all(work);
                 let fetch = vec!["fetch".into(), url.clone(), "--out".into(), out.display().to_string()];
-                crate::child::run(&fetch).map_err(fetch_err)?;
+                crate::child::run(&fetch).map_err(crate::clock::with_hint).map_err(fetch_err)?;
                 out
             }
         };
@@ -272,7 +272,7 @@ fn pull(ctx: &Context<'_>, name: &str, image: &str) -> Result<ImageConfig, Error
     let _ = std::fs::create_dir_all(&dir);
     let args = pull_args(ctx, image, &rootfs, &config_path);
     let pull_err = |reason: String| Error::Pull { job: name.to_string(), image: image.to_string(), reason };
-    crate::child::run(&args).map_err(pull_err)?;
+    crate::child::run(&args).map_err(crate::clock::with_hint).map_err(pull_err)?;
     tracing::info!("phase image-pulled job={name} image={image}");
     let text = std::fs::read_to_string(&config_path)
         .map_err(|source| Error::Config { job: name.to_string(), path: config_path.clone(), source })?;

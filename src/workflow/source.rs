@@ -146,17 +146,13 @@ fn get(agent: &ureq::Agent, url: &str) -> Result<Vec<u8>, Attempt> {
 }
 
 /// A refused certificate is final: rustls's verdict does not change on
-/// retry. When it is about dates and our clock is suspect, say so.
+/// retry. (PID 1 adds the wrong-clock hint when it is about dates.)
 fn classify(url: &str, err: ureq::Error) -> Attempt {
     let err = anyhow::Error::new(err);
-    let text = format!("{err:#}");
-    if !text.contains("invalid peer certificate") {
-        return Attempt::Retry(err);
+    if format!("{err:#}").contains("invalid peer certificate") {
+        return Attempt::Final(err.context(format!("fetch {url}")));
     }
-    match crate::clock::hint_for(&text) {
-        Some(hint) => Attempt::Final(anyhow::anyhow!("fetch {url}: {text}; {hint}")),
-        None => Attempt::Final(err.context(format!("fetch {url}"))),
-    }
+    Attempt::Retry(err)
 }
 
 #[cfg(test)]
