@@ -9,10 +9,12 @@
 mod http;
 mod image;
 mod registry;
+pub mod sntp;
 
 pub use http::base64;
 pub use image::{Entry, Image, Layer};
 pub use registry::{self_signed_cert, Registry, RegistryOptions};
+pub use sntp::SntpServer;
 
 use anyhow::{bail, Context};
 use std::process::Command;
