@@ -70,6 +70,7 @@ fn boot(raw: &str, failsafe: Failsafe) -> Result<(), Error> {
     // Checked here so a typo stops the boot with its name; net-up reads
     // them again to apply what it can.
     let net_args = crate::net::args::parse(raw)?;
+    crate::proxy::export(args.proxy.as_deref(), &args.no_proxy);
     if let Some(what) = crate::net::args::unapplied(&net_args) {
         tracing::warn!("network arguments checked but not applied yet: {what}");
     }

@@ -16,6 +16,7 @@ pub mod image;
 pub mod logging;
 pub mod machine_id;
 pub mod modules;
+pub mod proxy;
 pub mod net;
 pub mod sys;
 pub mod workflow;

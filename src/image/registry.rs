@@ -209,7 +209,7 @@ impl Registry {
     /// HTTPS with verified certificates, except plain HTTP for the
     /// registries listed (HOST:PORT exactly as in the image reference).
     pub fn new(image: &ImageRef, connect: &Connect) -> Result<Registry, RegistryError> {
-        let config = ClientConfig {
+        let mut config = ClientConfig {
             protocol: ClientProtocol::HttpsExcept(connect.insecure_registries.clone()),
             platform_resolver: Some(Box::new(linux_this_arch)),
             connect_timeout: Some(CONNECT_TIMEOUT),
@@ -224,6 +224,12 @@ impl Registry {
                 .collect(),
             ..Default::default()
         };
+        // rd.iguana.proxy: plain HTTP to the proxy, HTTPS through CONNECT.
+        if let Some(proxy) = crate::proxy::Proxy::from_env() {
+            config.http_proxy = Some(proxy.url.clone());
+            config.https_proxy = Some(proxy.url);
+            config.no_proxy = Some(proxy.no_proxy.join(",")).filter(|n| !n.is_empty());
+        }
         let client = Client::try_from(config).map_err(|e| RegistryError::Client(root_cause(&e)))?;
         let auth = match &connect.credentials {
             Some(c) => RegistryAuth::Basic(c.username.clone(), c.password.clone()),

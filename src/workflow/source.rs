@@ -122,7 +122,14 @@ fn agent(url: &str, ca: &Path) -> anyhow::Result<ureq::Agent> {
         }
         tls = tls.root_certs(RootCerts::Specific(Arc::new(certs)));
     }
+    // rd.iguana.proxy, unless no_proxy names the host; explicitly none
+    // otherwise (ureq would read HTTPS_PROXY from the environment).
+    let proxy = match crate::proxy::Proxy::from_env().filter(|p| p.applies_to(url)) {
+        Some(p) => Some(ureq::Proxy::new(&p.url).with_context(|| format!("proxy {}", p.url))?),
+        None => None,
+    };
     let config = ureq::Agent::config_builder()
+        .proxy(proxy)
         .tls_config(tls.build())
         .timeout_global(Some(Duration::from_secs(30)))
         .http_status_as_error(false)

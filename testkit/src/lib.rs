@@ -8,12 +8,14 @@
 
 mod http;
 mod image;
+mod proxy;
 mod registry;
 pub mod sntp;
 
 pub use http::base64;
 pub use image::{Entry, Image, Layer};
 pub use registry::{self_signed_cert, Registry, RegistryOptions};
+pub use proxy::HttpProxy;
 pub use sntp::SntpServer;
 
 use anyhow::{bail, Context};

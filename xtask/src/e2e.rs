@@ -30,7 +30,8 @@ use crate::{flag_value, target_dir, tools};
 // ---------------------------------------------------------------------------
 // What the console must show. Each expectation is a list of substrings that
 // must all be on one line. `{REG}` stands for the registry as the guest sees
-// it (`10.0.2.2:PORT`), `{CLOSED}` for a host port nothing listens on, `{WF}`
+// it (`10.0.2.2:PORT`), `{CLOSED}` for a host port nothing listens on, `{NTP}`
+// for the host port of the SNTP server, `{YEAR}` for this year, `{WF}`
 // for the host port serving the workflow scenario's file.
 
 /// Printed by container `a`, which then writes `A_WROTE` to `/iguana/from-a`.
@@ -53,6 +54,10 @@ const ERR_IMAGE_MISSING: &[&str] = &["error", "image {REG}/nope", "manifest unkn
 const ERR_UNREACHABLE: &[&str] = &["error", "10.0.2.2:{CLOSED}/a", "connection refused"];
 /// The NIC is up but no DHCP server answers.
 const ERR_NO_LEASE: &[&str] = &["no DHCP lease"];
+/// `clock-sntp`: the RTC says 2001; PID 1 sets the clock from the test's
+/// SNTP server (`{NTP}`), and the container sees this year (`{YEAR}`).
+const MARK_CLOCK_SET: &[&str] = &["clock set from NTP: 2001-01-01T", "server=10.0.2.2:{NTP}"];
+const MARK_YEAR: &[&str] = &["IGUANA-E2E year {YEAR}"];
 /// `rd.iguana.containers=,,`.
 const ERR_EMPTY_NAME: &[&str] = &["error", "rd.iguana.containers: item 1 is empty"];
 /// The image's entrypoint is `/bin/nope`, which the image lacks.
@@ -150,6 +155,14 @@ pub const SCENARIOS: &[Scenario] = &[
         timeout: BOOT_TIMEOUT,
     },
     Scenario {
+        name: "clock-sntp",
+        append: "rd.iguana.containers={REG}/clock rd.iguana.insecure_registries={REG} rd.iguana.ntp=10.0.2.2:{NTP}",
+        net: Net::User,
+        expect: &[&["clock 2001-01-01T", "before iguana's build date, asking NTP"], MARK_CLOCK_SET, MARK_YEAR],
+        reject: &[&["IGUANA-E2E year 2001"], &["clock not set"]],
+        timeout: BOOT_TIMEOUT,
+    },
+    Scenario {
         name: "workflow",
         append: "rd.iguana.control_url=http://10.0.2.2:{WF}/workflow.yaml rd.iguana.insecure_registries={REG}",
         net: Net::User,
@@ -164,6 +177,13 @@ pub const SCENARIOS: &[Scenario] = &[
         reject: &[&[wf::MARK_DEPENDENT_RAN], &["workflow stopped"]],
         timeout: BOOT_TIMEOUT,
     },
+];
+
+/// More QEMU arguments for a scenario, by name (kept apart from `Scenario`
+/// so the table's entries stay short).
+const QEMU_ARGS: &[(&str, &[&str])] = &[
+    // The RTC, and so the kernel's clock at boot, says 2001 (qemu(1): -rtc base=datetime).
+    ("clock-sntp", &["-rtc", "base=2001-01-01"]),
 ];
 
 /// Container `a`: a marker, then a file for `b` in the shared /iguana.
@@ -202,6 +222,8 @@ pub struct Fixture {
     pub guest_registry: String,
     /// Port on 127.0.0.1 serving the workflow scenario's file.
     pub workflow_port: u16,
+    /// SNTP server on 127.0.0.1 telling the host's time (`clock-sntp`).
+    pub sntp: testkit::SntpServer,
 }
 
 impl Fixture {
@@ -222,11 +244,13 @@ impl Fixture {
         }
         eprintln!("xtask: registry {} with {} images", registry.host(), count);
         let workflow_port = wf::serve(wf::workflow(&guest_registry))?;
+        let sntp = testkit::SntpServer::real_time("127.0.0.1:0").context("start SNTP server")?;
         Ok(Fixture {
             built,
             _registry: registry,
             guest_registry,
             workflow_port,
+            sntp,
         })
     }
 
@@ -250,6 +274,7 @@ pub fn e2e_images(guest_registry: &str) -> Result<Vec<(&'static str, Image)>> {
             Image::busybox_script("echo unreachable\n")?.entrypoint(&["/bin/nope"]),
         ),
         ("shenv", Image::busybox_script("eval \"$SCRIPT\"\n")?),
+        ("clock", Image::busybox_script("echo \"IGUANA-E2E year $(date +%Y)\"\n")?),
         ("rescue", Image::busybox_script(&fs::read_to_string(crate::workspace_root().join("examples/rescue/run.sh"))?)?),
     ])
 }
@@ -356,9 +381,14 @@ fn run_one(
         s.replace("{REG}", &fixture.guest_registry)
             .replace("{CLOSED}", &closed.to_string())
             .replace("{WF}", &fixture.workflow_port.to_string())
+            .replace("{NTP}", &fixture.sntp.port().to_string())
+            .replace("{YEAR}", &this_year())
     };
     let mut config = fixture.vm(&format!("{} {COMMON_APPEND}", subst(scenario.append)));
     config.net = scenario.net;
+    for (_, args) in QEMU_ARGS.iter().filter(|(name, _)| *name == scenario.name) {
+        config.extra_args.extend(args.iter().map(|a| a.to_string()));
+    }
     if verbose {
         config.echo = Some(format!("[{}] ", scenario.name));
     }
@@ -384,6 +414,20 @@ fn run_one(
         );
     }
     Ok(())
+}
+
+/// The host's year (UTC), which a guest whose clock was set by NTP sees.
+fn this_year() -> String {
+    let secs = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs());
+    // Days to civil year (Howard Hinnant), enough for the year alone.
+    let z = (secs / 86_400) as i64 + 719_468;
+    let (era, doe) = (z.div_euclid(146_097), z.rem_euclid(146_097));
+    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let month_index = (5 * doy + 2) / 153;
+    (yoe + era * 400 + i64::from(month_index >= 10)).to_string()
 }
 
 /// The lines worth showing for a failure: those up to a kernel panic, or the last ones.

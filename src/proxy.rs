@@ -1,0 +1,167 @@
+//! `rd.iguana.proxy` and `rd.iguana.no_proxy`, for the helper children
+//! that speak HTTP: `iguana pull` (registries, through oci-client's
+//! `ClientConfig` proxy fields) and `iguana fetch` (control_url, through
+//! ureq's proxy).
+//!
+//! PID 1 hands them over in its own environment, under iguana's own names
+//! (`IGUANA_PROXY`, `IGUANA_NO_PROXY`) so that a host's `HTTPS_PROXY` never
+//! decides it by accident; the children inherit it. `no_proxy` follows
+//! curl: `*` matches every host; an IP or CIDR matches addresses in it; any
+//! other entry is a domain (a leading dot is optional) and matches that
+//! host and its subdomains. Ports are not part of the match.
+//!
+//! This file uses std only: tests/pull.rs compiles it next to the image
+//! module.
+
+use std::net::IpAddr;
+
+pub const PROXY_ENV: &str = "IGUANA_PROXY";
+pub const NO_PROXY_ENV: &str = "IGUANA_NO_PROXY";
+
+/// PID 1, before any child: hands the proxy settings to the children.
+/// (PID 1 is single-threaded, so changing its environment is sound.)
+pub fn export(url: Option<&str>, no_proxy: &[String]) {
+    let Some(url) = url else { return };
+    let proxy = Proxy { url: url.to_owned(), no_proxy: no_proxy.to_vec() };
+    for (key, value) in proxy.env() {
+        std::env::set_var(key, value);
+    }
+}
+
+/// Where HTTP(S) goes, and what goes direct.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Proxy {
+    /// `http://[user:pass@]host[:port]`, checked by the cmdline parser.
+    pub url: String,
+    pub no_proxy: Vec<String>,
+}
+
+impl Proxy {
+    /// What PID 1 exported, if anything.
+    pub fn from_env() -> Option<Proxy> {
+        let url = std::env::var(PROXY_ENV).ok().filter(|u| !u.is_empty())?;
+        let no_proxy = std::env::var(NO_PROXY_ENV)
+            .unwrap_or_default()
+            .split(',')
+            .map(str::trim)
+            .filter(|s| !s.is_empty())
+            .map(str::to_owned)
+            .collect();
+        Some(Proxy { url, no_proxy })
+    }
+
+    /// The environment the children get.
+    pub fn env(&self) -> [(&'static str, String); 2] {
+        [(PROXY_ENV, self.url.clone()), (NO_PROXY_ENV, self.no_proxy.join(","))]
+    }
+
+    /// Whether `url` goes through the proxy.
+    pub fn applies_to(&self, url: &str) -> bool {
+        !url_host(url).is_some_and(|host| bypass(&self.no_proxy, host))
+    }
+}
+
+/// The host of `scheme://[userinfo@]host[:port][/...]`, without brackets.
+pub fn url_host(url: &str) -> Option<&str> {
+    let rest = url.split_once("://")?.1;
+    let authority = rest.split(['/', '?', '#']).next()?;
+    let host_port = authority.rsplit_once('@').map_or(authority, |(_, h)| h);
+    if let Some(v6) = host_port.strip_prefix('[') {
+        return v6.split_once(']').map(|(ip, _)| ip);
+    }
+    Some(host_port.split(':').next().unwrap_or(host_port)).filter(|h| !h.is_empty())
+}
+
+/// curl's `no_proxy` match of `host` against the list.
+pub fn bypass(no_proxy: &[String], host: &str) -> bool {
+    let host = host.trim_end_matches('.').to_ascii_lowercase();
+    let ip: Option<IpAddr> = host.parse().ok();
+    no_proxy.iter().any(|entry| {
+        if entry == "*" {
+            return true;
+        }
+        if let Some((net, bits)) = entry.split_once('/') {
+            return match (ip, net.parse::<IpAddr>(), bits.parse::<u32>()) {
+                (Some(ip), Ok(net), Ok(bits)) => in_cidr(ip, net, bits),
+                _ => false,
+            };
+        }
+        if let (Some(ip), Ok(entry_ip)) = (ip, entry.parse::<IpAddr>()) {
+            return ip == entry_ip;
+        }
+        let domain = entry.trim_start_matches('.').trim_end_matches('.').to_ascii_lowercase();
+        !domain.is_empty() && (host == domain || host.strip_suffix(&domain).is_some_and(|h| h.ends_with('.')))
+    })
+}
+
+fn in_cidr(ip: IpAddr, net: IpAddr, bits: u32) -> bool {
+    match (ip, net) {
+        (IpAddr::V4(ip), IpAddr::V4(net)) if bits <= 32 => {
+            let mask = u32::MAX.checked_shl(32 - bits).unwrap_or(0);
+            u32::from(ip) & mask == u32::from(net) & mask
+        }
+        (IpAddr::V6(ip), IpAddr::V6(net)) if bits <= 128 => {
+            let mask = u128::MAX.checked_shl(128 - bits).unwrap_or(0);
+            u128::from(ip) & mask == u128::from(net) & mask
+        }
+        _ => false,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn check(no_proxy: &str, host: &str, expected: bool) {
+        let list: Vec<String> = no_proxy.split(',').map(str::to_owned).collect();
+        assert_eq!(bypass(&list, host), expected, "no_proxy={no_proxy} host={host}");
+    }
+
+    #[test]
+    fn no_proxy_like_curl() {
+        let cases: &[(&str, &str, bool)] = &[
+            ("*", "anything.example", true),
+            ("example.com", "example.com", true),
+            ("example.com", "registry.example.com", true),
+            (".example.com", "example.com", true),
+            (".example.com", "a.b.example.com", true),
+            ("example.com", "badexample.com", false),
+            ("example.com", "example.com.evil", false),
+            ("EXAMPLE.com", "Registry.Example.COM.", true),
+            ("10.0.0.0/8", "10.1.2.3", true),
+            ("10.0.0.0/8", "11.0.0.1", false),
+            ("10.0.0.0/0", "192.0.2.1", true),
+            ("192.0.2.7/32", "192.0.2.7", true),
+            ("127.0.0.1", "127.0.0.1", true),
+            ("127.0.0.1", "127.0.0.2", false),
+            ("fd00::/8", "fd12::1", true),
+            ("fd00::/8", "fe80::1", false),
+            ("::1", "::1", true),
+            ("10.0.0.0/8", "ten.example", false),
+            ("lan,10.0.2.2", "10.0.2.2", true),
+            ("lan,10.0.2.2", "registry", false),
+            ("", "registry", false),
+        ];
+        for (list, host, expected) in cases {
+            check(list, host, *expected);
+        }
+    }
+
+    #[test]
+    fn url_hosts() {
+        let cases: &[(&str, Option<&str>)] = &[
+            ("http://10.0.2.2:8080/w.yaml", Some("10.0.2.2")),
+            ("https://user:pw@example.org/x?y", Some("example.org")),
+            ("https://[fd00::1]:443/w", Some("fd00::1")),
+            ("http://host", Some("host")),
+            ("http:///path", None),
+            ("no-scheme", None),
+        ];
+        for (url, expected) in cases {
+            assert_eq!(url_host(url), *expected, "{url}");
+        }
+        let proxy = Proxy { url: "http://p:3128".into(), no_proxy: vec![".lan".into()] };
+        assert!(proxy.applies_to("https://example.org/w"));
+        assert!(!proxy.applies_to("http://boot.lan/w"));
+    }
+}
