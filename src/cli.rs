@@ -65,6 +65,9 @@ fn cmdline(args: &[String]) -> anyhow::Result<()> {
     println!("control_url:         {}", parsed.control_url.as_deref().unwrap_or("-"));
     println!("insecure_registries: {}", parsed.insecure_registries.join(", "));
     println!("net_timeout:         {}s", parsed.net_timeout.as_secs());
+    println!("ntp:                 {}", parsed.ntp.join(", "));
+    println!("proxy:               {}", parsed.proxy.as_deref().unwrap_or("-"));
+    println!("no_proxy:            {}", parsed.no_proxy.join(", "));
     println!("debug:               {}", failsafe.debug);
     println!("reboot_timeout:      {}s", failsafe.reboot_timeout.as_secs());
     Ok(())

@@ -94,6 +94,24 @@ fn cmdline_parser_never_panics() {
 }
 
 #[test]
+fn sntp_reply_parser_never_panics() {
+    let nonce = [7u8; 8];
+    let mut good = vec![0x24, 2, 6, 0xec];
+    good.resize(48, 0);
+    good[12..16].copy_from_slice(b"GPS\0");
+    good[24..32].copy_from_slice(&nonce);
+    good[40..44].copy_from_slice(&0xed00_0000u32.to_be_bytes());
+    let mut kod = good.clone();
+    kod[1] = 0;
+    run("sntp", &[good, kod], 20_000, |data| {
+        let _ = iguana::clock::parse_reply(data, nonce);
+    });
+    for item in ["[::1]:123", "ntp.example:1", "a:b:c", "[", "]:1"] {
+        let _ = iguana::clock::parse_server(item);
+    }
+}
+
+#[test]
 fn mountlist_parser_never_panics() {
     let lists = ["LABEL=root / noatime\ntmpfs /mnt/scratch size=8m\n# comment\n\nUUID=1234 /boot ro,fstype=vfat\n"];
     run("mountlist", &seeds(&[], &lists), 20_000, |data| {
