@@ -93,3 +93,36 @@ fn bad_arguments() {
     let (ok, text) = sntp(&[]);
     assert!(!ok && text.contains("usage: iguana sntp"), "{text}");
 }
+
+/// The negative of the QEMU scenario, on the host: a registry whose
+/// certificate is expired (or not valid yet) as a wrong clock would see it.
+/// The pull fails with rustls's date verdict, and the line PID 1 makes of it
+/// (`clock::with_hint`) says the clock is probably wrong. (This host never
+/// set its clock from NTP through iguana, so the hint applies.)
+#[test]
+fn certificate_date_errors_get_the_clock_hint() {
+    use testkit::{Image, Registry, RegistryOptions};
+    let cases = [("20000101000000Z", "20000102000000Z"), ("20990101000000Z", "20990102000000Z")];
+    for (start, end) in cases {
+        let certs = tempfile::tempdir().unwrap();
+        let (cert, key) = testkit::cert_valid_between(certs.path(), start, end).unwrap();
+        let registry = Registry::start_with(RegistryOptions { tls: Some((cert.clone(), key)), ..RegistryOptions::default() }).unwrap();
+        // testkit's skopeo push does not verify the registry's certificate.
+        let image = Image::busybox_script("echo x\n").unwrap().build_and_push(&registry, "c/app:v1").unwrap();
+        let dir = tempfile::tempdir().unwrap();
+        let out = Command::new(env!("CARGO_BIN_EXE_iguana"))
+            .args(["pull", &image, "--rootfs"])
+            .arg(dir.path().join("r"))
+            .args(["--ca", cert.to_str().unwrap()])
+            .output()
+            .unwrap();
+        let text = String::from_utf8_lossy(&out.stderr).into_owned();
+        assert!(!out.status.success(), "{text}");
+        let verdict = if start.starts_with("2000") { "certificate expired" } else { "certificate not valid yet" };
+        assert!(text.contains(&format!("invalid peer certificate: {verdict}")), "{start}: {text}");
+        assert!(iguana::clock::is_certificate_time_error(&text), "{start}: {text}");
+        let line = iguana::clock::with_hint(text.trim().to_string());
+        assert!(line.contains("; the clock is probably wrong (it is "), "{line}");
+        assert!(line.ends_with("set rd.iguana.ntp=SERVER to get the time by NTP"), "{line}");
+    }
+}

@@ -14,7 +14,7 @@ pub mod sntp;
 
 pub use http::base64;
 pub use image::{Entry, Image, Layer};
-pub use registry::{self_signed_cert, Registry, RegistryOptions};
+pub use registry::{cert_valid_between, self_signed_cert, Registry, RegistryOptions};
 pub use proxy::HttpProxy;
 pub use sntp::SntpServer;
 

@@ -243,6 +243,41 @@ pub fn self_signed_cert(dir: &Path) -> anyhow::Result<(PathBuf, PathBuf)> {
     Ok((cert, key))
 }
 
+/// A certificate for 127.0.0.1 valid only from `start` to `end`
+/// (`YYYYMMDDHHMMSSZ`), self-signed with `openssl ca -selfsign` (OpenSSL 3.0's
+/// `req -x509` cannot set dates): for clock tests, an expired or a
+/// not-yet-valid certificate.
+pub fn cert_valid_between(dir: &Path, start: &str, end: &str) -> anyhow::Result<(PathBuf, PathBuf)> {
+    let (cfg, csr, cert, key) = (dir.join("ca.cnf"), dir.join("csr.pem"), dir.join("cert.pem"), dir.join("key.pem"));
+    fs::write(
+        &cfg,
+        "[ca]\ndefault_ca = c\n\
+         [c]\ndatabase = index.txt\nnew_certs_dir = .\nserial = serial\ndefault_md = sha256\n\
+         policy = p\ncopy_extensions = copy\nx509_extensions = ext\n\
+         [p]\ncommonName = supplied\n\
+         [req]\ndistinguished_name = dn\nprompt = no\n[dn]\nCN = 127.0.0.1\n\
+         [ext]\nbasicConstraints = critical,CA:FALSE\nsubjectAltName = IP:127.0.0.1\n\
+         keyUsage = critical,digitalSignature,keyEncipherment\nextendedKeyUsage = serverAuth\n",
+    )?;
+    fs::write(dir.join("index.txt"), "")?;
+    fs::write(dir.join("serial"), "01\n")?;
+    let openssl = |args: &[&str]| -> anyhow::Result<()> {
+        let out = Command::new("openssl")
+            .args(args)
+            .current_dir(dir)
+            .output()
+            .context("run openssl (apt-get install openssl)")?;
+        if !out.status.success() {
+            bail!("openssl {}: {}", args.join(" "), String::from_utf8_lossy(&out.stderr).trim());
+        }
+        Ok(())
+    };
+    let path = |p: &PathBuf| p.to_string_lossy().into_owned();
+    openssl(&["req", "-new", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:prime256v1", "-nodes", "-config", &path(&cfg), "-keyout", &path(&key), "-out", &path(&csr)])?;
+    openssl(&["ca", "-batch", "-notext", "-selfsign", "-config", &path(&cfg), "-keyfile", &path(&key), "-in", &path(&csr), "-out", &path(&cert), "-startdate", start, "-enddate", end])?;
+    Ok((cert, key))
+}
+
 /// Asks the kernel for a free port on 127.0.0.1. The listener is closed
 /// before the registry binds it; the race with other processes is harmless
 /// in tests (the start fails loudly).
