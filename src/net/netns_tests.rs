@@ -129,7 +129,7 @@ impl Lab {
             "start 192.0.2.100\nend 192.0.2.100\ninterface {server_if}\n\
              lease_file {leases}\npidfile {pid}\n\
              opt subnet {subnet}\nopt router 192.0.2.1\nopt dns 192.0.2.53 192.0.2.54\n\
-             opt domain lab.example\nopt lease 3600\n",
+             opt domain lab.example\nopt lease 3600\nopt ntpsrv 192.0.2.123\n",
             leases = dir.join("udhcpd.leases").display(),
             pid = dir.join("udhcpd.pid").display(),
         );
@@ -237,6 +237,8 @@ fn lease_from_udhcpd_on_second_link() {
     assert_eq!(json["dhcp"]["lease_seconds"], 3600);
     assert_eq!(json["interfaces"][0]["name"], "eth0");
     assert_eq!(json["interfaces"][1]["addresses"][0], "192.0.2.100/24");
+    // DHCP option 42, as the clock phase reads it.
+    assert_eq!(super::ntp_servers(&json.to_string()), ["192.0.2.123"]);
     // The configuration works: the server answers across the veth.
     lab.in_client(&["busybox", "ping", "-c", "1", "-W", "3", "192.0.2.1"]);
 }
