@@ -65,6 +65,8 @@ pub enum Error {
     Socket { server: String, #[source] source: std::io::Error },
     #[error("send to NTP server {server}")]
     Send { server: String, #[source] source: std::io::Error },
+    #[error("NTP server {server} refused: nothing listens on its port")]
+    Refused { server: String },
     #[error("NTP server {server} did not answer ({tries} tries, {secs}s each)")]
     NoReply { server: String, tries: u32, secs: u64 },
     #[error("NTP server {server} sent a bad reply")]
@@ -296,7 +298,12 @@ pub fn query_with(server: &Server, timeout: Duration, tries: u32) -> Result<Samp
         let mut buf = [0u8; 512];
         while let Some(left) = deadline.checked_duration_since(Instant::now()).filter(|d| !d.is_zero()) {
             socket.set_read_timeout(Some(left)).map_err(socket_err)?;
-            let Ok(len) = socket.recv(&mut buf) else { break };
+            let len = match socket.recv(&mut buf) {
+                Ok(len) => len,
+                // ICMP port unreachable, reported on a connected socket.
+                Err(e) if e.kind() == std::io::ErrorKind::ConnectionRefused => return Err(Error::Refused { server: name }),
+                Err(_) => break,
+            };
             let at = Instant::now();
             match parse_reply(&buf[..len], nonce) {
                 Ok(reply) => {

@@ -87,6 +87,14 @@ fn a_reply_to_someone_else_is_not_believed() {
 }
 
 #[test]
+fn nothing_listening() {
+    let port = std::net::UdpSocket::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+    let (ok, text) = sntp(&[&format!("127.0.0.1:{port}")]);
+    assert!(!ok, "{text}");
+    assert!(text.contains(&format!("NTP server 127.0.0.1:{port} refused: nothing listens on its port")), "{text}");
+}
+
+#[test]
 fn bad_arguments() {
     let (ok, text) = sntp(&["udp://x"]);
     assert!(!ok && text.contains("\"udp://x\" is not an NTP server (host[:port])"), "{text}");
