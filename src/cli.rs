@@ -45,6 +45,7 @@ pub fn main(args: &[String]) -> anyhow::Result<()> {
         "run" => run(rest),
         "progress-relay" => crate::handover::progress::cli(rest),
         "kexec-load" => crate::handover::progress::cli_kexec_load(rest),
+        "hotplug" => crate::modules::hotplug::cli(rest),
         other => bail!("unknown command {other:?} (see iguana --help)"),
     }
 }
