@@ -65,6 +65,12 @@ fn cmdline(args: &[String]) -> anyhow::Result<()> {
     println!("net_timeout:         {}s", parsed.net_timeout.as_secs());
     println!("debug:               {}", failsafe.debug);
     println!("reboot_timeout:      {}s", failsafe.reboot_timeout.as_secs());
+    let modules = crate::modules::args::parse(&text).with_context(|| format!("parse {path}"))?;
+    let blacklist: Vec<&str> = modules.blacklist.iter().map(String::as_str).collect();
+    println!("module_blacklist:    {}", blacklist.join(", "));
+    for module in modules.params.keys() {
+        println!("module_params:       {module}: {}", modules.params_for(module));
+    }
     Ok(())
 }
 

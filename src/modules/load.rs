@@ -43,7 +43,12 @@ pub fn format(path: &Path) -> Format {
 pub struct KernelLoader;
 
 impl Loader for KernelLoader {
-    fn load(&mut self, _name: &str, path: &Path, params: &str) -> Result<Loaded, LoadError> {
+    fn load(&mut self, name: &str, path: &Path, params: &str) -> Result<Loaded, LoadError> {
+        // As modprobe does: a loaded module has `initstate` in sysfs. Saves
+        // decompressing it again for the uevents its own loading caused.
+        if Path::new("/sys/module").join(name).join("initstate").exists() {
+            return Ok(Loaded::Already);
+        }
         let c_params = CString::new(params).map_err(|_| LoadError::Params { params: params.to_owned() })?;
         let file = File::open(path).map_err(|source| LoadError::Open { path: path.to_owned(), source })?;
         let result = match format(path) {

@@ -487,6 +487,24 @@ kernel/fs/fat/fat.ko.zst:
     }
 
     #[test]
+    fn compressed_modules_round_trip() {
+        let dir = std::env::temp_dir().join(format!("iguana-xtask-kmodz-{}", std::process::id()));
+        fs::create_dir_all(&dir).unwrap();
+        let data: Vec<u8> = (0..50_000u32).flat_map(|i| (i % 251).to_le_bytes()).collect();
+        for (xz, suffix) in [(true, "xz"), (false, "zst")] {
+            let module = dir.join(format!("m-{suffix}.ko"));
+            fs::write(&module, &data).unwrap();
+            compress_module(&module, xz).unwrap();
+            assert!(!module.exists(), "{} was kept", module.display());
+            let packed = dir.join(format!("m-{suffix}.ko.{suffix}"));
+            let back = dir.join(format!("m-{suffix}.back"));
+            decompress_module(&packed, &back).unwrap();
+            assert!(fs::read(&back).unwrap() == data, "{suffix} round trip");
+        }
+        fs::remove_dir_all(&dir).unwrap();
+    }
+
+    #[test]
     fn resolves_dependencies_builtins_and_absentees() {
         check(
             &["virtio_pci"],
