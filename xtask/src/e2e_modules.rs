@@ -53,7 +53,8 @@ const EXPECT: &[&[&str]] = &[
     &["module blacklisted on the command line, not loaded", "module=virtio_blk"],
     &["module loaded", "module=virtio_net", "params=napi_tx=0"],
     &["hotplug: listening for uevents"],
-    &["hotplug: drivers loaded", "modules=virtio_scsi"],
+    // With its dependencies (scsi_common scsi_mod), on one line.
+    &["hotplug: drivers loaded", "modalias=virtio:d00000008v", "virtio_scsi"],
     &["hotplug: drivers loaded", "modalias=scsi:t-0x00", "modules=sd_mod"],
     &["IGUANA-E2E hotplug sda driver=sd after"],
     &["IGUANA-E2E no vda"],
@@ -175,7 +176,10 @@ fn hot_add(socket: &Path) -> Result<String> {
     let mut said = String::new();
     for command in ["device_add virtio-scsi-pci,id=hotscsi", "device_add scsi-hd,drive=hot,bus=hotscsi.0"] {
         stream.write_all(format!("{command}\n").as_bytes())?;
-        said.push_str(&read_for(&mut stream, Duration::from_secs(2)));
+        // The monitor echoes the line as typed, then answers after CRLF.
+        let text = read_for(&mut stream, Duration::from_secs(2));
+        let answer = text.split_once("\r\n").map_or("", |(_, answer)| answer);
+        said.push_str(&format!("> {command}\n{answer}\n"));
     }
     Ok(said)
 }
@@ -192,6 +196,5 @@ fn read_for(stream: &mut UnixStream, limit: Duration) -> String {
             Err(_) => {}
         }
     }
-    // The monitor redraws its line editor for every character typed.
-    String::from_utf8_lossy(&out).replace("\x1b[K", "").replace("\x1b[D", "")
+    String::from_utf8_lossy(&out).into_owned()
 }
