@@ -173,7 +173,8 @@ fn compressed_modules(release: &str) -> Result<(Vec<String>, Vec<String>)> {
 fn hot_add(socket: &Path) -> Result<String> {
     let mut stream = UnixStream::connect(socket).with_context(|| format!("connect {}", socket.display()))?;
     stream.set_read_timeout(Some(Duration::from_millis(500)))?;
-    let mut said = String::new();
+    // The banner and first prompt, so each answer below is only its own.
+    let mut said = read_for(&mut stream, Duration::from_millis(500));
     for command in ["device_add virtio-scsi-pci,id=hotscsi", "device_add scsi-hd,drive=hot,bus=hotscsi.0"] {
         stream.write_all(format!("{command}\n").as_bytes())?;
         // The monitor echoes the line as typed, then answers after CRLF.
