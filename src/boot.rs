@@ -30,6 +30,8 @@ pub enum Error {
     Network(String),
     #[error("kernel command line")]
     NetArgs(#[from] crate::net::args::Error),
+    #[error("kernel command line")]
+    ModuleArgs(#[from] modules::args::Error),
     #[error(transparent)]
     Workflow(#[from] workflow::Error),
 }
@@ -75,7 +77,7 @@ fn boot(raw: &str, failsafe: Failsafe) -> Result<(), Error> {
         tracing::warn!("network arguments checked but not applied yet: {what}");
     }
 
-    load_modules();
+    load_modules(&modules::args::parse(raw)?);
 
     let id = machine_id::provision(&[Path::new("/etc/machine-id"), Path::new("/iguana/machine-id")])?;
     tracing::info!("phase machine-id {id}");
@@ -108,21 +110,30 @@ fn boot(raw: &str, failsafe: Failsafe) -> Result<(), Error> {
 }
 
 /// Coldplug: drivers for the hardware present, plus the modules nothing asks
-/// for by modalias. A module that fails to load is logged, not fatal: the
-/// hardware that needs it will fail later with its own error.
-fn load_modules() {
+/// for by modalias, then hotplug for what appears later. A module that fails
+/// to load is logged, not fatal: the hardware that needs it will fail later
+/// with its own error.
+fn load_modules(policy: &modules::Policy) {
     let dir = match modules::kernel_modules_dir() {
         Ok(dir) if dir.exists() => dir,
         Ok(dir) => return tracing::warn!("no modules for this kernel: {} is missing", dir.display()),
         Err(e) => return tracing::warn!("{}", logging::chain(&e)),
     };
     let started = Instant::now();
-    match modules::coldplug(&dir, Path::new("/sys")) {
+    // Opened before the sysfs scan, so a device added during coldplug is
+    // either seen by the scan or queued on the socket.
+    let uevents = modules::hotplug::Listener::open()
+        .map_err(|e| tracing::warn!("no hotplug: {}", logging::chain(&e)))
+        .ok();
+    match modules::coldplug(&dir, Path::new("/sys"), policy) {
         Ok(report) => tracing::debug!("coldplug: {report:?}"),
         Err(e) => tracing::warn!("{}", logging::chain(&e)),
     }
-    if let Err(e) = modules::load_named(&dir, &["overlay", "af_packet"]) {
+    if let Err(e) = modules::load_named(&dir, &["overlay", "af_packet"], policy) {
         tracing::warn!("{}", logging::chain(&e));
+    }
+    if let Some(Err(e)) = uevents.map(modules::hotplug::Listener::start_child) {
+        tracing::warn!("no hotplug: {}", logging::chain(&e));
     }
     tracing::info!("phase modules-loaded in {:.2}s", started.elapsed().as_secs_f64());
 }

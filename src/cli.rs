@@ -48,6 +48,7 @@ pub fn main(args: &[String]) -> anyhow::Result<()> {
         "run" => run(rest),
         "progress-relay" => crate::handover::progress::cli(rest),
         "kexec-load" => crate::handover::progress::cli_kexec_load(rest),
+        "hotplug" => crate::modules::hotplug::cli(rest),
         other => bail!("unknown command {other:?} (see iguana --help)"),
     }
 }
@@ -70,6 +71,12 @@ fn cmdline(args: &[String]) -> anyhow::Result<()> {
     println!("no_proxy:            {}", parsed.no_proxy.join(", "));
     println!("debug:               {}", failsafe.debug);
     println!("reboot_timeout:      {}s", failsafe.reboot_timeout.as_secs());
+    let modules = crate::modules::args::parse(&text).with_context(|| format!("parse {path}"))?;
+    let blacklist: Vec<&str> = modules.blacklist.iter().map(String::as_str).collect();
+    println!("module_blacklist:    {}", blacklist.join(", "));
+    for module in modules.params.keys() {
+        println!("module_params:       {module}: {}", modules.params_for(module));
+    }
     Ok(())
 }
 

@@ -6,7 +6,7 @@
 
 use std::ffi::CString;
 use std::fs::File;
-use std::os::fd::AsRawFd;
+use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
 use std::path::Path;
 
 use nix::libc;
@@ -24,6 +24,12 @@ pub enum Error {
         cmdline_len: usize,
         cmdline: String,
         flags: u32,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("fcntl({fd}, F_GETFD): not an inherited descriptor")]
+    InheritedFd {
+        fd: RawFd,
         #[source]
         source: std::io::Error,
     },
@@ -71,4 +77,23 @@ pub fn kexec_file_load(kernel: &Path, initrd: Option<&Path>, cmdline: &str) -> R
         });
     }
     Ok(())
+}
+
+/// Takes ownership of descriptor `fd`, left open across `exec` by the
+/// parent that started this process and named on its command line (the
+/// uevent socket PID 1 hands to `iguana hotplug`). Call once per `fd`.
+pub fn adopt_inherited_fd(fd: RawFd) -> Result<OwnedFd, Error> {
+    // stdin, stdout and stderr are never the descriptor handed over.
+    if fd < 3 {
+        return Err(Error::InheritedFd { fd, source: std::io::Error::from_raw_os_error(libc::EBADF) });
+    }
+    // SAFETY: F_GETFD only reads the descriptor's flags; for a number that
+    // is not open it fails with EBADF and touches nothing.
+    if unsafe { libc::fcntl(fd, libc::F_GETFD) } < 0 {
+        return Err(Error::InheritedFd { fd, source: std::io::Error::last_os_error() });
+    }
+    // SAFETY: `fd` is open (checked above) and was passed to this process
+    // by its parent for exactly this use; the caller adopts it once, at
+    // startup, so no other owner in this process closes it.
+    Ok(unsafe { OwnedFd::from_raw_fd(fd) })
 }

@@ -5,5 +5,6 @@ libfuzzer_sys::fuzz_target!(|data: &[u8]| {
         let _ = iguana::cmdline::parse(text);
         let _ = iguana::cmdline::failsafe(text);
         let _ = iguana::net::args::parse(text);
+        let _ = iguana::modules::args::parse(text);
     }
 });

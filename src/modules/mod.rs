@@ -7,22 +7,27 @@
 //! wrote for them. A module that fails to load is logged and recorded in the
 //! [`Report`]; only an unreadable module index is an error.
 
+pub mod args;
 mod fnmatch;
+pub mod hotplug;
 mod index;
+mod load;
 mod sysfs;
+pub mod uevent;
 
 use std::collections::{BTreeSet, HashMap};
 use std::fmt;
-use std::fs::{self, File};
+use std::fs;
 use std::io;
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
 use nix::errno::Errno;
-use nix::kmod::{finit_module, ModuleInitFlags};
 use tracing::{debug, info, warn};
 
+pub use self::args::Policy;
 use self::index::{normalize, Index};
+pub use self::load::KernelLoader;
 
 /// Loading a bus driver (virtio_pci) makes its devices appear, which then ask
 /// for their own drivers (virtio_net, virtio_blk); real machines settle in two
@@ -32,10 +37,6 @@ const MAX_PASSES: u32 = 6;
 /// Pause between passes: most probes finish inside `finit_module`, but drivers
 /// that probe asynchronously add their devices a moment later.
 const SETTLE: Duration = Duration::from_millis(100);
-
-/// `MODULE_INIT_COMPRESSED_FILE` from `<linux/module.h>` (Linux 6.4+): the
-/// kernel decompresses the module itself. nix does not name it yet.
-const MODULE_INIT_COMPRESSED_FILE: u32 = 4;
 
 #[derive(Debug, thiserror::Error)]
 pub enum Error {
@@ -62,10 +63,19 @@ pub enum LoadError {
         #[source]
         source: io::Error,
     },
-    #[error("finit_module({path}, \"\", {flags:#x}): {errno}")]
-    Init {
+    #[error("decompress {path}")]
+    Decompress {
         path: PathBuf,
-        flags: u32,
+        #[source]
+        source: io::Error,
+    },
+    #[error("parameters {params:?} contain a NUL byte")]
+    Params { params: String },
+    #[error("{call}({path}, {params:?}): {errno}")]
+    Init {
+        call: &'static str,
+        path: PathBuf,
+        params: String,
         errno: Errno,
     },
     #[error("not in modules.dep")]
@@ -84,40 +94,9 @@ pub enum Loaded {
 /// The one side effect of this phase, behind a seam so the resolution logic
 /// can be tested by recording calls instead of loading modules.
 pub trait Loader {
-    fn load(&mut self, name: &str, path: &Path) -> Result<Loaded, LoadError>;
-}
-
-/// Loads modules into the running kernel with `finit_module(2)`.
-pub struct KernelLoader;
-
-impl Loader for KernelLoader {
-    fn load(&mut self, _name: &str, path: &Path) -> Result<Loaded, LoadError> {
-        let file = File::open(path).map_err(|source| LoadError::Open {
-            path: path.to_owned(),
-            source,
-        })?;
-        let flags = if is_compressed(path) {
-            MODULE_INIT_COMPRESSED_FILE
-        } else {
-            0
-        };
-        match finit_module(&file, c"", ModuleInitFlags::from_bits_retain(flags)) {
-            Ok(()) => Ok(Loaded::New),
-            Err(Errno::EEXIST) => Ok(Loaded::Already),
-            Err(errno) => Err(LoadError::Init {
-                path: path.to_owned(),
-                flags,
-                errno,
-            }),
-        }
-    }
-}
-
-fn is_compressed(path: &Path) -> bool {
-    matches!(
-        path.extension().and_then(|e| e.to_str()),
-        Some("xz" | "zst" | "gz")
-    )
+    /// Inserts the module at `path` with the `finit_module` parameter
+    /// string `params` (empty for none).
+    fn load(&mut self, name: &str, path: &Path, params: &str) -> Result<Loaded, LoadError>;
 }
 
 #[derive(Debug)]
@@ -132,6 +111,8 @@ pub struct Report {
     /// Modules this call inserted, in load order.
     pub loaded: Vec<String>,
     pub failed: Vec<Failure>,
+    /// Modules a device or a name asked for that the blacklist held back.
+    pub blacklisted: Vec<String>,
     /// Scans of sysfs (0 for [`load_named`]).
     pub passes: u32,
     pub duration: Duration,
@@ -144,6 +125,9 @@ impl fmt::Display for Report {
             write!(f, " ({})", self.loaded.join(" "))?;
         }
         write!(f, ", {} failed", self.failed.len())?;
+        if !self.blacklisted.is_empty() {
+            write!(f, ", blacklisted ({})", self.blacklisted.join(" "))?;
+        }
         for failure in &self.failed {
             write!(f, " [{}: {}]", failure.module, failure.error)?;
         }
@@ -166,30 +150,32 @@ pub fn kernel_modules_dir() -> Result<PathBuf, Error> {
 
 /// Loads the driver of every device in `sys_dir` (normally `/sys`), repeating
 /// the scan while loading drivers makes new devices appear.
-pub fn coldplug(modules_dir: &Path, sys_dir: &Path) -> Result<Report, Error> {
+pub fn coldplug(modules_dir: &Path, sys_dir: &Path, policy: &Policy) -> Result<Report, Error> {
     let index = read_index(modules_dir)?;
     Ok(coldplug_with(
         &index,
         modules_dir,
         sys_dir,
         &mut KernelLoader,
+        policy,
         SETTLE,
     ))
 }
 
 /// Loads modules that no device asks for (filesystems, protocols), with
 /// their dependencies. Built-in and absent modules are skipped quietly.
-pub fn load_named(modules_dir: &Path, names: &[&str]) -> Result<Report, Error> {
+pub fn load_named(modules_dir: &Path, names: &[&str], policy: &Policy) -> Result<Report, Error> {
     let index = read_index(modules_dir)?;
     Ok(load_named_with(
         &index,
         modules_dir,
         names,
         &mut KernelLoader,
+        policy,
     ))
 }
 
-fn read_index(modules_dir: &Path) -> Result<Index, Error> {
+pub(crate) fn read_index(modules_dir: &Path) -> Result<Index, Error> {
     let read = |file: &str| {
         let path = modules_dir.join(file);
         fs::read_to_string(&path).map_err(|source| Error::ReadIndex { path, source })
@@ -210,10 +196,11 @@ fn coldplug_with(
     modules_dir: &Path,
     sys_dir: &Path,
     loader: &mut dyn Loader,
+    policy: &Policy,
     settle: Duration,
 ) -> Report {
     let start = Instant::now();
-    let mut session = Session::new(index, modules_dir, loader);
+    let mut session = Session::new(index, modules_dir, loader, policy);
     let mut seen = BTreeSet::new();
     for pass in 1..=MAX_PASSES {
         session.report.passes = pass;
@@ -242,9 +229,10 @@ fn load_named_with(
     modules_dir: &Path,
     names: &[&str],
     loader: &mut dyn Loader,
+    policy: &Policy,
 ) -> Report {
     let start = Instant::now();
-    let mut session = Session::new(index, modules_dir, loader);
+    let mut session = Session::new(index, modules_dir, loader, policy);
     for name in names {
         session.ensure(name, true);
     }
@@ -265,16 +253,23 @@ struct Session<'a> {
     index: &'a Index,
     modules_dir: &'a Path,
     loader: &'a mut dyn Loader,
+    policy: &'a Policy,
     states: HashMap<String, State>,
     report: Report,
 }
 
 impl<'a> Session<'a> {
-    fn new(index: &'a Index, modules_dir: &'a Path, loader: &'a mut dyn Loader) -> Self {
+    fn new(
+        index: &'a Index,
+        modules_dir: &'a Path,
+        loader: &'a mut dyn Loader,
+        policy: &'a Policy,
+    ) -> Self {
         Session {
             index,
             modules_dir,
             loader,
+            policy,
             states: HashMap::new(),
             report: Report::default(),
         }
@@ -282,8 +277,19 @@ impl<'a> Session<'a> {
 
     /// Loads `name` after its dependencies. `quiet_missing` is for modules
     /// asked for by name, which may simply not exist in this kernel.
+    ///
+    /// A blacklisted `name` is not loaded, but a blacklisted dependency of
+    /// another module is, as modprobe does: the blacklist only stops a
+    /// module from being chosen for a device or by name.
     fn ensure(&mut self, name: &str, quiet_missing: bool) {
         let name = normalize(name);
+        if self.policy.is_blacklisted(&name) {
+            if !self.report.blacklisted.contains(&name) {
+                info!(module = %name, "module blacklisted on the command line, not loaded");
+                self.report.blacklisted.push(name);
+            }
+            return;
+        }
         for module in self.index.load_order(&name) {
             if self.states.contains_key(&module) {
                 continue;
@@ -333,12 +339,17 @@ impl<'a> Session<'a> {
             }
             return State::Missing;
         };
+        let params = self.policy.params_for(module);
         match self
             .loader
-            .load(module, &self.modules_dir.join(&entry.path))
+            .load(module, &self.modules_dir.join(&entry.path), &params)
         {
             Ok(Loaded::New) => {
-                info!(module, "module loaded");
+                if params.is_empty() {
+                    info!(module, "module loaded");
+                } else {
+                    info!(module, %params, "module loaded");
+                }
                 self.report.loaded.push(module.to_owned());
                 State::Usable
             }
@@ -395,18 +406,24 @@ kernel/crypto/cryptd.ko:
         sys: PathBuf,
         modules_dir: PathBuf,
         calls: Vec<(String, PathBuf)>,
+        /// The parameter string of each call with one.
+        params: Vec<(String, String)>,
         fail: &'static [&'static str],
         already: &'static [&'static str],
     }
 
     impl Loader for Recorder {
-        fn load(&mut self, name: &str, path: &Path) -> Result<Loaded, LoadError> {
+        fn load(&mut self, name: &str, path: &Path, params: &str) -> Result<Loaded, LoadError> {
             let relative = path.strip_prefix(&self.modules_dir).unwrap_or(path);
             self.calls.push((name.to_owned(), relative.to_owned()));
+            if !params.is_empty() {
+                self.params.push((name.to_owned(), params.to_owned()));
+            }
             if self.fail.contains(&name) {
                 return Err(LoadError::Init {
+                    call: "finit_module",
                     path: path.to_owned(),
-                    flags: 0,
+                    params: params.to_owned(),
                     errno: Errno::ENOEXEC,
                 });
             }
@@ -474,6 +491,7 @@ kernel/crypto/cryptd.ko:
             sys,
             modules_dir,
             calls: Vec::new(),
+            params: Vec::new(),
             fail,
             already,
         };
@@ -500,6 +518,7 @@ kernel/crypto/cryptd.ko:
             &rec.modules_dir.clone(),
             &rec.sys.clone(),
             &mut rec,
+            &Policy::default(),
             Duration::ZERO,
         );
         let calls: Vec<&str> = rec.calls.iter().map(|(name, _)| name.as_str()).collect();
@@ -541,10 +560,60 @@ kernel/crypto/cryptd.ko:
             failures(&report),
             [
                 "8250_ghost: not in modules.dep".to_owned(),
-                format!("virtio_blk: finit_module({modules_dir}/kernel/drivers/block/virtio_blk.ko, \"\", 0x0): ENOEXEC: Exec format error"),
+                format!("virtio_blk: finit_module({modules_dir}/kernel/drivers/block/virtio_blk.ko, \"\"): ENOEXEC: Exec format error"),
             ]
         );
         assert_eq!(report.passes, 3);
+    }
+
+    #[test]
+    fn coldplug_honours_blacklist_and_passes_params() {
+        let (_tmp, index, mut rec) = setup(&[], &[]);
+        let policy = args::parse(
+            "rd.driver.blacklist=virtio-blk,virtio_ring modprobe.blacklist=aesni_intel virtio-net.napi_tx=0 virtio_net.csum=1 virtio_ring.x=\"a b\"",
+        )
+        .unwrap();
+        let report = coldplug_with(
+            &index,
+            &rec.modules_dir.clone(),
+            &rec.sys.clone(),
+            &mut rec,
+            &policy,
+            Duration::ZERO,
+        );
+        // aesni_intel and its own needs are skipped; virtio_ring is only
+        // blacklisted, so it still loads as a dependency, like modprobe.
+        let calls: Vec<&str> = rec.calls.iter().map(|(name, _)| name.as_str()).collect();
+        assert_eq!(
+            calls,
+            [
+                "virtio_ring",
+                "virtio",
+                "virtio_pci_modern_dev",
+                "virtio_pci_legacy_dev",
+                "virtio_pci",
+                "failover",
+                "net_failover",
+                "virtio_net",
+            ]
+        );
+        assert_eq!(names(&report.blacklisted), ["aesni_intel", "virtio_blk"]);
+        assert_eq!(
+            rec.params,
+            [
+                ("virtio_ring".to_owned(), "x=\"a b\"".to_owned()),
+                ("virtio_net".to_owned(), "napi_tx=0 csum=1".to_owned()),
+            ]
+        );
+        let report = load_named_with(
+            &index,
+            &rec.modules_dir.clone(),
+            &["virtio_blk", "overlay"],
+            &mut rec,
+            &policy,
+        );
+        assert_eq!(names(&report.loaded), ["overlay"]);
+        assert_eq!(names(&report.blacklisted), ["virtio_blk"]);
     }
 
     #[test]
@@ -557,7 +626,13 @@ kernel/crypto/cryptd.ko:
             "virtio-net",
             "virtio_net",
         ];
-        let report = load_named_with(&index, &rec.modules_dir.clone(), &names_wanted, &mut rec);
+        let report = load_named_with(
+            &index,
+            &rec.modules_dir.clone(),
+            &names_wanted,
+            &mut rec,
+            &Policy::default(),
+        );
         assert_eq!(names(&report.loaded), ["overlay", "virtio_ring", "virtio"]);
         let failed = failures(&report);
         assert!(
@@ -577,7 +652,7 @@ kernel/crypto/cryptd.ko:
     #[test]
     fn missing_index_is_an_error() {
         let tmp = tempfile::tempdir().unwrap();
-        let err = coldplug(tmp.path(), tmp.path()).unwrap_err();
+        let err = coldplug(tmp.path(), tmp.path(), &Policy::default()).unwrap_err();
         assert_eq!(
             err.to_string(),
             format!("read module index {}/modules.alias", tmp.path().display())
@@ -594,6 +669,7 @@ kernel/crypto/cryptd.ko:
             }],
             passes: 2,
             duration: Duration::from_millis(42),
+            ..Report::default()
         };
         assert_eq!(
             report.to_string(),

@@ -22,6 +22,7 @@ use std::time::{Duration, Instant};
 use anyhow::{bail, Context, Result};
 use testkit::{Image, Registry};
 
+use crate::e2e_modules;
 use crate::e2e_workflow as wf;
 use crate::initrd::{self, Built, Options};
 use crate::qemu::{Net, Outcome, Vm, VmConfig, KERNEL_PANIC};
@@ -296,9 +297,11 @@ pub fn main(args: &[String]) -> Result<()> {
             other => bail!("e2e: unknown argument {other:?}"),
         }
     }
+    // The modules scenario needs its own initrd and a monitor: not a row.
+    let modules = only.is_empty() || only.iter().any(|name| name == e2e_modules::NAME);
     for name in &only {
-        if !SCENARIOS.iter().any(|s| s.name == name) {
-            let names: Vec<&str> = SCENARIOS.iter().map(|s| s.name).collect();
+        if name != e2e_modules::NAME && !SCENARIOS.iter().any(|s| s.name == name) {
+            let names: Vec<&str> = SCENARIOS.iter().map(|s| s.name).chain([e2e_modules::NAME]).collect();
             bail!("e2e: no scenario {name:?} (have {})", names.join(", "));
         }
     }
@@ -306,7 +309,16 @@ pub fn main(args: &[String]) -> Result<()> {
         .iter()
         .filter(|s| only.is_empty() || only.iter().any(|name| name == s.name))
         .collect();
-    let (mut passed, mut failed) = run(&opts, &scenarios, jobs, verbose)?;
+    let (mut passed, mut failed) = if scenarios.is_empty() {
+        (0, Vec::new())
+    } else {
+        run(&opts, &scenarios, jobs, verbose)?
+    };
+    if modules {
+        let (p, f) = e2e_modules::run_all()?;
+        passed += p;
+        failed.extend(f);
+    }
     if only.is_empty() {
         let (p, f) = crate::e2e_handover::run_all(None)?;
         passed += p;

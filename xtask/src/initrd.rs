@@ -10,7 +10,10 @@
 //!   kernel's `/sbin/modprobe` helper work without a `busybox --install`
 //!   (all but `/sbin/init` and `/linuxrc`).
 //! - `/lib/modules/<release>/`: `MODULES` and their dependencies, plain
-//!   `.ko` (the whole cpio is compressed anyway), indexed by `depmod`.
+//!   `.ko` (the whole cpio is compressed anyway), indexed by `depmod`. With
+//!   `--compress-modules` they are `.ko.xz` and `.ko.zst` instead, one or
+//!   the other in turn, as distributions ship them, to test that iguana
+//!   loads both.
 //! - `/etc/ssl/certs/ca-certificates.crt`: the host's CA bundle.
 //! - `/etc/iguana/control.yaml`: the `--workflow` file, when given.
 //! - `/dev/console` (5:1), so the kernel opens a console for init, and the
@@ -126,6 +129,8 @@ pub struct Options {
     pub compression: Compression,
     /// Use this file as `/init` instead of building iguana (plumbing tests).
     pub init: Option<PathBuf>,
+    /// Ship the modules compressed, alternately with xz and zstd.
+    pub compress_modules: bool,
 }
 
 impl Default for Options {
@@ -138,6 +143,7 @@ impl Default for Options {
             workflow: None,
             compression: Compression::Zstd,
             init: None,
+            compress_modules: false,
         }
     }
 }
@@ -158,6 +164,7 @@ pub fn main(args: &[String]) -> Result<()> {
             "--workflow" => opts.workflow = Some(flag_value(&mut args, arg)?.into()),
             "--compression" => opts.compression = flag_value(&mut args, arg)?.parse()?,
             "--init" => opts.init = Some(flag_value(&mut args, arg)?.into()),
+            "--compress-modules" => opts.compress_modules = true,
             other => bail!("initrd: unknown argument {other:?}"),
         }
     }
@@ -202,10 +209,12 @@ pub fn build(opts: &Options) -> Result<Built> {
     if let Some(workflow) = &opts.workflow {
         archive.file("etc/iguana/control.yaml", 0o644, read(workflow)?);
     }
-    add_modules(&mut archive, &kernel, &out_dir.join("modules"))?;
+    add_modules(&mut archive, &kernel, &out_dir.join("modules"), opts.compress_modules)?;
 
     let raw = archive.to_bytes();
-    let initrd = out_dir.join(format!("initrd.cpio.{}", opts.compression.extension()));
+    // Its own name, so a later default build does not overwrite it.
+    let stem = if opts.compress_modules { "initrd-kmodz" } else { "initrd" };
+    let initrd = out_dir.join(format!("{stem}.cpio.{}", opts.compression.extension()));
     compress(&mut command, &raw, &initrd)?;
     let size = fs::metadata(&initrd)?.len();
     eprintln!(
@@ -346,7 +355,7 @@ fn resolve_modules(dep: &str, builtin: &str, wanted: &[&str]) -> (BTreeSet<Strin
     (files, notes)
 }
 
-fn add_modules(archive: &mut Archive, kernel: &Kernel, staging: &Path) -> Result<()> {
+fn add_modules(archive: &mut Archive, kernel: &Kernel, staging: &Path, compressed: bool) -> Result<()> {
     let read_text = |name: &str| {
         let path = kernel.modules.join(name);
         fs::read_to_string(&path).with_context(|| format!("read {}", path.display()))
@@ -364,7 +373,7 @@ fn add_modules(archive: &mut Archive, kernel: &Kernel, staging: &Path) -> Result
 
     let _ = fs::remove_dir_all(staging);
     let dest = staging.join("lib/modules").join(&kernel.release);
-    for file in &files {
+    for (i, file) in files.iter().enumerate() {
         let src = kernel.modules.join(file);
         let plain = file
             .rsplit_once(".ko")
@@ -374,6 +383,9 @@ fn add_modules(archive: &mut Archive, kernel: &Kernel, staging: &Path) -> Result
             fs::create_dir_all(parent)?;
         }
         decompress_module(&src, &dst)?;
+        if compressed {
+            compress_module(&dst, i % 2 == 0)?;
+        }
     }
     for name in [
         "modules.order",
@@ -392,6 +404,18 @@ fn add_modules(archive: &mut Archive, kernel: &Kernel, staging: &Path) -> Result
             .arg(&kernel.release),
     )?;
     add_tree(archive, staging, staging)
+}
+
+/// Replaces `module.ko` by `module.ko.xz` or `module.ko.zst`, with the
+/// options the kernel's own `Makefile.modinst` uses (the kernel's xz
+/// decoder only knows CRC32 checks); depmod then indexes the new names.
+fn compress_module(module: &Path, xz: bool) -> Result<()> {
+    let mut command = if xz {
+        cmd("xz", &["-q", "-f", "--check=crc32", "--lzma2=dict=1MiB", "-T1"])
+    } else {
+        cmd("zstd", &["-q", "-f", "--rm", "-T1"])
+    };
+    run_cmd(command.arg(module))
 }
 
 fn decompress_module(src: &Path, dst: &Path) -> Result<()> {
@@ -460,6 +484,24 @@ kernel/fs/fat/fat.ko.zst:
             files
         );
         assert_eq!(got_notes, notes);
+    }
+
+    #[test]
+    fn compressed_modules_round_trip() {
+        let dir = std::env::temp_dir().join(format!("iguana-xtask-kmodz-{}", std::process::id()));
+        fs::create_dir_all(&dir).unwrap();
+        let data: Vec<u8> = (0..50_000u32).flat_map(|i| (i % 251).to_le_bytes()).collect();
+        for (xz, suffix) in [(true, "xz"), (false, "zst")] {
+            let module = dir.join(format!("m-{suffix}.ko"));
+            fs::write(&module, &data).unwrap();
+            compress_module(&module, xz).unwrap();
+            assert!(!module.exists(), "{} was kept", module.display());
+            let packed = dir.join(format!("m-{suffix}.ko.{suffix}"));
+            let back = dir.join(format!("m-{suffix}.back"));
+            decompress_module(&packed, &back).unwrap();
+            assert!(fs::read(&back).unwrap() == data, "{suffix} round trip");
+        }
+        fs::remove_dir_all(&dir).unwrap();
     }
 
     #[test]

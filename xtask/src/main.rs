@@ -15,6 +15,7 @@ mod e2e;
 mod e2e_debug;
 mod e2e_dracut;
 mod e2e_handover;
+mod e2e_modules;
 mod e2e_workflow;
 mod initrd;
 mod install;
@@ -33,13 +34,15 @@ usage: cargo xtask <task>
 tasks:
   tools                      install missing host tools (apt-get, rustup)
   kernel                     fetch and unpack the pinned Debian cloud kernel
-  initrd [--workflow FILE] [--compression gzip|xz|zstd] [--init FILE]
+  initrd [--workflow FILE] [--compression gzip|xz|zstd] [--init FILE] [--compress-modules]
                              build the iguana initrd; the last two lines are
                              `kernel: PATH` and `initrd: PATH`
   boot [--init FILE] [--memory MIB] [--no-lease] [-- KERNEL-ARGS...]
                              boot the initrd once, console live
   e2e [--only NAME,..] [--jobs N] [--verbose] [--init FILE]
                              boot QEMU guests against a local registry
+                             (`--only modules`: compressed modules, hotplug,
+                             blacklist and module parameters in one boot)
   e2e-handover [--only NAME] switch_root, kexec, bad mountlist in QEMU
   demo [--memory MIB] [--init FILE]
                              boot one guest and show its console live
