@@ -9,10 +9,12 @@
 mod http;
 mod image;
 mod registry;
+mod token;
 
 pub use http::base64;
 pub use image::{Entry, Image, Layer};
-pub use registry::{self_signed_cert, Registry, RegistryOptions};
+pub use registry::{self_signed_cert, Registry, RegistryOptions, TokenAuth};
+pub use token::TokenServer;
 
 use anyhow::{bail, Context};
 use std::process::Command;
