@@ -15,7 +15,7 @@ use std::fs;
 use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::{Duration, Instant};
-use testkit::{Image, Layer, Registry, RegistryOptions, TokenAuth, TokenServer};
+use testkit::{Breakage, BrokenMirror, Image, Layer, Registry, RegistryOptions, TokenAuth, TokenServer};
 
 const PASSWORD: &str = "hunter2-Secret";
 
@@ -379,4 +379,40 @@ fn bearer_token_flow_with_auth_json_credentials() {
     assert!(tokens.issued() > pushed, "the pull went through the token server");
     assert!(!out.contains(PASSWORD) && !out.contains(&auth), "credentials in output: {out}");
     assert!(!out.contains("eyJ"), "a token (JWT) in output: {out}");
+}
+
+#[test]
+fn mirror_that_breaks_mid_blob_falls_back_to_the_origin() {
+    let origin = Registry::start().unwrap();
+    let big = random_bytes(3 << 20);
+    let image = Image::new()
+        .layer(Layer::new().file("small", "small", 0o644))
+        .layer(Layer::new().file("big", &big, 0o644))
+        .entrypoint(&["/big"])
+        .build_and_push(&origin, "team/big:v1")
+        .unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    for (n, breakage) in [Breakage::Truncate, Breakage::ServerError].into_iter().enumerate() {
+        // The mirror serves the manifest and config (from the origin's
+        // storage) but breaks every layer download.
+        let mirror = BrokenMirror::start(origin.port(), breakage).unwrap();
+        let rootfs = dir.path().join(format!("rootfs{n}"));
+        let mirror_flag = format!("{}={}", origin.host(), mirror.host());
+        let insecure = format!("{},{}", origin.host(), mirror.host());
+        let (ok, out) = iguana_pull(
+            &image,
+            &rootfs,
+            &["--insecure-registry", &insecure, "--mirror", &mirror_flag],
+        );
+        assert!(ok, "{breakage:?}: {out}");
+        assert!(mirror.broken() >= 2, "{breakage:?}: the mirror broke {} downloads", mirror.broken());
+        assert!(out.contains(&format!("from {}, 2 layers", mirror.host())), "{out}");
+        assert!(
+            out.contains(&format!("mirror {}: layer sha256:", mirror.host()))
+                && out.contains(&format!("; fetching it from {}", origin.host())),
+            "{out}"
+        );
+        assert_eq!(fs::read(rootfs.join("big")).unwrap(), big, "{breakage:?}");
+        assert_eq!(fs::read_to_string(rootfs.join("small")).unwrap(), "small");
+    }
 }

@@ -183,18 +183,18 @@ pub async fn pull(opts: &PullOptions, image: &str, rootfs: &Path) -> Result<Imag
         image: name.clone(),
         source,
     })?;
-    let (registry, manifest, manifest_digest) = resolve(opts, &name, &reference).await?;
+    let (sources, manifest, manifest_digest) = resolve(opts, &name, &reference).await?;
     progress(
         &name,
         &format!(
             "manifest {manifest_digest} from {}, {} layers",
-            registry.host(),
+            sources.registry.host(),
             manifest.layers.len()
         ),
     );
     let config_digest = manifest.config.digest.clone();
-    let blob = registry
-        .config(&manifest.config)
+    let blob = sources
+        .config(&name, &manifest.config)
         .await
         .map_err(|source| Error::Config {
             image: name.clone(),
@@ -234,7 +234,7 @@ pub async fn pull(opts: &PullOptions, image: &str, rootfs: &Path) -> Result<Imag
     }
 
     if let Some(store) = &opts.layers {
-        match pull_layered(opts, &registry, &name, &layers, store, rootfs).await? {
+        match pull_layered(opts, &sources, &name, &layers, store, rootfs).await? {
             None => {
                 log_free(&name, store);
                 return Ok(parsed.config);
@@ -248,7 +248,7 @@ pub async fn pull(opts: &PullOptions, image: &str, rootfs: &Path) -> Result<Imag
         source,
     })?;
     let paths = blob_paths(opts, &layers)?;
-    let result = download_and_apply(&registry, &name, Dest::Flat(&staging), &layers, &paths).await;
+    let result = download_and_apply(&sources, &name, Dest::Flat(&staging), &layers, &paths).await;
     remove_blobs(opts, &paths);
     result?;
     staging.commit().map_err(|source| Error::Rootfs {
@@ -298,7 +298,7 @@ fn log_free(name: &str, dir: &Path) {
 /// be used; the caller then unpacks a flattened copy.
 async fn pull_layered(
     opts: &PullOptions,
-    registry: &Registry,
+    sources: &Sources,
     name: &str,
     layers: &[LayerRef<'_>],
     store: &Path,
@@ -351,7 +351,7 @@ async fn pull_layered(
         }
     }
     let paths = blob_paths(opts, &missing)?;
-    let result = download_and_apply(registry, name, Dest::Layers(store), &missing, &paths).await;
+    let result = download_and_apply(sources, name, Dest::Layers(store), &missing, &paths).await;
     remove_blobs(opts, &paths);
     result?;
     // Before the mount: PID 1 releases the layers even if the mount fails.
@@ -381,14 +381,61 @@ fn copy_owner_mode(from: &Path, to: &Path) -> io::Result<()> {
     std::fs::set_permissions(to, std::fs::Permissions::from_mode(meta.mode() & 0o7777))
 }
 
+/// Where the blobs come from: the registry that served the manifest and,
+/// when that was a mirror, the origin, which serves any blob the mirror
+/// fails to deliver (down, 5xx, cut off mid-blob, or wrong content).
+struct Sources {
+    registry: Registry,
+    origin: Option<Registry>,
+}
+
+impl Sources {
+    async fn config(&self, name: &str, desc: &oci_client::manifest::OciDescriptor) -> Result<Vec<u8>, RegistryError> {
+        match (self.registry.config(desc).await, &self.origin) {
+            (Err(err), Some(origin)) => {
+                self.falling_back(name, "config", &desc.digest, &err, origin);
+                origin.config(desc).await
+            }
+            (result, _) => result,
+        }
+    }
+
+    async fn fetch_blob(
+        &self,
+        name: &str,
+        desc: &oci_client::manifest::OciDescriptor,
+        path: &Path,
+    ) -> Result<bool, RegistryError> {
+        match (self.registry.fetch_blob(desc, path).await, &self.origin) {
+            (Err(err), Some(origin)) => {
+                self.falling_back(name, "layer", &desc.digest, &err, origin);
+                origin.fetch_blob(desc, path).await
+            }
+            (result, _) => result,
+        }
+    }
+
+    fn falling_back(&self, name: &str, what: &str, digest: &str, err: &RegistryError, origin: &Registry) {
+        progress(
+            name,
+            &format!(
+                "mirror {}: {what} {}: {err}; fetching it from {}",
+                self.registry.host(),
+                short(digest),
+                origin.host()
+            ),
+        );
+    }
+}
+
 /// Finds the manifest: on the mirrors of the image's registry first, in
-/// order, then on the registry itself. Returns the registry that served it,
-/// which also serves the blobs.
+/// order, then on the registry itself. The one that served it also serves
+/// the blobs, with the origin behind a mirror.
 async fn resolve(
     opts: &PullOptions,
     name: &str,
     reference: &ImageRef,
-) -> Result<(Registry, oci_client::manifest::OciImageManifest, String), Error> {
+) -> Result<(Sources, oci_client::manifest::OciImageManifest, String), Error> {
     let mirrors = opts
         .mirrors
         .iter()
@@ -398,26 +445,29 @@ async fn resolve(
         tries: 2,
         ..opts.retry
     };
+    let manifest_err = |source| Error::Manifest {
+        image: name.to_string(),
+        source,
+    };
     for (_, mirror) in mirrors {
         match manifest_from(opts, reference, mirror, mirror_retry).await {
-            Ok(found) => return Ok(found),
+            Ok((registry, manifest, digest)) => {
+                let origin = connect(opts, reference, &reference.registry, opts.retry)
+                    .map_err(manifest_err)?;
+                let sources = Sources { registry, origin: Some(origin) };
+                return Ok((sources, manifest, digest));
+            }
             Err(err) => progress(name, &format!("mirror {mirror}: {err}; trying the next source")),
         }
     }
-    manifest_from(opts, reference, &reference.registry, opts.retry)
+    let (registry, manifest, digest) = manifest_from(opts, reference, &reference.registry, opts.retry)
         .await
-        .map_err(|source| Error::Manifest {
-            image: name.to_string(),
-            source,
-        })
+        .map_err(manifest_err)?;
+    Ok((Sources { registry, origin: None }, manifest, digest))
 }
 
-async fn manifest_from(
-    opts: &PullOptions,
-    reference: &ImageRef,
-    host: &str,
-    retry: Retry,
-) -> Result<(Registry, oci_client::manifest::OciImageManifest, String), RegistryError> {
+/// A client for the image `reference` on `host` (a mirror or the origin).
+fn connect(opts: &PullOptions, reference: &ImageRef, host: &str, retry: Retry) -> Result<Registry, RegistryError> {
     let endpoint = ImageRef {
         registry: host.to_string(),
         ..reference.clone()
@@ -428,7 +478,16 @@ async fn manifest_from(
         credentials: opts.auth.get(host).cloned(),
         retry,
     };
-    let registry = Registry::new(&endpoint, &connect)?;
+    Registry::new(&endpoint, &connect)
+}
+
+async fn manifest_from(
+    opts: &PullOptions,
+    reference: &ImageRef,
+    host: &str,
+    retry: Retry,
+) -> Result<(Registry, oci_client::manifest::OciImageManifest, String), RegistryError> {
+    let registry = connect(opts, reference, host, retry)?;
     let (manifest, digest) = registry.manifest().await?;
     Ok((registry, manifest, digest))
 }
@@ -437,7 +496,7 @@ async fn manifest_from(
 /// one, in layer order, as soon as it and all below it are in the store.
 /// Memory stays bounded: blobs stream to files, and the unpacker reads one.
 async fn download_and_apply(
-    registry: &Registry,
+    sources: &Sources,
     name: &str,
     dest: Dest<'_>,
     layers: &[LayerRef<'_>],
@@ -446,8 +505,8 @@ async fn download_and_apply(
     let mut downloads = futures_util::stream::iter(layers.iter().zip(paths))
         .map(|((desc, _, diff_id), path)| async move {
             let start = Instant::now();
-            let fetched = registry
-                .fetch_blob(desc, path)
+            let fetched = sources
+                .fetch_blob(name, desc, path)
                 .await
                 .map_err(|source| Error::Download {
                     image: name.to_string(),

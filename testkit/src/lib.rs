@@ -8,11 +8,13 @@
 
 mod http;
 mod image;
+mod mirror;
 mod registry;
 mod token;
 
 pub use http::base64;
 pub use image::{Entry, Image, Layer};
+pub use mirror::{Breakage, BrokenMirror};
 pub use registry::{self_signed_cert, Registry, RegistryOptions, TokenAuth};
 pub use token::TokenServer;
 
