@@ -10,6 +10,12 @@
 //! diff_id ([`layer`]) and never writing outside the root ([`unpack`],
 //! [`root`]). Only a fully verified tree is moved into place.
 //!
+//! PID 1's pulls (`--layers DIR`) unpack each layer into a directory of its
+//! own instead and mount the rootfs as an overlay of them ([`overlay`]); a
+//! layer already there is neither downloaded nor unpacked again. When the
+//! overlay cannot be used, the flattened path above runs, and says why.
+//! Behind a mirror, the origin serves whatever blob the mirror fails on.
+//!
 //! Progress goes to stderr as plain lines (`pull IMAGE: layer sha256:… 1.2 MiB`):
 //! PID 1 forwards the child's stderr to the console.
 

@@ -205,3 +205,22 @@ fn openssl(cmd: &mut Command, input: Option<&[u8]>) -> anyhow::Result<Vec<u8>> {
     }
     Ok(out.stdout)
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn encodings() {
+        for (input, expected) in [
+            ("repository%3Ateam%2Fapp%3Apull%2Cpush", "repository:team/app:pull,push"),
+            ("a+b", "a b"),
+            ("bad%zz", "bad%zz"),
+            ("cut%4", "cut%4"),
+        ] {
+            assert_eq!(percent_decode(input), expected, "{input}");
+        }
+        assert_eq!(b64url(&[0xfb, 0xff]), "-_8");
+        assert_eq!(b64url(b"{}"), "e30");
+    }
+}
