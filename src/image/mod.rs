@@ -119,6 +119,15 @@ pub enum Error {
         layers: usize,
         diff_ids: usize,
     },
+    #[error(
+        "image {image}: layer {digest} is a foreign (non-distributable) layer ({media_type}): \
+         registries do not serve its content"
+    )]
+    Foreign {
+        image: String,
+        digest: String,
+        media_type: String,
+    },
     #[error("image {image}: layer {digest} has unsupported media type {media_type:?}")]
     MediaType {
         image: String,
@@ -221,6 +230,13 @@ pub async fn pull(opts: &PullOptions, image: &str, rootfs: &Path) -> Result<Imag
     }
     let mut layers = Vec::new();
     for (desc, diff_id) in manifest.layers.iter().zip(&parsed.diff_ids) {
+        if is_foreign_media_type(&desc.media_type) {
+            return Err(Error::Foreign {
+                image: name,
+                digest: desc.digest.clone(),
+                media_type: desc.media_type.clone(),
+            });
+        }
         if !is_layer_media_type(&desc.media_type) {
             return Err(Error::MediaType {
                 image: name,
@@ -710,6 +726,13 @@ fn is_layer_media_type(media_type: &str) -> bool {
         || media_type.starts_with("application/vnd.docker.image.rootfs.")
 }
 
+/// Foreign (Docker) and non-distributable (OCI) layers: their content lives
+/// at the descriptor's `urls`, outside the registry, and is not fetched.
+fn is_foreign_media_type(media_type: &str) -> bool {
+    media_type.starts_with("application/vnd.oci.image.layer.nondistributable.")
+        || media_type.starts_with("application/vnd.docker.image.rootfs.foreign.")
+}
+
 /// One progress line. On a terminal it first clears the live status line
 /// (see [`Meter`]); elsewhere (the console via PID 1) lines are plain.
 fn progress(image: &str, message: &str) {
@@ -817,6 +840,14 @@ mod tests {
             ("", false),
         ] {
             assert_eq!(is_layer_media_type(media_type), ok, "{media_type}");
+        }
+        for (media_type, foreign) in [
+            ("application/vnd.oci.image.layer.nondistributable.v1.tar+gzip", true),
+            ("application/vnd.docker.image.rootfs.foreign.diff.tar.gzip", true),
+            ("application/vnd.oci.image.layer.v1.tar+gzip", false),
+            ("application/vnd.docker.image.rootfs.diff.tar.gzip", false),
+        ] {
+            assert_eq!(is_foreign_media_type(media_type), foreign, "{media_type}");
         }
     }
 }
