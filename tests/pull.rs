@@ -541,6 +541,18 @@ fn inconsistent_manifests_are_refused() {
     let helm = "application/vnd.cncf.helm.chart.content.v1.tar+gzip";
     let digest = sha256(&layer);
     let config = raw_config(std::slice::from_ref(&digest));
+    let foreign = "application/vnd.docker.image.rootfs.foreign.diff.tar.gzip";
+    let image = registry
+        .push_raw_image("test/raw:foreign", &[(layer.clone(), foreign)], &config)
+        .unwrap();
+    let err = pull_err(&s.opts(&registry), &image, &s.rootfs());
+    assert_eq!(
+        err,
+        format!(
+            "image {image}: layer {digest} is a foreign (non-distributable) layer ({foreign}): \
+             registries do not serve its content"
+        )
+    );
     let image = registry
         .push_raw_image("test/raw:helm", &[(layer, helm)], &config)
         .unwrap();

@@ -19,7 +19,7 @@ use std::fs;
 use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::{Duration, Instant};
-use testkit::{Image, Layer, Registry, RegistryOptions};
+use testkit::{Breakage, BrokenMirror, Image, Layer, Registry, RegistryOptions, TokenAuth, TokenServer};
 
 const PASSWORD: &str = "hunter2-Secret";
 
@@ -338,4 +338,85 @@ fn tls_registry_needs_its_ca() {
     let (ok, out) = iguana_pull(&image, &rootfs, &["--ca", cert.to_str().unwrap()]);
     assert!(ok, "{out}");
     assert_eq!(fs::read_to_string(rootfs.join("run.sh")).unwrap(), "echo over tls\n");
+}
+
+#[test]
+fn bearer_token_flow_with_auth_json_credentials() {
+    let dir = tempfile::tempdir().unwrap();
+    let tokens = TokenServer::start(dir.path(), "bob", PASSWORD).unwrap();
+    let registry = Registry::start_with(RegistryOptions {
+        token: Some(TokenAuth {
+            realm: tokens.realm(),
+            cert: tokens.cert().to_path_buf(),
+            user: "bob".into(),
+            password: PASSWORD.into(),
+        }),
+        ..RegistryOptions::default()
+    })
+    .unwrap();
+    // skopeo pushes through the same token flow.
+    let image = Image::busybox_script("echo behind a token\n")
+        .unwrap()
+        .build_and_push(&registry, "private/token:v1")
+        .unwrap();
+    let pushed = tokens.issued();
+    assert!(pushed > 0, "the push got its tokens from the token server");
+    let host = registry.host();
+
+    // Anonymous: the registry answers 401 with a Bearer challenge, and the
+    // token server refuses a token without credentials.
+    let (ok, out) = iguana_pull(&image, &dir.path().join("anon"), &["--insecure-registry", &host]);
+    assert!(!ok, "{out}");
+    assert!(out.contains(&format!("image {image}: fetch manifest: unauthorized")), "{out}");
+
+    let auth_file = dir.path().join("auth.json");
+    let auth = base64(&format!("bob:{PASSWORD}"));
+    fs::write(&auth_file, format!(r#"{{"auths":{{"{host}":{{"auth":"{auth}"}}}}}}"#)).unwrap();
+    let rootfs = dir.path().join("rootfs");
+    let (ok, out) = iguana_pull(
+        &image,
+        &rootfs,
+        &["--insecure-registry", &host, "--auth-file", auth_file.to_str().unwrap()],
+    );
+    assert!(ok, "{out}");
+    assert_eq!(fs::read_to_string(rootfs.join("run.sh")).unwrap(), "echo behind a token\n");
+    assert!(tokens.issued() > pushed, "the pull went through the token server");
+    assert!(!out.contains(PASSWORD) && !out.contains(&auth), "credentials in output: {out}");
+    assert!(!out.contains("eyJ"), "a token (JWT) in output: {out}");
+}
+
+#[test]
+fn mirror_that_breaks_mid_blob_falls_back_to_the_origin() {
+    let origin = Registry::start().unwrap();
+    let big = random_bytes(3 << 20);
+    let image = Image::new()
+        .layer(Layer::new().file("small", "small", 0o644))
+        .layer(Layer::new().file("big", &big, 0o644))
+        .entrypoint(&["/big"])
+        .build_and_push(&origin, "team/big:v1")
+        .unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    for (n, breakage) in [Breakage::Truncate, Breakage::ServerError].into_iter().enumerate() {
+        // The mirror serves the manifest and config (from the origin's
+        // storage) but breaks every layer download.
+        let mirror = BrokenMirror::start(origin.port(), breakage).unwrap();
+        let rootfs = dir.path().join(format!("rootfs{n}"));
+        let mirror_flag = format!("{}={}", origin.host(), mirror.host());
+        let insecure = format!("{},{}", origin.host(), mirror.host());
+        let (ok, out) = iguana_pull(
+            &image,
+            &rootfs,
+            &["--insecure-registry", &insecure, "--mirror", &mirror_flag],
+        );
+        assert!(ok, "{breakage:?}: {out}");
+        assert!(mirror.broken() >= 2, "{breakage:?}: the mirror broke {} downloads", mirror.broken());
+        assert!(out.contains(&format!("from {}, 2 layers", mirror.host())), "{out}");
+        assert!(
+            out.contains(&format!("mirror {}: layer sha256:", mirror.host()))
+                && out.contains(&format!("; fetching it from {}", origin.host())),
+            "{out}"
+        );
+        assert_eq!(fs::read(rootfs.join("big")).unwrap(), big, "{breakage:?}");
+        assert_eq!(fs::read_to_string(rootfs.join("small")).unwrap(), "small");
+    }
 }

@@ -6,8 +6,11 @@
 //! go to a temporary `.NAME.blobs` directory beside the rootfs (same
 //! filesystem), removed afterwards; with it, this image's blobs are removed
 //! after the pull unless `--keep-blobs`. Credentials come from `--auth-file`
-//! or, if it exists, `/etc/iguana/auth.json`. Exit status and the error
-//! chain tell PID 1 what happened; progress lines go to stderr.
+//! or, if it exists, `/etc/iguana/auth.json`. With `--layers DIR` (PID 1
+//! passes it), each layer is unpacked once into its own directory under DIR
+//! and the rootfs is an overlay of them; without it the rootfs is a
+//! flattened copy. Exit status and the error chain tell PID 1 what
+//! happened; progress lines go to stderr.
 
 use super::auth::{AuthFile, DEFAULT_AUTH_FILE};
 use super::{pull, PullOptions, Retry};
@@ -15,7 +18,8 @@ use anyhow::Context;
 use std::path::{Path, PathBuf};
 
 const USAGE: &str = "usage: iguana pull IMAGE --rootfs DIR [--insecure-registry HOST:PORT]... \
-[--config-out FILE] [--store DIR] [--keep-blobs] [--auth-file FILE] [--mirror REGISTRY=MIRROR]... [--ca PEM]...";
+[--config-out FILE] [--store DIR] [--keep-blobs] [--auth-file FILE] [--mirror REGISTRY=MIRROR]... [--ca PEM]... \
+[--layers DIR]";
 
 /// A command line that does not make sense.
 #[derive(Debug, PartialEq, Eq, thiserror::Error)]
@@ -34,6 +38,7 @@ struct Args {
     auth_file: Option<PathBuf>,
     mirrors: Vec<(String, String)>,
     ca: Vec<PathBuf>,
+    layers: Option<PathBuf>,
 }
 
 /// Parses the arguments that follow `pull`.
@@ -42,6 +47,7 @@ fn parse(args: &[String]) -> Result<Args, UsageError> {
     let (mut image, mut rootfs, mut config_out, mut store) = (None, None, None, None);
     let mut insecure_registries = Vec::new();
     let (mut keep_blobs, mut auth_file, mut mirrors, mut ca) = (false, None, Vec::new(), Vec::new());
+    let mut layers = None;
     let mut it = args.iter();
     while let Some(arg) = it.next() {
         let (flag, inline) = match arg.split_once('=') {
@@ -67,6 +73,7 @@ fn parse(args: &[String]) -> Result<Args, UsageError> {
             "--keep-blobs" if inline.is_none() => keep_blobs = true,
             "--auth-file" => auth_file = Some(PathBuf::from(value()?)),
             "--ca" => ca.push(PathBuf::from(value()?)),
+            "--layers" => layers = Some(PathBuf::from(value()?)),
             "--mirror" => {
                 for item in value()?.split(',').filter(|s| !s.is_empty()) {
                     match item.split_once('=') {
@@ -93,6 +100,7 @@ fn parse(args: &[String]) -> Result<Args, UsageError> {
         auth_file,
         mirrors,
         ca,
+        layers,
     })
 }
 
@@ -147,6 +155,7 @@ pub fn cli_pull(args: &[String]) -> anyhow::Result<()> {
         mirrors: args.mirrors.clone(),
         extra_roots: load_roots(&args.ca)?,
         keep_blobs: args.keep_blobs,
+        layers: args.layers.clone(),
         retry: Retry::default(),
     };
     let runtime = tokio::runtime::Builder::new_current_thread()
@@ -209,6 +218,7 @@ mod tests {
             auth_file: None,
             mirrors: vec![],
             ca: vec![],
+            layers: None,
         }
     }
 
@@ -262,6 +272,8 @@ mod tests {
                 "--ca",
                 "/ca.pem",
                 "--ca=/ca2.pem",
+                "--layers",
+                "/run/iguana/layers",
             ],
             Ok(Args {
                 keep_blobs: true,
@@ -272,6 +284,7 @@ mod tests {
                     ("quay.io".into(), "m3".into()),
                 ],
                 ca: vec!["/ca.pem".into(), "/ca2.pem".into()],
+                layers: Some("/run/iguana/layers".into()),
                 ..args("r.example/app", "/r")
             }),
         );

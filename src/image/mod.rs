@@ -10,6 +10,12 @@
 //! diff_id ([`layer`]) and never writing outside the root ([`unpack`],
 //! [`root`]). Only a fully verified tree is moved into place.
 //!
+//! PID 1's pulls (`--layers DIR`) unpack each layer into a directory of its
+//! own instead and mount the rootfs as an overlay of them ([`overlay`]); a
+//! layer already there is neither downloaded nor unpacked again. When the
+//! overlay cannot be used, the flattened path above runs, and says why.
+//! Behind a mirror, the origin serves whatever blob the mirror fails on.
+//!
 //! Progress goes to stderr as plain lines (`pull IMAGE: layer sha256:… 1.2 MiB`):
 //! PID 1 forwards the child's stderr to the console.
 
@@ -17,6 +23,7 @@ mod auth;
 mod cli;
 mod config;
 mod layer;
+mod overlay;
 mod reference;
 mod registry;
 mod retry;
@@ -29,6 +36,7 @@ mod unpack_tests;
 pub use auth::{AuthError, AuthFile, Credentials, DEFAULT_AUTH_FILE};
 pub use cli::cli_pull;
 pub use config::ImageConfig;
+pub use overlay::{read_layer_list, sibling};
 pub use reference::ReferenceError;
 pub use registry::RegistryError;
 pub use retry::Retry;
@@ -41,7 +49,10 @@ use registry::{Connect, Registry};
 use std::collections::VecDeque;
 use std::time::Instant;
 use staging::Staging;
+use std::ffi::OsStr;
 use std::io::{self, IsTerminal};
+use std::os::fd::AsFd;
+use unpack::Whiteouts;
 use std::path::{Path, PathBuf};
 
 /// How to pull.
@@ -61,6 +72,10 @@ pub struct PullOptions {
     pub extra_roots: Vec<Vec<u8>>,
     /// Keep this image's layer blobs in the store after the pull.
     pub keep_blobs: bool,
+    /// Layer directory store: each layer is unpacked into its own directory
+    /// here and the rootfs is an overlay of them (see [`overlay`]); `None`
+    /// for a flattened rootfs.
+    pub layers: Option<PathBuf>,
     pub retry: Retry,
 }
 
@@ -103,6 +118,15 @@ pub enum Error {
         image: String,
         layers: usize,
         diff_ids: usize,
+    },
+    #[error(
+        "image {image}: layer {digest} is a foreign (non-distributable) layer ({media_type}): \
+         registries do not serve its content"
+    )]
+    Foreign {
+        image: String,
+        digest: String,
+        media_type: String,
     },
     #[error("image {image}: layer {digest} has unsupported media type {media_type:?}")]
     MediaType {
@@ -154,6 +178,16 @@ pub enum Error {
     },
     #[error("image {image}: unpack task of layer {digest} died")]
     Task { image: String, digest: String },
+    #[error("image {image}: diff_id {diff_id:?} is not a sha256 digest")]
+    BadDiffId { image: String, diff_id: String },
+    #[error("image {image}: {step} {path}")]
+    LayerDir {
+        image: String,
+        step: &'static str,
+        path: PathBuf,
+        #[source]
+        source: io::Error,
+    },
 }
 
 /// Pulls `image` and unpacks it into `rootfs` (created if missing; must be
@@ -164,18 +198,18 @@ pub async fn pull(opts: &PullOptions, image: &str, rootfs: &Path) -> Result<Imag
         image: name.clone(),
         source,
     })?;
-    let (registry, manifest, manifest_digest) = resolve(opts, &name, &reference).await?;
+    let (sources, manifest, manifest_digest) = resolve(opts, &name, &reference).await?;
     progress(
         &name,
         &format!(
             "manifest {manifest_digest} from {}, {} layers",
-            registry.host(),
+            sources.registry.host(),
             manifest.layers.len()
         ),
     );
     let config_digest = manifest.config.digest.clone();
-    let blob = registry
-        .config(&manifest.config)
+    let blob = sources
+        .config(&name, &manifest.config)
         .await
         .map_err(|source| Error::Config {
             image: name.clone(),
@@ -196,6 +230,13 @@ pub async fn pull(opts: &PullOptions, image: &str, rootfs: &Path) -> Result<Imag
     }
     let mut layers = Vec::new();
     for (desc, diff_id) in manifest.layers.iter().zip(&parsed.diff_ids) {
+        if is_foreign_media_type(&desc.media_type) {
+            return Err(Error::Foreign {
+                image: name,
+                digest: desc.digest.clone(),
+                media_type: desc.media_type.clone(),
+            });
+        }
         if !is_layer_media_type(&desc.media_type) {
             return Err(Error::MediaType {
                 image: name,
@@ -214,49 +255,209 @@ pub async fn pull(opts: &PullOptions, image: &str, rootfs: &Path) -> Result<Imag
         layers.push((desc, hex.to_string(), diff_id.clone()));
     }
 
+    if let Some(store) = &opts.layers {
+        match pull_layered(opts, &sources, &name, &layers, store, rootfs).await? {
+            None => {
+                log_free(&name, store);
+                return Ok(parsed.config);
+            }
+            Some(why) => progress(&name, &format!("overlay not used: {why}; unpacking a flattened copy")),
+        }
+    }
     // Before any download, so a rootfs that is in use fails fast.
     let staging = Staging::prepare(rootfs).map_err(|source| Error::Rootfs {
         image: name.clone(),
         source,
     })?;
-    let blob_dir = opts.store.join("blobs").join("sha256");
-    std::fs::create_dir_all(&blob_dir).map_err(|source| Error::Store {
-        path: blob_dir.clone(),
-        source,
-    })?;
-    let paths: Vec<PathBuf> = layers.iter().map(|(_, hex, _)| blob_dir.join(hex)).collect();
-    let result = download_and_apply(&registry, &name, &staging, &layers, &paths).await;
-    for path in &paths {
-        // Downloads cancelled by another layer's failure leave partial files.
-        std::fs::remove_file(path.with_extension(format!("partial-{}", std::process::id()))).ok();
-        if !opts.keep_blobs {
-            std::fs::remove_file(path).ok();
-        }
-    }
+    let paths = blob_paths(opts, &layers)?;
+    let result = download_and_apply(&sources, &name, Dest::Flat(&staging), &layers, &paths).await;
+    remove_blobs(opts, &paths);
     result?;
     staging.commit().map_err(|source| Error::Rootfs {
         image: name.clone(),
         source,
     })?;
     progress(&name, &format!("unpacked into {}", rootfs.display()));
-    if let Some(free) = free_bytes(&opts.store) {
-        let free = i64::try_from(free).unwrap_or(i64::MAX);
-        progress(
-            &name,
-            &format!("{} free on the store's filesystem ({})", human_size(free), opts.store.display()),
-        );
-    }
+    log_free(&name, &opts.store);
     Ok(parsed.config)
 }
 
+/// A layer as the pull sees it: descriptor, blob hex, diff_id.
+type LayerRef<'a> = (&'a oci_client::manifest::OciDescriptor, String, String);
+
+/// Where each layer's blob goes in the store.
+fn blob_paths(opts: &PullOptions, layers: &[LayerRef<'_>]) -> Result<Vec<PathBuf>, Error> {
+    let blob_dir = opts.store.join("blobs").join("sha256");
+    std::fs::create_dir_all(&blob_dir).map_err(|source| Error::Store {
+        path: blob_dir.clone(),
+        source,
+    })?;
+    Ok(layers.iter().map(|(_, hex, _)| blob_dir.join(hex)).collect())
+}
+
+fn remove_blobs(opts: &PullOptions, paths: &[PathBuf]) {
+    for path in paths {
+        // Downloads cancelled by another layer's failure leave partial files.
+        std::fs::remove_file(path.with_extension(format!("partial-{}", std::process::id()))).ok();
+        if !opts.keep_blobs {
+            std::fs::remove_file(path).ok();
+        }
+    }
+}
+
+fn log_free(name: &str, dir: &Path) {
+    if let Some(free) = free_bytes(dir) {
+        let free = i64::try_from(free).unwrap_or(i64::MAX);
+        progress(
+            name,
+            &format!("{} free on the store's filesystem ({})", human_size(free), dir.display()),
+        );
+    }
+}
+
+/// Unpacks the layers missing from `store` into their own directories and
+/// mounts their overlay on `rootfs`. `Ok(Some(why))` when an overlay cannot
+/// be used; the caller then unpacks a flattened copy.
+async fn pull_layered(
+    opts: &PullOptions,
+    sources: &Sources,
+    name: &str,
+    layers: &[LayerRef<'_>],
+    store: &Path,
+    rootfs: &Path,
+) -> Result<Option<overlay::Unusable>, Error> {
+    if let Err(why) = overlay::available() {
+        return Ok(Some(why));
+    }
+    if layers.is_empty() {
+        return Ok(Some(overlay::Unusable::NoLayers));
+    }
+    let mut dirs = Vec::new();
+    for (_, _, diff_id) in layers {
+        let Some(dir) = overlay::layer_dir_name(diff_id) else {
+            return Err(Error::BadDiffId { image: name.to_string(), diff_id: diff_id.clone() });
+        };
+        dirs.push(store.join(dir));
+    }
+    let (upper, work) = (overlay::sibling(rootfs, "upper"), overlay::sibling(rootfs, "work"));
+    let options = match overlay::options(&dirs, &upper, &work) {
+        Ok(options) => options,
+        Err(why) => return Ok(Some(why)),
+    };
+    let dir_err = |step, path: &Path| {
+        let (image, path) = (name.to_string(), path.to_path_buf());
+        move |source| Error::LayerDir { image, step, path, source }
+    };
+    std::fs::create_dir_all(store).map_err(dir_err("create", store))?;
+    std::fs::create_dir_all(rootfs).map_err(dir_err("create", rootfs))?;
+    let in_use = std::fs::read_dir(rootfs).map_err(dir_err("list", rootfs))?.next().is_some();
+    if in_use {
+        return Err(Error::Rootfs {
+            image: name.to_string(),
+            source: StagingError::NotEmpty(rootfs.to_path_buf()),
+        });
+    }
+    for dir in [&upper, &work] {
+        if dir.exists() {
+            std::fs::remove_dir_all(dir).map_err(dir_err("remove stale", dir))?;
+        }
+        std::fs::create_dir(dir).map_err(dir_err("create", dir))?;
+    }
+
+    let mut missing = Vec::new();
+    for (layer, dir) in layers.iter().zip(&dirs) {
+        if dir.is_dir() {
+            progress(name, &format!("layer {} already unpacked in {}", short(&layer.0.digest), dir.display()));
+        } else {
+            missing.push(layer.clone());
+        }
+    }
+    let paths = blob_paths(opts, &missing)?;
+    let result = download_and_apply(sources, name, Dest::Layers(store), &missing, &paths).await;
+    remove_blobs(opts, &paths);
+    result?;
+    // Before the mount: PID 1 releases the layers even if the mount fails.
+    overlay::write_layer_list(rootfs, &dirs).map_err(dir_err("write layer list of", rootfs))?;
+    if let Some(top) = dirs.last() {
+        copy_owner_mode(top, &upper).map_err(dir_err("copy owner and mode to", &upper))?;
+    }
+    if let Err(why) = overlay::mount(&options, rootfs) {
+        for dir in [&upper, &work] {
+            std::fs::remove_dir_all(dir).ok();
+        }
+        return Ok(Some(why));
+    }
+    progress(
+        name,
+        &format!("rootfs is an overlay of {} layers on {}", dirs.len(), rootfs.display()),
+    );
+    Ok(None)
+}
+
+/// The overlay's root directory takes the upper directory's owner and
+/// mode: give it those of the image's top layer.
+fn copy_owner_mode(from: &Path, to: &Path) -> io::Result<()> {
+    use std::os::unix::fs::{MetadataExt, PermissionsExt};
+    let meta = std::fs::metadata(from)?;
+    std::os::unix::fs::chown(to, Some(meta.uid()), Some(meta.gid()))?;
+    std::fs::set_permissions(to, std::fs::Permissions::from_mode(meta.mode() & 0o7777))
+}
+
+/// Where the blobs come from: the registry that served the manifest and,
+/// when that was a mirror, the origin, which serves any blob the mirror
+/// fails to deliver (down, 5xx, cut off mid-blob, or wrong content).
+struct Sources {
+    registry: Registry,
+    origin: Option<Registry>,
+}
+
+impl Sources {
+    async fn config(&self, name: &str, desc: &oci_client::manifest::OciDescriptor) -> Result<Vec<u8>, RegistryError> {
+        match (self.registry.config(desc).await, &self.origin) {
+            (Err(err), Some(origin)) => {
+                self.falling_back(name, "config", &desc.digest, &err, origin);
+                origin.config(desc).await
+            }
+            (result, _) => result,
+        }
+    }
+
+    async fn fetch_blob(
+        &self,
+        name: &str,
+        desc: &oci_client::manifest::OciDescriptor,
+        path: &Path,
+    ) -> Result<bool, RegistryError> {
+        match (self.registry.fetch_blob(desc, path).await, &self.origin) {
+            (Err(err), Some(origin)) => {
+                self.falling_back(name, "layer", &desc.digest, &err, origin);
+                origin.fetch_blob(desc, path).await
+            }
+            (result, _) => result,
+        }
+    }
+
+    fn falling_back(&self, name: &str, what: &str, digest: &str, err: &RegistryError, origin: &Registry) {
+        progress(
+            name,
+            &format!(
+                "mirror {}: {what} {}: {err}; fetching it from {}",
+                self.registry.host(),
+                short(digest),
+                origin.host()
+            ),
+        );
+    }
+}
+
 /// Finds the manifest: on the mirrors of the image's registry first, in
-/// order, then on the registry itself. Returns the registry that served it,
-/// which also serves the blobs.
+/// order, then on the registry itself. The one that served it also serves
+/// the blobs, with the origin behind a mirror.
 async fn resolve(
     opts: &PullOptions,
     name: &str,
     reference: &ImageRef,
-) -> Result<(Registry, oci_client::manifest::OciImageManifest, String), Error> {
+) -> Result<(Sources, oci_client::manifest::OciImageManifest, String), Error> {
     let mirrors = opts
         .mirrors
         .iter()
@@ -266,26 +467,29 @@ async fn resolve(
         tries: 2,
         ..opts.retry
     };
+    let manifest_err = |source| Error::Manifest {
+        image: name.to_string(),
+        source,
+    };
     for (_, mirror) in mirrors {
         match manifest_from(opts, reference, mirror, mirror_retry).await {
-            Ok(found) => return Ok(found),
+            Ok((registry, manifest, digest)) => {
+                let origin = connect(opts, reference, &reference.registry, opts.retry)
+                    .map_err(manifest_err)?;
+                let sources = Sources { registry, origin: Some(origin) };
+                return Ok((sources, manifest, digest));
+            }
             Err(err) => progress(name, &format!("mirror {mirror}: {err}; trying the next source")),
         }
     }
-    manifest_from(opts, reference, &reference.registry, opts.retry)
+    let (registry, manifest, digest) = manifest_from(opts, reference, &reference.registry, opts.retry)
         .await
-        .map_err(|source| Error::Manifest {
-            image: name.to_string(),
-            source,
-        })
+        .map_err(manifest_err)?;
+    Ok((Sources { registry, origin: None }, manifest, digest))
 }
 
-async fn manifest_from(
-    opts: &PullOptions,
-    reference: &ImageRef,
-    host: &str,
-    retry: Retry,
-) -> Result<(Registry, oci_client::manifest::OciImageManifest, String), RegistryError> {
+/// A client for the image `reference` on `host` (a mirror or the origin).
+fn connect(opts: &PullOptions, reference: &ImageRef, host: &str, retry: Retry) -> Result<Registry, RegistryError> {
     let endpoint = ImageRef {
         registry: host.to_string(),
         ..reference.clone()
@@ -296,7 +500,16 @@ async fn manifest_from(
         credentials: opts.auth.get(host).cloned(),
         retry,
     };
-    let registry = Registry::new(&endpoint, &connect)?;
+    Registry::new(&endpoint, &connect)
+}
+
+async fn manifest_from(
+    opts: &PullOptions,
+    reference: &ImageRef,
+    host: &str,
+    retry: Retry,
+) -> Result<(Registry, oci_client::manifest::OciImageManifest, String), RegistryError> {
+    let registry = connect(opts, reference, host, retry)?;
     let (manifest, digest) = registry.manifest().await?;
     Ok((registry, manifest, digest))
 }
@@ -305,17 +518,17 @@ async fn manifest_from(
 /// one, in layer order, as soon as it and all below it are in the store.
 /// Memory stays bounded: blobs stream to files, and the unpacker reads one.
 async fn download_and_apply(
-    registry: &Registry,
+    sources: &Sources,
     name: &str,
-    staging: &Staging,
-    layers: &[(&oci_client::manifest::OciDescriptor, String, String)],
+    dest: Dest<'_>,
+    layers: &[LayerRef<'_>],
     paths: &[PathBuf],
 ) -> Result<(), Error> {
     let mut downloads = futures_util::stream::iter(layers.iter().zip(paths))
         .map(|((desc, _, diff_id), path)| async move {
             let start = Instant::now();
-            let fetched = registry
-                .fetch_blob(desc, path)
+            let fetched = sources
+                .fetch_blob(name, desc, path)
                 .await
                 .map_err(|source| Error::Download {
                     image: name.to_string(),
@@ -343,15 +556,7 @@ async fn download_and_apply(
     loop {
         if unpacking.is_none() && failed.is_none() {
             if let Some((digest, path, diff_id)) = ready.pop_front() {
-                let root = staging.root().map_err(|source| Error::ReadLayer {
-                    image: name.to_string(),
-                    digest: String::clone(&digest),
-                    source,
-                })?;
-                let (image, d) = (name.to_string(), String::clone(&digest));
-                let task = tokio::task::spawn_blocking(move || {
-                    apply(&image, &d, &path, &diff_id, &root)
-                });
+                let task = dest.spawn(name, &digest, path, diff_id)?;
                 unpacking = Some((digest, task));
             }
         }
@@ -392,6 +597,80 @@ async fn download_and_apply(
     }
 }
 
+/// Where layers are unpacked.
+#[derive(Clone, Copy)]
+enum Dest<'a> {
+    /// All layers in order onto one staging tree.
+    Flat(&'a Staging),
+    /// Each layer into its own directory in this layer store.
+    Layers(&'a Path),
+}
+
+impl Dest<'_> {
+    /// Starts unpacking one downloaded layer on a blocking thread.
+    fn spawn(
+        self,
+        image: &str,
+        digest: &str,
+        blob: PathBuf,
+        diff_id: String,
+    ) -> Result<tokio::task::JoinHandle<Result<(), Error>>, Error> {
+        let (image, digest) = (image.to_string(), digest.to_string());
+        match self {
+            Dest::Flat(staging) => {
+                let root = staging.root().map_err(|source| Error::ReadLayer {
+                    image: image.clone(),
+                    digest: digest.clone(),
+                    source,
+                })?;
+                Ok(tokio::task::spawn_blocking(move || {
+                    apply(&image, &digest, &blob, &diff_id, &root, Whiteouts::Apply)
+                }))
+            }
+            Dest::Layers(store) => {
+                let store = store.to_path_buf();
+                Ok(tokio::task::spawn_blocking(move || {
+                    apply_to_layer_dir(&image, &digest, &blob, &diff_id, &store)
+                }))
+            }
+        }
+    }
+}
+
+/// Unpacks one layer into `STORE/sha256-HEX` (named after its diff_id):
+/// first into a temporary directory, renamed into place once the diff_id
+/// has verified, so a layer directory that exists is always complete.
+fn apply_to_layer_dir(image: &str, digest: &str, blob: &Path, diff_id: &str, store: &Path) -> Result<(), Error> {
+    let Some(name) = overlay::layer_dir_name(diff_id) else {
+        return Err(Error::BadDiffId { image: image.to_string(), diff_id: diff_id.to_string() });
+    };
+    let (dir, tmp) = (store.join(&name), store.join(format!(".{name}.{}", std::process::id())));
+    let dir_err = |step, path: &Path| {
+        let (image, path) = (image.to_string(), path.to_path_buf());
+        move |source| Error::LayerDir { image, step, path, source }
+    };
+    if tmp.exists() {
+        std::fs::remove_dir_all(&tmp).map_err(dir_err("remove stale", &tmp))?;
+    }
+    std::fs::create_dir(&tmp).map_err(dir_err("create", &tmp))?;
+    let applied = std::fs::File::open(store)
+        .and_then(|store| root::Root::open_at(store.as_fd(), OsStr::new(&format!(".{name}.{}", std::process::id()))))
+        .map_err(dir_err("open", &tmp))
+        .and_then(|root| apply(image, digest, blob, diff_id, &root, Whiteouts::Overlay));
+    let result = applied.and_then(|()| match std::fs::rename(&tmp, &dir) {
+        // Another pull put the same layer there first: the same content.
+        Err(e) if dir.is_dir() => {
+            tracing::debug!(dir = %dir.display(), %e, "layer directory already there");
+            Ok(())
+        }
+        other => other.map_err(dir_err("rename into place", &dir)),
+    });
+    if tmp.exists() {
+        std::fs::remove_dir_all(&tmp).ok();
+    }
+    result
+}
+
 /// Free bytes for unprivileged use on the filesystem holding `path`.
 fn free_bytes(path: &Path) -> Option<u64> {
     let st = rustix::fs::statvfs(path).ok()?;
@@ -414,6 +693,7 @@ fn apply(
     blob: &Path,
     diff_id: &str,
     root: &root::Root,
+    whiteouts: Whiteouts,
 ) -> Result<(), Error> {
     let read_err = |source| Error::ReadLayer {
         image: image.into(),
@@ -422,7 +702,7 @@ fn apply(
     };
     let file = std::fs::File::open(blob).map_err(read_err)?;
     let stream = layer::TarStream::new(file).map_err(read_err)?;
-    let stream = unpack::apply_layer(root, stream).map_err(|source| Error::Unpack {
+    let stream = unpack::apply_layer_as(root, stream, whiteouts).map_err(|source| Error::Unpack {
         image: image.into(),
         digest: digest.into(),
         source,
@@ -446,6 +726,13 @@ fn is_layer_media_type(media_type: &str) -> bool {
         || media_type.starts_with("application/vnd.docker.image.rootfs.")
 }
 
+/// Foreign (Docker) and non-distributable (OCI) layers: their content lives
+/// at the descriptor's `urls`, outside the registry, and is not fetched.
+fn is_foreign_media_type(media_type: &str) -> bool {
+    media_type.starts_with("application/vnd.oci.image.layer.nondistributable.")
+        || media_type.starts_with("application/vnd.docker.image.rootfs.foreign.")
+}
+
 /// One progress line. On a terminal it first clears the live status line
 /// (see [`Meter`]); elsewhere (the console via PID 1) lines are plain.
 fn progress(image: &str, message: &str) {
@@ -466,7 +753,7 @@ struct Meter {
 }
 
 impl Meter {
-    fn new(layers: &[(&oci_client::manifest::OciDescriptor, String, String)], paths: &[PathBuf]) -> Meter {
+    fn new(layers: &[LayerRef<'_>], paths: &[PathBuf]) -> Meter {
         Meter {
             sizes: layers.iter().map(|(d, _, _)| u64::try_from(d.size).unwrap_or(0)).collect(),
             paths: paths.to_vec(),
@@ -553,6 +840,14 @@ mod tests {
             ("", false),
         ] {
             assert_eq!(is_layer_media_type(media_type), ok, "{media_type}");
+        }
+        for (media_type, foreign) in [
+            ("application/vnd.oci.image.layer.nondistributable.v1.tar+gzip", true),
+            ("application/vnd.docker.image.rootfs.foreign.diff.tar.gzip", true),
+            ("application/vnd.oci.image.layer.v1.tar+gzip", false),
+            ("application/vnd.docker.image.rootfs.diff.tar.gzip", false),
+        ] {
+            assert_eq!(is_foreign_media_type(media_type), foreign, "{media_type}");
         }
     }
 }

@@ -11,6 +11,13 @@
 //! `DIR/.wh..wh..opq` empties `DIR` of lower-layer content. Paths created by
 //! the current layer (and their ancestors) are remembered so that neither
 //! kind deletes them, whatever the order of entries in the archive.
+//!
+//! A layer unpacked on its own, as one lower directory of an overlayfs
+//! ([`Whiteouts::Overlay`]), keeps its whiteouts in overlayfs form instead:
+//! `.wh.NAME` becomes a character device 0/0 named NAME, and an opaque
+//! directory gets the xattr `trusted.overlay.opaque=y`. The same "only
+//! lower layers" rule holds: a path this layer creates is never turned into
+//! a whiteout, and a directory that replaces one is made opaque.
 
 use super::root::{self, EntryPath, PathError, Root};
 use rustix::fs::{
@@ -29,6 +36,16 @@ const WHITEOUT_PREFIX: &[u8] = b".wh.";
 const OPAQUE_MARKER: &[u8] = b".wh..wh..opq";
 const XATTR_PAX_PREFIX: &str = "SCHILY.xattr.";
 const COPY_BUFFER: usize = 256 << 10;
+const OVERLAY_OPAQUE: &str = "trusted.overlay.opaque";
+
+/// What a layer's whiteouts do.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Whiteouts {
+    /// Delete from the root below (a flattened rootfs).
+    Apply,
+    /// Record in overlayfs form (a layer directory of its own).
+    Overlay,
+}
 
 /// A layer that could not be applied.
 #[derive(Debug, thiserror::Error)]
@@ -100,11 +117,19 @@ struct Meta {
     xattrs: Vec<(String, Vec<u8>)>,
 }
 
-/// Applies one layer onto a root. Returns the reader positioned after the
-/// archive, so the caller can hash the rest of the stream.
+/// Applies one layer onto a root, deleting what its whiteouts name.
+/// Returns the reader positioned after the archive, so the caller can hash
+/// the rest of the stream.
+#[cfg_attr(not(test), allow(dead_code))]
 pub fn apply_layer<R: Read>(root: &Root, tar: R) -> Result<R, UnpackError> {
+    apply_layer_as(root, tar, Whiteouts::Apply)
+}
+
+/// [`apply_layer`], with whiteouts handled as `whiteouts` says.
+pub fn apply_layer_as<R: Read>(root: &Root, tar: R, whiteouts: Whiteouts) -> Result<R, UnpackError> {
     let mut layer = Layer {
         root,
+        whiteouts,
         privileged: rustix::process::geteuid().is_root(),
         created: HashSet::new(),
         dir_times: Vec::new(),
@@ -127,6 +152,7 @@ pub fn apply_layer<R: Read>(root: &Root, tar: R) -> Result<R, UnpackError> {
 
 struct Layer<'a> {
     root: &'a Root,
+    whiteouts: Whiteouts,
     privileged: bool,
     /// Paths this layer created, with all their ancestors.
     created: HashSet<PathBuf>,
@@ -227,13 +253,19 @@ impl Layer<'_> {
         meta: &Meta,
     ) -> Result<(), EntryError> {
         // An existing directory is merged into; anything else is replaced.
-        if root::kind_at(parent, name).map_err(sys("fstatat"))? != Some(FileType::Directory) {
+        let existing = root::kind_at(parent, name).map_err(sys("fstatat"))?;
+        if existing != Some(FileType::Directory) {
             replace(parent, name)?;
             rfs::mkdirat(parent, name, Mode::from_raw_mode(0o700)).map_err(sys("mkdirat"))?;
         }
         let fd = root::open_dir_at(parent, name).map_err(sys("openat directory"))?;
         self.set_owner_mode(fd.as_fd(), meta)?;
         set_xattrs(fd.as_fd(), name, &meta.xattrs);
+        // Flattened, a whiteout then a directory of the same name leaves
+        // only this layer's content; on an overlay that takes opacity.
+        if self.whiteouts == Whiteouts::Overlay && existing == Some(FileType::CharacterDevice) {
+            set_opaque(fd.as_fd())?;
+        }
         Ok(())
     }
 
@@ -340,6 +372,15 @@ impl Layer<'_> {
         if self.created.contains(&dir.join(target)) {
             return Ok(()); // Whiteouts only hide lower layers.
         }
+        if self.whiteouts == Whiteouts::Overlay {
+            let parent = self
+                .root
+                .dir(dir, true)
+                .map_err(sys("openat2 whiteout parent"))?;
+            replace(parent.as_fd(), target)?;
+            return rfs::mknodat(&parent, target, FileType::CharacterDevice, Mode::empty(), 0)
+                .map_err(sys("mknodat overlay whiteout"));
+        }
         let parent = match self.root.dir(dir, false) {
             Ok(fd) => fd,
             // Nothing below a missing (or non-directory) parent to delete.
@@ -364,6 +405,10 @@ impl Layer<'_> {
         self.mark_created(dir);
         let readable = root::open_dir_at(fd.as_fd(), OsStr::new("."))
             .map_err(sys("openat opaque directory"))?;
+        if self.whiteouts == Whiteouts::Overlay {
+            // Everything in this directory is this layer's own: keep it.
+            return set_opaque(readable.as_fd());
+        }
         let names: Vec<OsString> = root::list(readable).map_err(sys("getdents"))?;
         for name in names {
             if !self.created.contains(&dir.join(&name)) {
@@ -422,6 +467,13 @@ impl Layer<'_> {
             }
         }
     }
+}
+
+/// Marks a directory opaque for overlayfs: lower layers' content under it
+/// is hidden.
+fn set_opaque(dir: BorrowedFd<'_>) -> Result<(), EntryError> {
+    rfs::fsetxattr(dir, OVERLAY_OPAQUE, b"y", XattrFlags::empty())
+        .map_err(sys("fsetxattr trusted.overlay.opaque"))
 }
 
 /// Clears the way for a new entry: whatever is at `name` goes, including a

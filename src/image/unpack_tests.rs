@@ -4,7 +4,7 @@
 //! whether the entry was refused or landed inside the root.
 
 use super::root::Root;
-use super::unpack::apply_layer;
+use super::unpack::{apply_layer, apply_layer_as, Whiteouts};
 use std::collections::BTreeMap;
 use std::fs;
 use std::os::unix::fs::{FileTypeExt, MetadataExt};
@@ -96,6 +96,15 @@ impl Sandbox {
                     .map_err(|e| chain(&e))
             })
             .collect()
+    }
+
+    /// Applies one layer on its own, whiteouts in overlayfs form.
+    fn apply_overlay(&self, layer: &[E<'_>]) -> Result<(), String> {
+        let root = Root::open(&self.root()).unwrap();
+        let data = tar(layer);
+        apply_layer_as(&root, data.as_slice(), Whiteouts::Overlay)
+            .map(|_| ())
+            .map_err(|e| chain(&e))
     }
 
     /// Everything outside `root/`: path -> (type, mode, nlink, content).
@@ -522,4 +531,43 @@ fn parents_are_created_through_dangling_symlinks() {
         read(&sb, &format!("{}/x", up.trim_start_matches('/'))).as_deref(),
         Some("x")
     );
+}
+
+#[test]
+fn overlay_form_whiteouts_stay_inside_the_layer() {
+    if !rustix::process::geteuid().is_root() {
+        return; // mknod of the 0/0 whiteout and trusted.* xattrs need root
+    }
+    let sb = Sandbox::new();
+    let outside = sb.outside();
+    let before = sb.outside_state();
+    // Whiteouts and an opaque marker behind a symlink to a host directory,
+    // in the same layer: they land inside the layer directory.
+    let layer = [
+        E::Symlink("l", &outside),
+        E::File("l/.wh.secret", ""),
+        E::File("l/.wh..wh..opq", ""),
+        E::Dir("etc"),
+        E::File("etc/.wh.passwd", ""),
+        E::File("etc/mine", "mine"),
+        E::File("etc/.wh.mine", ""),
+    ];
+    assert_eq!(sb.apply_overlay(&layer), Ok(()));
+    assert_eq!(sb.outside_state(), before, "outside the root changed");
+    let mut value = [0u8; 8];
+    assert!(rustix::fs::getxattr(outside.as_str(), "trusted.overlay.opaque", &mut value).is_err());
+    let passwd = fs::symlink_metadata(sb.root().join("etc/passwd")).unwrap();
+    assert!(passwd.file_type().is_char_device() && passwd.rdev() == 0);
+    // A whiteout only hides lower layers: this layer's own file stays.
+    assert_eq!(read(&sb, "etc/mine").as_deref(), Some("mine"));
+    for (layer, expected) in [
+        (vec![E::File("../.wh.planted", "")], "'..'"),
+        (vec![E::File("a/.wh..", "")], "invalid whiteout name"),
+    ] {
+        let sb = Sandbox::new();
+        let before = sb.outside_state();
+        let result = sb.apply_overlay(&layer);
+        assert!(result.as_ref().is_err_and(|e| e.contains(expected)), "{result:?}");
+        assert_eq!(sb.outside_state(), before);
+    }
 }

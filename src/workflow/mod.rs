@@ -9,6 +9,7 @@
 //! (`iguana pull`) so that async code and untrusted registry data never run
 //! inside PID 1; the containers are run by PID 1 itself.
 
+mod images;
 pub mod plan;
 pub mod schema;
 pub mod source;
@@ -183,6 +184,7 @@ pub fn run(ctx: &Context<'_>, wf: &Workflow) -> Result<Vec<(String, Outcome)>, E
     let _ = std::fs::write(ctx.work.join("results.json"), serde_json::to_string_pretty(&results).unwrap_or_default());
     if !ctx.debug {
         let _ = std::fs::remove_dir_all(ctx.work.join("volumes"));
+        let _ = std::fs::remove_dir_all(ctx.work.join("layers"));
     }
     match stopped {
         Some(e) => Err(Error::Stopped(Box::new(e))),
@@ -232,10 +234,11 @@ fn run_job(ctx: &Context<'_>, wf: &Workflow, id: &str, job: &schema::Job) -> Res
         tracing::info!("service {name} stopped: {exit}");
     }
     if !ctx.debug {
-        let _ = std::fs::remove_dir_all(ctx.work.join("images").join(id));
-        for name in &services {
-            let _ = std::fs::remove_dir_all(ctx.work.join("images").join(name));
+        let mut pulled = vec![(id.to_string(), job.container.image.as_str())];
+        for (sid, svc) in &job.services.0 {
+            pulled.push((format!("{id}-{sid}"), svc.image.as_str()));
         }
+        images::release(&ctx.work.join("images"), &pulled, &images::images_after(wf, id));
     }
     result
 }
@@ -290,6 +293,8 @@ fn pull_args(ctx: &Context<'_>, image: &str, rootfs: &Path, config_path: &Path) 
         config_path.display().to_string(),
         "--store".into(),
         ctx.work.join("blobs").display().to_string(),
+        "--layers".into(),
+        ctx.work.join("layers").display().to_string(),
     ];
     for registry in ctx.insecure_registries {
         args.push("--insecure-registry".into());
@@ -328,7 +333,7 @@ mod tests {
         let args = pull_args(&ctx, "busybox", Path::new("/r"), Path::new("/c.json"));
         assert_eq!(
             args.join(" "),
-            "pull busybox --rootfs /r --config-out /c.json --store /run/iguana/blobs \
+            "pull busybox --rootfs /r --config-out /c.json --store /run/iguana/blobs --layers /run/iguana/layers \
              --insecure-registry 10.0.2.2:5000 --mirror docker.io=10.0.2.2:5001 --ca /etc/iguana/ca.pem"
         );
         ctx.debug = true;

@@ -51,6 +51,12 @@ pub enum Entry {
     Opaque {
         dir: String,
     },
+    /// A character device (`Some((major, minor))`) or a fifo (`None`).
+    Node {
+        path: String,
+        dev: Option<(u32, u32)>,
+        mode: u32,
+    },
 }
 
 /// A layer: entries in archive order.
@@ -109,6 +115,16 @@ impl Layer {
 
     pub fn opaque(mut self, dir: &str) -> Layer {
         self.entries.push(Entry::Opaque { dir: dir.into() });
+        self
+    }
+
+    pub fn fifo(mut self, path: &str, mode: u32) -> Layer {
+        self.entries.push(Entry::Node { path: path.into(), dev: None, mode });
+        self
+    }
+
+    pub fn char_device(mut self, path: &str, major: u32, minor: u32, mode: u32) -> Layer {
+        self.entries.push(Entry::Node { path: path.into(), dev: Some((major, minor)), mode });
         self
     }
 
@@ -171,6 +187,19 @@ impl Layer {
                 Entry::Opaque { dir } => {
                     let dir = dir.trim_end_matches('/');
                     empty_file(&mut b, &mut h, &format!("{dir}/.wh..wh..opq"))?;
+                }
+                Entry::Node { path, dev, mode } => {
+                    match dev {
+                        Some((major, minor)) => {
+                            h.set_entry_type(tar::EntryType::Char);
+                            h.set_device_major(*major)?;
+                            h.set_device_minor(*minor)?;
+                        }
+                        None => h.set_entry_type(tar::EntryType::Fifo),
+                    }
+                    set_owner_mode(&mut h, *mode, 0, 0);
+                    h.set_size(0);
+                    b.append_data(&mut h, path, &[][..])?;
                 }
             }
         }

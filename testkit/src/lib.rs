@@ -8,15 +8,19 @@
 
 mod http;
 mod image;
+mod mirror;
 mod proxy;
 mod registry;
 pub mod sntp;
+mod token;
 
 pub use http::base64;
 pub use image::{Entry, Image, Layer};
-pub use registry::{cert_valid_between, self_signed_cert, Registry, RegistryOptions};
+pub use mirror::{Breakage, BrokenMirror};
 pub use proxy::HttpProxy;
+pub use registry::{cert_valid_between, self_signed_cert, Registry, RegistryOptions, TokenAuth};
 pub use sntp::SntpServer;
+pub use token::TokenServer;
 
 use anyhow::{bail, Context};
 use std::process::Command;

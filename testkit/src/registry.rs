@@ -22,6 +22,18 @@ pub struct RegistryOptions {
     /// Serve HTTPS with this certificate and key (PEM files), e.g. from
     /// [`self_signed_cert`].
     pub tls: Option<(PathBuf, PathBuf)>,
+    /// Require bearer tokens from this token server (`auth: token:`); the
+    /// user and password are what the token server wants.
+    pub token: Option<TokenAuth>,
+}
+
+/// The registry's side of the bearer-token flow.
+#[derive(Clone, Debug)]
+pub struct TokenAuth {
+    pub realm: String,
+    pub cert: PathBuf,
+    pub user: String,
+    pub password: String,
 }
 
 /// A running registry; the process is killed when this is dropped.
@@ -61,6 +73,15 @@ impl Registry {
                 htpasswd.display()
             );
         }
+        if let Some(token) = &opts.token {
+            auth = format!(
+                "auth:\n  token:\n    realm: {}\n    service: {}\n    issuer: {}\n    rootcertbundle: {}\n",
+                token.realm,
+                crate::token::SERVICE,
+                crate::token::ISSUER,
+                token.cert.display()
+            );
+        }
         let tls = match &opts.tls {
             Some((cert, key)) => format!(
                 "  tls:\n    certificate: {}\n    key: {}\n",
@@ -98,12 +119,15 @@ impl Registry {
         format!("127.0.0.1:{}", self.port)
     }
 
-    /// The user and password it requires, if any.
+    /// The user and password it requires (directly, or through its token
+    /// server), if any.
     pub fn basic_auth(&self) -> Option<(&str, &str)> {
+        let token = self.opts.token.as_ref().map(|t| (t.user.as_str(), t.password.as_str()));
         self.opts
             .basic_auth
             .as_ref()
             .map(|(u, p)| (u.as_str(), p.as_str()))
+            .or(token)
     }
 
     /// The filesystem storage root of the registry.

@@ -38,6 +38,10 @@ use crate::{flag_value, target_dir, tools};
 /// Printed by container `a`, which then writes `A_WROTE` to `/iguana/from-a`.
 pub const MARK_A_RAN: &str = "IGUANA-E2E a ran";
 const A_WROTE: &str = "hello-from-a";
+/// `iguana pull` mounted the containers' rootfs as an overlay of their
+/// per-layer directories.
+const MARK_OVERLAY_A: &[&str] = &["pull {REG}/a: rootfs is an overlay of", "layers on /run/iguana/images/a/rootfs"];
+const MARK_OVERLAY_B: &[&str] = &["pull {REG}/b: rootfs is an overlay of", "layers on /run/iguana/images/b/rootfs"];
 /// Printed by container `b` after `cat /iguana/from-a`.
 const MARK_B_SAW: &str = "IGUANA-E2E b saw hello-from-a";
 /// `b`: /iguana/machine-id is one line of 32 lowercase hex digits.
@@ -89,8 +93,8 @@ pub const SCENARIOS: &[Scenario] = &[
         name: "two-containers",
         append: "rd.iguana.containers={REG}/a,{REG}/b rd.iguana.insecure_registries={REG}",
         net: Net::User,
-        expect: &[&[MARK_A_RAN], &[MARK_B_SAW], &[MARK_MACHINE_ID], &[MARK_ENV], &[MARK_NET], &[MARK_NETWORK_JSON]],
-        reject: &[],
+        expect: &[&[MARK_A_RAN], &[MARK_B_SAW], &[MARK_MACHINE_ID], &[MARK_ENV], &[MARK_NET], &[MARK_NETWORK_JSON], MARK_OVERLAY_A, MARK_OVERLAY_B],
+        reject: &[&["overlay not used"]],
         timeout: BOOT_TIMEOUT,
     },
     Scenario {

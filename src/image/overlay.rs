@@ -1,0 +1,196 @@
+//! Per-layer directories and the overlay rootfs that PID 1's containers run
+//! on (`iguana pull --layers DIR`).
+//!
+//! Each layer is unpacked once into `LAYERS/sha256-HEX`, named after its
+//! diff_id, with its whiteouts in overlayfs form (see [`super::unpack`]).
+//! Two images, or two jobs, that share a layer share its directory. A
+//! container's rootfs is an overlayfs of those directories (lowerdir
+//! top-first, read-only) with its upper and work directories beside the
+//! rootfs on the same tmpfs: `ROOTFS.upper`, `ROOTFS.work`. The layer
+//! directories an image uses are listed, bottom first, in `ROOTFS.layers`,
+//! so PID 1 knows what to release after the job.
+//!
+//! When an overlay cannot be used (not root, no overlay filesystem, a
+//! lowerdir option longer than the one page the kernel copies, or the mount
+//! itself fails), the pull falls back to the flattened copy and says why.
+//! Overlay mount options are given as absolute paths: with
+//! `/run/iguana/layers` that fits about 44 layers.
+
+use std::io;
+use std::path::{Path, PathBuf};
+
+/// The kernel copies mount data into one page, NUL included.
+const MAX_OPTIONS: usize = 4095;
+
+/// Why an overlay rootfs is not used.
+#[derive(Debug, thiserror::Error)]
+pub enum Unusable {
+    #[error("not running as root")]
+    NotRoot,
+    #[error("the image has no layers")]
+    NoLayers,
+    #[error("the kernel has no overlay filesystem")]
+    NoOverlay,
+    #[error("read /proc/filesystems")]
+    Filesystems(#[source] io::Error),
+    #[error("path {0} cannot be given to overlayfs (':', ',' or '\\' in it)")]
+    Path(PathBuf),
+    #[error("the options for {layers} layers take {len} bytes, more than one page")]
+    TooLong { layers: usize, len: usize },
+    #[error("mount overlay on {target}")]
+    Mount {
+        target: PathBuf,
+        #[source]
+        source: io::Error,
+    },
+}
+
+/// The name of a layer's directory: `sha256-HEX` from `sha256:HEX`.
+pub fn layer_dir_name(diff_id: &str) -> Option<String> {
+    super::reference::sha256_hex(diff_id).map(|hex| format!("sha256-{hex}"))
+}
+
+/// `ROOTFS.upper`, `ROOTFS.work`, `ROOTFS.layers`.
+pub fn sibling(rootfs: &Path, suffix: &str) -> PathBuf {
+    let mut name = rootfs.file_name().unwrap_or_default().to_os_string();
+    name.push(".");
+    name.push(suffix);
+    rootfs.with_file_name(name)
+}
+
+/// Whether `/proc/filesystems` lists overlay.
+fn lists_overlay(filesystems: &str) -> bool {
+    filesystems
+        .lines()
+        .any(|line| line.split_whitespace().last() == Some("overlay"))
+}
+
+/// Checks what can be checked before any layer is unpacked.
+pub fn available() -> Result<(), Unusable> {
+    if !rustix::process::geteuid().is_root() {
+        return Err(Unusable::NotRoot);
+    }
+    let text = std::fs::read_to_string("/proc/filesystems").map_err(Unusable::Filesystems)?;
+    if lists_overlay(&text) {
+        Ok(())
+    } else {
+        Err(Unusable::NoOverlay)
+    }
+}
+
+/// The mount options: `lowerdir=TOP:...:BOTTOM,upperdir=U,workdir=W`.
+/// `layers` are bottom first, as in the manifest.
+pub fn options(layers: &[PathBuf], upper: &Path, work: &Path) -> Result<String, Unusable> {
+    let mut text = String::from("lowerdir=");
+    for (i, path) in layers.iter().rev().enumerate() {
+        if i > 0 {
+            text.push(':');
+        }
+        text.push_str(plain(path)?);
+    }
+    // overlayfs needs at least one lower layer; an image without layers
+    // gets an empty one from the caller.
+    text.push_str(",upperdir=");
+    text.push_str(plain(upper)?);
+    text.push_str(",workdir=");
+    text.push_str(plain(work)?);
+    if text.len() > MAX_OPTIONS {
+        return Err(Unusable::TooLong {
+            layers: layers.len(),
+            len: text.len(),
+        });
+    }
+    Ok(text)
+}
+
+/// A path as overlayfs options take it: UTF-8, without the separators.
+fn plain(path: &Path) -> Result<&str, Unusable> {
+    match path.to_str() {
+        Some(s) if !s.contains([':', ',', '\\']) => Ok(s),
+        _ => Err(Unusable::Path(path.to_path_buf())),
+    }
+}
+
+/// Mounts the overlay on `target`.
+pub fn mount(options: &str, target: &Path) -> Result<(), Unusable> {
+    use nix::mount::MsFlags;
+    nix::mount::mount(
+        Some("overlay"),
+        target,
+        Some("overlay"),
+        MsFlags::empty(),
+        Some(options),
+    )
+    .map_err(|e| Unusable::Mount {
+        target: target.to_path_buf(),
+        source: e.into(),
+    })
+}
+
+/// Reads `ROOTFS.layers`: the layer directories an image used (none when
+/// the file is missing, i.e. the rootfs was flattened or never pulled).
+pub fn read_layer_list(rootfs: &Path) -> Vec<PathBuf> {
+    std::fs::read_to_string(sibling(rootfs, "layers"))
+        .map(|text| text.lines().filter(|l| !l.is_empty()).map(PathBuf::from).collect())
+        .unwrap_or_default()
+}
+
+/// Writes `ROOTFS.layers`.
+pub fn write_layer_list(rootfs: &Path, layers: &[PathBuf]) -> io::Result<()> {
+    let text: String = layers.iter().map(|p| format!("{}\n", p.display())).collect();
+    std::fs::write(sibling(rootfs, "layers"), text)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn check(layers: &[&str], expected: Result<&str, &str>) {
+        let layers: Vec<PathBuf> = layers.iter().map(PathBuf::from).collect();
+        let got = options(&layers, Path::new("/r/rootfs.upper"), Path::new("/r/rootfs.work"))
+            .map_err(|e| e.to_string());
+        let expected = expected.map(String::from).map_err(String::from);
+        assert_eq!(got, expected, "{layers:?}");
+    }
+
+    #[test]
+    fn mount_options() {
+        check(
+            &["/l/a", "/l/b", "/l/c"],
+            Ok("lowerdir=/l/c:/l/b:/l/a,upperdir=/r/rootfs.upper,workdir=/r/rootfs.work"),
+        );
+        check(&["/l/a"], Ok("lowerdir=/l/a,upperdir=/r/rootfs.upper,workdir=/r/rootfs.work"));
+        check(
+            &["/l/a:b"],
+            Err("path /l/a:b cannot be given to overlayfs (':', ',' or '\\' in it)"),
+        );
+        check(&["/l/a,x"], Err("path /l/a,x cannot be given to overlayfs (':', ',' or '\\' in it)"));
+        // The real layer names: 44 fit in a page under /run/iguana/layers, 45 do not.
+        let name = |i: usize| format!("/run/iguana/layers/sha256-{i:064x}");
+        let many: Vec<String> = (0..44).map(name).collect();
+        let refs: Vec<&str> = many.iter().map(String::as_str).collect();
+        let paths: Vec<PathBuf> = refs.iter().map(PathBuf::from).collect();
+        assert!(options(&paths, Path::new("/r/rootfs.upper"), Path::new("/r/rootfs.work")).is_ok());
+        let many: Vec<String> = (0..45).map(name).collect();
+        let refs: Vec<&str> = many.iter().map(String::as_str).collect();
+        check(&refs, Err("the options for 45 layers take 4151 bytes, more than one page"));
+    }
+
+    #[test]
+    fn names_and_lists() {
+        let hex = "0123456789abcdef0123456789abcdef0123456789abcdef0123456789abcdef";
+        assert_eq!(layer_dir_name(&format!("sha256:{hex}")), Some(format!("sha256-{hex}")));
+        assert_eq!(layer_dir_name("sha256:../../etc"), None);
+        assert_eq!(layer_dir_name("md5:abc"), None);
+        assert_eq!(sibling(Path::new("/run/i/a/rootfs"), "upper"), Path::new("/run/i/a/rootfs.upper"));
+        assert!(lists_overlay("nodev\tsysfs\nnodev\ttmpfs\nnodev\toverlay\n\text4\n"));
+        assert!(!lists_overlay("nodev\tsysfs\n\text4\nnodev\toverlayfs-nope\n"));
+
+        let dir = tempfile::tempdir().unwrap();
+        let rootfs = dir.path().join("rootfs");
+        assert!(read_layer_list(&rootfs).is_empty());
+        let layers = [PathBuf::from("/l/a"), PathBuf::from("/l/b")];
+        write_layer_list(&rootfs, &layers).unwrap();
+        assert_eq!(read_layer_list(&rootfs), layers);
+    }
+}
