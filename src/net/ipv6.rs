@@ -236,7 +236,7 @@ fn observe(seen: &[Seen], routes: &[SeenRoute], links: &[Link], lease: Option<&L
     let name = |index: u32| links.iter().find(|l| l.index == index).map(|l| l.name.clone());
     let addresses = seen
         .iter()
-        .filter(|s| s.scope == AddressScope::Universe && s.usable() && !dhcp6::is_link_local(&s.address))
+        .filter(|s| routable(s) && s.usable())
         .filter_map(|s| {
             let origin = if lease.is_some_and(|l| l.address == s.address) { "dhcp6" } else { "ra" };
             Some(Address { interface: name(s.index)?, address: s.address, prefix_len: s.prefix_len, origin })
@@ -251,14 +251,18 @@ fn observe(seen: &[Seen], routes: &[SeenRoute], links: &[Link], lease: Option<&L
     Outcome { addresses, gateways, dns, search, dhcp6: lease.cloned() }
 }
 
+/// Global scope, or site scope: QEMU's user network still advertises the
+/// deprecated site-local fec0::/64 unless told otherwise.
+fn routable(seen: &Seen) -> bool {
+    matches!(seen.scope, AddressScope::Universe | AddressScope::Site) && !dhcp6::is_link_local(&seen.address)
+}
+
 /// Whether a router advertisement has configured anything on `links`: an
 /// address (even one still in duplicate address detection) or a route.
 fn heard_router(seen: &[Seen], outcome: &Outcome, links: &[Link]) -> bool {
     !outcome.gateways.is_empty()
         || seen.iter().any(|s| {
-            s.scope == AddressScope::Universe
-                && !dhcp6::is_link_local(&s.address)
-                && links.iter().any(|l| l.index == s.index)
+            routable(s) && links.iter().any(|l| l.index == s.index)
         })
 }
 
@@ -552,7 +556,7 @@ mod tests {
         let addresses = [
             seen(1, "::1", 128, AddressScope::Host, AddressFlags::Permanent),
             seen(2, "fe80::5054:ff:fe12:3456", 64, Local, AddressFlags::Permanent),
-            seen(2, "fec0::5054:ff:fe12:3456", 64, Universe, none),
+            seen(2, "fec0::5054:ff:fe12:3456", 64, AddressScope::Site, none),
             // Still in duplicate address detection, or failed it.
             seen(3, "fec0::1", 64, Universe, AddressFlags::Tentative),
             seen(3, "fec0::2", 64, Universe, AddressFlags::Dadfailed),
