@@ -276,10 +276,12 @@ pub fn static_v4(net: &NetArgs) -> Option<(Option<String>, super::config::Lease)
     })
 }
 
-/// What net-up does not apply yet (everything but one static IPv4 `ip=`
-/// and `nameserver=`), for a warning; None when it applies it all.
+/// What net-up does not apply yet (everything but one static IPv4 `ip=`,
+/// `ip=[<iface>:]dhcp6`, `ip=auto6` and `nameserver=`), for a warning; None
+/// when it applies it all.
 pub fn unapplied(net: &NetArgs) -> Option<String> {
     let mut rest = NetArgs { nameservers: Vec::new(), need_net: false, ..net.clone() };
+    rest.ip.retain(|ip| !matches!(ip, Ip::Auto { method: Method::Dhcp6 | Method::Auto6, mtu: None, mac: None, .. }));
     if static_v4(net).is_some() {
         if let Some(i) = rest.ip.iter().position(|ip| matches!(ip, Ip::Static { address: IpAddr::V4(_), method: Method::None, .. })) {
             rest.ip.remove(i);
@@ -509,13 +511,19 @@ mod tests {
 
     #[test]
     fn unapplied_arguments_are_named() {
-        let applied = ["", "ip=10.0.2.15::10.0.2.2:24::eth0:none nameserver=1.1.1.1 rd.neednet=1"];
+        let applied = [
+            "",
+            "ip=10.0.2.15::10.0.2.2:24::eth0:none nameserver=1.1.1.1 rd.neednet=1",
+            "ip=dhcp6",
+            "ip=eth1:dhcp6 ip=auto6",
+        ];
         for line in applied {
             assert_eq!(unapplied(&parse(line).unwrap()), None, "{line}");
         }
         let not = unapplied(&parse("ip=10.0.2.15::10.0.2.2:24::eth0:none vlan=eth0.5:eth0").unwrap()).unwrap();
         assert!(not.contains("eth0.5") && !not.contains("10.0.2.15"), "{not}");
-        assert!(unapplied(&parse("ip=dhcp6").unwrap()).is_some());
+        assert!(unapplied(&parse("ip=either6").unwrap()).is_some());
+        assert!(unapplied(&parse("ip=eth0:dhcp6:1400").unwrap()).is_some());
     }
 
     #[test]

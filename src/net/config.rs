@@ -151,7 +151,7 @@ fn search_domains(dhcp: &DhcpV4Lease) -> Vec<String> {
 
 /// A DNS name safe to put in resolv.conf: no whitespace or control bytes
 /// that could smuggle in extra lines.
-fn valid_domain(name: &str) -> bool {
+pub(super) fn valid_domain(name: &str) -> bool {
     (1..=253).contains(&name.len())
         && name
             .bytes()

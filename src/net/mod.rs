@@ -13,10 +13,14 @@ mod config;
 /// For the clock phase: the DHCP NTP servers recorded in network.json.
 pub use config::ntp_servers;
 mod dhcp;
+mod dhcp6;
+mod ipv6;
 mod link;
 
 #[cfg(test)]
 mod netns_tests;
+#[cfg(test)]
+mod netns6_tests;
 
 use std::fs;
 use std::io;
@@ -76,6 +80,8 @@ pub enum Error {
         #[source]
         source: rtnetlink::Error,
     },
+    #[error(transparent)]
+    Ipv6(#[from] ipv6::Error),
     #[error("write {path}")]
     Write {
         path: PathBuf,
@@ -142,12 +148,12 @@ pub fn cli_net_up(args: &[String]) -> anyhow::Result<()> {
         .enable_all()
         .build()
         .map_err(Error::Runtime)?;
-    let lease = runtime.block_on(net_up(&options))?;
-    println!("{}", config::summary_line(&lease));
+    let summary = runtime.block_on(net_up(&options))?;
+    println!("{summary}");
     Ok(())
 }
 
-async fn net_up(options: &Options) -> Result<Lease, Error> {
+async fn net_up(options: &Options) -> Result<String, Error> {
     let (connection, handle, _) = rtnetlink::new_connection().map_err(Error::Netlink)?;
     tokio::spawn(connection);
 
@@ -168,7 +174,31 @@ async fn net_up(options: &Options) -> Result<Lease, Error> {
     // A static `ip=<client>:...:none` replaces DHCP.
     let text = fs::read_to_string(&options.cmdline).unwrap_or_default();
     let net_args = args::parse(&text).map_err(|e| Error::Usage { reason: e.to_string() })?;
-    if let Some((iface, mut lease)) = args::static_v4(&net_args) {
+    // IPv6 beside IPv4: bounded, and only fatal when ip=dhcp6/auto6 asks.
+    let only_v6 = ipv6::plan(&net_args).only_v6;
+    let v4 = async {
+        match only_v6 {
+            true => Ok(None),
+            false => ipv4(&handle, &links, &candidates, &net_args, options).await.map(Some),
+        }
+    };
+    let v6 = async { Ok::<_, Error>(ipv6::configure(&handle, &candidates, &net_args, options.timeout).await?) };
+    let (v4, v6) = futures_util::try_join!(v4, v6)?;
+    ipv6::record(&v6, &candidates, v4.is_some(), &options.resolv_conf, &options.json)?;
+    let v4 = v4.map(|lease| config::summary_line(&lease));
+    Ok(v4.into_iter().chain([ipv6::summary_line(&v6)]).collect::<Vec<_>>().join("\n"))
+}
+
+/// DHCPv4 on every candidate, or the static `ip=`; writes resolv.conf,
+/// /etc/hosts and network.json.
+async fn ipv4(
+    handle: &rtnetlink::Handle,
+    links: &[Link],
+    candidates: &[Link],
+    net_args: &args::NetArgs,
+    options: &Options,
+) -> Result<Lease, Error> {
+    if let Some((iface, mut lease)) = args::static_v4(net_args) {
         let link = match &iface {
             Some(name) => links.iter().find(|l| &l.name == name).ok_or_else(|| Error::NoSuchInterface {
                 iface: name.clone(),
@@ -176,9 +206,9 @@ async fn net_up(options: &Options) -> Result<Lease, Error> {
             })?,
             None => candidates.first().ok_or_else(|| Error::NoEthernet { links: String::new() })?,
         };
-        link_up(&handle, link).await?;
+        link_up(handle, link).await?;
         lease.interface = link.name.clone();
-        apply(&handle, link, &lease).await?;
+        apply(handle, link, &lease).await?;
         write_file(&options.resolv_conf, &config::resolv_conf(&lease))?;
         set_hostname(&lease, options)?;
         let interfaces = vec![Interface { name: link.name.clone(), mac: config::format_mac(&link.mac), addresses: Vec::new() }];
@@ -188,7 +218,7 @@ async fn net_up(options: &Options) -> Result<Lease, Error> {
     let names: Vec<&str> = candidates.iter().map(|l| l.name.as_str()).collect();
     info!(interfaces = %names.join(", "), timeout_secs = options.timeout.as_secs(), "DHCP");
 
-    let acquired = match tokio::time::timeout(options.timeout, dhcp::first_lease(&candidates)).await
+    let acquired = match tokio::time::timeout(options.timeout, dhcp::first_lease(candidates)).await
     {
         Ok(Ok(acquired)) => acquired,
         Ok(Err(dhcp::AllFailed(failures))) => {
@@ -208,7 +238,7 @@ async fn net_up(options: &Options) -> Result<Lease, Error> {
         }
     };
     let lease = Lease::from_dhcp(&acquired.link.name, &acquired.lease)?;
-    apply(&handle, &acquired.link, &lease).await?;
+    apply(handle, &acquired.link, &lease).await?;
     write_file(&options.resolv_conf, &config::resolv_conf(&lease))?;
     set_hostname(&lease, options)?;
     let interfaces: Vec<Interface> = candidates

@@ -15,7 +15,7 @@ use nix::sched::{setns, CloneFlags};
 use super::cli_net_up;
 
 /// Why these tests cannot run here, if they cannot.
-fn skip_reason() -> Option<String> {
+pub(super) fn skip_reason() -> Option<String> {
     if !nix::unistd::Uid::effective().is_root() {
         return Some("needs root to create network namespaces".into());
     }
@@ -53,7 +53,7 @@ macro_rules! skip_unless_possible {
     };
 }
 
-fn run(program: &str, args: &[&str]) -> String {
+pub(super) fn run(program: &str, args: &[&str]) -> String {
     let output = Command::new(program).args(args).output().unwrap();
     let stdout = String::from_utf8_lossy(&output.stdout).into_owned();
     assert!(
@@ -66,15 +66,15 @@ fn run(program: &str, args: &[&str]) -> String {
 
 /// A client and a server namespace joined by veth pairs; deleted on drop,
 /// together with the DHCP server.
-struct Lab {
-    client: String,
-    server: String,
+pub(super) struct Lab {
+    pub(super) client: String,
+    pub(super) server: String,
     dhcpd: Option<Child>,
-    dir: tempfile::TempDir,
+    pub(super) dir: tempfile::TempDir,
 }
 
 impl Lab {
-    fn new(tag: &str) -> Lab {
+    pub(super) fn new(tag: &str) -> Lab {
         let id = std::process::id();
         let lab = Lab {
             client: format!("igc-{id}-{tag}"),
@@ -89,7 +89,7 @@ impl Lab {
     }
 
     /// `client_if` in the client namespace, `server_if` in the server one.
-    fn veth(&self, client_if: &str, server_if: &str) {
+    pub(super) fn veth(&self, client_if: &str, server_if: &str) {
         run(
             "ip",
             &[
@@ -178,11 +178,11 @@ impl Lab {
         .unwrap()
     }
 
-    fn path(&self, name: &str) -> String {
+    pub(super) fn path(&self, name: &str) -> String {
         self.dir.path().join(name).to_str().unwrap().to_owned()
     }
 
-    fn in_client(&self, args: &[&str]) -> String {
+    pub(super) fn in_client(&self, args: &[&str]) -> String {
         let mut full = vec!["netns", "exec", &self.client];
         full.extend_from_slice(args);
         run("ip", &full)

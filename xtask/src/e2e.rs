@@ -53,6 +53,11 @@ const MARK_NETWORK_JSON: &str = "IGUANA-E2E network.json ok";
 /// `b`: `wget http://{REG}/v2/` worked from inside the guest.
 const MARK_NET: &str = "IGUANA-E2E network ok";
 
+/// `v6`: the SLAAC address QEMU's MAC 52:54:00:12:34:56 gets in fd00:6::/64.
+const V6_SLAAC: &str = "fd00:6::5054:ff:fe12:3456";
+const MARK_V6_JSON: &str = "IGUANA-E2E v6 network.json ok";
+const MARK_V6_PING: &str = "IGUANA-E2E v6 ping fd00:6::2 ok";
+
 /// The image does not exist in the registry.
 const ERR_IMAGE_MISSING: &[&str] = &["error", "image {REG}/nope", "manifest unknown"];
 /// Nothing listens where the registry should be.
@@ -152,6 +157,21 @@ pub const SCENARIOS: &[Scenario] = &[
         timeout: BOOT_TIMEOUT,
     },
     Scenario {
+        name: "ipv6-slaac",
+        // No ip=: DHCPv4 as always, and SLAAC from slirp's advertisements.
+        append: "rd.iguana.containers={REG}/v6 rd.iguana.insecure_registries={REG}",
+        net: Net::UserV6,
+        expect: &[
+            &["ipv6: addr=fd00:6::5054:ff:fe12:3456/64%eth0(ra) gateway=fe80::2%eth0"],
+            &["IGUANA-E2E v6 addr", "inet6 fd00:6::5054:ff:fe12:3456/64", "scope global"],
+            &["IGUANA-E2E v6 route default via fe80::2", "dev eth0"],
+            &[MARK_V6_JSON],
+            &[MARK_V6_PING],
+        ],
+        reject: &[&["IPv6 not configured"], &["IGUANA-E2E v6", "bad"]],
+        timeout: BOOT_TIMEOUT,
+    },
+    Scenario {
         name: "rescue-example",
         append: "rd.iguana.containers={REG}/rescue rd.iguana.insecure_registries={REG}",
         net: Net::User,
@@ -218,6 +238,22 @@ fi
     )
 }
 
+/// Container `v6`: the SLAAC address and default route seen from inside,
+/// network.json recording them, and the router (slirp) answering over IPv6.
+fn script_v6() -> String {
+    format!(
+        r#"echo "IGUANA-E2E v6 addr $(busybox ip -6 addr show dev eth0 | grep 'scope global')"
+echo "IGUANA-E2E v6 route $(busybox ip -6 route show default)"
+if grep -q '"{V6_SLAAC}/64"' /iguana/network.json && grep -q '"origin": "ra"' /iguana/network.json; then
+  echo '{MARK_V6_JSON}'
+else
+  echo "IGUANA-E2E v6 network.json bad: $(cat /iguana/network.json)"
+fi
+if busybox ping -6 -c 1 -W 5 fd00:6::2 >/dev/null; then echo '{MARK_V6_PING}'; else echo 'IGUANA-E2E v6 ping bad'; fi
+"#
+    )
+}
+
 /// The built initrd, a registry with the test images, and the guest's view of it.
 pub struct Fixture {
     pub built: Built,
@@ -280,6 +316,7 @@ pub fn e2e_images(guest_registry: &str) -> Result<Vec<(&'static str, Image)>> {
         ),
         ("shenv", Image::busybox_script("eval \"$SCRIPT\"\n")?),
         ("clock", Image::busybox_script("echo \"IGUANA-E2E year $(date +%Y)\"\n")?),
+        ("v6", Image::busybox_script(&script_v6())?),
         ("rescue", Image::busybox_script(&fs::read_to_string(crate::workspace_root().join("examples/rescue/run.sh"))?)?),
     ])
 }

@@ -27,6 +27,9 @@ pub enum Net {
     User,
     /// A NIC on a hub with no other port: link up, nothing answers DHCP.
     NoLease,
+    /// User networking with router advertisements for fd00:6::/64 (host
+    /// fd00:6::2) beside IPv4.
+    UserV6,
 }
 
 #[derive(Debug, Clone)]
@@ -90,6 +93,12 @@ impl VmConfig {
             Net::User => args.extend([
                 "-netdev".into(),
                 "user,id=n0".into(),
+                "-device".into(),
+                "virtio-net-pci,netdev=n0,romfile=".into(),
+            ]),
+            Net::UserV6 => args.extend([
+                "-netdev".into(),
+                "user,id=n0,ipv6=on,ipv6-net=fd00:6::/64".into(),
                 "-device".into(),
                 "virtio-net-pci,netdev=n0,romfile=".into(),
             ]),

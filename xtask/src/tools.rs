@@ -47,6 +47,8 @@ const TOOLS: &[Tool] = &[
     Tool { probe: Probe::Command("mkfs.ext4"), package: "e2fsprogs" },
     // The TLS registry test makes its self-signed certificate with it.
     Tool { probe: Probe::Command("openssl"), package: "openssl" },
+    // The IPv6 netns test serves router advertisements and DHCPv6 with it.
+    Tool { probe: Probe::Command("dnsmasq"), package: "dnsmasq-base" },
     // `cargo xtask dracut`: the dracut-module/ initrd.
     Tool { probe: Probe::Command("dracut"), package: "dracut" },
     Tool { probe: Probe::File("/etc/ssl/certs/ca-certificates.crt"), package: "ca-certificates" },
