@@ -84,12 +84,14 @@ fn cmdline_parser_never_panics() {
         "console=ttyS0 rd.iguana.containers=10.0.2.2:5000/a,10.0.2.2:5000/b rd.iguana.insecure_registries=10.0.2.2:5000",
         r#"rd.iguana.control_url="https://example.org/w.yaml" rd.iguana.debug rd.iguana.net_timeout=5s"#,
         "ip=192.168.1.10::192.168.1.1:255.255.255.0:node1:eth0:none:192.168.1.2 ip=[2001:db8::2]::[2001:db8::1]:64::eth0:none vlan=eth0.5:eth0 bond=bond0:eth0,eth1:mode=802.3ad rd.route=10.1.0.0/16:10.0.0.1:eth0 ifname=lan0:52:54:00:12:34:56",
+        r#"rd.driver.blacklist=virtio_blk,nouveau modprobe.blacklist=e1000e virtio-net.napi_tx=0 dummy.names="a b" e1000e.debug"#,
     ];
     run("cmdline", &seeds(&[], &lines), 20_000, |data| {
         let text = String::from_utf8_lossy(data);
         let _ = cmdline::parse(&text);
         let _ = cmdline::failsafe(&text);
         let _ = iguana::net::args::parse(&text);
+        let _ = iguana::modules::args::parse(&text);
     });
 }
 
@@ -116,5 +118,18 @@ fn mountlist_parser_never_panics() {
     let lists = ["LABEL=root / noatime\ntmpfs /mnt/scratch size=8m\n# comment\n\nUUID=1234 /boot ro,fstype=vfat\n"];
     run("mountlist", &seeds(&[], &lists), 20_000, |data| {
         let _ = mountlist::parse(&String::from_utf8_lossy(data));
+    });
+}
+
+#[test]
+fn uevent_parser_never_panics() {
+    let messages = [
+        "add@/devices/pci0000:00/0000:00:05.0/virtio3\0ACTION=add\0DEVPATH=/devices/pci0000:00/0000:00:05.0/virtio3\0SUBSYSTEM=virtio\0MODALIAS=virtio:d00000008v00001AF4\0SEQNUM=1234\0",
+        "bind@/devices/virtual/x\0ACTION=bind\0DEVPATH=/devices/virtual/x\0DRIVER=y\0",
+    ];
+    run("uevent", &seeds(&[], &messages), 20_000, |data| {
+        if let Ok(event) = iguana::modules::uevent::parse(data) {
+            let _ = event.wants_driver();
+        }
     });
 }

@@ -96,7 +96,10 @@ fn is_module_name(name: &str) -> bool {
 mod tests {
     use super::*;
 
-    fn check(line: &str, expected: Result<(&[&str], &[(&str, &str)]), &str>) {
+    /// `(blacklist, [(module, parameter string)])`, or the error text.
+    type Expected<'a> = Result<(&'a [&'a str], &'a [(&'a str, &'a str)]), &'a str>;
+
+    fn check(line: &str, expected: Expected) {
         let policy = parse(line);
         let got = match &policy {
             Ok(p) => Ok((

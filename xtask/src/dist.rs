@@ -53,6 +53,8 @@ const KERNEL_ARGS: &[(&str, &str, &str)] = &[
     ("nameserver=IP (repeatable)", "-", "nameserver=192.168.1.1"),
     ("ip=dhcp|dhcp6|<iface>:dhcp, ifname=, vlan=, bond=, rd.route= (checked, not applied yet)", "-", "vlan=eth0.100:eth0"),
     ("rd.neednet=1", "-", "rd.neednet=1"),
+    ("rd.driver.blacklist=MOD[,MOD...] (repeatable; also modprobe.blacklist=)", "-", "rd.driver.blacklist=nouveau"),
+    ("<module>.<param>=<value> (for modules iguana loads)", "-", "virtio_net.napi_tx=0"),
 ];
 
 pub fn main(args: &[String]) -> Result<()> {

@@ -39,6 +39,8 @@ const TOOLS: &[Tool] = &[
     Tool { probe: Probe::Package, package: "busybox-static" },
     Tool { probe: Probe::Command("depmod"), package: "kmod" },
     Tool { probe: Probe::Command("musl-gcc"), package: "musl-tools" },
+    // Initrd compression, `--compress-modules`, and the unit tests of
+    // iguana's module decompression (src/modules/load.rs) use all three.
     Tool { probe: Probe::Command("zstd"), package: "zstd" },
     Tool { probe: Probe::Command("xz"), package: "xz-utils" },
     Tool { probe: Probe::Command("gzip"), package: "gzip" },
