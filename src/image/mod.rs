@@ -644,7 +644,8 @@ fn apply_to_layer_dir(image: &str, digest: &str, blob: &Path, diff_id: &str, sto
     let Some(name) = overlay::layer_dir_name(diff_id) else {
         return Err(Error::BadDiffId { image: image.to_string(), diff_id: diff_id.to_string() });
     };
-    let (dir, tmp) = (store.join(&name), store.join(format!(".{name}.{}", std::process::id())));
+    let tmp_name = format!(".{name}.{}", std::process::id());
+    let (dir, tmp) = (store.join(&name), store.join(&tmp_name));
     let dir_err = |step, path: &Path| {
         let (image, path) = (image.to_string(), path.to_path_buf());
         move |source| Error::LayerDir { image, step, path, source }
@@ -654,7 +655,7 @@ fn apply_to_layer_dir(image: &str, digest: &str, blob: &Path, diff_id: &str, sto
     }
     std::fs::create_dir(&tmp).map_err(dir_err("create", &tmp))?;
     let applied = std::fs::File::open(store)
-        .and_then(|store| root::Root::open_at(store.as_fd(), OsStr::new(&format!(".{name}.{}", std::process::id()))))
+        .and_then(|store| root::Root::open_at(store.as_fd(), OsStr::new(&tmp_name)))
         .map_err(dir_err("open", &tmp))
         .and_then(|root| apply(image, digest, blob, diff_id, &root, Whiteouts::Overlay));
     let result = applied.and_then(|()| match std::fs::rename(&tmp, &dir) {
