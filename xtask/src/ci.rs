@@ -45,7 +45,9 @@ pub fn main(args: &[String]) -> Result<()> {
         names.extend(hnames);
         let (dp, dnames) = crate::e2e_dracut::run_all()?;
         names.extend(dnames);
-        Ok((p + hp + dp, names))
+        let (mp, mnames) = crate::e2e_metal::run_all(&[])?;
+        names.extend(mnames);
+        Ok((p + hp + dp + mp, names))
     }) {
         Ok((p, names)) => {
             passed += p;

@@ -271,18 +271,29 @@ pub fn main(args: &[String]) -> Result<()> {
             other => bail!("e2e: unknown argument {other:?}"),
         }
     }
+    // The metal-image-install boots have their own fixture (`e2e_metal`).
+    let (metal, only): (Vec<String>, Vec<String>) =
+        only.into_iter().partition(|name| crate::e2e_metal::NAMES.contains(&name.as_str()));
     for name in &only {
         if !SCENARIOS.iter().any(|s| s.name == name) {
-            let names: Vec<&str> = SCENARIOS.iter().map(|s| s.name).collect();
+            let mut names: Vec<&str> = SCENARIOS.iter().map(|s| s.name).collect();
+            names.extend(crate::e2e_metal::NAMES);
             bail!("e2e: no scenario {name:?} (have {})", names.join(", "));
         }
     }
     let scenarios: Vec<&Scenario> = SCENARIOS
         .iter()
-        .filter(|s| only.is_empty() || only.iter().any(|name| name == s.name))
+        .filter(|s| (only.is_empty() && metal.is_empty()) || only.iter().any(|name| name == s.name))
         .collect();
-    let (mut passed, mut failed) = run(&opts, &scenarios, jobs, verbose)?;
-    if only.is_empty() {
+    let (mut passed, mut failed) = if scenarios.is_empty() {
+        (0, Vec::new())
+    } else {
+        run(&opts, &scenarios, jobs, verbose)?
+    };
+    if !metal.is_empty() || only.is_empty() {
+        let (p, f) = crate::e2e_metal::run_all(&metal)?;
+        passed += p;
+        failed.extend(f);
         let (p, f) = crate::e2e_handover::run_all(None)?;
         passed += p;
         failed.extend(f);
