@@ -6,10 +6,12 @@
 //! packages (`docker-registry`, `umoci`, `skopeo`, `busybox-static`); a missing
 //! one gives an error that names the package.
 
+mod files;
 mod http;
 mod image;
 mod registry;
 
+pub use files::FileServer;
 pub use http::base64;
 pub use image::{Entry, Image, Layer};
 pub use registry::{self_signed_cert, Registry, RegistryOptions};

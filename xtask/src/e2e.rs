@@ -8,6 +8,9 @@
 //! panic or when QEMU had to be killed at the timeout. Consoles are saved
 //! in `target/iguana-e2e/<scenario>.log`.
 //!
+//! The metal-image-install boots (`e2e_metal`) run here too and take
+//! `--only` names of their own (`metal-install`, `metal-md5-mismatch`).
+//!
 //! Container output reaches the console prefixed by its job name
 //! (`[a] ...`), so all matching is by substring, never by position, and
 //! case-insensitive.
@@ -281,19 +284,22 @@ pub fn main(args: &[String]) -> Result<()> {
             bail!("e2e: no scenario {name:?} (have {})", names.join(", "));
         }
     }
+    let everything = only.is_empty() && metal.is_empty();
     let scenarios: Vec<&Scenario> = SCENARIOS
         .iter()
-        .filter(|s| (only.is_empty() && metal.is_empty()) || only.iter().any(|name| name == s.name))
+        .filter(|s| everything || only.iter().any(|name| name == s.name))
         .collect();
     let (mut passed, mut failed) = if scenarios.is_empty() {
         (0, Vec::new())
     } else {
         run(&opts, &scenarios, jobs, verbose)?
     };
-    if !metal.is_empty() || only.is_empty() {
+    if everything || !metal.is_empty() {
         let (p, f) = crate::e2e_metal::run_all(&metal)?;
         passed += p;
         failed.extend(f);
+    }
+    if everything {
         let (p, f) = crate::e2e_handover::run_all(None)?;
         passed += p;
         failed.extend(f);

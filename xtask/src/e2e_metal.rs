@@ -18,14 +18,13 @@
 
 use std::collections::BTreeMap;
 use std::fs;
-use std::io::{Read, Write};
-use std::net::TcpListener;
+use std::io::Write;
 use std::path::Path;
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 use anyhow::{bail, Context, Result};
-use testkit::{Image, Layer, Registry};
+use testkit::{FileServer, Image, Layer, Registry};
 
 use crate::e2e;
 use crate::initrd::{self, Built, Options};
@@ -80,7 +79,9 @@ struct Scenario {
 
 fn scenarios() -> Vec<Scenario> {
     let lines = |l: &[&[&str]]| -> Vec<Vec<String>> {
-        l.iter().map(|parts| parts.iter().map(|p| (*p).to_owned()).collect()).collect()
+        l.iter()
+            .map(|parts| parts.iter().map(|p| (*p).to_owned()).collect())
+            .collect()
     };
     vec![
         Scenario {
@@ -103,7 +104,12 @@ fn scenarios() -> Vec<Scenario> {
             name: "metal-md5-mismatch",
             image: "/corrupt/rootfs.tar.lz4",
             expect: lines(&[
-                &["[install]", "md5 mismatch for http://", "/corrupt/rootfs.tar.lz4", "refusing to install"],
+                &[
+                    "[install]",
+                    "md5 mismatch for http://",
+                    "/corrupt/rootfs.tar.lz4",
+                    "refusing to install",
+                ],
                 &["job install failed: exit status 1"],
                 &["rebooting"],
             ]),
@@ -130,7 +136,10 @@ pub fn main(args: &[String]) -> Result<()> {
 /// the pass count and the names of the failed ones, as `e2e::run` does.
 pub fn run_all(only: &[String]) -> Result<(usize, Vec<String>)> {
     if let Some(name) = only.iter().find(|n| !NAMES.contains(&n.as_str())) {
-        bail!("e2e-metal: no scenario {name:?} (have {})", NAMES.join(", "));
+        bail!(
+            "e2e-metal: no scenario {name:?} (have {})",
+            NAMES.join(", ")
+        );
     }
     tools::ensure_tools()?;
     let built = initrd::build(&Options::default())?;
@@ -141,9 +150,9 @@ pub fn run_all(only: &[String]) -> Result<(usize, Vec<String>)> {
     let out = target_dir().join("iguana-e2e");
     fs::create_dir_all(&out)?;
 
-    let port = free_port()?;
-    let files = http_files(port, registry.port())?;
-    serve(port, files)?;
+    let server = FileServer::start().context("start the image server")?;
+    add_files(&server, registry.port())?;
+    let port = server.port();
 
     let mut passed = 0;
     let mut failed = Vec::new();
@@ -175,33 +184,43 @@ fn run(built: &Built, port: u16, registry_port: u16, out: &Path, s: &Scenario) -
     let mut config = VmConfig::new(built.kernel.vmlinuz.clone(), built.initrd.clone(), append);
     let disk = out.join(format!("{}.disk", s.name));
     sparse_disk(&disk)?;
-    config.extra_args = vec!["-drive".into(), format!("file={},if=virtio,format=raw", disk.display())];
-    let outcome = Vm::start(&config).and_then(|vm| Ok(vm.wait(TIMEOUT)));
+    config.extra_args = vec![
+        "-drive".into(),
+        format!("file={},if=virtio,format=raw", disk.display()),
+    ];
+    let outcome = Vm::start(&config).map(|vm| vm.wait(TIMEOUT));
     let _ = fs::remove_file(&disk);
     let outcome = outcome?;
     let log = out.join(format!("{}.log", s.name));
     fs::write(&log, outcome.transcript()).with_context(|| format!("write {}", log.display()))?;
-    e2e::check(&outcome, &s.expect, &s.reject, TIMEOUT).with_context(|| format!("console in {}", log.display()))
+    e2e::check(&outcome, &s.expect, &s.reject, TIMEOUT)
+        .with_context(|| format!("console in {}", log.display()))
 }
 
 /// A sparse raw disk of `DISK_BYTES`, all zeros.
 fn sparse_disk(path: &Path) -> Result<()> {
     let _ = fs::remove_file(path);
     let file = fs::File::create(path).with_context(|| format!("create {}", path.display()))?;
-    file.set_len(DISK_BYTES).with_context(|| format!("size {}", path.display()))
+    file.set_len(DISK_BYTES)
+        .with_context(|| format!("size {}", path.display()))
 }
 
 /// The installer: busybox, the Debian tools with their libraries, the
 /// example's script as the entrypoint.
 fn installer_image() -> Result<Image> {
     let script = workspace_root().join("examples/metal-image-install/install-image.sh");
-    let script = fs::read_to_string(&script).with_context(|| format!("read {}", script.display()))?;
+    let script =
+        fs::read_to_string(&script).with_context(|| format!("read {}", script.display()))?;
     let mut layer = Layer::new();
     for applet in APPLETS {
         layer = layer.symlink(&format!("bin/{applet}"), "busybox");
     }
     layer = with_libraries(layer, HOST_TOOLS)?;
-    layer = layer.file("etc/mke2fs.conf", fs::read("/etc/mke2fs.conf").context("read /etc/mke2fs.conf")?, 0o644);
+    layer = layer.file(
+        "etc/mke2fs.conf",
+        fs::read("/etc/mke2fs.conf").context("read /etc/mke2fs.conf")?,
+        0o644,
+    );
     Ok(Image::busybox_script(&script)?.layer(layer))
 }
 
@@ -212,7 +231,8 @@ fn with_libraries(mut layer: Layer, binaries: &[&str]) -> Result<Layer> {
     let mut dirs = std::collections::BTreeSet::new();
     for binary in binaries {
         files.insert(binary.to_string(), 0o755);
-        let ldd = cmd_output(Command::new("ldd").arg(binary)).with_context(|| format!("ldd {binary}"))?;
+        let ldd =
+            cmd_output(Command::new("ldd").arg(binary)).with_context(|| format!("ldd {binary}"))?;
         for path in ldd_paths(&ldd).with_context(|| format!("ldd {binary}"))? {
             files.entry(path).or_insert(0o755);
         }
@@ -243,7 +263,10 @@ fn ldd_paths(output: &str) -> Result<Vec<String>> {
         if line.contains("not found") {
             bail!("missing library: {}", line.trim());
         }
-        let path = line.split("=>").last().and_then(|p| p.split_whitespace().next());
+        let path = line
+            .split("=>")
+            .last()
+            .and_then(|p| p.split_whitespace().next());
         if let Some(path) = path.filter(|p| p.starts_with('/')) {
             paths.push(path.to_owned());
         }
@@ -254,34 +277,53 @@ fn ldd_paths(output: &str) -> Result<Vec<String>> {
 /// The OS image as a tar: busybox, the init and install.sh above.
 fn os_tar() -> Result<Vec<u8>> {
     let mut layer = Layer::new();
-    for dir in ["bin", "sbin", "etc", "etc/metal", "dev", "proc", "sys", "run", "tmp", "root"] {
+    for dir in [
+        "bin",
+        "sbin",
+        "etc",
+        "etc/metal",
+        "dev",
+        "proc",
+        "sys",
+        "run",
+        "tmp",
+        "root",
+    ] {
         layer = layer.dir(dir, 0o755);
     }
-    layer = layer.file("bin/busybox", fs::read("/bin/busybox").context("read /bin/busybox")?, 0o755);
-    for applet in ["sh", "sed", "grep", "awk", "cat", "echo", "test", "hostname", "findfs", "poweroff"] {
+    layer = layer.file(
+        "bin/busybox",
+        fs::read("/bin/busybox").context("read /bin/busybox")?,
+        0o755,
+    );
+    for applet in [
+        "sh", "sed", "grep", "awk", "cat", "echo", "test", "hostname", "findfs", "poweroff",
+    ] {
         layer = layer.symlink(&format!("bin/{applet}"), "busybox");
     }
-    layer = layer.file("sbin/init", OS_INIT, 0o755).file("install.sh", OS_INSTALL_SH, 0o755);
+    layer = layer
+        .file("sbin/init", OS_INIT, 0o755)
+        .file("install.sh", OS_INSTALL_SH, 0o755);
     layer.tar()
 }
 
-/// What the HTTP server holds: the good image, a corrupted copy beside the
-/// good md5, and one workflow file per scenario.
-fn http_files(port: u16, registry_port: u16) -> Result<BTreeMap<String, Vec<u8>>> {
+/// Puts on `server` the good image, a corrupted copy beside the good md5,
+/// and one workflow file per scenario.
+fn add_files(server: &FileServer, registry_port: u16) -> Result<()> {
     let lz4 = lz4(&os_tar()?)?;
-    let md5 = format!("{}  rootfs.tar.lz4\n", md5_hex(&lz4)?).into_bytes();
+    let md5 = format!("{}  rootfs.tar.lz4\n", md5_hex(&lz4)?);
     let mut corrupt = lz4.clone();
     let middle = corrupt.len() / 2;
     corrupt[middle] ^= 0xff;
-    let mut files = BTreeMap::new();
-    files.insert("/good/rootfs.tar.lz4".to_owned(), lz4);
-    files.insert("/good/rootfs.tar.lz4.md5".to_owned(), md5.clone());
-    files.insert("/corrupt/rootfs.tar.lz4".to_owned(), corrupt);
-    files.insert("/corrupt/rootfs.tar.lz4.md5".to_owned(), md5);
+    server.add("/good/rootfs.tar.lz4", lz4);
+    server.add("/good/rootfs.tar.lz4.md5", md5.clone());
+    server.add("/corrupt/rootfs.tar.lz4", corrupt);
+    server.add("/corrupt/rootfs.tar.lz4.md5", md5);
     for s in scenarios() {
-        files.insert(format!("/{}.yaml", s.name), workflow(port, registry_port, s.image).into_bytes());
+        let workflow = workflow(server.port(), registry_port, s.image);
+        server.add(&format!("/{}.yaml", s.name), workflow);
     }
-    Ok(files)
+    Ok(())
 }
 
 /// The workflow a site would serve: one job, the installer, its env.
@@ -324,52 +366,16 @@ fn filter(cmd: &mut Command, input: &[u8]) -> Result<Vec<u8>> {
     let mut stdin = child.stdin.take().context("stdin")?;
     let input = input.to_vec();
     let writer = std::thread::spawn(move || stdin.write_all(&input));
-    let out = child.wait_with_output().with_context(|| format!("run {cmd:?}"))?;
-    writer.join().map_err(|_| anyhow::anyhow!("writer thread panicked"))??;
+    let out = child
+        .wait_with_output()
+        .with_context(|| format!("run {cmd:?}"))?;
+    writer
+        .join()
+        .map_err(|_| anyhow::anyhow!("writer thread panicked"))??;
     if !out.status.success() {
         bail!("{cmd:?} failed with {}", out.status);
     }
     Ok(out.stdout)
-}
-
-fn free_port() -> Result<u16> {
-    let listener = TcpListener::bind("127.0.0.1:0").context("bind 127.0.0.1:0")?;
-    Ok(listener.local_addr()?.port())
-}
-
-/// Serves `files` by path on 127.0.0.1:`port` (404 for anything else), from
-/// a thread that lives as long as the xtask.
-fn serve(port: u16, files: BTreeMap<String, Vec<u8>>) -> Result<()> {
-    let listener = TcpListener::bind(("127.0.0.1", port)).with_context(|| format!("bind 127.0.0.1:{port}"))?;
-    std::thread::spawn(move || {
-        for stream in listener.incoming() {
-            let Ok(mut stream) = stream else { continue };
-            let mut buf = [0u8; 4096];
-            let n = stream.read(&mut buf).unwrap_or(0);
-            let head = String::from_utf8_lossy(&buf[..n]);
-            let path = request_path(&head);
-            let (status, body) = match path.and_then(|p| files.get(p)) {
-                Some(body) => ("200 OK", body.as_slice()),
-                None => ("404 Not Found", &b"not found\n"[..]),
-            };
-            let head = format!(
-                "HTTP/1.1 {status}\r\nContent-Type: application/octet-stream\r\nContent-Length: {}\r\nConnection: close\r\n\r\n",
-                body.len()
-            );
-            let _ = stream.write_all(head.as_bytes());
-            let _ = stream.write_all(body);
-        }
-    });
-    Ok(())
-}
-
-/// The path of a `GET PATH HTTP/1.x` request line.
-fn request_path(head: &str) -> Option<&str> {
-    let mut words = head.lines().next()?.split_whitespace();
-    match (words.next(), words.next()) {
-        (Some("GET"), Some(path)) => Some(path),
-        _ => None,
-    }
 }
 
 #[cfg(test)]
@@ -381,20 +387,17 @@ mod tests {
         let ldd = "\tlinux-vdso.so.1 (0x00007ffd)\n\
                    \tlibc.so.6 => /lib/x86_64-linux-gnu/libc.so.6 (0x00007f10)\n\
                    \t/lib64/ld-linux-x86-64.so.2 (0x00007f10)\n";
-        assert_eq!(ldd_paths(ldd).unwrap(), ["/lib/x86_64-linux-gnu/libc.so.6", "/lib64/ld-linux-x86-64.so.2"]);
+        assert_eq!(
+            ldd_paths(ldd).unwrap(),
+            [
+                "/lib/x86_64-linux-gnu/libc.so.6",
+                "/lib64/ld-linux-x86-64.so.2"
+            ]
+        );
         let err = ldd_paths("\tlibgone.so.1 => not found\n").unwrap_err();
-        assert_eq!(err.to_string(), "missing library: libgone.so.1 => not found");
-    }
-
-    #[test]
-    fn request_paths() {
-        for (head, expected) in [
-            ("GET /good/rootfs.tar.lz4 HTTP/1.1\r\nHost: x\r\n\r\n", Some("/good/rootfs.tar.lz4")),
-            ("POST /x HTTP/1.1\r\n", None),
-            ("", None),
-            ("GET\r\n", None),
-        ] {
-            assert_eq!(request_path(head), expected, "{head:?}");
-        }
+        assert_eq!(
+            err.to_string(),
+            "missing library: libgone.so.1 => not found"
+        );
     }
 }
