@@ -53,6 +53,7 @@ while read dev mp fs rest; do
 done < /proc/mounts
 fstab_dev=$(findfs "$(awk '$2 == "/" {print $1}' /etc/fstab)")
 echo "METAL-E2E init pid=$$ root=$root fstab-root=$fstab_dev hostname=$(hostname) $(cat /etc/metal/install.log)"
+sed 's/^/METAL-E2E yaml: /' /etc/metal/install.yaml
 poweroff -f
 "#;
 
@@ -75,6 +76,8 @@ struct Scenario {
     image: &'static str,
     expect: Vec<Vec<String>>,
     reject: Vec<Vec<String>>,
+    /// The installed init prints install.yaml; check what it holds.
+    check_yaml: bool,
 }
 
 fn scenarios() -> Vec<Scenario> {
@@ -99,6 +102,7 @@ fn scenarios() -> Vec<Scenario> {
                 ],
             ]),
             reject: lines(&[&["error"]]),
+            check_yaml: true,
         },
         Scenario {
             name: "metal-md5-mismatch",
@@ -114,6 +118,7 @@ fn scenarios() -> Vec<Scenario> {
                 &["rebooting"],
             ]),
             reject: lines(&[&["switch_root"], &["METAL-E2E"], &["unpacking"]]),
+            check_yaml: false,
         },
     ]
 }
@@ -194,7 +199,68 @@ fn run(built: &Built, port: u16, registry_port: u16, out: &Path, s: &Scenario) -
     let log = out.join(format!("{}.log", s.name));
     fs::write(&log, outcome.transcript()).with_context(|| format!("write {}", log.display()))?;
     e2e::check(&outcome, &s.expect, &s.reject, TIMEOUT)
+        .and_then(|()| match s.check_yaml {
+            true => check_install_yaml(&printed_yaml(&outcome.transcript())),
+            false => Ok(()),
+        })
         .with_context(|| format!("console in {}", log.display()))
+}
+
+/// The install.yaml the installed init printed, from the console.
+fn printed_yaml(console: &str) -> String {
+    let lines: Vec<&str> = console
+        .lines()
+        .filter_map(|line| line.split_once("METAL-E2E yaml: ").map(|(_, rest)| rest))
+        .collect();
+    lines.join("\n")
+}
+
+/// install.yaml parses as YAML and describes this VM: the host name from
+/// the workflow, the root's UUID, QEMU's NIC, iguana's lease.
+fn check_install_yaml(text: &str) -> Result<()> {
+    let y: serde_yaml::Value =
+        serde_yaml::from_str(text).with_context(|| format!("install.yaml {text:?}"))?;
+    let get = |path: &[&str]| -> String {
+        let mut v = &y;
+        for key in path {
+            v = match key.parse::<usize>() {
+                Ok(i) => &v[i],
+                Err(_) => &v[*key],
+            };
+        }
+        match v {
+            serde_yaml::Value::String(s) => s.clone(),
+            other => serde_yaml::to_string(other)
+                .unwrap_or_default()
+                .trim()
+                .to_owned(),
+        }
+    };
+    let mut wrong = Vec::new();
+    let mut want = |path: &[&str], ok: &dyn Fn(&str) -> bool| {
+        let value = get(path);
+        if !ok(&value) {
+            wrong.push(format!("{} = {value:?}", path.join(".")));
+        }
+    };
+    want(&["hostname"], &|v| v == HOSTNAME);
+    want(&["console"], &|v| v == "ttyS0,115200n8");
+    want(&["role"], &|v| v == "machine");
+    want(&["raidenabled"], &|v| v == "false");
+    want(&["disk"], &|v| v == "/dev/vda");
+    want(&["root_uuid"], &|v| {
+        v.len() == 36 && v.matches('-').count() == 4
+    });
+    want(&["timestamp"], &|v| v.len() == 20 && v.ends_with('Z'));
+    want(&["nics", "0", "name"], &|v| v == "eth0");
+    want(&["nics", "0", "mac"], &|v| v.starts_with("52:54:00:"));
+    want(&["network", "interfaces", "0", "addresses", "0"], &|v| {
+        v == "10.0.2.15/24"
+    });
+    if !wrong.is_empty() {
+        bail!("install.yaml has {}:\n{text}", wrong.join(", "));
+    }
+    Ok(())
 }
 
 /// A sparse raw disk of `DISK_BYTES`, all zeros.
@@ -399,5 +465,34 @@ mod tests {
             err.to_string(),
             "missing library: libgone.so.1 => not found"
         );
+    }
+
+    #[test]
+    fn install_yaml_checks() {
+        let console = "METAL-E2E yaml: ---\n\
+            METAL-E2E yaml: hostname: \"metal-e2e-host\"\n\
+            METAL-E2E yaml: console: \"ttyS0,115200n8\"\n\
+            METAL-E2E yaml: root_uuid: \"e9a5cc84-2ad2-4241-b4c9-66bc83547b00\"\n\
+            METAL-E2E yaml: timestamp: \"2026-11-22T03:10:00Z\"\n\
+            METAL-E2E yaml: role: \"machine\"\n\
+            METAL-E2E yaml: raidenabled: false\n\
+            [    9.1] some kernel line\n\
+            METAL-E2E yaml: nics:\n\
+            METAL-E2E yaml:   - name: \"eth0\"\n\
+            METAL-E2E yaml:     mac: \"52:54:00:12:34:56\"\n\
+            METAL-E2E yaml: network: {\"interfaces\": [{\"name\": \"eth0\",\"addresses\": [\"10.0.2.15/24\"]}]}\n\
+            METAL-E2E yaml: disk: \"/dev/vda\"\n";
+        check_install_yaml(&printed_yaml(console)).unwrap();
+        let bad = console
+            .replace("metal-e2e-host", "other")
+            .replace("eth0\"\n", "eth1\"\n");
+        let err = check_install_yaml(&printed_yaml(&bad))
+            .unwrap_err()
+            .to_string();
+        assert!(
+            err.starts_with("install.yaml has hostname = \"other\", nics.0.name = \"eth1\""),
+            "{err}"
+        );
+        assert!(check_install_yaml("hostname: [unclosed").is_err());
     }
 }
