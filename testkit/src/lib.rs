@@ -6,6 +6,7 @@
 //! packages (`docker-registry`, `umoci`, `skopeo`, `busybox-static`); a missing
 //! one gives an error that names the package.
 
+mod files;
 mod http;
 mod image;
 mod mirror;
@@ -14,6 +15,7 @@ mod registry;
 pub mod sntp;
 mod token;
 
+pub use files::FileServer;
 pub use http::base64;
 pub use image::{Entry, Image, Layer};
 pub use mirror::{Breakage, BrokenMirror};

@@ -47,6 +47,9 @@ pub fn main(args: &[String]) -> Result<()> {
         names.extend(dnames);
         let (mp, mnames) = crate::e2e_modules::run_all()?;
         names.extend(mnames);
+        let (tp, tnames) = crate::e2e_metal::run_all(&[])?;
+        names.extend(tnames);
+        let mp = mp + tp;
         Ok((p + hp + dp + mp, names))
     }) {
         Ok((p, names)) => {

@@ -8,6 +8,9 @@
 //! panic or when QEMU had to be killed at the timeout. Consoles are saved
 //! in `target/iguana-e2e/<scenario>.log`.
 //!
+//! The metal-image-install boots (`e2e_metal`) run here too and take
+//! `--only` names of their own (`metal-install`, `metal-md5-mismatch`).
+//!
 //! Container output reaches the console prefixed by its job name
 //! (`[a] ...`), so all matching is by substring, never by position, and
 //! case-insensitive.
@@ -338,29 +341,41 @@ pub fn main(args: &[String]) -> Result<()> {
             other => bail!("e2e: unknown argument {other:?}"),
         }
     }
-    // The modules scenario needs its own initrd and a monitor: not a row.
-    let modules = only.is_empty() || only.iter().any(|name| name == e2e_modules::NAME);
+    // The modules boot (own initrd and a monitor) and the metal-image-install
+    // boots (own fixture) are not rows of SCENARIOS.
+    let (metal, only): (Vec<String>, Vec<String>) =
+        only.into_iter().partition(|name| crate::e2e_metal::NAMES.contains(&name.as_str()));
+    let modules_only = only.iter().any(|name| name == e2e_modules::NAME);
+    let only: Vec<String> = only.into_iter().filter(|name| name != e2e_modules::NAME).collect();
     for name in &only {
-        if name != e2e_modules::NAME && !SCENARIOS.iter().any(|s| s.name == name) {
-            let names: Vec<&str> = SCENARIOS.iter().map(|s| s.name).chain([e2e_modules::NAME]).collect();
+        if !SCENARIOS.iter().any(|s| s.name == name) {
+            let mut names: Vec<&str> = SCENARIOS.iter().map(|s| s.name).collect();
+            names.extend(crate::e2e_metal::NAMES);
+            names.push(e2e_modules::NAME);
             bail!("e2e: no scenario {name:?} (have {})", names.join(", "));
         }
     }
+    let everything = only.is_empty() && metal.is_empty() && !modules_only;
     let scenarios: Vec<&Scenario> = SCENARIOS
         .iter()
-        .filter(|s| only.is_empty() || only.iter().any(|name| name == s.name))
+        .filter(|s| everything || only.iter().any(|name| name == s.name))
         .collect();
     let (mut passed, mut failed) = if scenarios.is_empty() {
         (0, Vec::new())
     } else {
         run(&opts, &scenarios, jobs, verbose)?
     };
-    if modules {
+    if everything || modules_only {
         let (p, f) = e2e_modules::run_all()?;
         passed += p;
         failed.extend(f);
     }
-    if only.is_empty() {
+    if everything || !metal.is_empty() {
+        let (p, f) = crate::e2e_metal::run_all(&metal)?;
+        passed += p;
+        failed.extend(f);
+    }
+    if everything {
         let (p, f) = crate::e2e_handover::run_all(None)?;
         passed += p;
         failed.extend(f);

@@ -16,6 +16,7 @@ mod e2e_debug;
 mod e2e_dracut;
 mod e2e_handover;
 mod e2e_modules;
+mod e2e_metal;
 mod e2e_workflow;
 mod initrd;
 mod install;
@@ -44,6 +45,7 @@ tasks:
                              (`--only modules`: compressed modules, hotplug,
                              blacklist and module parameters in one boot)
   e2e-handover [--only NAME] switch_root, kexec, bad mountlist in QEMU
+  e2e-metal [--only NAME,..] examples/metal-image-install/ in QEMU (also in e2e)
   demo [--memory MIB] [--init FILE]
                              boot one guest and show its console live
   bench boot [--init FILE]   boot-time phases, smallest RAM, sizes
@@ -89,6 +91,7 @@ fn run() -> Result<()> {
         "boot" => boot::main(rest),
         "e2e" => e2e::main(rest),
         "e2e-handover" => e2e_handover::main(rest),
+        "e2e-metal" => e2e_metal::main(rest),
         "demo" => demo::main(rest),
         "bench" => bench::main(rest),
         "ci" => ci::main(rest),

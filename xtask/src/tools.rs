@@ -51,6 +51,11 @@ const TOOLS: &[Tool] = &[
     Tool { probe: Probe::Command("openssl"), package: "openssl" },
     // The IPv6 netns test serves router advertisements and DHCPv6 with it.
     Tool { probe: Probe::Command("dnsmasq"), package: "dnsmasq-base" },
+    // The metal-image-install e2e: the OS tarball is lz4-compressed; the
+    // installer image carries Debian's lz4, sfdisk and mke2fs with their
+    // libraries (`ldd`, from libc-bin, is always there).
+    Tool { probe: Probe::Command("lz4"), package: "lz4" },
+    Tool { probe: Probe::Command("sfdisk"), package: "fdisk" },
     // `cargo xtask dracut`: the dracut-module/ initrd.
     Tool { probe: Probe::Command("dracut"), package: "dracut" },
     Tool { probe: Probe::File("/etc/ssl/certs/ca-certificates.crt"), package: "ca-certificates" },
