@@ -10,8 +10,11 @@
 
 pub mod args;
 mod config;
+mod devices;
 mod dhcp;
 mod link;
+mod plan;
+mod record;
 
 #[cfg(test)]
 mod netns_tests;
@@ -23,14 +26,17 @@ use std::time::Duration;
 
 use tracing::{info, warn};
 
-use self::config::{Interface, Lease};
+use self::config::Lease;
 use self::link::Link;
+use self::record::{DefaultRoute, LeaseRecord};
 
 const DEFAULT_TIMEOUT_SECS: u64 = 60;
 const DEFAULT_RESOLV_CONF: &str = "/etc/resolv.conf";
 const DEFAULT_JSON: &str = "/run/iguana/network.json";
 /// MTUs below the IPv4 minimum reassembly size are a broken or hostile lease.
 const MIN_MTU: u16 = 576;
+/// After the first lease, how long the other links get to answer.
+const DHCP_GRACE: Duration = Duration::from_secs(2);
 
 const USAGE: &str = "usage: iguana net-up [--timeout SECS] [--resolv-conf PATH] [--json PATH]";
 
@@ -50,10 +56,14 @@ pub enum Error {
         #[source]
         source: rtnetlink::Error,
     },
-    #[error("ip= names interface {iface}, which does not exist (links: {links})")]
-    NoSuchInterface { iface: String, links: String },
-    #[error("no Ethernet interface to run DHCP on (links: {links})")]
-    NoEthernet { links: String },
+    #[error(transparent)]
+    Args(#[from] args::Error),
+    #[error(transparent)]
+    Plan(#[from] plan::Error),
+    #[error(transparent)]
+    Device(#[from] devices::Error),
+    #[error("link {iface} vanished during configuration")]
+    LinkGone { iface: String },
     #[error("no DHCP lease on any interface (tried {tried}) within {secs}s")]
     NoLease { tried: String, secs: u64 },
     #[error("DHCP failed on every interface: {failures}")]
@@ -71,6 +81,12 @@ pub enum Error {
     AddRoute {
         iface: String,
         gateway: String,
+        #[source]
+        source: rtnetlink::Error,
+    },
+    #[error("add route {route} (rd.route=)")]
+    AddStaticRoute {
+        route: String,
         #[source]
         source: rtnetlink::Error,
     },
@@ -133,19 +149,25 @@ pub fn parse_args(args: &[String]) -> Result<Options, Error> {
 }
 
 /// Entry point of `iguana net-up [--timeout SECS] [--resolv-conf PATH]
-/// [--json PATH]`; `args` are the arguments after `net-up`.
+/// [--json PATH] [--cmdline PATH]`; `args` are the arguments after `net-up`.
 pub fn cli_net_up(args: &[String]) -> anyhow::Result<()> {
     let options = parse_args(args)?;
     let runtime = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
         .map_err(Error::Runtime)?;
-    let lease = runtime.block_on(net_up(&options))?;
-    println!("{}", config::summary_line(&lease));
+    let configured = runtime.block_on(net_up(&options))?;
+    for lease in &configured {
+        println!("{}", config::summary_line(lease));
+    }
     Ok(())
 }
 
-async fn net_up(options: &Options) -> Result<Lease, Error> {
+/// Carries out the plan (see `plan.rs` for the order) and returns what was
+/// configured: static `ip=` first, then DHCP leases in the order they came.
+async fn net_up(options: &Options) -> Result<Vec<Lease>, Error> {
+    let text = fs::read_to_string(&options.cmdline).unwrap_or_default();
+    let net_args = args::parse(&text)?;
     let (connection, handle, _) = rtnetlink::new_connection().map_err(Error::Netlink)?;
     tokio::spawn(connection);
 
@@ -153,72 +175,79 @@ async fn net_up(options: &Options) -> Result<Lease, Error> {
     if let Some(lo) = links.iter().find(|l| l.name == "lo") {
         link_up(&handle, lo).await?;
     }
-    let candidates = link::dhcp_candidates(&links);
-    if candidates.is_empty() {
-        let names: Vec<&str> = links.iter().map(|l| l.name.as_str()).collect();
-        return Err(Error::NoEthernet {
-            links: names.join(", "),
-        });
-    }
-    for candidate in &candidates {
-        link_up(&handle, candidate).await?;
-    }
-    // A static `ip=<client>:...:none` replaces DHCP.
-    let text = fs::read_to_string(&options.cmdline).unwrap_or_default();
-    let net_args = args::parse(&text).map_err(|e| Error::Usage { reason: e.to_string() })?;
-    if let Some((iface, mut lease)) = args::static_v4(&net_args) {
-        let link = match &iface {
-            Some(name) => links.iter().find(|l| &l.name == name).ok_or_else(|| Error::NoSuchInterface {
-                iface: name.clone(),
-                links: links.iter().map(|l| l.name.as_str()).collect::<Vec<_>>().join(", "),
-            })?,
-            None => candidates.first().ok_or_else(|| Error::NoEthernet { links: String::new() })?,
-        };
-        link_up(&handle, link).await?;
-        lease.interface = link.name.clone();
-        apply(&handle, link, &lease).await?;
-        write_file(&options.resolv_conf, &config::resolv_conf(&lease))?;
-        set_hostname(&lease, options)?;
-        let interfaces = vec![Interface { name: link.name.clone(), mac: config::format_mac(&link.mac), addresses: Vec::new() }];
-        write_file(&options.json, &config::network_json(&interfaces, &lease))?;
-        return Ok(lease);
-    }
-    let names: Vec<&str> = candidates.iter().map(|l| l.name.as_str()).collect();
-    info!(interfaces = %names.join(", "), timeout_secs = options.timeout.as_secs(), "DHCP");
+    let plan = plan::plan(&links, &net_args)?;
+    devices::create(&handle, &plan).await?;
+    let links = link::list(&handle).await.map_err(Error::ListLinks)?;
+    let find = |name: &str| links.iter().find(|l| l.name == name).ok_or_else(|| Error::LinkGone { iface: name.to_owned() });
 
-    let acquired = match tokio::time::timeout(options.timeout, dhcp::first_lease(&candidates)).await
-    {
-        Ok(Ok(acquired)) => acquired,
-        Ok(Err(dhcp::AllFailed(failures))) => {
-            let failures: Vec<String> = failures
-                .iter()
-                .map(|(iface, err)| format!("{iface}: {err}"))
-                .collect();
-            return Err(Error::DhcpFailed {
-                failures: failures.join("; "),
-            });
+    let mut configured: Vec<Lease> = Vec::new();
+    let mut default_route = None;
+    for lease in &plan.statics {
+        let with_default = default_route.is_none() && lease.gateway.is_some();
+        apply(&handle, find(&lease.interface)?, lease, with_default).await?;
+        if with_default {
+            default_route = lease.gateway.map(|gateway| DefaultRoute { gateway, interface: lease.interface.clone() });
         }
-        Err(_elapsed) => {
-            return Err(Error::NoLease {
-                tried: names.join(", "),
-                secs: options.timeout.as_secs(),
-            });
+        configured.push(lease.clone());
+    }
+    let mut records = Vec::new();
+    if !plan.dhcp.is_empty() {
+        let candidates = plan.dhcp.iter().map(|name| find(name).cloned()).collect::<Result<Vec<Link>, Error>>()?;
+        info!(interfaces = %plan.dhcp.join(", "), timeout_secs = options.timeout.as_secs(), "DHCP");
+        let deadline = tokio::time::Instant::now() + options.timeout;
+        let outcome = dhcp::leases(&handle, &candidates, deadline, DHCP_GRACE).await;
+        if outcome.leases.is_empty() && (configured.is_empty() || plan.dhcp_named) {
+            return Err(no_lease(&plan.dhcp, outcome, options.timeout));
         }
-    };
-    let lease = Lease::from_dhcp(&acquired.link.name, &acquired.lease)?;
-    apply(&handle, &acquired.link, &lease).await?;
-    write_file(&options.resolv_conf, &config::resolv_conf(&lease))?;
-    set_hostname(&lease, options)?;
-    let interfaces: Vec<Interface> = candidates
-        .iter()
-        .map(|l| Interface {
-            name: l.name.clone(),
-            mac: config::format_mac(&l.mac),
-            addresses: Vec::new(),
-        })
-        .collect();
-    write_file(&options.json, &config::network_json(&interfaces, &lease))?;
-    Ok(lease)
+        for iface in &outcome.no_carrier {
+            warn!(%iface, "no carrier, not configured");
+        }
+        let acquired_at = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| d.as_secs());
+        for acquired in &outcome.leases {
+            let lease = Lease::from_dhcp(&acquired.link.name, &acquired.lease)?;
+            let with_default = default_route.is_none() && lease.gateway.is_some();
+            apply(&handle, &acquired.link, &lease, with_default).await?;
+            if with_default {
+                default_route = lease.gateway.map(|gateway| DefaultRoute { gateway, interface: lease.interface.clone() });
+            }
+            records.push(LeaseRecord { lease: lease.clone(), acquired_at });
+            configured.push(lease);
+        }
+    }
+    for route in &plan.routes {
+        let index = match &route.iface {
+            Some(name) => Some(find(name)?.index),
+            None => None,
+        };
+        link::add_route(&handle, route.destination, route.prefix, route.gateway, index)
+            .await
+            .map_err(|source| Error::AddStaticRoute { route: format!("{}/{}", route.destination, route.prefix), source })?;
+    }
+
+    let links = link::list(&handle).await.map_err(Error::ListLinks)?;
+    let network = record::build(&plan, &links, &configured, default_route, records);
+    let source = configured.iter().map(|l| l.interface.as_str()).collect::<Vec<_>>().join(", ");
+    write_file(&options.resolv_conf, &network.resolv_conf(&format!("the configuration of {source}")))?;
+    if let Some(lease) = configured.iter().find(|l| l.hostname.is_some()) {
+        set_hostname(lease, options)?;
+    }
+    write_file(&options.json, &network.to_json())?;
+    Ok(configured)
+}
+
+/// Why DHCP gave nothing: every link failed, or time ran out.
+fn no_lease(tried: &[String], outcome: dhcp::Outcome, timeout: Duration) -> Error {
+    if !outcome.failures.is_empty() && outcome.failures.len() == tried.len() {
+        let failures: Vec<String> = outcome.failures.iter().map(|(iface, err)| format!("{iface}: {err}")).collect();
+        return Error::DhcpFailed { failures: failures.join("; ") };
+    }
+    let mut tried = tried.join(", ");
+    if !outcome.no_carrier.is_empty() {
+        tried = format!("{tried}; no carrier on {}", outcome.no_carrier.join(", "));
+    }
+    Error::NoLease { tried, secs: timeout.as_secs() }
 }
 
 async fn link_up(handle: &rtnetlink::Handle, link: &Link) -> Result<(), Error> {
@@ -230,8 +259,9 @@ async fn link_up(handle: &rtnetlink::Handle, link: &Link) -> Result<(), Error> {
         })
 }
 
-/// Installs the lease: MTU (best effort), address, default route.
-async fn apply(handle: &rtnetlink::Handle, link: &Link, lease: &Lease) -> Result<(), Error> {
+/// Installs the lease: MTU (best effort), address, and the default route if
+/// `with_default`.
+async fn apply(handle: &rtnetlink::Handle, link: &Link, lease: &Lease, with_default: bool) -> Result<(), Error> {
     if let Some(mtu) = lease.mtu.filter(|m| *m >= MIN_MTU) {
         if let Err(err) = link::set_mtu(handle, link.index, mtu.into()).await {
             warn!(iface = %link.name, mtu, %err, "could not set MTU from lease, keeping the default");
@@ -244,7 +274,7 @@ async fn apply(handle: &rtnetlink::Handle, link: &Link, lease: &Lease) -> Result
             address: format!("{}/{}", lease.address, lease.prefix_len),
             source,
         })?;
-    if let Some(gateway) = lease.gateway {
+    if let Some(gateway) = lease.gateway.filter(|_| with_default) {
         let onlink = !lease.gateway_is_on_subnet(gateway);
         link::add_default_route(handle, link.index, gateway, onlink)
             .await

@@ -51,6 +51,9 @@ const MARK_NET: &str = "IGUANA-E2E network ok";
 const ERR_IMAGE_MISSING: &[&str] = &["error", "image {REG}/nope", "manifest unknown"];
 /// Nothing listens where the registry should be.
 const ERR_UNREACHABLE: &[&str] = &["error", "10.0.2.2:{CLOSED}/a", "connection refused"];
+/// `nets`: what the container sees of the network, one fact a line.
+const NETS: &str = "IGUANA-E2E nets";
+
 /// The NIC is up but no DHCP server answers.
 const ERR_NO_LEASE: &[&str] = &["no DHCP lease"];
 /// `rd.iguana.containers=,,`.
@@ -130,15 +133,38 @@ pub const SCENARIOS: &[Scenario] = &[
     Scenario {
         name: "static-ip",
         // QEMU's user network accepts the guest's own static configuration.
-        append: "ip=10.0.2.15::10.0.2.2:255.255.255.0:guest:eth0:none:10.0.2.3 rd.iguana.containers={REG}/a,{REG}/b rd.iguana.insecure_registries={REG}",
+        // The extra route and name server are only looked at, never used.
+        append: "ip=10.0.2.15::10.0.2.2:255.255.255.0:guest:eth0:none:10.0.2.3 nameserver=10.0.2.4 rd.route=192.0.2.0/24:10.0.2.2:eth0 rd.iguana.containers={REG}/a,{REG}/b,{REG}/nets rd.iguana.insecure_registries={REG}",
         net: Net::User,
         expect: &[
-            &["static: iface=eth0 addr=10.0.2.15/24 gateway=10.0.2.2 dns=10.0.2.3 (from ip=)"],
+            &["static: iface=eth0 addr=10.0.2.15/24 gateway=10.0.2.2 dns=10.0.2.3,10.0.2.4 (from ip=)"],
             &[MARK_NET],
             &[MARK_NETWORK_JSON],
             &["IGUANA-E2E hostname guest hosts: 10.0.2.15 guest"],
+            &[NETS, "addr: eth0 10.0.2.15/24;"],
+            &[NETS, "routes:", "default via 10.0.2.2 dev eth0", "192.0.2.0/24 via 10.0.2.2 dev eth0"],
+            &[NETS, "resolv: nameserver 10.0.2.3; nameserver 10.0.2.4;"],
+            &[NETS, "json:", r#""routes":[{"destination":"192.0.2.0/24","gateway":"10.0.2.2","interface":"eth0"}]"#, r#""default_route":{"gateway":"10.0.2.2","interface":"eth0"}"#],
         ],
         reject: &[&["DHCP"]],
+        timeout: BOOT_TIMEOUT,
+    },
+    Scenario {
+        name: "two-nics",
+        // eth0 has a carrier but no DHCP server; eth1 is the user network.
+        // The timeout equals the scenario's: waiting it out fails the boot.
+        append: "rd.iguana.net_timeout=120 rd.iguana.containers={REG}/nets rd.iguana.insecure_registries={REG}",
+        net: Net::SilentThenUser,
+        expect: &[
+            &["lease: iface=eth1 addr=10.0.2.15/24 gateway=10.0.2.2"],
+            &[NETS, "addr: eth1 10.0.2.15/24;"],
+            &[NETS, "routes:", "default via 10.0.2.2 dev eth1"],
+            &[NETS, "resolv: nameserver 10.0.2.3;"],
+            &[NETS, "json:", r#""name":"eth0","mac":"52:54:00:12:34:56","kind":"ethernet","carrier":true,"addresses":[],"dhcp":false"#,
+              r#""name":"eth1","mac":"52:54:00:12:34:57","kind":"ethernet","carrier":true,"addresses":["10.0.2.15/24"],"dhcp":true"#,
+              r#""default_route":{"gateway":"10.0.2.2","interface":"eth1"}"#],
+        ],
+        reject: &[&[NETS, "addr:", "eth0"], &["lease: iface=eth0"]],
         timeout: BOOT_TIMEOUT,
     },
     Scenario {
@@ -189,6 +215,18 @@ if body=$(wget -q -O- http://{guest_registry}/v2/); then
 else
   echo "IGUANA-E2E network failed"
 fi
+"#
+    )
+}
+
+/// Container `nets`: addresses, routes, resolv.conf and network.json as the
+/// container sees them, each on one line.
+fn script_nets() -> String {
+    format!(
+        r#"echo "{NETS} addr: $(busybox ip -4 -o addr show | busybox awk '$2 != "lo" {{print $2, $4}}' | busybox tr '\n' ';')"
+echo "{NETS} routes: $(busybox ip -4 route show | busybox tr '\n' ';')"
+echo "{NETS} resolv: $(busybox grep -v '^#' /etc/resolv.conf | busybox tr '\n' ';' | busybox sed 's/;/; /g')"
+echo "{NETS} json: $(busybox tr -d ' \n' < /iguana/network.json)"
 "#
     )
 }
@@ -250,6 +288,7 @@ pub fn e2e_images(guest_registry: &str) -> Result<Vec<(&'static str, Image)>> {
             Image::busybox_script("echo unreachable\n")?.entrypoint(&["/bin/nope"]),
         ),
         ("shenv", Image::busybox_script("eval \"$SCRIPT\"\n")?),
+        ("nets", Image::busybox_script(&script_nets())?),
         ("rescue", Image::busybox_script(&fs::read_to_string(crate::workspace_root().join("examples/rescue/run.sh"))?)?),
     ])
 }

@@ -27,6 +27,9 @@ pub enum Net {
     User,
     /// A NIC on a hub with no other port: link up, nothing answers DHCP.
     NoLease,
+    /// Two NICs: first (eth0) the silent hub port of `NoLease`, then (eth1)
+    /// the user network.
+    SilentThenUser,
 }
 
 #[derive(Debug, Clone)]
@@ -98,6 +101,16 @@ impl VmConfig {
                 "hubport,id=n0,hubid=0".into(),
                 "-device".into(),
                 "virtio-net-pci,netdev=n0,romfile=".into(),
+            ]),
+            Net::SilentThenUser => args.extend([
+                "-netdev".into(),
+                "hubport,id=n0,hubid=0".into(),
+                "-device".into(),
+                "virtio-net-pci,netdev=n0,romfile=".into(),
+                "-netdev".into(),
+                "user,id=n1".into(),
+                "-device".into(),
+                "virtio-net-pci,netdev=n1,romfile=".into(),
             ]),
         }
         args.extend(self.extra_args.iter().cloned());
