@@ -21,6 +21,12 @@ pub enum Error {
         #[source]
         source: rtnetlink::Error,
     },
+    #[error("delete the empty bond {iface} the driver made")]
+    Delete {
+        iface: String,
+        #[source]
+        source: rtnetlink::Error,
+    },
     #[error("set link {iface} up")]
     Up {
         iface: String,
@@ -92,6 +98,14 @@ pub async fn create(handle: &Handle, plan: &Plan) -> Result<(), Error> {
         info!(from = %rename.from, to = %rename.to, "renamed link");
     }
     for bond in &plan.bonds {
+        // Loading `bonding` creates an empty bond0 (max_bonds=1): replace
+        // it, so the mode and options are ours.
+        let existing = link::list(handle).await.map_err(Error::List)?;
+        if let Some(stale) = existing.iter().find(|l| l.name == bond.name && l.kind == link::Kind::Bond) {
+            link::delete(handle, stale.index)
+                .await
+                .map_err(|source| Error::Delete { iface: bond.name.clone(), source })?;
+        }
         link::add_bond(handle, bond).await.map_err(|source| Error::AddBond {
             bond: bond.name.clone(),
             mode: bond.mode.clone(),

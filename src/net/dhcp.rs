@@ -6,7 +6,7 @@
 //! net-up is a one-shot process: nothing renews the leases afterwards.
 
 use std::pin::Pin;
-use std::time::Duration;
+use std::time::{Duration, SystemTime};
 
 use futures_util::stream::FuturesUnordered;
 use futures_util::{Future, StreamExt};
@@ -21,6 +21,8 @@ use super::link::Link;
 pub struct Acquired {
     pub link: Link,
     pub lease: DhcpV4Lease,
+    /// When the lease came, by the machine's clock.
+    pub at: SystemTime,
 }
 
 /// What DHCP on several links produced by the deadline.
@@ -53,7 +55,7 @@ pub async fn leases(handle: &Handle, links: &[Link], deadline: Instant, grace: D
                     return Err((link.name, None));
                 }
                 match acquire(&link).await {
-                    Ok(lease) => Ok(Acquired { link, lease }),
+                    Ok(lease) => Ok(Acquired { link, lease, at: SystemTime::now() }),
                     Err(err) => Err((link.name, Some(err))),
                 }
             }) as Attempt
@@ -83,7 +85,8 @@ pub async fn leases(handle: &Handle, links: &[Link], deadline: Instant, grace: D
         .chain(outcome.failures.iter().map(|(name, _)| name.as_str()))
         .collect();
     for link in links.iter().filter(|l| !done.contains(&l.name.as_str())) {
-        if !link.carrier && !outcome.no_carrier.contains(&link.name) {
+        let carrier = super::link::get(handle, link.index).await.is_ok_and(|now| now.carrier);
+        if !carrier && !outcome.no_carrier.contains(&link.name) {
             outcome.no_carrier.push(link.name.clone());
         }
     }

@@ -72,16 +72,6 @@ impl Link {
     }
 }
 
-/// The links to run DHCP on: Ethernet with a 6-byte MAC. Loopback reports
-/// type `Loopback`, and tunnels or WWAN links other types, so they drop out.
-pub fn dhcp_candidates(links: &[Link]) -> Vec<Link> {
-    links
-        .iter()
-        .filter(|l| l.ethernet && l.mac.len() == 6 && l.name != "lo")
-        .cloned()
-        .collect()
-}
-
 /// `ip link show`
 pub async fn list(handle: &Handle) -> Result<Vec<Link>, rtnetlink::Error> {
     let mut links = Vec::new();
@@ -108,6 +98,11 @@ pub async fn set_down(handle: &Handle, index: u32) -> Result<(), rtnetlink::Erro
         .set(LinkUnspec::new_with_index(index).down().build())
         .execute()
         .await
+}
+
+/// `ip link del INDEX`
+pub async fn delete(handle: &Handle, index: u32) -> Result<(), rtnetlink::Error> {
+    handle.link().del(index).execute().await
 }
 
 /// `ip link set INDEX name NAME` (the link must be down)
@@ -230,50 +225,4 @@ pub async fn add_route(
         route = route.output_interface(index);
     }
     handle.route().add(route.build()).replace().execute().await
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    fn link(index: u32, name: &str, mac: &[u8], ethernet: bool) -> Link {
-        Link {
-            index,
-            name: name.into(),
-            mac: mac.to_vec(),
-            ethernet,
-            kind: if ethernet { Kind::Ethernet } else { Kind::Other },
-            carrier: true,
-            controller: None,
-        }
-    }
-
-    fn check(links: &[Link], expected: &[&str]) {
-        let got: Vec<String> = dhcp_candidates(links).into_iter().map(|l| l.name).collect();
-        assert_eq!(got, expected);
-    }
-
-    #[test]
-    fn candidates() {
-        let mac = [0x52, 0x54, 0, 0x12, 0x34, 0x56];
-        check(&[], &[]);
-        check(
-            &[
-                link(1, "lo", &[0; 6], false),
-                link(2, "eth0", &mac, true),
-                link(3, "eth1", &mac, true),
-            ],
-            &["eth0", "eth1"],
-        );
-        // A loopback-like entry that claims Ethernet, a tunnel, and an
-        // InfiniBand-sized hardware address are all skipped.
-        check(
-            &[
-                link(1, "lo", &mac, true),
-                link(4, "sit0", &[0; 4], false),
-                link(5, "ib0", &[0; 20], true),
-            ],
-            &[],
-        );
-    }
 }

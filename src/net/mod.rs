@@ -1,12 +1,14 @@
 //! Phase "network": `iguana net-up`, run by PID 1 as a child process so the
 //! async runtime and the DHCP client never live in PID 1 itself.
 //!
-//! Brings `lo` and every Ethernet link up, runs DHCPv4 on all of them at
-//! once, and configures the first lease: address and default route over
-//! rtnetlink, `/etc/resolv.conf`, and a JSON record in
-//! `/run/iguana/network.json`. Prints one `lease: ...` line on stdout and
-//! logs to stderr. Assumes AF_PACKET is available (built in on Debian
-//! kernels, else loaded by the modules phase) and the NIC drivers are loaded.
+//! Reads the dracut network arguments, plans (`plan.rs`), renames links and
+//! creates bonds and VLANs (`devices.rs`), sets every planned link up,
+//! applies static `ip=`, runs DHCPv4 on the planned links at once
+//! (`dhcp.rs`), adds `rd.route=` routes, and writes `/etc/resolv.conf`,
+//! /etc/hosts and `/run/iguana/network.json` (`record.rs`). Prints one
+//! `lease: ...`/`static: ...` line per configured address on stdout and logs
+//! to stderr. Assumes AF_PACKET is available (built in on Debian kernels,
+//! else loaded by the modules phase) and the NIC drivers are loaded.
 
 pub mod args;
 mod config;
@@ -190,32 +192,11 @@ async fn net_up(options: &Options) -> Result<Vec<Lease>, Error> {
         }
         configured.push(lease.clone());
     }
-    let mut records = Vec::new();
-    if !plan.dhcp.is_empty() {
-        let candidates = plan.dhcp.iter().map(|name| find(name).cloned()).collect::<Result<Vec<Link>, Error>>()?;
-        info!(interfaces = %plan.dhcp.join(", "), timeout_secs = options.timeout.as_secs(), "DHCP");
-        let deadline = tokio::time::Instant::now() + options.timeout;
-        let outcome = dhcp::leases(&handle, &candidates, deadline, DHCP_GRACE).await;
-        if outcome.leases.is_empty() && (configured.is_empty() || plan.dhcp_named) {
-            return Err(no_lease(&plan.dhcp, outcome, options.timeout));
-        }
-        for iface in &outcome.no_carrier {
-            warn!(%iface, "no carrier, not configured");
-        }
-        let acquired_at = std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .map_or(0, |d| d.as_secs());
-        for acquired in &outcome.leases {
-            let lease = Lease::from_dhcp(&acquired.link.name, &acquired.lease)?;
-            let with_default = default_route.is_none() && lease.gateway.is_some();
-            apply(&handle, &acquired.link, &lease, with_default).await?;
-            if with_default {
-                default_route = lease.gateway.map(|gateway| DefaultRoute { gateway, interface: lease.interface.clone() });
-            }
-            records.push(LeaseRecord { lease: lease.clone(), acquired_at });
-            configured.push(lease);
-        }
-    }
+    let records = if plan.dhcp.is_empty() {
+        Vec::new()
+    } else {
+        dhcp_phase(&handle, &plan, &links, options.timeout, &mut configured, &mut default_route).await?
+    };
     for route in &plan.routes {
         let index = match &route.iface {
             Some(name) => Some(find(name)?.index),
@@ -235,6 +216,58 @@ async fn net_up(options: &Options) -> Result<Vec<Lease>, Error> {
     }
     write_file(&options.json, &network.to_json())?;
     Ok(configured)
+}
+
+/// DHCP on the planned links; each lease is installed (the first with a
+/// gateway gives the default route unless a static `ip=` did) and appended
+/// to `configured`. A lease that makes no sense is skipped with a warning
+/// when another one is usable, else it is the error.
+async fn dhcp_phase(
+    handle: &rtnetlink::Handle,
+    plan: &plan::Plan,
+    links: &[Link],
+    timeout: Duration,
+    configured: &mut Vec<Lease>,
+    default_route: &mut Option<DefaultRoute>,
+) -> Result<Vec<LeaseRecord>, Error> {
+    let candidates = plan
+        .dhcp
+        .iter()
+        .map(|name| links.iter().find(|l| &l.name == name).cloned().ok_or_else(|| Error::LinkGone { iface: name.clone() }))
+        .collect::<Result<Vec<Link>, Error>>()?;
+    info!(interfaces = %plan.dhcp.join(", "), timeout_secs = timeout.as_secs(), "DHCP");
+    let deadline = tokio::time::Instant::now() + timeout;
+    let outcome = dhcp::leases(handle, &candidates, deadline, DHCP_GRACE).await;
+    if outcome.leases.is_empty() && (configured.is_empty() || plan.dhcp_named) {
+        return Err(no_lease(&plan.dhcp, outcome, timeout));
+    }
+    for iface in &outcome.no_carrier {
+        warn!(%iface, "no carrier, not configured");
+    }
+    let mut records = Vec::new();
+    let mut bad = None;
+    for acquired in &outcome.leases {
+        let lease = match Lease::from_dhcp(&acquired.link.name, &acquired.lease) {
+            Ok(lease) => lease,
+            Err(err) => {
+                warn!(iface = %acquired.link.name, %err, "lease skipped");
+                bad.get_or_insert(err);
+                continue;
+            }
+        };
+        let with_default = default_route.is_none() && lease.gateway.is_some();
+        apply(handle, &acquired.link, &lease, with_default).await?;
+        if with_default {
+            *default_route = lease.gateway.map(|gateway| DefaultRoute { gateway, interface: lease.interface.clone() });
+        }
+        let acquired_at = acquired.at.duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_secs());
+        records.push(LeaseRecord { lease: lease.clone(), acquired_at });
+        configured.push(lease);
+    }
+    match bad {
+        Some(err) if configured.is_empty() => Err(err.into()),
+        _ => Ok(records),
+    }
 }
 
 /// Why DHCP gave nothing: every link failed, or time ran out.

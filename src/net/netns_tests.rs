@@ -512,3 +512,39 @@ fn lacp_bond_with_a_vlan_and_static_address() {
     // No LACP partner behind a bridge: the bond still sends on one port.
     lab.in_client(&["busybox", "ping", "-c", "1", "-W", "3", "192.0.2.1"]);
 }
+
+#[test]
+fn link_without_carrier_does_not_delay() {
+    skip_unless_possible!();
+    let mut lab = Lab::new("nocarrier");
+    lab.veth("eth0", "vs0");
+    lab.veth("eth1", "vs1");
+    // A veth whose peer is down has no carrier: an unplugged cable.
+    lab.in_server(&["ip", "link", "set", "vs0", "down"]);
+    lab.start_udhcpd("vs1", "255.255.255.0");
+    thread::sleep(Duration::from_millis(300));
+
+    let started = std::time::Instant::now();
+    lab.net_up(30).unwrap();
+    let took = started.elapsed();
+    assert!(took < Duration::from_secs(10), "took {took:?}");
+
+    let json = lab.network_json();
+    assert_eq!(json["interfaces"][0]["name"], "eth0");
+    assert_eq!(json["interfaces"][0]["carrier"], false, "{json}");
+    assert_eq!(json["interfaces"][1]["carrier"], true, "{json}");
+    assert_eq!(json["default_route"]["interface"], "eth1", "{json}");
+}
+
+#[test]
+fn no_carrier_anywhere_is_named_in_the_error() {
+    skip_unless_possible!();
+    let lab = Lab::new("unplugged");
+    lab.veth("eth0", "vs0");
+    lab.in_server(&["ip", "link", "set", "vs0", "down"]);
+    let err = lab.net_up(2).unwrap_err();
+    assert_eq!(
+        err.to_string(),
+        "no DHCP lease on any interface (tried eth0; no carrier on eth0) within 2s"
+    );
+}

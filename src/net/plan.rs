@@ -21,6 +21,8 @@ pub enum Error {
     NoSuchMac { name: String, mac: String, links: String },
     #[error("{arg}: no interface {iface} (links: {links})")]
     NoSuchInterface { arg: String, iface: String, links: String },
+    #[error("{arg}: {iface} is a slave of bond {bond}; configure the bond")]
+    Enslaved { arg: String, iface: String, bond: String },
     #[error("bond={bond}: {slave} is a slave of two bonds")]
     SlaveTwice { bond: String, slave: String },
     #[error("bond={bond}: option {option} is not supported (miimon, updelay, downdelay, min_links, lacp_rate, xmit_hash_policy)")]
@@ -112,14 +114,18 @@ pub fn plan(links: &[Link], net: &NetArgs) -> Result<Plan, Error> {
         }
     }
     let links_text = || names.join(", ");
-    let missing = |arg: String, iface: &str| Error::NoSuchInterface { arg, iface: iface.to_owned(), links: links_text() };
+    let bond_of = |iface: &str| net.bonds.iter().find(|b| b.slaves.iter().any(|s| s == iface)).map(|b| b.name.clone());
+    let missing = |arg: String, iface: &str| match bond_of(iface) {
+        Some(bond) => Error::Enslaved { arg, iface: iface.to_owned(), bond },
+        None => Error::NoSuchInterface { arg, iface: iface.to_owned(), links: links_text() },
+    };
 
     let mut slaves: Vec<String> = Vec::new();
     for bond in &net.bonds {
         let arg = format!("bond={}", bond.name);
         for slave in &bond.slaves {
             if !names.contains(slave) {
-                return Err(missing(arg, slave));
+                return Err(Error::NoSuchInterface { arg, iface: slave.clone(), links: links_text() });
             }
             if slaves.contains(slave) {
                 return Err(Error::SlaveTwice { bond: bond.name.clone(), slave: slave.clone() });
@@ -320,6 +326,12 @@ mod tests {
         check("ip=eth7:dhcp", Err("ip=eth7:dhcp: no interface eth7 (links: eth0, eth1)"));
         let lo_only = plan(&links()[..1], &NetArgs::default()).map_err(|e| e.to_string());
         assert_eq!(lo_only, Err("no Ethernet interface to configure (links: lo)".into()));
+        // A loopback that claims Ethernet, a tunnel, an InfiniBand-sized
+        // hardware address: none is a link to configure.
+        let odd = |index, name: &str, mac: &[u8], kind| Link { index, name: name.into(), mac: mac.to_vec(), ethernet: true, kind, carrier: true, controller: None };
+        let odd = [odd(1, "lo", &MAC0, Kind::Ethernet), odd(4, "sit0", &[0; 4], Kind::Other), odd(5, "ib0", &[0; 20], Kind::Ethernet)];
+        let got = plan(&odd, &NetArgs::default()).map_err(|e| e.to_string());
+        assert_eq!(got, Err("no Ethernet interface to configure (links: lo, sit0, ib0)".into()));
     }
 
     #[test]
@@ -395,7 +407,8 @@ mod tests {
         check("bond=bond0:eth0 bond=bond1:eth0", Err("bond=bond1: eth0 is a slave of two bonds"));
         check("bond=bond0:eth0:mode=active-backup,arp_interval=100", Err("bond=bond0: option arp_interval=100 is not supported (miimon, updelay, downdelay, min_links, lacp_rate, xmit_hash_policy)"));
         check("bond=bond0:eth0:miimon=often", Err("bond=bond0: option miimon=often is not supported (miimon, updelay, downdelay, min_links, lacp_rate, xmit_hash_policy)"));
-        check("bond=bond0:eth0 vlan=eth0.5:eth0", Err("vlan=eth0.5:eth0: no interface eth0 (links: eth0, eth1)"));
+        check("bond=bond0:eth0 vlan=eth0.5:eth0", Err("vlan=eth0.5:eth0: eth0 is a slave of bond bond0; configure the bond"));
+        check("bond=bond0:eth0 ip=eth0:dhcp", Err("ip=eth0:dhcp: eth0 is a slave of bond bond0; configure the bond"));
         check("vlan=eth1.5:eth1 vlan=eth1.0005:eth1 ip=eth1.0005:dhcp", Ok(Plan {
             vlans: vec![
                 args::Vlan { name: "eth1.5".into(), id: 5, phys: "eth1".into() },

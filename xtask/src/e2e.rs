@@ -42,7 +42,7 @@ const MARK_B_SAW: &str = "IGUANA-E2E b saw hello-from-a";
 const MARK_MACHINE_ID: &str = "IGUANA-E2E machine-id ok";
 /// `b`: `iguana=true` is in its environment.
 const MARK_ENV: &str = "IGUANA-E2E env iguana=true";
-/// `b`: /iguana/network.json describes the lease (QEMU's 10.0.2.15).
+/// `b`: /iguana/network.json lists the address (QEMU's 10.0.2.15/24).
 const MARK_NETWORK_JSON: &str = "IGUANA-E2E network.json ok";
 /// `b`: `wget http://{REG}/v2/` worked from inside the guest.
 const MARK_NET: &str = "IGUANA-E2E network ok";
@@ -168,6 +168,27 @@ pub const SCENARIOS: &[Scenario] = &[
         timeout: BOOT_TIMEOUT,
     },
     Scenario {
+        name: "bond-vlan",
+        // A bond over both NICs, eth1 (the user network) first so it is
+        // the active one, DHCP on the bond, a VLAN on the bond with a static
+        // address. Tagged frames go nowhere on QEMU's networks: the VLAN is
+        // checked as the kernel reports it; the host netns tests carry
+        // traffic over VLANs and bonds.
+        append: "bond=bond0:eth1,eth0:mode=active-backup,miimon=100 vlan=bond0.5:bond0 ip=bond0:dhcp ip=192.0.2.10:::24::bond0.5:none rd.iguana.containers={REG}/nets rd.iguana.insecure_registries={REG}",
+        net: Net::SilentThenUser,
+        expect: &[
+            &["lease: iface=bond0 addr=10.0.2.15/24 gateway=10.0.2.2"],
+            &[NETS, "addr: bond0 10.0.2.15/24;bond0.5 192.0.2.10/24;"],
+            &[NETS, "routes:", "default via 10.0.2.2 dev bond0"],
+            &[NETS, "bond: Bonding Mode: fault-tolerance (active-backup);", "MII Polling Interval (ms): 100;", "Slave Interface: eth1;Slave Interface: eth0;"],
+            &[NETS, "vlan: bond0.5 | 5 | bond0;"],
+            &[NETS, "json:", r#""name":"bond0","mac":"52:54:00:12:34:57","kind":"bond","carrier":true,"addresses":["10.0.2.15/24"],"dhcp":true,"vlan_id":null,"parent":null,"bond_mode":"active-backup","slaves":["eth0","eth1"]"#,
+              r#""name":"bond0.5","mac":"52:54:00:12:34:57","kind":"vlan","carrier":true,"addresses":["192.0.2.10/24"],"dhcp":false,"vlan_id":5,"parent":"bond0""#],
+        ],
+        reject: &[],
+        timeout: BOOT_TIMEOUT,
+    },
+    Scenario {
         name: "rescue-example",
         append: "rd.iguana.containers={REG}/rescue rd.iguana.insecure_registries={REG}",
         net: Net::User,
@@ -209,7 +230,7 @@ else
 fi
 if [ "$iguana" = true ]; then echo '{MARK_ENV}'; else echo "IGUANA-E2E env iguana='$iguana'"; fi
 echo "IGUANA-E2E hostname $(cat /proc/sys/kernel/hostname) hosts: $(grep 10.0.2.15 /etc/hosts)"
-if grep -q '"10.0.2.15"' /iguana/network.json; then echo '{MARK_NETWORK_JSON}'; else echo "IGUANA-E2E network.json bad: $(cat /iguana/network.json)"; fi
+if grep -q '"10.0.2.15/24"' /iguana/network.json; then echo '{MARK_NETWORK_JSON}'; else echo "IGUANA-E2E network.json bad: $(cat /iguana/network.json)"; fi
 if body=$(wget -q -O- http://{guest_registry}/v2/); then
   echo "{MARK_NET} $body"
 else
@@ -227,6 +248,8 @@ fn script_nets() -> String {
 echo "{NETS} routes: $(busybox ip -4 route show | busybox tr '\n' ';')"
 echo "{NETS} resolv: $(busybox grep -v '^#' /etc/resolv.conf | busybox tr '\n' ';' | busybox sed 's/;/; /g')"
 echo "{NETS} json: $(busybox tr -d ' \n' < /iguana/network.json)"
+echo "{NETS} bond: $(busybox grep -E 'Mode|MII Polling|Slave Interface' /proc/net/bonding/bond0 | busybox tr '\n' ';')"
+echo "{NETS} vlan: $(busybox grep '|' /proc/net/vlan/config | busybox tr -s ' ' | busybox tr '\n' ';')"
 "#
     )
 }
