@@ -146,7 +146,8 @@ pub const SCENARIOS: &[Scenario] = &[
             &[NETS, "resolv: nameserver 10.0.2.3; nameserver 10.0.2.4;"],
             &[NETS, "json:", r#""routes":[{"destination":"192.0.2.0/24","gateway":"10.0.2.2","interface":"eth0"}]"#, r#""default_route":{"gateway":"10.0.2.2","interface":"eth0"}"#],
         ],
-        reject: &[&["DHCP"]],
+        // Matching ignores case, and network.json has `"dhcp":false`.
+        reject: &[&["DHCP interfaces="], &["lease: iface="]],
         timeout: BOOT_TIMEOUT,
     },
     Scenario {
@@ -181,7 +182,7 @@ pub const SCENARIOS: &[Scenario] = &[
             &[NETS, "addr: bond0 10.0.2.15/24;bond0.5 192.0.2.10/24;"],
             &[NETS, "routes:", "default via 10.0.2.2 dev bond0"],
             &[NETS, "bond: Bonding Mode: fault-tolerance (active-backup);", "MII Polling Interval (ms): 100;", "Slave Interface: eth1;Slave Interface: eth0;"],
-            &[NETS, "vlan: bond0.5 | 5 | bond0;"],
+            &[NETS, "vlan:", ";bond0.5 | 5 | bond0;"],
             &[NETS, "json:", r#""name":"bond0","mac":"52:54:00:12:34:57","kind":"bond","carrier":true,"addresses":["10.0.2.15/24"],"dhcp":true,"vlan_id":null,"parent":null,"bond_mode":"active-backup","slaves":["eth0","eth1"]"#,
               r#""name":"bond0.5","mac":"52:54:00:12:34:57","kind":"vlan","carrier":true,"addresses":["192.0.2.10/24"],"dhcp":false,"vlan_id":5,"parent":"bond0""#],
         ],
