@@ -9,6 +9,10 @@
 // An integration test file is a test crate of its own: no test module needed.
 #![allow(clippy::tests_outside_test_module)]
 
+#[allow(dead_code)]
+#[path = "../src/proxy.rs"]
+mod proxy;
+
 #[allow(dead_code, unused_imports)]
 #[path = "../src/image/mod.rs"]
 mod image;

@@ -245,48 +245,22 @@ fn ip(value: &str) -> Result<Ip, String> {
     })
 }
 
-/// The first static IPv4 `ip=` (method `none`), as the configuration
-/// net-up applies instead of DHCP: the interface it names (None: the first
-/// Ethernet link) and a lease-shaped record with no server and no lifetime.
-/// DNS servers: those of `ip=`, then `nameserver=`.
-pub fn static_v4(net: &NetArgs) -> Option<(Option<String>, super::config::Lease)> {
-    net.ip.iter().find_map(|ip| match ip {
-        Ip::Static { address: IpAddr::V4(address), gateway, prefix, iface, method: Method::None, dns, mtu, hostname, .. } => {
-            let v4 = |a: &IpAddr| match a {
-                IpAddr::V4(a) => Some(*a),
-                IpAddr::V6(_) => None,
-            };
-            let dns = dns.iter().chain(&net.nameservers).filter_map(v4).collect();
-            let lease = super::config::Lease {
-                interface: iface.clone().unwrap_or_default(),
-                address: *address,
-                prefix_len: *prefix,
-                gateway: gateway.as_ref().and_then(v4),
-                dns,
-                search: Vec::new(),
-                lease_seconds: 0,
-                server: std::net::Ipv4Addr::UNSPECIFIED,
-                mtu: mtu.and_then(|m| u16::try_from(m).ok()),
-                hostname: hostname.clone(),
-                ntp_servers: Vec::new(),
-            };
-            Some((iface.clone(), lease))
-        }
-        _ => None,
-    })
-}
-
-/// What net-up does not apply yet (everything but one static IPv4 `ip=`,
-/// `ip=[<iface>:]dhcp6`, `ip=auto6` and `nameserver=`), for a warning; None
-/// when it applies it all.
+/// What net-up does not apply (static IPv6 `ip=` and the other IPv6 forms
+/// but `[<iface>:]dhcp6`/`auto6`, `ip=ibft`, IPv6 `rd.route=`), for a
+/// warning; None when it applies it all.
 pub fn unapplied(net: &NetArgs) -> Option<String> {
-    let mut rest = NetArgs { nameservers: Vec::new(), need_net: false, ..net.clone() };
-    rest.ip.retain(|ip| !matches!(ip, Ip::Auto { method: Method::Dhcp6 | Method::Auto6, mtu: None, mac: None, .. }));
-    if static_v4(net).is_some() {
-        if let Some(i) = rest.ip.iter().position(|ip| matches!(ip, Ip::Static { address: IpAddr::V4(_), method: Method::None, .. })) {
-            rest.ip.remove(i);
-        }
-    }
+    let ip: Vec<Ip> = net
+        .ip
+        .iter()
+        .filter(|ip| {
+            super::plan::static_lease(ip).is_none()
+                && !matches!(ip, Ip::Auto { method: Method::Dhcp, .. })
+                && !matches!(ip, Ip::Auto { method: Method::Dhcp6 | Method::Auto6, mtu: None, mac: None, .. })
+        })
+        .cloned()
+        .collect();
+    let routes: Vec<Route> = net.routes.iter().filter(|r| r.destination.is_ipv6()).cloned().collect();
+    let rest = NetArgs { ip, routes, ..NetArgs::default() };
     (rest != NetArgs::default()).then(|| format!("{rest:?}"))
 }
 
@@ -496,17 +470,16 @@ mod tests {
 
     #[test]
     fn static_v4_becomes_the_configuration() {
-        let net = parse("ip=10.0.2.15::10.0.2.2:255.255.255.0:guest:eth0:none:10.0.2.3 nameserver=9.9.9.9 nameserver=2001:db8::53").unwrap();
-        let (iface, lease) = static_v4(&net).unwrap();
-        assert_eq!(iface.as_deref(), Some("eth0"));
+        let net = parse("ip=10.0.2.15::10.0.2.2:255.255.255.0:guest:eth0:none:10.0.2.3").unwrap();
+        let lease = super::super::plan::static_lease(&net.ip[0]).unwrap();
+        assert_eq!(lease.interface, "eth0");
         assert_eq!((lease.address, lease.prefix_len, lease.gateway), ("10.0.2.15".parse().unwrap(), 24, Some("10.0.2.2".parse().unwrap())));
-        assert_eq!(lease.dns, ["10.0.2.3".parse::<std::net::Ipv4Addr>().unwrap(), "9.9.9.9".parse().unwrap()]);
         assert_eq!(
             super::super::config::summary_line(&lease),
-            "static: iface=eth0 addr=10.0.2.15/24 gateway=10.0.2.2 dns=10.0.2.3,9.9.9.9 (from ip=)"
+            "static: iface=eth0 addr=10.0.2.15/24 gateway=10.0.2.2 dns=10.0.2.3 (from ip=)"
         );
-        assert!(static_v4(&parse("ip=dhcp").unwrap()).is_none());
-        assert!(static_v4(&parse("ip=[2001:db8::2]::[2001:db8::1]:64::eth0:none").unwrap()).is_none());
+        assert!(super::super::plan::static_lease(&parse("ip=dhcp").unwrap().ip[0]).is_none());
+        assert!(super::super::plan::static_lease(&parse("ip=[2001:db8::2]::[2001:db8::1]:64::eth0:none").unwrap().ip[0]).is_none());
     }
 
     #[test]
@@ -516,14 +489,17 @@ mod tests {
             "ip=10.0.2.15::10.0.2.2:24::eth0:none nameserver=1.1.1.1 rd.neednet=1",
             "ip=dhcp6",
             "ip=eth1:dhcp6 ip=auto6",
+            "ip=dhcp ip=eth1:dhcp ifname=lan0:52:54:00:12:34:56 vlan=eth0.5:eth0 bond=bond0:eth1,eth2:mode=802.3ad rd.route=10.1.0.0/16:10.0.0.1",
         ];
         for line in applied {
             assert_eq!(unapplied(&parse(line).unwrap()), None, "{line}");
         }
-        let not = unapplied(&parse("ip=10.0.2.15::10.0.2.2:24::eth0:none vlan=eth0.5:eth0").unwrap()).unwrap();
-        assert!(not.contains("eth0.5") && !not.contains("10.0.2.15"), "{not}");
+        let not = unapplied(&parse("ip=10.0.2.15::10.0.2.2:24::eth0:none ip=eth0:either6 vlan=eth0.5:eth0").unwrap()).unwrap();
+        assert!(not.contains("Either6") && !not.contains("10.0.2.15") && !not.contains("eth0.5"), "{not}");
         assert!(unapplied(&parse("ip=either6").unwrap()).is_some());
         assert!(unapplied(&parse("ip=eth0:dhcp6:1400").unwrap()).is_some());
+        assert!(unapplied(&parse("ip=[2001:db8::2]::[2001:db8::1]:64::eth0:none").unwrap()).is_some());
+        assert!(unapplied(&parse("rd.route=[2001:db8:1::]/48:[2001:db8::1]").unwrap()).is_some());
     }
 
     #[test]

@@ -1,18 +1,15 @@
 //! What a DHCP lease means for this machine, as plain data: the address and
-//! route to install, the `resolv.conf` to write, the JSON record left for
-//! containers in `/iguana/network.json`, and the one-line console summary.
+//! route to install, the search domains and host name it offers, and the
+//! one-line console summary (`record.rs` turns leases into the files).
 //!
 //! Everything here is pure. Lease contents come from whoever answered on the
 //! wire, so names that end up in files are checked character by character.
 
-use std::fmt::Write as _;
 use std::net::Ipv4Addr;
 
 use mozim::DhcpV4Lease;
 use serde::Serialize;
 
-/// glibc and musl both read at most three `nameserver` lines (MAXNS).
-const MAX_NAMESERVERS: usize = 3;
 /// glibc before 2.26 stops at six search domains; stay within it.
 const MAX_SEARCH_DOMAINS: usize = 6;
 
@@ -160,20 +157,6 @@ pub(super) fn valid_domain(name: &str) -> bool {
         && !name.contains("..")
 }
 
-pub fn resolv_conf(lease: &Lease) -> String {
-    let mut text = format!(
-        "# written by iguana net-up from the DHCP lease on {}\n",
-        lease.interface
-    );
-    if !lease.search.is_empty() {
-        let _ = writeln!(text, "search {}", lease.search.join(" "));
-    }
-    for server in lease.dns.iter().take(MAX_NAMESERVERS) {
-        let _ = writeln!(text, "nameserver {server}");
-    }
-    text
-}
-
 /// The line `iguana net-up` prints on stdout, parsed by tests and read by
 /// people on the console.
 pub fn summary_line(lease: &Lease) -> String {
@@ -200,38 +183,6 @@ pub fn summary_line(lease: &Lease) -> String {
         "lease: iface={} addr={}/{} gateway={gateway} dns={dns} lease={}s",
         lease.interface, lease.address, lease.prefix_len, lease.lease_seconds
     )
-}
-
-/// One Ethernet interface as recorded in network.json.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
-pub struct Interface {
-    pub name: String,
-    pub mac: String,
-    pub addresses: Vec<String>,
-}
-
-#[derive(Serialize)]
-struct NetworkJson<'a> {
-    interfaces: &'a [Interface],
-    dhcp: &'a Lease,
-}
-
-/// The record of the configured network, for `/run/iguana/network.json`.
-pub fn network_json(interfaces: &[Interface], lease: &Lease) -> String {
-    let mut interfaces = interfaces.to_vec();
-    for iface in interfaces.iter_mut().filter(|i| i.name == lease.interface) {
-        iface
-            .addresses
-            .push(format!("{}/{}", lease.address, lease.prefix_len));
-    }
-    let record = NetworkJson {
-        interfaces: &interfaces,
-        dhcp: lease,
-    };
-    // Serialising plain strings, numbers and addresses cannot fail.
-    let mut json = serde_json::to_string_pretty(&record).unwrap_or_default();
-    json.push('\n');
-    json
 }
 
 /// The NTP servers a network.json records (`ntp_servers` at any depth, so
@@ -487,30 +438,6 @@ mod tests {
     }
 
     #[test]
-    fn resolv_conf_text() {
-        assert_eq!(
-            resolv_conf(&slirp_lease()),
-            "# written by iguana net-up from the DHCP lease on eth0\nnameserver 10.0.2.3\n"
-        );
-        let many = Lease {
-            search: vec!["a.example".into(), "b.example".into()],
-            dns: vec![
-                ip("10.0.0.1"),
-                ip("10.0.0.2"),
-                ip("10.0.0.3"),
-                ip("10.0.0.4"),
-            ],
-            ..slirp_lease()
-        };
-        assert_eq!(
-            resolv_conf(&many),
-            "# written by iguana net-up from the DHCP lease on eth0\n\
-             search a.example b.example\n\
-             nameserver 10.0.0.1\nnameserver 10.0.0.2\nnameserver 10.0.0.3\n"
-        );
-    }
-
-    #[test]
     fn summary() {
         assert_eq!(
             summary_line(&slirp_lease()),
@@ -528,45 +455,14 @@ mod tests {
     }
 
     #[test]
-    fn json_record() {
-        let interfaces = [
-            Interface {
-                name: "eth0".into(),
-                mac: format_mac(&[0x52, 0x54, 0, 0x12, 0x34, 0x56]),
-                addresses: vec![],
-            },
-            Interface {
-                name: "eth1".into(),
-                mac: "52:54:00:12:34:57".into(),
-                addresses: vec![],
-            },
-        ];
-        let json: serde_json::Value =
-            serde_json::from_str(&network_json(&interfaces, &slirp_lease())).unwrap();
-        let expected = serde_json::json!({
-            "interfaces": [
-                {"name": "eth0", "mac": "52:54:00:12:34:56", "addresses": ["10.0.2.15/24"]},
-                {"name": "eth1", "mac": "52:54:00:12:34:57", "addresses": []},
-            ],
-            "dhcp": {
-                "interface": "eth0", "address": "10.0.2.15", "prefix_len": 24,
-                "gateway": "10.0.2.2", "dns": ["10.0.2.3"], "search": [],
-                "lease_seconds": 86400, "server": "10.0.2.2", "mtu": null, "hostname": null,
-                "ntp_servers": [],
-            },
-        });
-        assert_eq!(json, expected);
-    }
-
-    #[test]
     fn ntp_servers_from_lease_and_json() {
         let mut d = slirp();
         d.ntp_srvs = Some(vec![ip("10.0.2.5"), ip("0.0.0.0"), ip("10.0.2.6")]);
         let lease = Lease::from_dhcp("eth0", &d).unwrap();
         assert_eq!(lease.ntp_servers, vec![ip("10.0.2.5"), ip("10.0.2.6")]);
         let cases: &[(&str, &[&str])] = &[
-            (&network_json(&[], &lease), &["10.0.2.5", "10.0.2.6"]),
-            (&network_json(&[], &slirp_lease()), &[]),
+            (&serde_json::json!({"leases": [&lease]}).to_string(), &["10.0.2.5", "10.0.2.6"]),
+            (&serde_json::json!({"leases": [slirp_lease()]}).to_string(), &[]),
             (r#"{"links": [{"dhcp": {"ntp_servers": ["192.0.2.1"]}}]}"#, &["192.0.2.1"]),
             (r#"{"ntp_servers": "10.0.0.1"}"#, &[]),
             ("not json", &[]),

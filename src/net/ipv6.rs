@@ -30,7 +30,7 @@ use tokio::time::Instant;
 use tracing::{info, warn};
 
 use super::args::{Ip, Method, NetArgs};
-use super::config::{format_mac, Interface};
+use super::config::format_mac;
 use super::dhcp6::{self, Lease6};
 use super::link::Link;
 
@@ -39,9 +39,11 @@ use super::link::Link;
 /// solicitation delay (up to 1 s), a lost first solicitation (the kernel
 /// repeats it after 4 s) and the SLAAC address's own detection (1 s).
 pub const BEST_EFFORT: Duration = Duration::from_secs(10);
-/// When no router has been heard by then, IPv6 stops waiting: two rounds of
-/// solicitations went unanswered, so this network has no IPv6 routers.
-const ROUTER_WAIT: Duration = Duration::from_secs(7);
+/// When no router has been heard by then, IPv6 stops waiting: link-local
+/// detection and the first solicitation went unanswered. Kept short because
+/// every IPv4-only boot pays it; the kernel goes on with SLAAC afterwards,
+/// only network.json misses an address that comes later.
+const ROUTER_WAIT: Duration = Duration::from_secs(3);
 /// How long DHCPv6 waits for more links to finish link-local address
 /// detection once one has.
 const LINK_LOCAL_GRACE: Duration = Duration::from_secs(2);
@@ -453,9 +455,9 @@ pub fn network_json(base: Option<&str>, outcome: &Outcome, links: &[Link]) -> Re
     let mut record: serde_json::Value = match base {
         Some(text) => serde_json::from_str(text)?,
         None => {
-            let interfaces: Vec<Interface> = links
+            let interfaces: Vec<serde_json::Value> = links
                 .iter()
-                .map(|l| Interface { name: l.name.clone(), mac: format_mac(&l.mac), addresses: Vec::new() })
+                .map(|l| serde_json::json!({ "name": l.name, "mac": format_mac(&l.mac), "addresses": [] }))
                 .collect();
             serde_json::json!({ "interfaces": interfaces, "dhcp": null })
         }
@@ -516,7 +518,15 @@ mod tests {
     }
 
     fn link(index: u32, name: &str) -> Link {
-        Link { index, name: name.into(), mac: vec![0x52, 0x54, 0, 0x12, 0x34, 0x56], ethernet: true }
+        Link {
+            index,
+            name: name.into(),
+            mac: vec![0x52, 0x54, 0, 0x12, 0x34, 0x56],
+            ethernet: true,
+            kind: crate::net::link::Kind::Ethernet,
+            carrier: true,
+            controller: None,
+        }
     }
 
     fn seen(index: u32, address: &str, prefix_len: u8, scope: AddressScope, flags: AddressFlags) -> Seen {

@@ -1,26 +1,33 @@
 //! Phase "network": `iguana net-up`, run by PID 1 as a child process so the
 //! async runtime and the DHCP client never live in PID 1 itself.
 //!
-//! Brings `lo` and every Ethernet link up, runs DHCPv4 on all of them at
-//! once, and configures the first lease: address and default route over
-//! rtnetlink, `/etc/resolv.conf`, and a JSON record in
-//! `/run/iguana/network.json`. Prints one `lease: ...` line on stdout and
-//! logs to stderr. Assumes AF_PACKET is available (built in on Debian
-//! kernels, else loaded by the modules phase) and the NIC drivers are loaded.
+//! Reads the dracut network arguments, plans (`plan.rs`), renames links and
+//! creates bonds and VLANs (`devices.rs`), sets every planned link up,
+//! applies static `ip=`, runs DHCPv4 on the planned links at once
+//! (`dhcp.rs`), adds `rd.route=` routes, and writes `/etc/resolv.conf`,
+//! /etc/hosts and `/run/iguana/network.json` (`record.rs`). Prints one
+//! `lease: ...`/`static: ...` line per configured address on stdout and logs
+//! to stderr. IPv6 (`ipv6.rs`: the kernel's SLAAC, and DHCPv6 for
+//! `ip=dhcp6` in `dhcp6.rs`) runs beside IPv4 and is merged into the same
+//! files; it prints one `ipv6: ...` line. Assumes AF_PACKET is available (built in on Debian kernels,
+//! else loaded by the modules phase) and the NIC drivers are loaded.
 
 pub mod args;
 mod config;
 /// For the clock phase: the DHCP NTP servers recorded in network.json.
 pub use config::ntp_servers;
+mod devices;
 mod dhcp;
 mod dhcp6;
 mod ipv6;
 mod link;
+mod plan;
+mod record;
 
 #[cfg(test)]
-mod netns_tests;
-#[cfg(test)]
 mod netns6_tests;
+#[cfg(test)]
+mod netns_tests;
 
 use std::fs;
 use std::io;
@@ -29,14 +36,17 @@ use std::time::Duration;
 
 use tracing::{info, warn};
 
-use self::config::{Interface, Lease};
+use self::config::Lease;
 use self::link::Link;
+use self::record::{DefaultRoute, LeaseRecord};
 
 const DEFAULT_TIMEOUT_SECS: u64 = 60;
 const DEFAULT_RESOLV_CONF: &str = "/etc/resolv.conf";
 const DEFAULT_JSON: &str = "/run/iguana/network.json";
 /// MTUs below the IPv4 minimum reassembly size are a broken or hostile lease.
 const MIN_MTU: u16 = 576;
+/// After the first lease, how long the other links get to answer.
+const DHCP_GRACE: Duration = Duration::from_secs(2);
 
 const USAGE: &str = "usage: iguana net-up [--timeout SECS] [--resolv-conf PATH] [--json PATH]";
 
@@ -56,10 +66,14 @@ pub enum Error {
         #[source]
         source: rtnetlink::Error,
     },
-    #[error("ip= names interface {iface}, which does not exist (links: {links})")]
-    NoSuchInterface { iface: String, links: String },
-    #[error("no Ethernet interface to run DHCP on (links: {links})")]
-    NoEthernet { links: String },
+    #[error(transparent)]
+    Args(#[from] args::Error),
+    #[error(transparent)]
+    Plan(#[from] plan::Error),
+    #[error(transparent)]
+    Device(#[from] devices::Error),
+    #[error("link {iface} vanished during configuration")]
+    LinkGone { iface: String },
     #[error("no DHCP lease on any interface (tried {tried}) within {secs}s")]
     NoLease { tried: String, secs: u64 },
     #[error("DHCP failed on every interface: {failures}")]
@@ -77,6 +91,12 @@ pub enum Error {
     AddRoute {
         iface: String,
         gateway: String,
+        #[source]
+        source: rtnetlink::Error,
+    },
+    #[error("add route {route} (rd.route=)")]
+    AddStaticRoute {
+        route: String,
         #[source]
         source: rtnetlink::Error,
     },
@@ -141,19 +161,28 @@ pub fn parse_args(args: &[String]) -> Result<Options, Error> {
 }
 
 /// Entry point of `iguana net-up [--timeout SECS] [--resolv-conf PATH]
-/// [--json PATH]`; `args` are the arguments after `net-up`.
+/// [--json PATH] [--cmdline PATH]`; `args` are the arguments after `net-up`.
 pub fn cli_net_up(args: &[String]) -> anyhow::Result<()> {
     let options = parse_args(args)?;
     let runtime = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
         .map_err(Error::Runtime)?;
-    let summary = runtime.block_on(net_up(&options))?;
-    println!("{summary}");
+    let (configured, v6) = runtime.block_on(net_up(&options))?;
+    for lease in &configured {
+        println!("{}", config::summary_line(lease));
+    }
+    println!("{}", ipv6::summary_line(&v6));
     Ok(())
 }
 
-async fn net_up(options: &Options) -> Result<String, Error> {
+/// Carries out the plan (see `plan.rs` for the order) and returns what was
+/// configured: static `ip=` first, then DHCP leases in the order they came,
+/// and the IPv6 outcome. IPv6 runs beside IPv4: bounded, and only fatal when
+/// `ip=dhcp6`/`ip=auto6` asks for it; alone, those replace DHCPv4.
+async fn net_up(options: &Options) -> Result<(Vec<Lease>, ipv6::Outcome), Error> {
+    let text = fs::read_to_string(&options.cmdline).unwrap_or_default();
+    let net_args = args::parse(&text)?;
     let (connection, handle, _) = rtnetlink::new_connection().map_err(Error::Netlink)?;
     tokio::spawn(connection);
 
@@ -161,96 +190,134 @@ async fn net_up(options: &Options) -> Result<String, Error> {
     if let Some(lo) = links.iter().find(|l| l.name == "lo") {
         link_up(&handle, lo).await?;
     }
-    let candidates = link::dhcp_candidates(&links);
-    if candidates.is_empty() {
-        let names: Vec<&str> = links.iter().map(|l| l.name.as_str()).collect();
-        return Err(Error::NoEthernet {
-            links: names.join(", "),
-        });
+    let mut plan = plan::plan(&links, &net_args)?;
+    devices::create(&handle, &plan).await?;
+    let links = link::list(&handle).await.map_err(Error::ListLinks)?;
+    // IPv6 on the links IPv4 configures (never on bond slaves).
+    let v4_names: Vec<&String> = plan.dhcp.iter().chain(plan.statics.iter().map(|l| &l.interface)).collect();
+    let v6_links: Vec<Link> = links.iter().filter(|l| v4_names.contains(&&l.name)).cloned().collect();
+    if ipv6::plan(&net_args).only_v6 {
+        plan.dhcp.clear();
     }
-    for candidate in &candidates {
-        link_up(&handle, candidate).await?;
-    }
-    // A static `ip=<client>:...:none` replaces DHCP.
-    let text = fs::read_to_string(&options.cmdline).unwrap_or_default();
-    let net_args = args::parse(&text).map_err(|e| Error::Usage { reason: e.to_string() })?;
-    // IPv6 beside IPv4: bounded, and only fatal when ip=dhcp6/auto6 asks.
-    let only_v6 = ipv6::plan(&net_args).only_v6;
-    let v4 = async {
-        match only_v6 {
-            true => Ok(None),
-            false => ipv4(&handle, &links, &candidates, &net_args, options).await.map(Some),
-        }
-    };
-    let v6 = async { Ok::<_, Error>(ipv6::configure(&handle, &candidates, &net_args, options.timeout).await?) };
-    let (v4, v6) = futures_util::try_join!(v4, v6)?;
-    ipv6::record(&v6, &candidates, v4.is_some(), &options.resolv_conf, &options.json)?;
-    let v4 = v4.map(|lease| config::summary_line(&lease));
-    Ok(v4.into_iter().chain([ipv6::summary_line(&v6)]).collect::<Vec<_>>().join("\n"))
+    let v4 = ipv4(&handle, &plan, options);
+    let v6 = async { Ok::<_, Error>(ipv6::configure(&handle, &v6_links, &net_args, options.timeout).await?) };
+    let ((configured, network), v6) = futures_util::try_join!(v4, v6)?;
+    write_records(&configured, &network, options)?;
+    ipv6::record(&v6, &v6_links, true, &options.resolv_conf, &options.json)?;
+    Ok((configured, v6))
 }
 
-/// DHCPv4 on every candidate, or the static `ip=`; writes resolv.conf,
-/// /etc/hosts and network.json.
-async fn ipv4(
-    handle: &rtnetlink::Handle,
-    links: &[Link],
-    candidates: &[Link],
-    net_args: &args::NetArgs,
-    options: &Options,
-) -> Result<Lease, Error> {
-    if let Some((iface, mut lease)) = args::static_v4(net_args) {
-        let link = match &iface {
-            Some(name) => links.iter().find(|l| &l.name == name).ok_or_else(|| Error::NoSuchInterface {
-                iface: name.clone(),
-                links: links.iter().map(|l| l.name.as_str()).collect::<Vec<_>>().join(", "),
-            })?,
-            None => candidates.first().ok_or_else(|| Error::NoEthernet { links: String::new() })?,
-        };
-        link_up(handle, link).await?;
-        lease.interface = link.name.clone();
-        apply(handle, link, &lease).await?;
-        write_file(&options.resolv_conf, &config::resolv_conf(&lease))?;
-        set_hostname(&lease, options)?;
-        let interfaces = vec![Interface { name: link.name.clone(), mac: config::format_mac(&link.mac), addresses: Vec::new() }];
-        write_file(&options.json, &config::network_json(&interfaces, &lease))?;
-        return Ok(lease);
-    }
-    let names: Vec<&str> = candidates.iter().map(|l| l.name.as_str()).collect();
-    info!(interfaces = %names.join(", "), timeout_secs = options.timeout.as_secs(), "DHCP");
+/// Static `ip=`, DHCPv4, `rd.route=`: what was configured and its record.
+async fn ipv4(handle: &rtnetlink::Handle, plan: &plan::Plan, options: &Options) -> Result<(Vec<Lease>, record::Network), Error> {
+    let handle = handle.clone();
+    let links = link::list(&handle).await.map_err(Error::ListLinks)?;
+    let find = |name: &str| links.iter().find(|l| l.name == name).ok_or_else(|| Error::LinkGone { iface: name.to_owned() });
 
-    let acquired = match tokio::time::timeout(options.timeout, dhcp::first_lease(candidates)).await
-    {
-        Ok(Ok(acquired)) => acquired,
-        Ok(Err(dhcp::AllFailed(failures))) => {
-            let failures: Vec<String> = failures
-                .iter()
-                .map(|(iface, err)| format!("{iface}: {err}"))
-                .collect();
-            return Err(Error::DhcpFailed {
-                failures: failures.join("; "),
-            });
+    let mut configured: Vec<Lease> = Vec::new();
+    let mut default_route = None;
+    for lease in &plan.statics {
+        let with_default = default_route.is_none() && lease.gateway.is_some();
+        apply(&handle, find(&lease.interface)?, lease, with_default).await?;
+        if with_default {
+            default_route = lease.gateway.map(|gateway| DefaultRoute { gateway, interface: lease.interface.clone() });
         }
-        Err(_elapsed) => {
-            return Err(Error::NoLease {
-                tried: names.join(", "),
-                secs: options.timeout.as_secs(),
-            });
-        }
+        configured.push(lease.clone());
+    }
+    let records = if plan.dhcp.is_empty() {
+        Vec::new()
+    } else {
+        dhcp_phase(&handle, plan, &links, options.timeout, &mut configured, &mut default_route).await?
     };
-    let lease = Lease::from_dhcp(&acquired.link.name, &acquired.lease)?;
-    apply(handle, &acquired.link, &lease).await?;
-    write_file(&options.resolv_conf, &config::resolv_conf(&lease))?;
-    set_hostname(&lease, options)?;
-    let interfaces: Vec<Interface> = candidates
+    for route in &plan.routes {
+        let index = match &route.iface {
+            Some(name) => Some(find(name)?.index),
+            None => None,
+        };
+        link::add_route(&handle, route.destination, route.prefix, route.gateway, index)
+            .await
+            .map_err(|source| Error::AddStaticRoute { route: format!("{}/{}", route.destination, route.prefix), source })?;
+    }
+
+    let links = link::list(&handle).await.map_err(Error::ListLinks)?;
+    let network = record::build(plan, &links, &configured, default_route, records);
+    Ok((configured, network))
+}
+
+/// resolv.conf, the host name and network.json from what IPv4 configured;
+/// `ipv6::record` adds to them.
+fn write_records(configured: &[Lease], network: &record::Network, options: &Options) -> Result<(), Error> {
+    let source = configured.iter().map(|l| l.interface.as_str()).collect::<Vec<_>>().join(", ");
+    let source = if source.is_empty() { "IPv6".to_owned() } else { format!("the configuration of {source}") };
+    write_file(&options.resolv_conf, &network.resolv_conf(&source))?;
+    if let Some(lease) = configured.iter().find(|l| l.hostname.is_some()) {
+        set_hostname(lease, options)?;
+    }
+    write_file(&options.json, &network.to_json())
+}
+
+/// DHCP on the planned links; each lease is installed (the first with a
+/// gateway gives the default route unless a static `ip=` did) and appended
+/// to `configured`. A lease that makes no sense is skipped with a warning
+/// when another one is usable, else it is the error.
+async fn dhcp_phase(
+    handle: &rtnetlink::Handle,
+    plan: &plan::Plan,
+    links: &[Link],
+    timeout: Duration,
+    configured: &mut Vec<Lease>,
+    default_route: &mut Option<DefaultRoute>,
+) -> Result<Vec<LeaseRecord>, Error> {
+    let candidates = plan
+        .dhcp
         .iter()
-        .map(|l| Interface {
-            name: l.name.clone(),
-            mac: config::format_mac(&l.mac),
-            addresses: Vec::new(),
-        })
-        .collect();
-    write_file(&options.json, &config::network_json(&interfaces, &lease))?;
-    Ok(lease)
+        .map(|name| links.iter().find(|l| &l.name == name).cloned().ok_or_else(|| Error::LinkGone { iface: name.clone() }))
+        .collect::<Result<Vec<Link>, Error>>()?;
+    info!(interfaces = %plan.dhcp.join(", "), timeout_secs = timeout.as_secs(), "DHCP");
+    let deadline = tokio::time::Instant::now() + timeout;
+    let outcome = dhcp::leases(handle, &candidates, deadline, DHCP_GRACE).await;
+    if outcome.leases.is_empty() && (configured.is_empty() || plan.dhcp_named) {
+        return Err(no_lease(&plan.dhcp, outcome, timeout));
+    }
+    for iface in &outcome.no_carrier {
+        warn!(%iface, "no carrier, not configured");
+    }
+    let mut records = Vec::new();
+    let mut bad = None;
+    for acquired in &outcome.leases {
+        let lease = match Lease::from_dhcp(&acquired.link.name, &acquired.lease) {
+            Ok(lease) => lease,
+            Err(err) => {
+                warn!(iface = %acquired.link.name, %err, "lease skipped");
+                bad.get_or_insert(err);
+                continue;
+            }
+        };
+        let with_default = default_route.is_none() && lease.gateway.is_some();
+        apply(handle, &acquired.link, &lease, with_default).await?;
+        if with_default {
+            *default_route = lease.gateway.map(|gateway| DefaultRoute { gateway, interface: lease.interface.clone() });
+        }
+        let acquired_at = acquired.at.duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_secs());
+        records.push(LeaseRecord { lease: lease.clone(), acquired_at });
+        configured.push(lease);
+    }
+    match bad {
+        Some(err) if configured.is_empty() => Err(err.into()),
+        _ => Ok(records),
+    }
+}
+
+/// Why DHCP gave nothing: every link failed, or time ran out.
+fn no_lease(tried: &[String], outcome: dhcp::Outcome, timeout: Duration) -> Error {
+    if !outcome.failures.is_empty() && outcome.failures.len() == tried.len() {
+        let failures: Vec<String> = outcome.failures.iter().map(|(iface, err)| format!("{iface}: {err}")).collect();
+        return Error::DhcpFailed { failures: failures.join("; ") };
+    }
+    let mut tried = tried.join(", ");
+    if !outcome.no_carrier.is_empty() {
+        tried = format!("{tried}; no carrier on {}", outcome.no_carrier.join(", "));
+    }
+    Error::NoLease { tried, secs: timeout.as_secs() }
 }
 
 async fn link_up(handle: &rtnetlink::Handle, link: &Link) -> Result<(), Error> {
@@ -262,8 +329,9 @@ async fn link_up(handle: &rtnetlink::Handle, link: &Link) -> Result<(), Error> {
         })
 }
 
-/// Installs the lease: MTU (best effort), address, default route.
-async fn apply(handle: &rtnetlink::Handle, link: &Link, lease: &Lease) -> Result<(), Error> {
+/// Installs the lease: MTU (best effort), address, and the default route if
+/// `with_default`.
+async fn apply(handle: &rtnetlink::Handle, link: &Link, lease: &Lease, with_default: bool) -> Result<(), Error> {
     if let Some(mtu) = lease.mtu.filter(|m| *m >= MIN_MTU) {
         if let Err(err) = link::set_mtu(handle, link.index, mtu.into()).await {
             warn!(iface = %link.name, mtu, %err, "could not set MTU from lease, keeping the default");
@@ -276,7 +344,7 @@ async fn apply(handle: &rtnetlink::Handle, link: &Link, lease: &Lease) -> Result
             address: format!("{}/{}", lease.address, lease.prefix_len),
             source,
         })?;
-    if let Some(gateway) = lease.gateway {
+    if let Some(gateway) = lease.gateway.filter(|_| with_default) {
         let onlink = !lease.gateway_is_on_subnet(gateway);
         link::add_default_route(handle, link.index, gateway, onlink)
             .await

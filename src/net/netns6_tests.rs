@@ -139,7 +139,7 @@ fn dhcp6_lease_from_dnsmasq() {
         "# written by iguana net-up from IPv6\nsearch lab.example\nnameserver 2001:db8:1::53\n"
     );
     let json = network_json(&lab);
-    assert_eq!(json["dhcp"], serde_json::Value::Null);
+    assert_eq!(json["leases"], serde_json::json!([]));
     assert_eq!(json["interfaces"][0]["name"], "eth0");
     assert_eq!(json["interfaces"][0]["addresses"], serde_json::json!(["2001:db8:1::100/128"]));
     assert_eq!(json["ipv6"]["dhcp6"]["interface"], "eth0");
@@ -167,7 +167,7 @@ fn slaac_beside_dhcpv4() {
     assert!(v6.contains("inet6 2001:db8:1:0:"), "{v6}");
     let slaac = v6.split_whitespace().nth(3).unwrap().to_owned();
     let json = network_json(&lab);
-    assert_eq!(json["dhcp"]["address"], "192.0.2.100");
+    assert_eq!(json["leases"][0]["address"], "192.0.2.100");
     assert_eq!(json["interfaces"][0]["addresses"], serde_json::json!(["192.0.2.100/24", slaac]));
     assert_eq!(json["ipv6"]["addresses"][0]["origin"], "ra");
     assert!(json["ipv6"]["gateways"][0]["address"].as_str().unwrap().starts_with("fe80::"), "{json}");
@@ -175,7 +175,7 @@ fn slaac_beside_dhcpv4() {
     // No RDNSS is read and DHCPv6 did not run: resolv.conf is DHCPv4's.
     assert_eq!(
         fs::read_to_string(lab.path("resolv.conf")).unwrap(),
-        "# written by iguana net-up from the DHCP lease on eth0\nnameserver 192.0.2.53\n"
+        "# written by iguana net-up from the configuration of eth0\nnameserver 192.0.2.53\n"
     );
     lab.in_client(&["busybox", "ping", "-6", "-c", "1", "-W", "3", "2001:db8:1::1"]);
 }

@@ -51,7 +51,7 @@ const MARK_B_SAW: &str = "IGUANA-E2E b saw hello-from-a";
 const MARK_MACHINE_ID: &str = "IGUANA-E2E machine-id ok";
 /// `b`: `iguana=true` is in its environment.
 const MARK_ENV: &str = "IGUANA-E2E env iguana=true";
-/// `b`: /iguana/network.json describes the lease (QEMU's 10.0.2.15).
+/// `b`: /iguana/network.json lists the address (QEMU's 10.0.2.15/24).
 const MARK_NETWORK_JSON: &str = "IGUANA-E2E network.json ok";
 /// `b`: `wget http://{REG}/v2/` worked from inside the guest.
 const MARK_NET: &str = "IGUANA-E2E network ok";
@@ -65,6 +65,9 @@ const MARK_V6_PING: &str = "IGUANA-E2E v6 ping fd00:6::2 ok";
 const ERR_IMAGE_MISSING: &[&str] = &["error", "image {REG}/nope", "manifest unknown"];
 /// Nothing listens where the registry should be.
 const ERR_UNREACHABLE: &[&str] = &["error", "10.0.2.2:{CLOSED}/a", "connection refused"];
+/// `nets`: what the container sees of the network, one fact a line.
+const NETS: &str = "IGUANA-E2E nets";
+
 /// The NIC is up but no DHCP server answers.
 const ERR_NO_LEASE: &[&str] = &["no DHCP lease"];
 /// `clock-sntp`: the RTC says 2001; PID 1 sets the clock from the test's
@@ -148,15 +151,60 @@ pub const SCENARIOS: &[Scenario] = &[
     Scenario {
         name: "static-ip",
         // QEMU's user network accepts the guest's own static configuration.
-        append: "ip=10.0.2.15::10.0.2.2:255.255.255.0:guest:eth0:none:10.0.2.3 rd.iguana.containers={REG}/a,{REG}/b rd.iguana.insecure_registries={REG}",
+        // The extra route and name server are only looked at, never used.
+        append: "ip=10.0.2.15::10.0.2.2:255.255.255.0:guest:eth0:none:10.0.2.3 nameserver=10.0.2.4 rd.route=192.0.2.0/24:10.0.2.2:eth0 rd.iguana.containers={REG}/a,{REG}/b,{REG}/nets rd.iguana.insecure_registries={REG}",
         net: Net::User,
         expect: &[
-            &["static: iface=eth0 addr=10.0.2.15/24 gateway=10.0.2.2 dns=10.0.2.3 (from ip=)"],
+            &["static: iface=eth0 addr=10.0.2.15/24 gateway=10.0.2.2 dns=10.0.2.3,10.0.2.4 (from ip=)"],
             &[MARK_NET],
             &[MARK_NETWORK_JSON],
             &["IGUANA-E2E hostname guest hosts: 10.0.2.15 guest"],
+            &[NETS, "addr: eth0 10.0.2.15/24;"],
+            &[NETS, "routes:", "default via 10.0.2.2 dev eth0", "192.0.2.0/24 via 10.0.2.2 dev eth0"],
+            &[NETS, "resolv: nameserver 10.0.2.3; nameserver 10.0.2.4;"],
+            &[NETS, "json:", r#""routes":[{"destination":"192.0.2.0/24","gateway":"10.0.2.2","interface":"eth0"}]"#, r#""default_route":{"gateway":"10.0.2.2","interface":"eth0"}"#],
         ],
-        reject: &[&["DHCP"]],
+        // Matching ignores case, and network.json has `"dhcp":false`.
+        reject: &[&["DHCP interfaces="], &["lease: iface="]],
+        timeout: BOOT_TIMEOUT,
+    },
+    Scenario {
+        name: "two-nics",
+        // eth0 has a carrier but no DHCP server; eth1 is the user network.
+        // The timeout equals the scenario's: waiting it out fails the boot.
+        append: "rd.iguana.net_timeout=120 rd.iguana.containers={REG}/nets rd.iguana.insecure_registries={REG}",
+        net: Net::SilentThenUser,
+        expect: &[
+            &["lease: iface=eth1 addr=10.0.2.15/24 gateway=10.0.2.2"],
+            &[NETS, "addr: eth1 10.0.2.15/24;"],
+            &[NETS, "routes:", "default via 10.0.2.2 dev eth1"],
+            &[NETS, "resolv: nameserver 10.0.2.3;"],
+            &[NETS, "json:", r#""name":"eth0","mac":"52:54:00:12:34:56","kind":"ethernet","carrier":true,"addresses":[],"dhcp":false"#,
+              r#""name":"eth1","mac":"52:54:00:12:34:57","kind":"ethernet","carrier":true,"addresses":["10.0.2.15/24"],"dhcp":true"#,
+              r#""default_route":{"gateway":"10.0.2.2","interface":"eth1"}"#],
+        ],
+        reject: &[&[NETS, "addr:", "eth0"], &["lease: iface=eth0"]],
+        timeout: BOOT_TIMEOUT,
+    },
+    Scenario {
+        name: "bond-vlan",
+        // A bond over both NICs, eth1 (the user network) first so it is
+        // the active one, DHCP on the bond, a VLAN on the bond with a static
+        // address. Tagged frames go nowhere on QEMU's networks: the VLAN is
+        // checked as the kernel reports it; the host netns tests carry
+        // traffic over VLANs and bonds.
+        append: "bond=bond0:eth1,eth0:mode=active-backup,miimon=100 vlan=bond0.5:bond0 ip=bond0:dhcp ip=192.0.2.10:::24::bond0.5:none rd.iguana.containers={REG}/nets rd.iguana.insecure_registries={REG}",
+        net: Net::SilentThenUser,
+        expect: &[
+            &["lease: iface=bond0 addr=10.0.2.15/24 gateway=10.0.2.2"],
+            &[NETS, "addr: bond0 10.0.2.15/24;bond0.5 192.0.2.10/24;"],
+            &[NETS, "routes:", "default via 10.0.2.2 dev bond0"],
+            &[NETS, "bond: Bonding Mode: fault-tolerance (active-backup);", "MII Polling Interval (ms): 100;", "Slave Interface: eth1;Slave Interface: eth0;"],
+            &[NETS, "vlan:", ";bond0.5 | 5 | bond0;"],
+            &[NETS, "json:", r#""name":"bond0","mac":"52:54:00:12:34:57","kind":"bond","carrier":true,"addresses":["10.0.2.15/24"],"dhcp":true,"vlan_id":null,"parent":null,"bond_mode":"active-backup","slaves":["eth0","eth1"]"#,
+              r#""name":"bond0.5","mac":"52:54:00:12:34:57","kind":"vlan","carrier":true,"addresses":["192.0.2.10/24"],"dhcp":false,"vlan_id":5,"parent":"bond0""#],
+        ],
+        reject: &[],
         timeout: BOOT_TIMEOUT,
     },
     Scenario {
@@ -231,7 +279,7 @@ else
 fi
 if [ "$iguana" = true ]; then echo '{MARK_ENV}'; else echo "IGUANA-E2E env iguana='$iguana'"; fi
 echo "IGUANA-E2E hostname $(cat /proc/sys/kernel/hostname) hosts: $(grep 10.0.2.15 /etc/hosts)"
-if grep -q '"10.0.2.15"' /iguana/network.json; then echo '{MARK_NETWORK_JSON}'; else echo "IGUANA-E2E network.json bad: $(cat /iguana/network.json)"; fi
+if grep -q '"10.0.2.15/24"' /iguana/network.json; then echo '{MARK_NETWORK_JSON}'; else echo "IGUANA-E2E network.json bad: $(cat /iguana/network.json)"; fi
 if body=$(wget -q -O- http://{guest_registry}/v2/); then
   echo "{MARK_NET} $body"
 else
@@ -253,6 +301,20 @@ else
   echo "IGUANA-E2E v6 network.json bad: $(cat /iguana/network.json)"
 fi
 if busybox ping -6 -c 1 -W 5 fd00:6::2 >/dev/null; then echo '{MARK_V6_PING}'; else echo 'IGUANA-E2E v6 ping bad'; fi
+"#
+    )
+}
+
+/// Container `nets`: addresses, routes, resolv.conf and network.json as the
+/// container sees them, each on one line.
+fn script_nets() -> String {
+    format!(
+        r#"echo "{NETS} addr: $(busybox ip -4 -o addr show | busybox awk '$2 != "lo" {{print $2, $4}}' | busybox tr '\n' ';')"
+echo "{NETS} routes: $(busybox ip -4 route show | busybox tr '\n' ';')"
+echo "{NETS} resolv: $(busybox grep -v '^#' /etc/resolv.conf | busybox tr '\n' ';' | busybox sed 's/;/; /g')"
+echo "{NETS} json: $(busybox tr -d ' \n' < /iguana/network.json)"
+echo "{NETS} bond: $(busybox grep -E 'Mode|MII Polling|Slave Interface' /proc/net/bonding/bond0 | busybox tr '\n' ';')"
+echo "{NETS} vlan: $(busybox grep '|' /proc/net/vlan/config | busybox tr -s ' ' | busybox tr '\n' ';')"
 "#
     )
 }
@@ -320,6 +382,7 @@ pub fn e2e_images(guest_registry: &str) -> Result<Vec<(&'static str, Image)>> {
         ("shenv", Image::busybox_script("eval \"$SCRIPT\"\n")?),
         ("clock", Image::busybox_script("echo \"IGUANA-E2E year $(date +%Y)\"\n")?),
         ("v6", Image::busybox_script(&script_v6())?),
+        ("nets", Image::busybox_script(&script_nets())?),
         ("rescue", Image::busybox_script(&fs::read_to_string(crate::workspace_root().join("examples/rescue/run.sh"))?)?),
     ])
 }

@@ -50,6 +50,9 @@ pub const MODULES: &[&str] = &[
     "af_packet",
     "e1000",
     "e1000e",
+    // bond= and vlan= (net-up loads them when the command line asks).
+    "bonding",
+    "8021q",
 ];
 
 /// Empty directories PID 1 mounts on or writes to.

@@ -30,6 +30,9 @@ pub enum Net {
     /// User networking with router advertisements for fd00:6::/64 (host
     /// fd00:6::2) beside IPv4.
     UserV6,
+    /// Two NICs: first (eth0) the silent hub port of `NoLease`, then (eth1)
+    /// the user network.
+    SilentThenUser,
 }
 
 #[derive(Debug, Clone)]
@@ -107,6 +110,16 @@ impl VmConfig {
                 "hubport,id=n0,hubid=0".into(),
                 "-device".into(),
                 "virtio-net-pci,netdev=n0,romfile=".into(),
+            ]),
+            Net::SilentThenUser => args.extend([
+                "-netdev".into(),
+                "hubport,id=n0,hubid=0".into(),
+                "-device".into(),
+                "virtio-net-pci,netdev=n0,romfile=".into(),
+                "-netdev".into(),
+                "user,id=n1".into(),
+                "-device".into(),
+                "virtio-net-pci,netdev=n1,romfile=".into(),
             ]),
         }
         args.extend(self.extra_args.iter().cloned());
