@@ -4,8 +4,9 @@
 //! Brings `lo` and every Ethernet link up, runs DHCPv4 on all of them at
 //! once, and configures the first lease: address and default route over
 //! rtnetlink, `/etc/resolv.conf`, and a JSON record in
-//! `/run/iguana/network.json`. Prints one `lease: ...` line on stdout and
-//! logs to stderr. Assumes AF_PACKET is available (built in on Debian
+//! `/run/iguana/network.json`. IPv6 (`ipv6.rs`: SLAAC, and DHCPv6 for
+//! `ip=dhcp6`) runs beside it and is merged into the same files. Prints one
+//! `lease: ...` and one `ipv6: ...` line on stdout and logs to stderr. Assumes AF_PACKET is available (built in on Debian
 //! kernels, else loaded by the modules phase) and the NIC drivers are loaded.
 
 pub mod args;
