@@ -5,12 +5,12 @@
 //! creates bonds and VLANs (`devices.rs`), sets every planned link up,
 //! applies static `ip=`, runs DHCPv4 on the planned links at once
 //! (`dhcp.rs`), adds `rd.route=` routes, and writes `/etc/resolv.conf`,
-//! /etc/hosts and `/run/iguana/network.json` (`record.rs`). Prints one
-//! `lease: ...`/`static: ...` line per configured address on stdout and logs
-//! to stderr. IPv6 (`ipv6.rs`: the kernel's SLAAC, and DHCPv6 for
-//! `ip=dhcp6` in `dhcp6.rs`) runs beside IPv4 and is merged into the same
-//! files; it prints one `ipv6: ...` line. Assumes AF_PACKET is available (built in on Debian kernels,
-//! else loaded by the modules phase) and the NIC drivers are loaded.
+//! /etc/hosts and `/run/iguana/network.json` (`record.rs`). IPv6 (`ipv6.rs`:
+//! the kernel's SLAAC, and DHCPv6 for `ip=dhcp6` in `dhcp6.rs`) runs beside
+//! IPv4 and is merged into the same files. Prints one `lease: ...`/`static:
+//! ...` line per configured address and one `ipv6: ...` line on stdout, and
+//! logs to stderr. Assumes AF_PACKET is available (built in on Debian
+//! kernels, else loaded by the modules phase) and the NIC drivers are loaded.
 
 pub mod args;
 mod config;

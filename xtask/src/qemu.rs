@@ -27,8 +27,9 @@ pub enum Net {
     User,
     /// A NIC on a hub with no other port: link up, nothing answers DHCP.
     NoLease,
-    /// User networking with router advertisements for fd00:6::/64 (host
-    /// fd00:6::2) beside IPv4.
+    /// User networking with router advertisements for fd00:6::/64 (router
+    /// fd00:6::2) beside IPv4. `ipv4=on` is needed: QEMU turns IPv4 off
+    /// when `ipv6=on` is given without it (the guest then got no lease).
     UserV6,
     /// Two NICs: first (eth0) the silent hub port of `NoLease`, then (eth1)
     /// the user network.
@@ -101,7 +102,7 @@ impl VmConfig {
             ]),
             Net::UserV6 => args.extend([
                 "-netdev".into(),
-                "user,id=n0,ipv6=on,ipv6-net=fd00:6::/64".into(),
+                "user,id=n0,ipv4=on,ipv6=on,ipv6-net=fd00:6::/64".into(),
                 "-device".into(),
                 "virtio-net-pci,netdev=n0,romfile=".into(),
             ]),
