@@ -17,7 +17,6 @@ mod image;
 use image::{pull, AuthFile, PullOptions, Retry};
 use std::fs;
 use std::path::{Path, PathBuf};
-use std::process::Command;
 use std::time::{Duration, Instant};
 use testkit::{Breakage, BrokenMirror, Image, Layer, Registry, RegistryOptions, TokenAuth, TokenServer};
 
@@ -36,20 +35,7 @@ fn base64(input: &str) -> String {
 
 /// Runs the real binary: `iguana pull IMAGE --rootfs DIR ARGS...`.
 fn iguana_pull(image: &str, rootfs: &Path, args: &[&str]) -> (bool, String) {
-    let out = Command::new(env!("CARGO_BIN_EXE_iguana"))
-        .arg("pull")
-        .arg(image)
-        .arg("--rootfs")
-        .arg(rootfs)
-        .args(args)
-        .output()
-        .unwrap();
-    let text = format!(
-        "{}{}",
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    );
-    (out.status.success(), text)
+    testkit::iguana_pull(env!("CARGO_BIN_EXE_iguana"), image, rootfs, args)
 }
 
 /// A port nobody listens on.

@@ -291,20 +291,7 @@ fn layer_digest(registry: &Registry, name: &str, tag: &str, index: usize) -> Str
 
 /// Runs the real binary: `iguana pull IMAGE --rootfs DIR ARGS...`.
 fn iguana_pull(image: &str, rootfs: &Path, args: &[&str]) -> (bool, String) {
-    let out = Command::new(env!("CARGO_BIN_EXE_iguana"))
-        .arg("pull")
-        .arg(image)
-        .arg("--rootfs")
-        .arg(rootfs)
-        .args(args)
-        .output()
-        .unwrap();
-    let text = format!(
-        "{}{}",
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    );
-    (out.status.success(), text)
+    testkit::iguana_pull(env!("CARGO_BIN_EXE_iguana"), image, rootfs, args)
 }
 
 #[test]

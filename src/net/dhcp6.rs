@@ -134,7 +134,7 @@ async fn acquire(link: &Link, local: Ipv6Addr) -> Result<DhcpV6Lease, mozim::Dhc
 }
 
 #[cfg(test)]
-mod tests {
+pub(super) mod tests {
     use super::*;
 
     fn ip(text: &str) -> Ipv6Addr {
@@ -153,7 +153,8 @@ mod tests {
         d
     }
 
-    fn lease() -> Lease6 {
+    /// The lease `dnsmasq()` gives; also used by `ipv6`'s tests.
+    pub(in crate::net) fn lease() -> Lease6 {
         Lease6 {
             interface: "eth0".into(),
             address: ip("2001:db8:1::100"),

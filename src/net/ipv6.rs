@@ -538,15 +538,7 @@ mod tests {
     }
 
     fn lease6() -> Lease6 {
-        Lease6 {
-            interface: "eth0".into(),
-            address: ip("2001:db8:1::100"),
-            preferred_seconds: 3600,
-            valid_seconds: 3600,
-            server: ip("fe80::1"),
-            dns: vec![ip("2001:db8:1::53")],
-            search: vec!["lab.example".into()],
-        }
+        crate::net::dhcp6::tests::lease()
     }
 
     /// What QEMU's user network gives: SLAAC in fec0::/64, router fe80::2.

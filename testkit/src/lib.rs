@@ -41,3 +41,18 @@ fn run(cmd: &mut Command) -> anyhow::Result<()> {
     }
     Ok(())
 }
+
+/// Runs `BIN pull IMAGE --rootfs DIR ARGS...` (BIN: the test's
+/// `CARGO_BIN_EXE_iguana`): whether it succeeded, and stdout then stderr.
+pub fn iguana_pull(bin: &str, image: &str, rootfs: &std::path::Path, args: &[&str]) -> (bool, String) {
+    let out = Command::new(bin)
+        .arg("pull")
+        .arg(image)
+        .arg("--rootfs")
+        .arg(rootfs)
+        .args(args)
+        .output()
+        .unwrap_or_else(|err| panic!("spawn {bin}: {err}"));
+    let text = format!("{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
+    (out.status.success(), text)
+}
