@@ -341,3 +341,32 @@ fn cli_says_overlay_or_why_it_fell_back_to_a_flattened_copy() {
     assert!(!image::sibling(&fallback, "layers").exists());
     assert_eq!(tree(&fallback), tree(&flat));
 }
+
+/// A hard link in one layer to a file of a lower layer cannot be made in a
+/// layer directory of its own: the pull says so and unpacks a flattened
+/// copy, where the link is a link.
+#[test]
+fn a_hard_link_across_layers_falls_back_to_a_flattened_copy() {
+    require_root_and_overlay();
+    let registry = Registry::start().unwrap();
+    let base = Layer::new().dir("srv", 0o755).file("srv/data", "data", 0o644);
+    let top = Layer::new().dir("srv", 0o755).hardlink("srv/data-link", "srv/data");
+    let image = Image::new().layer(base).layer(top).build_and_push(&registry, "test/cross-link:v1").unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let host = registry.host();
+    let store = dir.path().join("layers");
+    let rootfs = dir.path().join("rootfs");
+    let (ok, out) = iguana_pull(&image, &rootfs, &["--insecure-registry", &host, "--layers", store.to_str().unwrap()]);
+    let _mounted = Mounted(rootfs.clone());
+    assert!(ok, "{out}");
+    assert!(
+        out.contains("overlay not used: layer sha256:")
+            && out.contains("hard-links \"srv/data-link\" to a file of a lower layer; unpacking a flattened copy"),
+        "{out}"
+    );
+    assert_eq!(mount_type(&rootfs), None);
+    let (data, link) = (rootfs.join("srv/data"), rootfs.join("srv/data-link"));
+    assert_eq!(fs::read(&link).unwrap(), b"data");
+    assert_eq!(fs::metadata(&data).unwrap().ino(), fs::metadata(&link).unwrap().ino());
+    assert!(!image::sibling(&rootfs, "upper").exists() && !image::sibling(&rootfs, "work").exists());
+}

@@ -375,7 +375,20 @@ async fn pull_layered(
     let paths = blob_paths(opts, &missing)?;
     let result = download_and_apply(sources, name, Dest::Layers(store), &missing, &paths).await;
     remove_blobs(opts, &paths);
-    result?;
+    match result {
+        // Only a merged tree has that file: unpack flattened instead.
+        Err(Error::Unpack { digest, source, .. }) if source.is_missing_link_target() => {
+            for dir in [&upper, &work] {
+                std::fs::remove_dir_all(dir).ok();
+            }
+            let path = match &source {
+                unpack::UnpackError::Entry { path, .. } => path.clone(),
+                _ => String::new(),
+            };
+            return Ok(Some(overlay::Unusable::CrossLayerLink { digest, path }));
+        }
+        result => result?,
+    }
     // Before the mount: PID 1 releases the layers even if the mount fails.
     overlay::write_layer_list(rootfs, &dirs).map_err(dir_err("write layer list of", rootfs))?;
     if let Some(top) = dirs.last() {

@@ -37,6 +37,8 @@ pub enum Unusable {
     Path(PathBuf),
     #[error("the options for {layers} layers take {len} bytes, more than one page")]
     TooLong { layers: usize, len: usize },
+    #[error("layer {digest} hard-links {path:?} to a file of a lower layer")]
+    CrossLayerLink { digest: String, path: String },
     #[error("mount overlay on {target}")]
     Mount {
         target: PathBuf,

@@ -85,6 +85,18 @@ pub enum EntryError {
     },
 }
 
+impl UnpackError {
+    /// A hard link whose target is not in this archive's tree: in a layer
+    /// unpacked on its own, a link to a file of a lower layer.
+    pub fn is_missing_link_target(&self) -> bool {
+        matches!(
+            self,
+            UnpackError::Entry { source: EntryError::Syscall { call: "linkat" | "openat2 link target", source }, .. }
+                if source.kind() == io::ErrorKind::NotFound
+        )
+    }
+}
+
 /// Copies all of `from` into `to` through `buf` (grown to [`COPY_BUFFER`]
 /// on first use).
 fn copy<R: Read, W: io::Write>(from: &mut R, to: &mut W, buf: &mut Vec<u8>) -> io::Result<()> {
