@@ -67,6 +67,8 @@ const ERR_IMAGE_MISSING: &[&str] = &["error", "image {REG}/nope", "manifest unkn
 const ERR_UNREACHABLE: &[&str] = &["error", "10.0.2.2:{CLOSED}/a", "connection refused"];
 /// `nets`: what the container sees of the network, one fact a line.
 const NETS: &str = "IGUANA-E2E nets";
+/// Marks the lines of the `vlan` container.
+const VLAN: &str = "IGUANA-E2E vlan";
 
 /// The NIC is up but no DHCP server answers.
 const ERR_NO_LEASE: &[&str] = &["no DHCP lease"];
@@ -190,9 +192,9 @@ pub const SCENARIOS: &[Scenario] = &[
         name: "bond-vlan",
         // A bond over both NICs, eth1 (the user network) first so it is
         // the active one, DHCP on the bond, a VLAN on the bond with a static
-        // address. Tagged frames go nowhere on QEMU's networks: the VLAN is
-        // checked as the kernel reports it; the host netns tests carry
-        // traffic over VLANs and bonds.
+        // address. The user network drops tagged frames: here the VLAN is
+        // checked as the kernel reports it; `vlan-lacp` carries traffic
+        // over VLANs between two NICs on a hub.
         append: "bond=bond0:eth1,eth0:mode=active-backup,miimon=100 vlan=bond0.5:bond0 ip=bond0:dhcp ip=192.0.2.10:::24::bond0.5:none rd.iguana.containers={REG}/nets rd.iguana.insecure_registries={REG}",
         net: Net::SilentThenUser,
         expect: &[
@@ -203,6 +205,26 @@ pub const SCENARIOS: &[Scenario] = &[
             &[NETS, "vlan:", ";bond0.5 | 5 | bond0;"],
             &[NETS, "json:", r#""name":"bond0","mac":"52:54:00:12:34:57","kind":"bond","carrier":true,"addresses":["10.0.2.15/24""#, r#"],"dhcp":true,"vlan_id":null,"parent":null,"bond_mode":"active-backup","slaves":["eth0","eth1"]"#,
               r#""name":"bond0.5","mac":"52:54:00:12:34:57","kind":"vlan","carrier":true,"addresses":["192.0.2.10/24""#, r#"],"dhcp":false,"vlan_id":5,"parent":"bond0""#],
+        ],
+        reject: &[],
+        timeout: BOOT_TIMEOUT,
+    },
+    Scenario {
+        name: "vlan-lacp",
+        // Traffic over 802.1Q and an 802.3ad bond. eth0 (user network) is
+        // the only slave of an 802.3ad bond that gets the lease (no LACP
+        // partner: the bond still carries traffic on its one port); eth1 and
+        // eth2 share a hub, with VLAN 5 on both and VLAN 6 on eth2. ARP from
+        // eth1.5 must be answered for the address on eth2.5 and not for the
+        // one on eth2.6 (arp_ignore=1: only the interface holding the address
+        // answers), so the tag is what carries the frame.
+        append: "bond=bond0:eth0:mode=802.3ad,miimon=100 ip=bond0:dhcp vlan=eth1.5:eth1 vlan=eth2.5:eth2 vlan=eth2.6:eth2 ip=192.0.2.10:::24::eth1.5:none ip=192.0.2.20:::24::eth2.5:none ip=192.0.2.30:::24::eth2.6:none rd.iguana.containers={REG}/vlan rd.iguana.insecure_registries={REG}",
+        net: Net::UserThenPair,
+        expect: &[
+            &["lease: iface=bond0 addr=10.0.2.15/24 gateway=10.0.2.2"],
+            &[VLAN, "bond: Bonding Mode: IEEE 802.3ad Dynamic link aggregation;", "Slave Interface: eth0;"],
+            &[VLAN, "5 to 192.0.2.20:", "Received 2 response"],
+            &[VLAN, "5 to 192.0.2.30:", "Received 0 response"],
         ],
         reject: &[],
         timeout: BOOT_TIMEOUT,
@@ -305,6 +327,22 @@ if busybox ping -6 -c 1 -W 5 fd00:6::2 >/dev/null; then echo '{MARK_V6_PING}'; e
     )
 }
 
+/// Container `vlan`: ARP over VLAN 5 to an address on VLAN 5 and to one
+/// on VLAN 6 (see the `vlan-lacp` scenario), and the bond as the kernel
+/// reports it. The requests carry a source address the machine does not
+/// have: Linux ignores ARP from one of its own addresses.
+fn script_vlan() -> String {
+    format!(
+        r#"echo 1 > /proc/sys/net/ipv4/conf/all/arp_ignore
+echo 1 > /proc/sys/net/ipv4/ip_nonlocal_bind
+echo "{VLAN} bond: $(busybox grep -E 'Bonding Mode|Slave Interface' /proc/net/bonding/bond0 | busybox tr '\n' ';')"
+for target in 192.0.2.20 192.0.2.30; do
+  echo "{VLAN} 5 to $target: $(busybox arping -c 2 -w 4 -I eth1.5 -s 192.0.2.99 $target 2>&1 | busybox tr '\n' ';')"
+done
+"#
+    )
+}
+
 /// Container `nets`: addresses, routes, resolv.conf and network.json as the
 /// container sees them, each on one line.
 fn script_nets() -> String {
@@ -383,6 +421,7 @@ pub fn e2e_images(guest_registry: &str) -> Result<Vec<(&'static str, Image)>> {
         ("clock", Image::busybox_script("echo \"IGUANA-E2E year $(date +%Y)\"\n")?),
         ("v6", Image::busybox_script(&script_v6())?),
         ("nets", Image::busybox_script(&script_nets())?),
+        ("vlan", Image::busybox_script(&script_vlan())?),
         ("rescue", Image::busybox_script(&fs::read_to_string(crate::workspace_root().join("examples/rescue/run.sh"))?)?),
     ])
 }

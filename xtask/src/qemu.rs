@@ -34,6 +34,10 @@ pub enum Net {
     /// Two NICs: first (eth0) the silent hub port of `NoLease`, then (eth1)
     /// the user network.
     SilentThenUser,
+    /// Three NICs: eth0 the user network, eth1 and eth2 the two ports of a
+    /// hub of their own, so frames (802.1Q tags included) go from one to
+    /// the other.
+    UserThenPair,
 }
 
 #[derive(Debug, Clone)]
@@ -121,6 +125,21 @@ impl VmConfig {
                 "user,id=n1".into(),
                 "-device".into(),
                 "virtio-net-pci,netdev=n1,romfile=".into(),
+            ]),
+            Net::UserThenPair => args.extend([
+                "-netdev".into(),
+                "user,id=n0".into(),
+                "-device".into(),
+                // A speed and duplex, which 802.3ad needs to aggregate a port.
+                "virtio-net-pci,netdev=n0,romfile=,speed=1000,duplex=full".into(),
+                "-netdev".into(),
+                "hubport,id=n1,hubid=1".into(),
+                "-device".into(),
+                "virtio-net-pci,netdev=n1,romfile=".into(),
+                "-netdev".into(),
+                "hubport,id=n2,hubid=1".into(),
+                "-device".into(),
+                "virtio-net-pci,netdev=n2,romfile=".into(),
             ]),
         }
         args.extend(self.extra_args.iter().cloned());
