@@ -245,9 +245,9 @@ fn ip(value: &str) -> Result<Ip, String> {
     })
 }
 
-/// What net-up does not apply (static IPv6 `ip=` and the other IPv6 forms
-/// but `[<iface>:]dhcp6`/`auto6`, `ip=ibft`, IPv6 `rd.route=`), for a
-/// warning; None when it applies it all.
+/// What net-up does not apply (`ip=either6`/`link6`, MTU or MAC fields of
+/// IPv6 forms, `ip=ibft`, IPv6 `rd.route=`), for a warning; None when it
+/// applies it all.
 pub fn unapplied(net: &NetArgs) -> Option<String> {
     let ip: Vec<Ip> = net
         .ip
@@ -256,6 +256,7 @@ pub fn unapplied(net: &NetArgs) -> Option<String> {
             super::plan::static_lease(ip).is_none()
                 && !matches!(ip, Ip::Auto { method: Method::Dhcp, .. })
                 && !matches!(ip, Ip::Auto { method: Method::Dhcp6 | Method::Auto6, mtu: None, mac: None, .. })
+                && !super::static6::is_static_v6(ip)
         })
         .cloned()
         .collect();
@@ -489,6 +490,7 @@ mod tests {
             "ip=10.0.2.15::10.0.2.2:24::eth0:none nameserver=1.1.1.1 rd.neednet=1",
             "ip=dhcp6",
             "ip=eth1:dhcp6 ip=auto6",
+            "ip=[2001:db8::2]::[2001:db8::1]:64::eth0:none ip=dhcp",
             "ip=dhcp ip=eth1:dhcp ifname=lan0:52:54:00:12:34:56 vlan=eth0.5:eth0 bond=bond0:eth1,eth2:mode=802.3ad rd.route=10.1.0.0/16:10.0.0.1",
         ];
         for line in applied {
@@ -498,7 +500,7 @@ mod tests {
         assert!(not.contains("Either6") && !not.contains("10.0.2.15") && !not.contains("eth0.5"), "{not}");
         assert!(unapplied(&parse("ip=either6").unwrap()).is_some());
         assert!(unapplied(&parse("ip=eth0:dhcp6:1400").unwrap()).is_some());
-        assert!(unapplied(&parse("ip=[2001:db8::2]::[2001:db8::1]:64::eth0:none").unwrap()).is_some());
+        assert!(unapplied(&parse("ip=[2001:db8::2]::[2001:db8::1]:64::eth0:none:1400").unwrap()).is_some());
         assert!(unapplied(&parse("rd.route=[2001:db8:1::]/48:[2001:db8::1]").unwrap()).is_some());
     }
 

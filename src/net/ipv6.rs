@@ -25,6 +25,8 @@ use rtnetlink::packet_route::address::{AddressAttribute, AddressFlags, AddressMe
 use rtnetlink::packet_route::route::{RouteAddress, RouteAttribute, RouteMessage};
 use rtnetlink::packet_route::AddressFamily;
 use rtnetlink::{Handle, RouteMessageBuilder};
+
+use super::static6::{self, Static6};
 use serde::Serialize;
 use tokio::time::Instant;
 use tracing::{info, warn};
@@ -57,6 +59,10 @@ const MAX_NAMESERVERS: usize = 3;
 pub enum Error {
     #[error("ip= names interface {iface} for DHCPv6, which does not exist (links: {links})")]
     NoSuchInterface { iface: String, links: String },
+    #[error(transparent)]
+    Static(#[from] static6::Error),
+    #[error("static IPv6 address {address} not usable within {secs}s (duplicate address detection)")]
+    StaticNotUsable { address: Ipv6Addr, secs: u64 },
     #[error("list IPv6 addresses")]
     ListAddresses(#[source] rtnetlink::Error),
     #[error("list IPv6 routes")]
@@ -105,13 +111,15 @@ pub struct Plan {
     pub dhcp6: Option<Option<String>>,
     /// `ip=auto6`: an address from router advertisements is required.
     pub auto6: bool,
-    /// Every `ip=` is dhcp6 or auto6, so DHCPv4 is not run at all.
+    /// Every `ip=` is dhcp6, auto6 or static IPv6: DHCPv4 is not run at all.
     pub only_v6: bool,
+    /// Static IPv6 `ip=[...]...:none`, installed before anything is waited for.
+    pub statics: Vec<Static6>,
 }
 
 impl Plan {
     pub fn required(&self) -> bool {
-        self.auto6 || self.dhcp6.is_some()
+        self.auto6 || self.dhcp6.is_some() || !self.statics.is_empty()
     }
 }
 
@@ -127,7 +135,11 @@ pub fn plan(net: &NetArgs) -> Plan {
         }
     }
     plan.only_v6 = !net.ip.is_empty()
-        && net.ip.iter().all(|ip| matches!(ip, Ip::Auto { method: Method::Dhcp6 | Method::Auto6, .. }));
+        && net
+            .ip
+            .iter()
+            .all(|ip| matches!(ip, Ip::Auto { method: Method::Dhcp6 | Method::Auto6, .. }) || static6::is_static_v6(ip));
+    plan.statics = static6::static_v6(net);
     plan
 }
 
@@ -137,7 +149,7 @@ pub struct Address {
     pub interface: String,
     pub address: Ipv6Addr,
     pub prefix_len: u8,
-    /// `ra` (SLAAC) or `dhcp6`.
+    /// `ra` (SLAAC), `dhcp6` or `static`.
     pub origin: &'static str,
 }
 
@@ -253,6 +265,27 @@ fn observe(seen: &[Seen], routes: &[SeenRoute], links: &[Link], lease: Option<&L
     Outcome { addresses, gateways, dns, search, dhcp6: lease.cloned() }
 }
 
+/// Marks the static addresses as such and adds their DNS servers; whether
+/// every static address is usable and every static gateway is routed.
+fn with_statics(outcome: &mut Outcome, statics: &[Static6]) -> bool {
+    for address in &mut outcome.addresses {
+        if statics.iter().any(|s| s.address == address.address) {
+            address.origin = "static";
+        }
+    }
+    for s in statics {
+        for dns in &s.dns {
+            if !outcome.dns.contains(dns) {
+                outcome.dns.push(*dns);
+            }
+        }
+    }
+    statics.iter().all(|s| {
+        outcome.addresses.iter().any(|a| a.address == s.address)
+            && s.gateway.is_none_or(|g| outcome.gateways.iter().any(|w| w.address == g))
+    })
+}
+
 /// Global scope, or site scope: QEMU's user network still advertises the
 /// deprecated site-local fec0::/64 unless told otherwise.
 fn routable(seen: &Seen) -> bool {
@@ -298,6 +331,7 @@ async fn run(handle: &Handle, links: &[Link], plan: &Plan, wait: Duration) -> Re
     let start = Instant::now();
     let deadline = start + wait;
     let secs = wait.as_secs();
+    static6::apply(handle, links, &plan.statics).await?;
     let lease = match &plan.dhcp6 {
         Some(iface) => {
             let on: Vec<Link> = match iface {
@@ -313,10 +347,16 @@ async fn run(handle: &Handle, links: &[Link], plan: &Plan, wait: Duration) -> Re
     };
     loop {
         let seen = addresses(handle).await?;
-        let outcome = observe(&seen, &routes(handle).await?, links, lease.as_ref());
+        let mut outcome = observe(&seen, &routes(handle).await?, links, lease.as_ref());
+        let statics_done = with_statics(&mut outcome, &plan.statics);
         let now = Instant::now();
         let silent = !plan.required() && now >= start + ROUTER_WAIT && !heard_router(&seen, &outcome, links);
-        if complete(&outcome) || silent || now >= deadline {
+        let only_statics = plan.dhcp6.is_none() && !plan.auto6 && !plan.statics.is_empty();
+        let done = statics_done && (only_statics || complete(&outcome));
+        if done || silent || now >= deadline {
+            if let Some(s) = plan.statics.iter().find(|s| !outcome.addresses.iter().any(|a| a.address == s.address)) {
+                return Err(Error::StaticNotUsable { address: s.address, secs });
+            }
             if plan.auto6 && !outcome.addresses.iter().any(|a| a.origin == "ra") {
                 return Err(Error::NoSlaac { secs });
             }

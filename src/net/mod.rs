@@ -23,6 +23,7 @@ mod ipv6;
 mod link;
 mod plan;
 mod record;
+mod static6;
 
 #[cfg(test)]
 mod netns6_tests;

@@ -67,6 +67,8 @@ const ERR_IMAGE_MISSING: &[&str] = &["error", "image {REG}/nope", "manifest unkn
 const ERR_UNREACHABLE: &[&str] = &["error", "10.0.2.2:{CLOSED}/a", "connection refused"];
 /// `nets`: what the container sees of the network, one fact a line.
 const NETS: &str = "IGUANA-E2E nets";
+/// Marks the lines of the `v6s` container.
+const V6S: &str = "IGUANA-E2E v6s";
 /// Marks the lines of the `vlan` container.
 const VLAN: &str = "IGUANA-E2E vlan";
 
@@ -245,6 +247,23 @@ pub const SCENARIOS: &[Scenario] = &[
         timeout: BOOT_TIMEOUT,
     },
     Scenario {
+        name: "ipv6-static",
+        // dracut's bracketed static form beside DHCPv4: the address, the
+        // default route via slirp's router and the DNS server of `ip=`.
+        append: "ip=dhcp ip=[fd00:6::99]::[fd00:6::2]:64::eth0:none:[fd00:6::3] rd.iguana.containers={REG}/v6s rd.iguana.insecure_registries={REG}",
+        net: Net::UserV6,
+        expect: &[
+            &["ipv6: addr=", "fd00:6::99/64%eth0(static)", "dns=fd00:6::3"],
+            &[V6S, "addr", "inet6 fd00:6::99/64", "scope global"],
+            &[V6S, "route", "default via fd00:6::2 dev eth0"],
+            &[V6S, "resolv", "nameserver fd00:6::3;"],
+            &[V6S, "json", r#""address":"fd00:6::99","prefix_len":64,"origin":"static""#],
+            &[V6S, "ping ok"],
+        ],
+        reject: &[&["not applied"], &[V6S, "ping bad"]],
+        timeout: BOOT_TIMEOUT,
+    },
+    Scenario {
         name: "rescue-example",
         append: "rd.iguana.containers={REG}/rescue rd.iguana.insecure_registries={REG}",
         net: Net::User,
@@ -323,6 +342,18 @@ else
   echo "IGUANA-E2E v6 network.json bad: $(cat /iguana/network.json)"
 fi
 if busybox ping -6 -c 1 -W 5 fd00:6::2 >/dev/null; then echo '{MARK_V6_PING}'; else echo 'IGUANA-E2E v6 ping bad'; fi
+"#
+    )
+}
+
+/// Container `v6s`: the static IPv6 configuration seen from inside.
+fn script_v6s() -> String {
+    format!(
+        r#"echo "{V6S} addr $(busybox ip -6 addr show dev eth0 | busybox grep 'fd00:6::99')"
+echo "{V6S} route $(busybox ip -6 route show default | busybox tr '\n' ';')"
+echo "{V6S} resolv $(busybox grep nameserver /etc/resolv.conf | busybox tr '\n' ';')"
+echo "{V6S} json $(busybox tr -d ' \n' < /iguana/network.json)"
+if busybox ping -6 -c 1 -W 5 -I fd00:6::99 fd00:6::2 >/dev/null; then echo '{V6S} ping ok'; else echo '{V6S} ping bad'; fi
 "#
     )
 }
@@ -422,6 +453,7 @@ pub fn e2e_images(guest_registry: &str) -> Result<Vec<(&'static str, Image)>> {
         ("v6", Image::busybox_script(&script_v6())?),
         ("nets", Image::busybox_script(&script_nets())?),
         ("vlan", Image::busybox_script(&script_vlan())?),
+        ("v6s", Image::busybox_script(&script_v6s())?),
         ("rescue", Image::busybox_script(&fs::read_to_string(crate::workspace_root().join("examples/rescue/run.sh"))?)?),
     ])
 }
