@@ -158,8 +158,11 @@ fn slaac_beside_dhcpv4() {
     lab.veth("eth0", "vs0");
     let _dnsmasq = start_dnsmasq(&lab, "vs0", &["192.0.2.100,192.0.2.100,255.255.255.0,1h", "2001:db8:1::,ra-only,64"]);
 
-    // No ip=: DHCPv4 as always, SLAAC on the side.
-    net_up(&lab, "console=ttyS0", 30).unwrap();
+    // DHCPv4 and SLAAC together. `ip=auto6` makes net-up wait for the
+    // SLAAC address: dnsmasq's first advertisement can come after the
+    // 3 s that best-effort IPv6 waits (the `ipv6-slaac` boot proves the
+    // best-effort path against QEMU's router).
+    net_up(&lab, "console=ttyS0 ip=dhcp ip=auto6", 30).unwrap();
 
     let v4 = lab.in_client(&["ip", "-4", "-o", "address", "show", "dev", "eth0"]);
     assert!(v4.contains("inet 192.0.2.100/24"), "{v4}");

@@ -22,7 +22,7 @@ pub fn main(args: &[String]) -> Result<()> {
     let mut failed = 0;
     let mut failed_checks = Vec::new();
 
-    println!("ci: host tests (cargo test --workspace)");
+    println!("ci: host tests (cargo test --workspace --no-fail-fast)");
     match host_tests() {
         Ok((p, f, ok)) => {
             passed += p;
@@ -71,11 +71,11 @@ pub fn main(args: &[String]) -> Result<()> {
     Ok(())
 }
 
-/// Runs `cargo test --workspace`, echoing its output, and adds up its
+/// Runs `cargo test --workspace --no-fail-fast` (every suite runs and counts), echoing its output, and adds up its
 /// `test result:` lines. Returns (passed, failed, exit status ok).
 fn host_tests() -> Result<(usize, usize, bool)> {
     let mut child = Command::new(cargo())
-        .args(["test", "--workspace"])
+        .args(["test", "--workspace", "--no-fail-fast"])
         .current_dir(workspace_root())
         .stdin(Stdio::null())
         .stdout(Stdio::piped())
