@@ -246,22 +246,21 @@ fn ip(value: &str) -> Result<Ip, String> {
 }
 
 /// What net-up does not apply (`ip=either6`/`link6`, MTU or MAC fields of
-/// IPv6 forms, `ip=ibft`, IPv6 `rd.route=`), for a warning; None when it
-/// applies it all.
+/// the `dhcp`/`dhcp6`/`auto6` and static IPv6 forms, `ip=ibft`), for a
+/// warning; None when it applies it all.
 pub fn unapplied(net: &NetArgs) -> Option<String> {
     let ip: Vec<Ip> = net
         .ip
         .iter()
         .filter(|ip| {
             super::plan::static_lease(ip).is_none()
-                && !matches!(ip, Ip::Auto { method: Method::Dhcp, .. })
+                && !matches!(ip, Ip::Auto { method: Method::Dhcp, mtu: None, mac: None, .. })
                 && !matches!(ip, Ip::Auto { method: Method::Dhcp6 | Method::Auto6, mtu: None, mac: None, .. })
                 && !super::static6::is_static_v6(ip)
         })
         .cloned()
         .collect();
-    let routes: Vec<Route> = net.routes.iter().filter(|r| r.destination.is_ipv6()).cloned().collect();
-    let rest = NetArgs { ip, routes, ..NetArgs::default() };
+    let rest = NetArgs { ip, ..NetArgs::default() };
     (rest != NetArgs::default()).then(|| format!("{rest:?}"))
 }
 
@@ -501,7 +500,8 @@ mod tests {
         assert!(unapplied(&parse("ip=either6").unwrap()).is_some());
         assert!(unapplied(&parse("ip=eth0:dhcp6:1400").unwrap()).is_some());
         assert!(unapplied(&parse("ip=[2001:db8::2]::[2001:db8::1]:64::eth0:none:1400").unwrap()).is_some());
-        assert!(unapplied(&parse("rd.route=[2001:db8:1::]/48:[2001:db8::1]").unwrap()).is_some());
+        assert_eq!(unapplied(&parse("rd.route=[2001:db8:1::]/48:[2001:db8::1]").unwrap()), None);
+        assert!(unapplied(&parse("ip=eth0:dhcp:1400").unwrap()).is_some());
     }
 
     #[test]

@@ -26,7 +26,7 @@ use rtnetlink::packet_route::route::{RouteAddress, RouteAttribute, RouteMessage}
 use rtnetlink::packet_route::AddressFamily;
 use rtnetlink::{Handle, RouteMessageBuilder};
 
-use super::static6::{self, Static6};
+use super::static6::{self, Route6, Static6};
 use serde::Serialize;
 use tokio::time::Instant;
 use tracing::{info, warn};
@@ -115,6 +115,8 @@ pub struct Plan {
     pub only_v6: bool,
     /// Static IPv6 `ip=[...]...:none`, installed before anything is waited for.
     pub statics: Vec<Static6>,
+    /// IPv6 `rd.route=`, added after the wait.
+    pub routes: Vec<Route6>,
 }
 
 impl Plan {
@@ -140,6 +142,7 @@ pub fn plan(net: &NetArgs) -> Plan {
             .iter()
             .all(|ip| matches!(ip, Ip::Auto { method: Method::Dhcp6 | Method::Auto6, .. }) || static6::is_static_v6(ip));
     plan.statics = static6::static_v6(net);
+    plan.routes = static6::routes_v6(net);
     plan
 }
 
@@ -168,6 +171,8 @@ pub struct Outcome {
     pub dns: Vec<Ipv6Addr>,
     pub search: Vec<String>,
     pub dhcp6: Option<Lease6>,
+    /// IPv6 `rd.route=` routes as added.
+    pub routes: Vec<Route6>,
 }
 
 /// An IPv6 address as rtnetlink reports it.
@@ -262,7 +267,7 @@ fn observe(seen: &[Seen], routes: &[SeenRoute], links: &[Link], lease: Option<&L
         .filter_map(|r| Some(Gateway { interface: name(r.index?)?, address: r.gateway? }))
         .collect();
     let (dns, search) = lease.map(|l| (l.dns.clone(), l.search.clone())).unwrap_or_default();
-    Outcome { addresses, gateways, dns, search, dhcp6: lease.cloned() }
+    Outcome { addresses, gateways, dns, search, dhcp6: lease.cloned(), routes: Vec::new() }
 }
 
 /// Marks the static addresses as such and adds their DNS servers; whether
@@ -314,17 +319,21 @@ fn complete(outcome: &Outcome) -> bool {
 pub async fn configure(handle: &Handle, links: &[Link], net: &NetArgs, timeout: Duration) -> Result<Outcome, Error> {
     let plan = plan(net);
     let wait = if plan.required() { timeout } else { BEST_EFFORT.min(timeout) };
-    match run(handle, links, &plan, wait).await {
+    let mut outcome = match run(handle, links, &plan, wait).await {
         Ok(outcome) => {
             info!(summary = %summary_line(&outcome), required = plan.required(), "IPv6");
-            Ok(outcome)
+            outcome
         }
         Err(err) if !plan.required() => {
             warn!(err = %crate::logging::chain(&err), "IPv6 not configured, the boot goes on without it");
-            Ok(Outcome::default())
+            Outcome::default()
         }
-        Err(err) => Err(err),
-    }
+        Err(err) => return Err(err),
+    };
+    // Asked for explicitly: a route that cannot be added fails the boot.
+    static6::add_routes(handle, links, &plan.routes).await?;
+    outcome.routes = plan.routes;
+    Ok(outcome)
 }
 
 async fn run(handle: &Handle, links: &[Link], plan: &Plan, wait: Duration) -> Result<Outcome, Error> {
@@ -681,7 +690,7 @@ mod tests {
             "ipv6": {
                 "addresses": [{"interface": "eth0", "address": "fec0::5054:ff:fe12:3456", "prefix_len": 64, "origin": "ra"}],
                 "gateways": [{"interface": "eth0", "address": "fe80::2"}],
-                "dns": [], "search": [], "dhcp6": null,
+                "dns": [], "search": [], "dhcp6": null, "routes": [],
             },
         });
         assert_eq!(got, expected);
@@ -690,7 +699,7 @@ mod tests {
         let expected = serde_json::json!({
             "interfaces": [{"name": "eth0", "mac": "52:54:00:12:34:56", "addresses": []}],
             "dhcp": null,
-            "ipv6": {"addresses": [], "gateways": [], "dns": [], "search": [], "dhcp6": null},
+            "ipv6": {"addresses": [], "gateways": [], "dns": [], "search": [], "dhcp6": null, "routes": []},
         });
         assert_eq!(fresh, expected);
         assert!(network_json(Some("{not json"), &slirp(), &links).is_err());

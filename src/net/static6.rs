@@ -2,12 +2,15 @@
 //! `ip=[<client>]:[<peer>]:[<gateway>]:<prefix>:<host>:<iface>:none[:[<dns1>][:[<dns2>]]]`.
 //! `static_v6` is pure; `apply` installs the address and the default route,
 //! after which `ipv6.rs` waits for duplicate address detection and records
-//! them like the other IPv6 addresses (origin `static`).
+//! them like the other IPv6 addresses (origin `static`). IPv6 `rd.route=`
+//! routes are added once IPv6 is configured (`add_routes`).
 
 use std::net::{IpAddr, Ipv6Addr};
 
 use rtnetlink::packet_route::route::RouteProtocol;
 use rtnetlink::{Handle, RouteMessageBuilder};
+
+use serde::Serialize;
 
 use super::args::{Ip, Method, NetArgs};
 use super::link::Link;
@@ -23,6 +26,15 @@ pub enum Error {
         iface: String,
         address: Ipv6Addr,
         prefix_len: u8,
+        #[source]
+        source: rtnetlink::Error,
+    },
+    #[error("rd.route= names interface {iface} for {destination}/{prefix}, which does not exist")]
+    NoRouteInterface { iface: String, destination: Ipv6Addr, prefix: u8 },
+    #[error("add route {destination}/{prefix} (rd.route=)")]
+    AddStaticRoute {
+        destination: Ipv6Addr,
+        prefix: u8,
         #[source]
         source: rtnetlink::Error,
     },
@@ -44,6 +56,63 @@ pub struct Static6 {
     pub prefix_len: u8,
     pub gateway: Option<Ipv6Addr>,
     pub dns: Vec<Ipv6Addr>,
+}
+
+/// An IPv6 `rd.route=<net>/<len>:[<gw>][:<iface>]`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct Route6 {
+    pub destination: Ipv6Addr,
+    pub prefix: u8,
+    pub gateway: Option<Ipv6Addr>,
+    pub iface: Option<String>,
+}
+
+/// The IPv6 `rd.route=` arguments, in order (a gateway of the other
+/// family is refused by the parser).
+pub fn routes_v6(net: &NetArgs) -> Vec<Route6> {
+    net.routes
+        .iter()
+        .filter_map(|r| match (r.destination, r.gateway) {
+            (IpAddr::V6(destination), gateway) => Some(Route6 {
+                destination,
+                prefix: r.prefix,
+                gateway: match gateway {
+                    Some(IpAddr::V6(g)) => Some(g),
+                    _ => None,
+                },
+                iface: r.iface.clone(),
+            }),
+            _ => None,
+        })
+        .collect()
+}
+
+/// `ip -6 route replace DESTINATION/PREFIX [via GATEWAY] [dev IFACE] proto boot`
+pub async fn add_routes(handle: &Handle, links: &[Link], routes: &[Route6]) -> Result<(), Error> {
+    for r in routes {
+        let mut route = RouteMessageBuilder::<Ipv6Addr>::new()
+            .destination_prefix(r.destination, r.prefix)
+            .protocol(RouteProtocol::Boot);
+        if let Some(gateway) = r.gateway {
+            route = route.gateway(gateway);
+        }
+        if let Some(name) = &r.iface {
+            let link = links.iter().find(|l| &l.name == name).ok_or_else(|| Error::NoRouteInterface {
+                iface: name.clone(),
+                destination: r.destination,
+                prefix: r.prefix,
+            })?;
+            route = route.output_interface(link.index);
+        }
+        handle
+            .route()
+            .add(route.build())
+            .replace()
+            .execute()
+            .await
+            .map_err(|source| Error::AddStaticRoute { destination: r.destination, prefix: r.prefix, source })?;
+    }
+    Ok(())
 }
 
 /// Whether `ip` is a static IPv6 form net-up applies (no MTU or MAC field).
@@ -143,5 +212,18 @@ mod tests {
         );
         // With an MTU: not applied (args::unapplied names it).
         check("ip=[2001:db8::5]::[2001:db8::1]:64::eth1:none:1400", &[]);
+    }
+
+    #[test]
+    fn routes() {
+        let routes = |line: &str| routes_v6(&parse(line).unwrap());
+        assert_eq!(routes("rd.route=10.1.0.0/16:10.0.0.1"), []);
+        assert_eq!(
+            routes("rd.route=10.1.0.0/16:10.0.0.1 rd.route=[2001:db8:1::]/48:[2001:db8::1]:eth1 rd.route=[fd00:7::]/64"),
+            [
+                Route6 { destination: ip("2001:db8:1::"), prefix: 48, gateway: Some(ip("2001:db8::1")), iface: Some("eth1".into()) },
+                Route6 { destination: ip("fd00:7::"), prefix: 64, gateway: None, iface: None },
+            ]
+        );
     }
 }

@@ -249,13 +249,15 @@ pub const SCENARIOS: &[Scenario] = &[
     Scenario {
         name: "ipv6-static",
         // dracut's bracketed static form beside DHCPv4: the address, the
-        // default route via slirp's router and the DNS server of `ip=`.
-        append: "ip=dhcp ip=[fd00:6::99]::[fd00:6::2]:64::eth0:none:[fd00:6::3] rd.iguana.containers={REG}/v6s rd.iguana.insecure_registries={REG}",
+        // default route via slirp's router and the DNS server of `ip=`; and
+        // an IPv6 `rd.route=`.
+        append: "ip=dhcp ip=[fd00:6::99]::[fd00:6::2]:64::eth0:none:[fd00:6::3] rd.route=[fd00:7::]/64:[fd00:6::2]:eth0 rd.iguana.containers={REG}/v6s rd.iguana.insecure_registries={REG}",
         net: Net::UserV6,
         expect: &[
             &["ipv6: addr=", "fd00:6::99/64%eth0(static)", "dns=fd00:6::3"],
             &[V6S, "addr", "inet6 fd00:6::99/64", "scope global"],
             &[V6S, "route", "default via fd00:6::2 dev eth0"],
+            &[V6S, "routes", "fd00:7::/64 via fd00:6::2 dev eth0"],
             &[V6S, "resolv", "nameserver fd00:6::3;"],
             &[V6S, "json", r#""address":"fd00:6::99","prefix_len":64,"origin":"static""#],
             &[V6S, "ping ok"],
@@ -351,6 +353,7 @@ fn script_v6s() -> String {
     format!(
         r#"echo "{V6S} addr $(busybox ip -6 addr show dev eth0 | busybox grep 'fd00:6::99')"
 echo "{V6S} route $(busybox ip -6 route show default | busybox tr '\n' ';')"
+echo "{V6S} routes $(busybox ip -6 route show | busybox tr '\n' ';')"
 echo "{V6S} resolv $(busybox grep nameserver /etc/resolv.conf | busybox tr '\n' ';')"
 echo "{V6S} json $(busybox tr -d ' \n' < /iguana/network.json)"
 if busybox ping -6 -c 1 -W 5 -I fd00:6::99 fd00:6::2 >/dev/null; then echo '{V6S} ping ok'; else echo '{V6S} ping bad'; fi
