@@ -71,12 +71,12 @@ pub enum Error {
     },
 }
 
-pub async fn create(handle: &Handle, plan: &Plan) -> Result<(), Error> {
+pub async fn create(handle: &Handle, plan: &Plan, policy: &crate::modules::Policy) -> Result<(), Error> {
     if !plan.bonds.is_empty() {
-        load_driver("bonding");
+        load_driver("bonding", policy);
     }
     if !plan.vlans.is_empty() {
-        load_driver("8021q");
+        load_driver("8021q", policy);
     }
     // Through a temporary name, so two links can swap names.
     for rename in &plan.renames {
@@ -152,13 +152,9 @@ pub async fn create(handle: &Handle, plan: &Plan) -> Result<(), Error> {
 /// The kernel asks modprobe for a missing link type, and the initramfs has
 /// none: load the driver ourselves. A failure is only logged: the driver may
 /// be built in, and if it is missing creating the link names the problem.
-fn load_driver(name: &str) {
-    // PID 1 already refused a malformed blacklist; here it only matters
-    // that a blacklisted driver stays unloaded.
-    let cmdline = std::fs::read_to_string("/proc/cmdline").unwrap_or_default();
-    let policy = crate::modules::args::parse(&cmdline).unwrap_or_default();
+fn load_driver(name: &str, policy: &crate::modules::Policy) {
     let loaded = crate::modules::kernel_modules_dir()
-        .and_then(|dir| crate::modules::load_named(&dir, &[name], &policy));
+        .and_then(|dir| crate::modules::load_named(&dir, &[name], policy));
     match loaded {
         Ok(report) => debug!(module = name, ?report, "driver for net-up"),
         Err(err) => warn!(module = name, %err, "could not load driver"),

@@ -436,18 +436,14 @@ fn names(links: &[Link]) -> String {
     links.iter().map(|l| l.name.as_str()).collect::<Vec<_>>().join(", ")
 }
 
-/// Adds the IPv6 outcome to what IPv4 wrote (`v4_wrote`), or writes both
-/// files afresh when DHCPv4 did not run (`ip=dhcp6`/`ip=auto6` alone).
-pub fn record(outcome: &Outcome, links: &[Link], v4_wrote: bool, resolv_conf: &Path, json: &Path) -> Result<(), Error> {
+/// Adds the IPv6 outcome to the resolv.conf and network.json net-up wrote
+/// for IPv4 (with no IPv4 configured, they list only the links).
+pub fn record(outcome: &Outcome, links: &[Link], resolv_conf: &Path, json: &Path) -> Result<(), Error> {
     let read = |path: &Path| {
         fs::read_to_string(path).map_err(|source| Error::Read { path: path.to_owned(), source })
     };
-    let (resolv_base, json_base) = if v4_wrote {
-        (read(resolv_conf)?, Some(read(json)?))
-    } else {
-        (String::from("# written by iguana net-up from IPv6\n"), None)
-    };
-    let text = network_json(json_base.as_deref(), outcome, links)
+    let (resolv_base, json_base) = (read(resolv_conf)?, read(json)?);
+    let text = network_json(Some(&json_base), outcome, links)
         .map_err(|source| Error::Json { path: json.to_owned(), source })?;
     write(resolv_conf, &resolv_conf_text(&resolv_base, outcome))?;
     write(json, &text)

@@ -192,7 +192,10 @@ async fn net_up(options: &Options) -> Result<(Vec<Lease>, ipv6::Outcome), Error>
         link_up(&handle, lo).await?;
     }
     let mut plan = plan::plan(&links, &net_args)?;
-    devices::create(&handle, &plan).await?;
+    // PID 1 already refused a malformed blacklist; here it only keeps a
+    // blacklisted bonding/8021q driver unloaded.
+    let policy = crate::modules::args::parse(&text).unwrap_or_default();
+    devices::create(&handle, &plan, &policy).await?;
     let links = link::list(&handle).await.map_err(Error::ListLinks)?;
     // IPv6 on the links IPv4 configures (never on bond slaves).
     let v4_names: Vec<&String> = plan.dhcp.iter().chain(plan.statics.iter().map(|l| &l.interface)).collect();
@@ -200,25 +203,28 @@ async fn net_up(options: &Options) -> Result<(Vec<Lease>, ipv6::Outcome), Error>
     if ipv6::plan(&net_args).only_v6 {
         plan.dhcp.clear();
     }
-    let v4 = ipv4(&handle, &plan, options);
+    let v4 = ipv4(&handle, &plan, &links, options);
     let v6 = async { Ok::<_, Error>(ipv6::configure(&handle, &v6_links, &net_args, options.timeout).await?) };
     let ((configured, network), v6) = futures_util::try_join!(v4, v6)?;
     write_records(&configured, &network, options)?;
-    ipv6::record(&v6, &v6_links, true, &options.resolv_conf, &options.json)?;
+    ipv6::record(&v6, &v6_links, &options.resolv_conf, &options.json)?;
     Ok((configured, v6))
 }
 
 /// Static `ip=`, DHCPv4, `rd.route=`: what was configured and its record.
-async fn ipv4(handle: &rtnetlink::Handle, plan: &plan::Plan, options: &Options) -> Result<(Vec<Lease>, record::Network), Error> {
-    let handle = handle.clone();
-    let links = link::list(&handle).await.map_err(Error::ListLinks)?;
+async fn ipv4(
+    handle: &rtnetlink::Handle,
+    plan: &plan::Plan,
+    links: &[Link],
+    options: &Options,
+) -> Result<(Vec<Lease>, record::Network), Error> {
     let find = |name: &str| links.iter().find(|l| l.name == name).ok_or_else(|| Error::LinkGone { iface: name.to_owned() });
 
     let mut configured: Vec<Lease> = Vec::new();
     let mut default_route = None;
     for lease in &plan.statics {
         let with_default = default_route.is_none() && lease.gateway.is_some();
-        apply(&handle, find(&lease.interface)?, lease, with_default).await?;
+        apply(handle, find(&lease.interface)?, lease, with_default).await?;
         if with_default {
             default_route = lease.gateway.map(|gateway| DefaultRoute { gateway, interface: lease.interface.clone() });
         }
@@ -227,19 +233,19 @@ async fn ipv4(handle: &rtnetlink::Handle, plan: &plan::Plan, options: &Options) 
     let records = if plan.dhcp.is_empty() {
         Vec::new()
     } else {
-        dhcp_phase(&handle, plan, &links, options.timeout, &mut configured, &mut default_route).await?
+        dhcp_phase(handle, plan, &links, options.timeout, &mut configured, &mut default_route).await?
     };
     for route in &plan.routes {
         let index = match &route.iface {
             Some(name) => Some(find(name)?.index),
             None => None,
         };
-        link::add_route(&handle, route.destination, route.prefix, route.gateway, index)
+        link::add_route(handle, route.destination, route.prefix, route.gateway, index)
             .await
             .map_err(|source| Error::AddStaticRoute { route: format!("{}/{}", route.destination, route.prefix), source })?;
     }
 
-    let links = link::list(&handle).await.map_err(Error::ListLinks)?;
+    let links = link::list(handle).await.map_err(Error::ListLinks)?;
     let network = record::build(plan, &links, &configured, default_route, records);
     Ok((configured, network))
 }
