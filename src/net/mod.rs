@@ -233,7 +233,7 @@ async fn ipv4(
     let records = if plan.dhcp.is_empty() {
         Vec::new()
     } else {
-        dhcp_phase(handle, plan, &links, options.timeout, &mut configured, &mut default_route).await?
+        dhcp_phase(handle, plan, links, options.timeout, &mut configured, &mut default_route).await?
     };
     for route in &plan.routes {
         let index = match &route.iface {
