@@ -31,6 +31,24 @@ fn validate_accepts_upstream_files_and_locates_errors() {
     }
 }
 
+/// A job id, service id or volume name of `.`/`..` (or hidden) would become a
+/// path under /run/iguana: `validate` refuses it with the key.
+#[test]
+fn validate_refuses_dot_names() {
+    let dir = tempfile::tempdir().unwrap();
+    let cases = [
+        ("job.yaml", "jobs:\n  \"..\":\n    container: {image: r/a}\n", "jobs...: job id \"..\" must be 1-128 characters"),
+        ("svc.yaml", "jobs:\n  a:\n    container: {image: r/a}\n    services: {.s: {image: r/s}}\n", "jobs.a.services..s: service id \".s\""),
+        ("vol.yaml", "jobs:\n  a:\n    container: {image: r/a, volumes: [\"..:/data\"]}\n", "jobs.a.container.volumes[0]: \"..:/data\": volume name \"..\""),
+    ];
+    for (file, yaml, message) in cases {
+        let path = write(&dir, file, yaml);
+        let (code, out) = iguana(&["validate", &path]);
+        assert_eq!(code, 1, "{file}: {out}");
+        assert!(out.contains(message), "{file}: {out}");
+    }
+}
+
 #[test]
 fn dry_run_prints_the_plan() {
     let (code, out) = iguana(&["run", "--dry-run", "--newroot", "/mnt/new", "examples/control.yaml"]);

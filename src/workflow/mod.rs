@@ -10,6 +10,7 @@
 //! inside PID 1; the containers are run by PID 1 itself.
 
 mod images;
+pub mod name;
 pub mod plan;
 pub mod schema;
 pub mod source;
@@ -80,7 +81,8 @@ pub fn load(args: &Cmdline, builtin: &Path, work: &Path) -> Result<Workflow, Err
 }
 
 /// One job per image, named after the image's last path component; a name
-/// that repeats gets a `-2`, `-3`... suffix.
+/// that repeats gets a `-2`, `-3`... suffix. Every name follows the name
+/// rule (`name::valid`) whatever the reference.
 pub fn from_images(images: &[String]) -> Workflow {
     let mut jobs: IndexMap<String, schema::Job> = IndexMap::new();
     for image in images {
@@ -105,6 +107,8 @@ pub fn from_images(images: &[String]) -> Workflow {
     Workflow { name: Some("rd.iguana.containers".into()), description: None, env: Default::default(), jobs: schema::Unique(jobs) }
 }
 
+/// At most 64 characters, so that a `-N` suffix keeps it within the rule.
+/// A leading `.` or `-` is dropped: `host/..:tag` must not name `..`.
 fn job_name(image: &str) -> String {
     let path = image.split('@').next().unwrap_or(image);
     let last = path.rsplit('/').next().unwrap_or(path);
@@ -112,9 +116,10 @@ fn job_name(image: &str) -> String {
     let clean: String = last
         .chars()
         .map(|c| if c.is_ascii_alphanumeric() || c == '-' || c == '_' || c == '.' { c } else { '-' })
+        .skip_while(|c| *c == '.' || *c == '-')
         .take(64)
         .collect();
-    if clean.is_empty() { "job".to_string() } else { clean }
+    if name::valid(&clean) { clean } else { "job".to_string() }
 }
 
 /// What happened to one job.
@@ -357,6 +362,65 @@ mod tests {
             let got: Vec<&String> = wf.jobs.0.keys().collect();
             assert_eq!(got, *names, "{images:?}");
         }
+    }
+
+    /// Whatever the image reference, the job names made from it follow the
+    /// name rule (they become paths and cgroups), and so does a service's
+    /// composed name.
+    #[test]
+    fn job_names_from_any_image_are_valid() {
+        let cases: &[(&str, &str)] = &[
+            ("host/..:tag", "job"),
+            ("host/.hidden", "hidden"),
+            ("host/...", "job"),
+            ("host/.", "job"),
+            ("host/-x", "x"),
+            ("host/_x", "_x"),
+            ("host:5000/", "job"),
+            ("@sha256:abc", "job"),
+            ("..", "job"),
+            ("a/b/..", "job"),
+            ("r/.a.b", "a.b"),
+            ("r/ümlaut", "mlaut"),
+        ];
+        for (image, want) in cases {
+            assert_eq!(job_name(image), *want, "{image:?}");
+        }
+        let long = format!("r/{}", "x".repeat(300));
+        let images: Vec<String> = ["host/..:tag", "host/..:tag", "host/.hidden", &long, &long]
+            .iter()
+            .map(|s| s.to_string())
+            .collect();
+        let wf = from_images(&images);
+        for id in wf.jobs.0.keys() {
+            assert!(name::valid(id), "{id:?}");
+        }
+        assert_eq!(wf.jobs.0.len(), 5);
+    }
+
+    /// The boot parses a control_url's workflow with the same rule, before
+    /// any job runs.
+    #[test]
+    fn load_refuses_invalid_names() {
+        let dir = tempfile::tempdir().unwrap();
+        let url = dir.path().join("w.yaml");
+        let mut args = Cmdline { control_url: Some(format!("file://{}", url.display())), ..Cmdline::default() };
+        for (yaml, located) in [
+            ("jobs:\n  \"..\":\n    container: {image: r/a}\n", "jobs...: job id \"..\" must be"),
+            ("jobs:\n  a:\n    container: {image: r/a, volumes: [\"..:/x\"]}\n", "jobs.a.container.volumes[0]"),
+            ("jobs:\n  a:\n    container: {image: r/a}\n    services: {\".\": {image: r/s}}\n", "jobs.a.services..: service id"),
+        ] {
+            std::fs::write(&url, yaml).unwrap();
+            let err = load(&args, Path::new("/nonexistent"), dir.path()).unwrap_err();
+            assert!(matches!(err, Error::Parse { .. }), "{err:?}");
+            assert!(err.to_string().contains(located), "{err}");
+        }
+        // The built-in workflow too.
+        args.control_url = None;
+        let builtin = dir.path().join("control.yaml");
+        std::fs::write(&builtin, "jobs:\n  \"..\":\n    container: {image: r/a}\n").unwrap();
+        let err = load(&args, &builtin, dir.path()).unwrap_err();
+        assert!(err.to_string().contains("jobs...: job id"), "{err}");
     }
 
     #[test]

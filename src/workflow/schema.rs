@@ -11,6 +11,7 @@ use indexmap::IndexMap;
 use serde::de::{self, Deserializer, MapAccess, Visitor};
 use serde::Deserialize;
 
+use super::name;
 use super::volumes::{self, Volume};
 
 /// A parsed, validated workflow.
@@ -192,15 +193,17 @@ fn validate(w: &Workflow) -> Result<(), Error> {
     }
     for (i, (id, job)) in w.jobs.0.iter().enumerate() {
         let path = format!("jobs.{id}");
-        if !valid_id(id) {
-            return Err(invalid(path, "job id must be 1-64 characters of a-z A-Z 0-9 _ - ."));
+        if !name::valid(id) {
+            return Err(invalid(path, format!("job id {id:?} {}", name::RULE)));
         }
         container(&format!("{path}.container"), &job.container)?;
         for (sid, svc) in &job.services.0 {
-            if !valid_id(sid) {
-                return Err(invalid(format!("{path}.services.{sid}"), "service id must be 1-64 characters of a-z A-Z 0-9 _ - ."));
+            let path = format!("{path}.services.{sid}");
+            if !name::valid(sid) {
+                return Err(invalid(path, format!("service id {sid:?} {}", name::RULE)));
             }
-            container(&format!("{path}.services.{sid}"), svc)?;
+            service_name(w, &path, id, sid)?;
+            container(&path, svc)?;
         }
         for need in &job.needs.0 {
             match w.jobs.0.get_index_of(need) {
@@ -223,8 +226,25 @@ fn validate(w: &Workflow) -> Result<(), Error> {
     Ok(())
 }
 
-fn valid_id(id: &str) -> bool {
-    (1..=64).contains(&id.len()) && id.chars().all(|c| c.is_ascii_alphanumeric() || "_-.".contains(c))
+/// A service runs as the container `<job>-<service>`, which names its image
+/// directory, its log and its cgroup: it must follow the rule too, and be
+/// no other container's name.
+fn service_name(w: &Workflow, path: &str, id: &str, sid: &str) -> Result<(), Error> {
+    let composed = format!("{id}-{sid}");
+    if !name::valid(&composed) {
+        return Err(invalid(path.to_string(), format!("container name {composed:?} is longer than {} characters", name::MAX_LEN)));
+    }
+    if w.jobs.0.contains_key(&composed) {
+        return Err(invalid(path.to_string(), format!("container name {composed:?} is also job {composed:?}")));
+    }
+    for (j, job) in &w.jobs.0 {
+        for s in job.services.0.keys() {
+            if (j.as_str(), s.as_str()) != (id, sid) && format!("{j}-{s}") == composed {
+                return Err(invalid(path.to_string(), format!("container name {composed:?} is also service {s:?} of job {j:?}")));
+            }
+        }
+    }
+    Ok(())
 }
 
 fn container(path: &str, c: &Container) -> Result<(), Error> {
@@ -328,10 +348,53 @@ mod tests {
             ("jobs:\n  a:\n    container: {image: r/a}\n    services: {s: {image: \"r/$\"}}\n", "jobs.a.services.s.image"),
             ("jobs:\n  a: {container: {image: r/a}\n  b: [\n", "did not find expected"),
             ("jobs: [\n", "jobs: invalid type: sequence, expected a map at line 1 column 7"),
-            ("jobs:\n  a b:\n    container: {image: r/a}\n", "jobs.a b: job id must be"),
+            ("jobs:\n  a b:\n    container: {image: r/a}\n", "jobs.a b: job id \"a b\" must be"),
         ];
         for (yaml, message) in cases {
             check_err(yaml, message);
+        }
+    }
+
+    /// `.`, `..`, hidden names and `/` would become paths under /run/iguana
+    /// and cgroups: every name follows docker's rule, located by its key.
+    #[test]
+    fn names_follow_docker_rule() {
+        let job = |id: &str| format!("jobs:\n  {id:?}:\n    container: {{image: r/a}}\n");
+        let service = |sid: &str| format!("jobs:\n  a:\n    container: {{image: r/a}}\n    services: {{{sid:?}: {{image: r/s}}}}\n");
+        let volume = |spec: &str| format!("jobs:\n  a:\n    container: {{image: r/a, volumes: [{spec:?}]}}\n");
+        let long = "j".repeat(100);
+        let cases: Vec<(String, String)> = vec![
+            (job(".."), "jobs...: job id \"..\" must be 1-128 characters".into()),
+            (job("."), "jobs..: job id \".\" must be".into()),
+            (job(".hidden"), "jobs..hidden: job id \".hidden\" must be".into()),
+            (job("-x"), "jobs.-x: job id \"-x\" must be".into()),
+            (job("a/b"), "jobs.a/b: job id \"a/b\" must be".into()),
+            (job(""), "jobs.: job id \"\" must be".into()),
+            (job(&"a".repeat(129)), "must be 1-128 characters".into()),
+            (service(".."), "jobs.a.services...: service id \"..\" must be".into()),
+            (service(".s"), "jobs.a.services..s: service id \".s\" must be".into()),
+            (volume("..:/x"), "jobs.a.container.volumes[0]: \"..:/x\": volume name \"..\" must be".into()),
+            (volume(".:/x"), "jobs.a.container.volumes[0]: \".:/x\": volume name \".\" must be".into()),
+            (volume(".anon-a-0:/x"), "volume name \".anon-a-0\" must be".into()),
+            (
+                format!("jobs:\n  {long}:\n    container: {{image: r/a}}\n    services: {{{long}: {{image: r/s}}}}\n"),
+                format!("jobs.{long}.services.{long}: container name \"{long}-{long}\" is longer than 128 characters"),
+            ),
+            (
+                "jobs:\n  a:\n    container: {image: r/a}\n    services: {b: {image: r/s}}\n  a-b:\n    container: {image: r/c}\n".into(),
+                "jobs.a.services.b: container name \"a-b\" is also job \"a-b\"".into(),
+            ),
+            (
+                "jobs:\n  a:\n    container: {image: r/a}\n    services: {b-c: {image: r/s}}\n  a-b:\n    container: {image: r/c}\n    services: {c: {image: r/s}}\n".into(),
+                "jobs.a.services.b-c: container name \"a-b-c\" is also service \"c\" of job \"a-b\"".into(),
+            ),
+        ];
+        for (yaml, message) in &cases {
+            check_err(yaml, message);
+        }
+        // Docker's rule allows these.
+        for ok in [job("_x"), job("0.a-b_c"), service("db.1"), volume("data_1.x-y:/d")] {
+            parse(ok.as_bytes()).unwrap_or_else(|e| panic!("{ok:?}: {e}"));
         }
     }
 

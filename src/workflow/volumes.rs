@@ -25,7 +25,7 @@ pub enum Error {
     Empty(String),
     #[error("{spec:?}: container path {path:?} must be absolute")]
     Relative { spec: String, path: String },
-    #[error("{spec:?}: volume name {name:?} must be 1-64 characters of a-z A-Z 0-9 _ - .")]
+    #[error("{spec:?}: volume name {name:?} must be 1-128 characters of a-z A-Z 0-9 _ . - starting with a letter, digit or _")]
     Name { spec: String, name: String },
     #[error("{spec:?}: {path:?} contains `..`")]
     DotDot { spec: String, path: String },
@@ -55,9 +55,7 @@ pub fn parse(spec: &str) -> Result<Volume, Error> {
         [target] => (Source::Anonymous, *target),
         [source, target] if source.starts_with('/') => (Source::Host(source.to_string()), *target),
         [name, target] => {
-            let ok = (1..=64).contains(&name.len())
-                && name.chars().all(|c| c.is_ascii_alphanumeric() || "_-.".contains(c));
-            if !ok {
+            if !super::name::valid(name) {
                 return Err(Error::Name { spec: spec.to_string(), name: name.to_string() });
             }
             (Source::Named(name.to_string()), *target)
@@ -97,6 +95,11 @@ mod tests {
             ("x:y", Err(Error::Relative { spec: "x:y".into(), path: "y".into() })),
             ("relative", Err(Error::Relative { spec: "relative".into(), path: "relative".into() })),
             ("a b:/x", Err(Error::Name { spec: "a b:/x".into(), name: "a b".into() })),
+            ("..:/x", Err(Error::Name { spec: "..:/x".into(), name: "..".into() })),
+            (".:/x:ro", Err(Error::Name { spec: ".:/x:ro".into(), name: ".".into() })),
+            (".hidden:/x", Err(Error::Name { spec: ".hidden:/x".into(), name: ".hidden".into() })),
+            ("-v:/x", Err(Error::Name { spec: "-v:/x".into(), name: "-v".into() })),
+            ("_v.1-a:/x", vol(named("_v.1-a"), "/x", false)),
             ("/a:/b:/c", Err(Error::Shape("/a:/b:/c".into()))),
             ("/a:/b:rx", Err(Error::Shape("/a:/b:rx".into()))),
             ("/a/../etc:/b", Err(Error::DotDot { spec: "/a/../etc:/b".into(), path: "/a/../etc".into() })),
