@@ -15,7 +15,7 @@ const ERROR_FILE: &str = "/run/iguana/child-error";
 /// Runs `iguana ARGS...` with the console as stdio and waits for it. A
 /// failure is described by the child's own error message when it left one.
 pub fn run(args: &[String]) -> Result<(), String> {
-    tracing::debug!("run child: iguana {}", args.join(" "));
+    tracing::debug!("run child: iguana {}", crate::redact::args(args));
     let _ = std::fs::remove_file(ERROR_FILE);
     if let Some(dir) = std::path::Path::new(ERROR_FILE).parent() {
         let _ = std::fs::create_dir_all(dir);
@@ -23,6 +23,7 @@ pub fn run(args: &[String]) -> Result<(), String> {
     let status = Command::new("/proc/self/exe")
         .args(args)
         .env(ERROR_FILE_ENV, ERROR_FILE)
+        .envs(crate::proxy::child_env(args))
         .status()
         .map_err(|e| format!("start iguana {}: {e}", args.first().map_or("", String::as_str)))?;
     if status.success() {

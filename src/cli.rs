@@ -63,11 +63,13 @@ fn cmdline(args: &[String]) -> anyhow::Result<()> {
     let failsafe = crate::cmdline::failsafe(&text);
     let parsed = crate::cmdline::parse(&text).with_context(|| format!("parse {path}"))?;
     println!("containers:          {}", parsed.containers.join(", "));
-    println!("control_url:         {}", parsed.control_url.as_deref().unwrap_or("-"));
+    // Userinfo and query may be credentials: shown redacted.
+    let redact = |url: &Option<String>| url.as_deref().map_or("-".to_string(), crate::redact::redact_url);
+    println!("control_url:         {}", redact(&parsed.control_url));
     println!("insecure_registries: {}", parsed.insecure_registries.join(", "));
     println!("net_timeout:         {}s", parsed.net_timeout.as_secs());
     println!("ntp:                 {}", parsed.ntp.join(", "));
-    println!("proxy:               {}", parsed.proxy.as_deref().unwrap_or("-"));
+    println!("proxy:               {}", redact(&parsed.proxy));
     println!("no_proxy:            {}", parsed.no_proxy.join(", "));
     println!("debug:               {}", failsafe.debug);
     println!("reboot_timeout:      {}s", failsafe.reboot_timeout.as_secs());

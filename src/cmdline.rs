@@ -8,8 +8,9 @@
 
 use std::time::Duration;
 
-/// Settings taken from the kernel command line.
-#[derive(Debug, Clone, PartialEq, Eq)]
+/// Settings taken from the kernel command line. Its Debug form redacts the
+/// URLs (see `redact`): PID 1 logs it.
+#[derive(Clone, PartialEq, Eq)]
 pub struct Cmdline {
     /// `rd.iguana.containers`: images to run in order, when no control_url.
     pub containers: Vec<String>,
@@ -58,6 +59,25 @@ impl Default for Cmdline {
     }
 }
 
+impl std::fmt::Debug for Cmdline {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let redact = |url: &Option<String>| url.as_deref().map(crate::redact::redact_url);
+        f.debug_struct("Cmdline")
+            .field("containers", &self.containers)
+            .field("control_url", &redact(&self.control_url))
+            .field("debug", &self.debug)
+            .field("insecure_registries", &self.insecure_registries)
+            .field("net_timeout", &self.net_timeout)
+            .field("registry_mirrors", &self.registry_mirrors)
+            .field("ca", &self.ca)
+            .field("ntp", &self.ntp)
+            .field("proxy", &redact(&self.proxy))
+            .field("no_proxy", &self.no_proxy)
+            .finish()
+    }
+}
+
+/// A URL argument's `item` is shown redacted (`redact_url`).
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]
 pub enum Error {
     #[error("{key}: empty value")]
@@ -195,7 +215,7 @@ pub fn parse(line: &str) -> Result<Cmdline, Error> {
             return Err(Error::Empty { key: CONTROL_URL });
         }
         if value.chars().any(|c| c.is_control()) {
-            return Err(Error::Invalid { key: CONTROL_URL, item: value, what: "URL" });
+            return Err(Error::Invalid { key: CONTROL_URL, item: crate::redact::redact_url(&value), what: "URL" });
         }
         cmdline.control_url = Some(value);
     }
@@ -229,7 +249,8 @@ pub fn parse(line: &str) -> Result<Cmdline, Error> {
             return Err(Error::Empty { key: PROXY });
         }
         if !valid_proxy(&value) {
-            return Err(Error::Invalid { key: PROXY, item: value, what: "proxy URL (http://[user:pass@]host[:port])" });
+            let item = crate::redact::redact_url(&value);
+            return Err(Error::Invalid { key: PROXY, item, what: "proxy URL (http://[user:pass@]host[:port])" });
         }
         cmdline.proxy = Some(value);
     }
@@ -521,5 +542,14 @@ mod tests {
             let _ = parse(line);
             let _ = failsafe(line);
         }
+    }
+
+    /// PID 1 logs `{args:?}`: the URLs' credentials and tokens stay out.
+    #[test]
+    fn debug_form_hides_url_secrets() {
+        let c = parse("rd.iguana.control_url=https://u:s3cr3t@h/w?token=t0k3n rd.iguana.proxy=http://u:s3cr3t@p:1").unwrap();
+        let shown = format!("{c:?}");
+        assert!(shown.contains("\"https://***@h/w?***\"") && shown.contains("\"http://***@p:1\""), "{shown}");
+        assert!(!shown.contains("s3cr3t") && !shown.contains("t0k3n"), "{shown}");
     }
 }

@@ -11,7 +11,7 @@ fn main() {
     let debug = std::env::var_os("IGUANA_DEBUG").is_some();
     logging::init_cli(debug);
     if let Err(err) = cli::main(&args) {
-        let message = format_chain(&err);
+        let message = scrub_secrets(&format_chain(&err), &args);
         // A helper child of PID 1 also leaves its error where PID 1 reads it.
         match std::env::var_os(child::ERROR_FILE_ENV) {
             Some(path) => {
@@ -22,6 +22,16 @@ fn main() {
         }
         std::process::exit(1);
     }
+}
+
+/// Without the secrets of the URLs this process was given (arguments and
+/// the proxy): an error from a library may quote them, and a helper
+/// child's error is logged by PID 1.
+fn scrub_secrets(message: &str, args: &[String]) -> String {
+    let proxy = std::env::var(iguana::proxy::PROXY_ENV).unwrap_or_default();
+    let mut urls: Vec<&str> = args.iter().map(String::as_str).filter(|a| a.contains("://")).collect();
+    urls.push(&proxy);
+    iguana::redact::scrub(message, &urls)
 }
 
 /// The whole chain once, on one line (`step: cause: cause`).

@@ -3,9 +3,11 @@
 //! `ClientConfig` proxy fields) and `iguana fetch` (control_url, through
 //! ureq's proxy).
 //!
-//! PID 1 hands them over in its own environment, under iguana's own names
-//! (`IGUANA_PROXY`, `IGUANA_NO_PROXY`) so that a host's `HTTPS_PROXY` never
-//! decides it by accident; the children inherit it. `no_proxy` follows
+//! PID 1 hands them over in the environment of those two children only,
+//! under iguana's own names (`IGUANA_PROXY`, `IGUANA_NO_PROXY`) so that a
+//! host's `HTTPS_PROXY` never decides it by accident. PID 1's own
+//! environment is never changed: every container and the switch_root'ed
+//! init inherit it, and the proxy URL may carry credentials. `no_proxy` follows
 //! curl: `*` matches every host; an IP or CIDR matches addresses in it; any
 //! other entry is a domain (a leading dot is optional) and matches that
 //! host and its subdomains. Ports are not part of the match.
@@ -14,30 +16,48 @@
 //! module.
 
 use std::net::IpAddr;
+use std::sync::OnceLock;
 
 pub const PROXY_ENV: &str = "IGUANA_PROXY";
 pub const NO_PROXY_ENV: &str = "IGUANA_NO_PROXY";
 
-/// PID 1, before any child: hands the proxy settings to the children.
-/// (PID 1 is single-threaded, so changing its environment is sound.)
+/// The proxy PID 1 was given, for `child_env`.
+static EXPORTED: OnceLock<Proxy> = OnceLock::new();
+
+/// PID 1, before any child: keeps the proxy settings for the children that
+/// speak HTTP (see `child_env`). PID 1's environment is left alone.
 pub fn export(url: Option<&str>, no_proxy: &[String]) {
     let Some(url) = url else { return };
-    let proxy = Proxy { url: url.to_owned(), no_proxy: no_proxy.to_vec() };
-    for (key, value) in proxy.env() {
-        std::env::set_var(key, value);
+    let _ = EXPORTED.set(Proxy { url: url.to_owned(), no_proxy: no_proxy.to_vec() });
+}
+
+/// The extra environment of the helper child `iguana ARGS...`: the proxy
+/// for `pull` and `fetch`, nothing for the others.
+pub fn child_env(args: &[String]) -> Vec<(&'static str, String)> {
+    match (EXPORTED.get(), args.first().map(String::as_str)) {
+        (Some(proxy), Some("pull" | "fetch")) => proxy.env().to_vec(),
+        _ => Vec::new(),
     }
 }
 
 /// Where HTTP(S) goes, and what goes direct.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Clone, PartialEq, Eq)]
 pub struct Proxy {
     /// `http://[user:pass@]host[:port]`, checked by the cmdline parser.
     pub url: String,
     pub no_proxy: Vec<String>,
 }
 
+/// The host only: a Debug line may reach the console, and the URL may
+/// carry credentials. (std only, see above: no `redact` here.)
+impl std::fmt::Debug for Proxy {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Proxy").field("host", &url_host(&self.url)).field("no_proxy", &self.no_proxy).finish()
+    }
+}
+
 impl Proxy {
-    /// What PID 1 exported, if anything.
+    /// What PID 1 handed this child, if anything.
     pub fn from_env() -> Option<Proxy> {
         let url = std::env::var(PROXY_ENV).ok().filter(|u| !u.is_empty())?;
         let no_proxy = std::env::var(NO_PROXY_ENV)
@@ -145,6 +165,24 @@ mod tests {
         for (list, host, expected) in cases {
             check(list, host, *expected);
         }
+    }
+
+    /// PID 1's environment is inherited by every container and by the
+    /// switch_root'ed init: the proxy (credentials included) never goes there.
+    #[test]
+    fn export_leaves_pid1_environment_alone() {
+        export(Some("http://bob:pr0xyPW@proxy.lan:3128"), &["lan".into()]);
+        assert_eq!(std::env::var_os(PROXY_ENV), None);
+        assert_eq!(std::env::var_os(NO_PROXY_ENV), None);
+        let args = |a: &[&str]| a.iter().map(|s| s.to_string()).collect::<Vec<_>>();
+        let want = vec![(PROXY_ENV, "http://bob:pr0xyPW@proxy.lan:3128".to_string()), (NO_PROXY_ENV, "lan".to_string())];
+        assert_eq!(child_env(&args(&["pull", "busybox"])), want);
+        assert_eq!(child_env(&args(&["fetch", "http://x/w"])), want);
+        for other in [&["net-up"][..], &["hotplug"], &[]] {
+            assert_eq!(child_env(&args(other)), vec![], "{other:?}");
+        }
+        let shown = format!("{:?}", Proxy { url: "http://bob:pr0xyPW@p:1".into(), no_proxy: vec![] });
+        assert!(!shown.contains("pr0xyPW"), "{shown}");
     }
 
     #[test]

@@ -1,5 +1,8 @@
 //! The host command line, run as a user would: exit codes and messages.
 
+// An integration test file is a test crate of its own: no test module needed.
+#![allow(clippy::tests_outside_test_module)]
+
 use std::process::Command;
 
 fn iguana(args: &[&str]) -> (i32, String) {
@@ -75,6 +78,47 @@ fn cmdline_shows_how_arguments_are_understood() {
     let (code, out) = iguana(&["cmdline", "--file", &bad]);
     assert_eq!(code, 1);
     assert!(out.contains("rd.iguana.containers: item 1 is empty in \",,\""), "{out}");
+}
+
+/// Secrets in URLs (userinfo, query) never reach the output: not from
+/// `iguana cmdline`, not from a failing `iguana fetch` (its message is what
+/// PID 1 logs), whether the secret is in the control_url or the proxy.
+#[test]
+fn url_secrets_never_reach_the_output() {
+    let dir = tempfile::tempdir().unwrap();
+    let line = write(
+        &dir,
+        "cmdline",
+        "rd.iguana.control_url=https://alice:hunter2@boot.lan/w.yaml?token=s3cr3t rd.iguana.proxy=http://bob:pr0xyPW@proxy.lan:3128\n",
+    );
+    let (code, out) = iguana(&["cmdline", "--file", &line]);
+    assert_eq!(code, 0, "{out}");
+    assert!(out.contains("control_url:         https://***@boot.lan/w.yaml?***"), "{out}");
+    assert!(out.contains("proxy:               http://***@proxy.lan:3128"), "{out}");
+    let bad = write(&dir, "bad", "rd.iguana.proxy=http://bob:pr0xyPW@proxy.lan:99999\n");
+    let (code, out) = iguana(&["cmdline", "--file", &bad]);
+    assert_eq!(code, 1, "{out}");
+    assert!(out.contains("http://***@proxy.lan:99999"), "{out}");
+    assert!(!out.contains("pr0xyPW"), "{out}");
+
+    // Nothing listens on a port just closed: the fetch fails, with messages.
+    let closed = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+    let url = format!("http://alice:hunter2@127.0.0.1:{closed}/w.yaml?token=s3cr3t#frag");
+    let out_file = dir.path().join("w.yaml");
+    let (code, out) = iguana(&["fetch", &url, "--out", out_file.to_str().unwrap(), "--tries", "2"]);
+    assert_eq!(code, 1, "{out}");
+    assert!(out.contains(&format!("http://***@127.0.0.1:{closed}/w.yaml?***")), "{out}");
+    for secret in ["hunter2", "s3cr3t", "frag"] {
+        assert!(!out.contains(secret), "{secret} in: {out}");
+    }
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_iguana"))
+        .args(["fetch", &format!("http://127.0.0.1:{closed}/w.yaml"), "--out", out_file.to_str().unwrap(), "--tries", "1"])
+        .env("IGUANA_PROXY", format!("http://bob:pr0xyPW@127.0.0.1:{closed}"))
+        .output()
+        .unwrap();
+    let text = String::from_utf8_lossy(&out.stdout).into_owned() + &String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success(), "{text}");
+    assert!(!text.contains("pr0xyPW"), "{text}");
 }
 
 #[test]

@@ -28,19 +28,25 @@ use volumes::Source;
 
 /// How long a service gets between SIGTERM and SIGKILL.
 const SERVICE_GRACE: Duration = Duration::from_secs(5);
+/// An image's config.json (written by the pull child from the registry's
+/// config blob: env, entrypoint, cmd...) larger than this is refused.
+const CONFIG_MAX_SIZE: u64 = 4 << 20;
 
 #[derive(Debug, thiserror::Error)]
 pub enum Error {
     #[error("nothing to run: no rd.iguana.control_url, no rd.iguana.containers and no {0}")]
     Nothing(String),
+    /// `url` is already redacted.
     #[error("control_url {url}: {reason}")]
     Fetch { url: String, reason: String },
+    #[error("workflow {origin}")]
+    Read { origin: String, #[source] source: crate::fsutil::Error },
     #[error("workflow {origin}: {source}")]
     Parse { origin: String, #[source] source: schema::Error },
     #[error("job {job}: {reason}")]
     Pull { job: String, image: String, reason: String },
-    #[error("job {job}: read image config {path}")]
-    Config { job: String, path: PathBuf, #[source] source: std::io::Error },
+    #[error("job {job}: image config")]
+    Config { job: String, #[source] source: crate::fsutil::Error },
     #[error("job {job}: image config {path}")]
     ConfigJson { job: String, path: PathBuf, #[source] source: serde_json::Error },
     #[error("job {job}: volume {path}")]
@@ -57,7 +63,8 @@ pub enum Error {
 /// remote control_url happens in a child (`iguana fetch`).
 pub fn load(args: &Cmdline, builtin: &Path, work: &Path) -> Result<Workflow, Error> {
     if let Some(url) = &args.control_url {
-        let fetch_err = |reason: String| Error::Fetch { url: url.clone(), reason };
+        let shown = crate::redact::redact_url(url);
+        let fetch_err = |reason: String| Error::Fetch { url: shown.clone(), reason };
         let path = match source::locate(url).map_err(fetch_err)? {
             source::Location::File(path) => path,
             source::Location::Http(_) => {
@@ -68,15 +75,18 @@ pub fn load(args: &Cmdline, builtin: &Path, work: &Path) -> Result<Workflow, Err
                 out
             }
         };
-        let text = std::fs::read(&path).map_err(|e| fetch_err(format!("read {}: {e}", path.display())))?;
-        return schema::parse(&text).map_err(|source| Error::Parse { origin: url.clone(), source });
+        let text = crate::fsutil::read_bounded(&path, source::MAX_SIZE)
+            .map_err(|source| Error::Read { origin: shown.clone(), source })?;
+        return schema::parse(&text).map_err(|source| Error::Parse { origin: shown, source });
     }
     if !args.containers.is_empty() {
         return Ok(from_images(&args.containers));
     }
-    match std::fs::read(builtin) {
-        Ok(text) => schema::parse(&text).map_err(|source| Error::Parse { origin: builtin.display().to_string(), source }),
-        Err(_) => Err(Error::Nothing(builtin.display().to_string())),
+    let origin = builtin.display().to_string();
+    match crate::fsutil::read_bounded(builtin, source::MAX_SIZE) {
+        Ok(text) => schema::parse(&text).map_err(|source| Error::Parse { origin, source }),
+        Err(e) if e.is_not_found() => Err(Error::Nothing(origin)),
+        Err(source) => Err(Error::Read { origin, source }),
     }
 }
 
@@ -282,9 +292,14 @@ fn pull(ctx: &Context<'_>, name: &str, image: &str) -> Result<ImageConfig, Error
     let pull_err = |reason: String| Error::Pull { job: name.to_string(), image: image.to_string(), reason };
     crate::child::run(&args).map_err(crate::clock::with_hint).map_err(pull_err)?;
     tracing::info!("phase image-pulled job={name} image={image}");
-    let text = std::fs::read_to_string(&config_path)
-        .map_err(|source| Error::Config { job: name.to_string(), path: config_path.clone(), source })?;
-    serde_json::from_str(&text).map_err(|source| Error::ConfigJson { job: name.to_string(), path: config_path, source })
+    read_config(name, &config_path)
+}
+
+/// The image config the pull child wrote, read with a bound.
+fn read_config(name: &str, path: &Path) -> Result<ImageConfig, Error> {
+    let bytes = crate::fsutil::read_bounded(path, CONFIG_MAX_SIZE)
+        .map_err(|source| Error::Config { job: name.to_string(), source })?;
+    serde_json::from_slice(&bytes).map_err(|source| Error::ConfigJson { job: name.to_string(), path: path.to_owned(), source })
 }
 
 /// The `iguana pull` command line for one image.
@@ -421,6 +436,34 @@ mod tests {
         std::fs::write(&builtin, "jobs:\n  \"..\":\n    container: {image: r/a}\n").unwrap();
         let err = load(&args, &builtin, dir.path()).unwrap_err();
         assert!(err.to_string().contains("jobs...: job id"), "{err}");
+    }
+
+    /// A control_url file and an image's config.json are read with a bound,
+    /// and only if they are regular files (a FIFO would block PID 1).
+    #[test]
+    fn files_are_read_with_a_bound() {
+        let dir = tempfile::tempdir().unwrap();
+        let big = dir.path().join("big.yaml");
+        let mut text = b"jobs:\n  a:\n    container: {image: r/a}\n".to_vec();
+        text.resize(usize::try_from(source::MAX_SIZE).unwrap() + 1, b'\n');
+        std::fs::write(&big, &text).unwrap();
+        let fifo = dir.path().join("fifo.yaml");
+        nix::unistd::mkfifo(&fifo, nix::sys::stat::Mode::from_bits_truncate(0o600)).unwrap();
+        for (path, message) in [(&big, "larger than the 1048576 byte limit"), (&fifo, "not a regular file")] {
+            let args = Cmdline { control_url: Some(format!("file://{}", path.display())), ..Cmdline::default() };
+            let err = load(&args, Path::new("/nonexistent"), dir.path()).unwrap_err();
+            let chain = crate::logging::chain(&err);
+            assert!(chain.contains(message) && chain.contains(&path.display().to_string()), "{chain}");
+        }
+
+        let config = dir.path().join("config.json");
+        std::fs::write(&config, serde_json::to_string(&ImageConfig::default()).unwrap()).unwrap();
+        assert_eq!(read_config("a", &config).unwrap(), ImageConfig::default());
+        let mut json = b"{\"Env\": [\"".to_vec();
+        json.resize(usize::try_from(CONFIG_MAX_SIZE).unwrap() + 1, b'x');
+        std::fs::write(&config, &json).unwrap();
+        let chain = crate::logging::chain(&read_config("a", &config).unwrap_err());
+        assert_eq!(chain, format!("job a: image config: {}: larger than the 4194304 byte limit", config.display()));
     }
 
     #[test]

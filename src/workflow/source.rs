@@ -3,8 +3,13 @@
 //! `http://` and `https://` (TLS verified against the initrd's CA bundle),
 //! `file:///path` or an absolute path. Remote fetches run in a child process
 //! (`iguana fetch URL --out FILE`), like pulls, so TLS and HTTP parsing of
-//! untrusted responses never run in PID 1. Transient failures are retried
-//! with exponential backoff; the last error is reported.
+//! untrusted responses never run in PID 1. Transient failures (connection
+//! errors, timeouts, HTTP 408, 429 and 5xx) are retried with exponential
+//! backoff; the last error is reported. Anything else is final: a 4xx, a
+//! body over `MAX_SIZE`, a refused certificate, and an `https://` URL
+//! redirected to `http://` (never followed: the workflow would arrive
+//! unauthenticated). URLs are shown without userinfo and query
+//! (`redact_url`), which may carry credentials or tokens.
 
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -12,10 +17,12 @@ use std::time::Duration;
 
 use anyhow::{bail, Context};
 
+use crate::redact::{redact_url, scrub};
+
 /// The CA bundle iguana's initrd carries (Debian's path; also the host's).
 pub const CA_BUNDLE: &str = "/etc/ssl/certs/ca-certificates.crt";
-/// A workflow file larger than this is refused.
-const MAX_SIZE: u64 = 1 << 20;
+/// A workflow file larger than this is refused, fetched or local.
+pub const MAX_SIZE: u64 = 1 << 20;
 
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Location {
@@ -32,12 +39,12 @@ pub fn locate(url: &str) -> Result<Location, String> {
         if path.starts_with('/') {
             return Ok(Location::File(PathBuf::from(path)));
         }
-        return Err(format!("{url:?}: a file:// URL needs an absolute path (file:///path)"));
+        return Err(format!("{:?}: a file:// URL needs an absolute path (file:///path)", redact_url(url)));
     }
     if url.starts_with('/') {
         return Ok(Location::File(PathBuf::from(url)));
     }
-    Err(format!("{url:?}: control_url must be http://, https://, file:///path or an absolute path"))
+    Err(format!("{:?}: control_url must be http://, https://, file:///path or an absolute path", redact_url(url)))
 }
 
 /// Backoff before retry `n` (1-based): 1, 2, 4, 8... seconds, capped at 16.
@@ -63,7 +70,9 @@ pub fn cli_fetch(args: &[String]) -> anyhow::Result<()> {
         }
     }
     let (Some(url), Some(out)) = (url, out) else { bail!("{usage}") };
-    let body = fetch(&url, tries, &ca)?;
+    // Whatever an HTTP library quotes in its errors, the secrets go.
+    let proxy = crate::proxy::Proxy::from_env().map(|p| p.url).unwrap_or_default();
+    let body = fetch(&url, tries, &ca).map_err(|e| anyhow::anyhow!(scrub(&format!("{e:#}"), &[&url, &proxy])))?;
     std::fs::write(&out, body).with_context(|| format!("write {}", out.display()))?;
     Ok(())
 }
@@ -71,16 +80,17 @@ pub fn cli_fetch(args: &[String]) -> anyhow::Result<()> {
 /// Fetches a control_url's contents, retrying transient failures.
 pub fn fetch(url: &str, tries: u32, ca: &Path) -> anyhow::Result<Vec<u8>> {
     match locate(url).map_err(anyhow::Error::msg)? {
-        Location::File(path) => read_local(&path),
+        Location::File(path) => Ok(crate::fsutil::read_bounded(&path, MAX_SIZE)?),
         Location::Http(url) => {
             let agent = agent(&url, ca)?;
+            let shown = redact_url(&url);
             let mut last = None;
             for n in 1..=tries {
                 match get(&agent, &url) {
                     Ok(body) => return Ok(body),
                     Err(Attempt::Final(e)) => return Err(e),
                     Err(Attempt::Retry(e)) => {
-                        eprintln!("fetch {url}: try {n}/{tries}: {e:#}");
+                        eprintln!("{}", scrub(&format!("fetch {shown}: try {n}/{tries}: {e:#}"), &[&url]));
                         last = Some(e);
                         if n < tries {
                             std::thread::sleep(backoff(n));
@@ -88,17 +98,9 @@ pub fn fetch(url: &str, tries: u32, ca: &Path) -> anyhow::Result<Vec<u8>> {
                     }
                 }
             }
-            Err(last.unwrap_or_else(|| anyhow::anyhow!("no tries")).context(format!("fetch {url}: gave up after {tries} tries")))
+            Err(last.unwrap_or_else(|| anyhow::anyhow!("no tries")).context(format!("fetch {shown}: gave up after {tries} tries")))
         }
     }
-}
-
-fn read_local(path: &Path) -> anyhow::Result<Vec<u8>> {
-    let meta = std::fs::metadata(path).with_context(|| format!("read {}", path.display()))?;
-    if meta.len() > MAX_SIZE {
-        bail!("{}: {} bytes is larger than the {} byte limit for a workflow", path.display(), meta.len(), MAX_SIZE);
-    }
-    std::fs::read(path).with_context(|| format!("read {}", path.display()))
 }
 
 enum Attempt {
@@ -125,11 +127,14 @@ fn agent(url: &str, ca: &Path) -> anyhow::Result<ureq::Agent> {
     // rd.iguana.proxy, unless no_proxy names the host; explicitly none
     // otherwise (ureq would read HTTPS_PROXY from the environment).
     let proxy = match crate::proxy::Proxy::from_env().filter(|p| p.applies_to(url)) {
-        Some(p) => Some(ureq::Proxy::new(&p.url).with_context(|| format!("proxy {}", p.url))?),
+        Some(p) => Some(ureq::Proxy::new(&p.url).with_context(|| format!("proxy {}", redact_url(&p.url)))?),
         None => None,
     };
     let config = ureq::Agent::config_builder()
         .proxy(proxy)
+        // An https control_url is followed only to https: a redirect to
+        // http fails before the request is sent (RequireHttpsOnly).
+        .https_only(url.starts_with("https://"))
         .tls_config(tls.build())
         .timeout_global(Some(Duration::from_secs(30)))
         .http_status_as_error(false)
@@ -141,25 +146,42 @@ fn get(agent: &ureq::Agent, url: &str) -> Result<Vec<u8>, Attempt> {
     let mut response = agent.get(url).call().map_err(|e| classify(url, e))?;
     let status = response.status().as_u16();
     match status {
-        200 => response
-            .body_mut()
-            .with_config()
-            .limit(MAX_SIZE)
-            .read_to_vec()
-            .map_err(|e| Attempt::Retry(anyhow::Error::new(e).context("read body"))),
+        200 => response.body_mut().with_config().limit(MAX_SIZE).read_to_vec().map_err(|e| match e {
+            ureq::Error::BodyExceedsLimit(_) => Attempt::Final(anyhow::anyhow!(
+                "fetch {}: the body is larger than the {MAX_SIZE} byte limit for a workflow",
+                redact_url(url)
+            )),
+            e => Attempt::Retry(anyhow::Error::new(e).context("read body")),
+        }),
         408 | 429 | 500..=599 => Err(Attempt::Retry(anyhow::anyhow!("HTTP {status}"))),
-        _ => Err(Attempt::Final(anyhow::anyhow!("fetch {url}: HTTP {status}"))),
+        _ => Err(Attempt::Final(anyhow::anyhow!("fetch {}: HTTP {status}", redact_url(url)))),
     }
 }
 
-/// A refused certificate is final: rustls's verdict does not change on
-/// retry. (PID 1 adds the wrong-clock hint when it is about dates.)
+/// Retry what may pass: a connection error, a timeout. A refused
+/// certificate is final (rustls's verdict does not change on retry; PID 1
+/// adds the wrong-clock hint when it is about dates), and so is a
+/// downgrade to http, a redirect loop or a response too large.
 fn classify(url: &str, err: ureq::Error) -> Attempt {
-    let err = anyhow::Error::new(err);
-    if format!("{err:#}").contains("invalid peer certificate") {
-        return Attempt::Final(err.context(format!("fetch {url}")));
+    let shown = redact_url(url);
+    match err {
+        ureq::Error::RequireHttpsOnly(to) => {
+            Attempt::Final(anyhow::anyhow!("fetch {shown}: redirected to {}: refused, https is never followed to http", redact_url(&to)))
+        }
+        ureq::Error::TooManyRedirects
+        | ureq::Error::RedirectFailed
+        | ureq::Error::BadUri(_)
+        | ureq::Error::InvalidProxyUrl
+        | ureq::Error::LargeResponseHeader(..)
+        | ureq::Error::BodyExceedsLimit(_) => Attempt::Final(anyhow::Error::new(err).context(format!("fetch {shown}"))),
+        err => {
+            let err = anyhow::Error::new(err);
+            if format!("{err:#}").contains("invalid peer certificate") {
+                return Attempt::Final(err.context(format!("fetch {shown}")));
+            }
+            Attempt::Retry(err)
+        }
     }
-    Attempt::Retry(err)
 }
 
 #[cfg(test)]
@@ -236,6 +258,6 @@ mod tests {
         std::fs::write(&path, "jobs: {}\n").unwrap();
         assert_eq!(fetch(&format!("file://{}", path.display()), 1, Path::new(CA_BUNDLE)).unwrap(), b"jobs: {}\n");
         let err = fetch("/nonexistent/w.yaml", 1, Path::new(CA_BUNDLE)).unwrap_err();
-        assert!(format!("{err:#}").starts_with("read /nonexistent/w.yaml: "), "{err:#}");
+        assert!(format!("{err:#}").starts_with("open /nonexistent/w.yaml: "), "{err:#}");
     }
 }
