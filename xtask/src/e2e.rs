@@ -296,6 +296,31 @@ pub const SCENARIOS: &[Scenario] = &[
         reject: &[&[wf::MARK_DEPENDENT_RAN], &["workflow stopped"]],
         timeout: BOOT_TIMEOUT,
     },
+    // URL secrets on the kernel command line (userinfo and query of the
+    // control_url, the proxy's credentials) never reach iguana's lines nor a
+    // child's, even in debug, where the parsed command line and each child's
+    // arguments are logged. (The kernel's own `Command line:` shows them.)
+    Scenario {
+        name: "secrets",
+        append: "rd.iguana.control_url=http://alice:hunter2@10.0.2.2:{WF}/workflow.yaml?token=s3cr3t \
+                 rd.iguana.proxy=http://bob:pr0xyPW@10.0.2.2:{CLOSED} rd.iguana.no_proxy=10.0.2.2 \
+                 rd.iguana.insecure_registries={REG} rd.iguana.debug",
+        net: Net::User,
+        expect: &[
+            &["iguana:", "cmdline: Cmdline", "control_url: Some(\"http://***@10.0.2.2:", "/workflow.yaml?***\")"],
+            &["iguana:", "proxy: Some(\"http://***@10.0.2.2:"],
+            &["iguana:", "run child: iguana fetch http://***@10.0.2.2:", "/workflow.yaml?***"],
+            &[wf::MARK_ENV],
+        ],
+        reject: &[
+            &["iguana:", "hunter2"],
+            &["iguana:", "s3cr3t"],
+            &["iguana:", "pr0xyPW"],
+            &["fetch", "hunter2"],
+            &["fetch", "s3cr3t"],
+        ],
+        timeout: BOOT_TIMEOUT,
+    },
 ];
 
 /// More QEMU arguments for a scenario, by name (kept apart from `Scenario`
