@@ -1,5 +1,5 @@
 //! `rd.iguana.proxy` / `rd.iguana.no_proxy` as the children see them
-//! (`IGUANA_PROXY`, `IGUANA_NO_PROXY`, exported by PID 1): the real binary
+//! (`IGUANA_PROXY`, `IGUANA_NO_PROXY`, which PID 1 puts in their environment only): the real binary
 //! pulls from a real docker-registry and fetches a control_url through a
 //! counting proxy on 127.0.0.1 (testkit), and goes direct when no_proxy
 //! names the host.
@@ -11,7 +11,7 @@ use std::path::Path;
 use std::process::Command;
 use testkit::{HttpProxy, Image, Registry, RegistryOptions};
 
-/// Runs the real binary with the proxy environment PID 1 would export.
+/// Runs the real binary with the proxy environment PID 1 gives pull and fetch.
 fn iguana(args: &[&str], proxy: &str, no_proxy: &str) -> (bool, String) {
     let out = Command::new(env!("CARGO_BIN_EXE_iguana"))
         .args(args)
