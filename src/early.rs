@@ -159,15 +159,20 @@ pub fn resize_tmpfs(sizes: &[(String, String)]) -> Vec<Error> {
         let Some((_, target, _)) = TMPFS_SIZES.iter().find(|(n, _, _)| n == name) else {
             continue;
         };
-        let data = format!("size={size}");
-        let flags = NOSUID_NODEV.union(MsFlags::MS_REMOUNT);
-        if let Err(e) = mount(None::<&str>, *target, None::<&str>, flags, Some(data.as_str())) {
-            errors.push(Error { step: format!("mount -o remount,{data} {target}"), source: e.into() });
-        } else {
-            tracing::info!("tmpfs {target}: size {size}");
+        match remount_size(target, size) {
+            Ok(()) => tracing::info!("tmpfs {target}: size {size}"),
+            Err(e) => errors.push(Error { step: format!("mount -o remount,size={size} {target}"), source: e }),
         }
     }
     errors
+}
+
+/// Changes the size of the (nosuid, nodev) tmpfs on `target`; what it
+/// holds stays.
+fn remount_size(target: &str, size: &str) -> std::io::Result<()> {
+    let data = format!("size={size}");
+    let flags = NOSUID_NODEV.union(MsFlags::MS_REMOUNT);
+    mount(None::<&str>, target, None::<&str>, flags, Some(data.as_str())).map_err(std::io::Error::from)
 }
 
 /// Points stdin, stdout and stderr at /dev/console, which exists once
@@ -227,6 +232,26 @@ mod tests {
         assert_eq!(parsed.tmpfs_size, [("run".to_string(), "1g".to_string()), ("tmp".to_string(), "5%".to_string())]);
         let err = crate::cmdline::parse("rd.iguana.tmpfs_size=run=0").unwrap_err();
         assert!(err.to_string().contains("rd.iguana.tmpfs_size"), "{err}");
+    }
+
+    #[test]
+    fn remount_changes_the_size_and_keeps_the_content() {
+        let dir = tempfile::tempdir().unwrap();
+        let target = dir.path().to_str().unwrap();
+        mount(Some("tmpfs"), target, Some("tmpfs"), NOSUID_NODEV, Some("size=4m")).expect("mount a tmpfs (tests run as root)");
+        std::fs::write(dir.path().join("kept"), "yes").unwrap();
+        let size = || {
+            let st = rustix::fs::statvfs(dir.path()).unwrap();
+            st.f_blocks * st.f_frsize
+        };
+        let before = size();
+        let result = remount_size(target, "8m");
+        let after = size();
+        let kept = std::fs::read_to_string(dir.path().join("kept"));
+        nix::mount::umount(target).unwrap();
+        result.unwrap();
+        assert_eq!((before, after), (4 << 20, 8 << 20));
+        assert_eq!(kept.unwrap(), "yes");
     }
 
     #[test]

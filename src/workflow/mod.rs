@@ -351,6 +351,14 @@ mod tests {
     }
 
     #[test]
+    fn a_pull_past_the_job_deadline_is_killed() {
+        let dir = tempfile::tempdir().unwrap();
+        let ctx = Context { insecure_registries: &[], registry_mirrors: &[], ca: None, work: dir.path(), debug: false };
+        let err = pull(&ctx, "slow", "127.0.0.1:1/never:v1", Some(Instant::now())).unwrap_err();
+        assert_eq!(err.to_string(), "job slow: iguana pull did not finish within 0 s; killed");
+    }
+
+    #[test]
     fn jobs_are_named_after_images() {
         let cases: &[(&[&str], &[&str])] = &[
             (&["10.0.2.2:5000/a", "10.0.2.2:5000/b"], &["a", "b"]),
