@@ -69,6 +69,9 @@ pub fn run() -> ! {
 fn boot(raw: &str, failsafe: Failsafe) -> Result<(), Error> {
     let args = cmdline::parse(raw)?;
     tracing::debug!("cmdline: {args:?}");
+    for e in early::resize_tmpfs(&args.tmpfs_size) {
+        tracing::warn!("{}", logging::chain(&e));
+    }
     // Checked here so a typo stops the boot with its name; net-up reads
     // them again to apply what it can.
     let net_args = crate::net::args::parse(raw)?;
@@ -143,7 +146,8 @@ fn load_modules(policy: &modules::Policy) {
 fn network_up(cmdline: &cmdline::Cmdline) -> Result<(), Error> {
     let timeout = cmdline.net_timeout;
     let args = vec!["net-up".to_string(), "--timeout".to_string(), timeout.as_secs().to_string()];
-    crate::child::run(&args).map_err(Error::Network)?;
+    // net-up gives up after its own --timeout; PID 1 kills it a little later.
+    crate::child::run(&args, timeout.saturating_add(Duration::from_secs(30))).map_err(Error::Network)?;
     // Installers configure the installed system from what the boot learned.
     if let Err(e) = std::fs::copy("/run/iguana/network.json", "/iguana/network.json") {
         tracing::warn!("copy /run/iguana/network.json to /iguana: {e}");

@@ -3,35 +3,116 @@
 //! Async code (tokio, for oci-client and rtnetlink) and parsing of untrusted
 //! registry data run in a child, so PID 1 stays single-threaded (libcontainer
 //! needs that) and a panic there fails one step instead of the kernel.
+//!
+//! Every child runs under a deadline that PID 1 itself enforces: a registry
+//! that trickles one byte a second, or a DHCP client stuck in a syscall,
+//! cannot hold the boot. When the deadline passes, the child's whole
+//! process group is killed (SIGKILL) and reaped.
 
-use std::os::unix::process::ExitStatusExt;
-use std::process::{Command, ExitStatus};
+use std::os::unix::process::{CommandExt, ExitStatusExt};
+use std::path::Path;
+use std::process::{Child, Command, ExitStatus};
+use std::time::{Duration, Instant};
 
 /// Where a failing child leaves its error, so PID 1's own error line can
 /// say why rather than just "exit status 1".
 pub const ERROR_FILE_ENV: &str = "IGUANA_ERROR_FILE";
 const ERROR_FILE: &str = "/run/iguana/child-error";
+/// A child's error text longer than this is not quoted (its status is).
+const ERROR_FILE_MAX: u64 = 64 << 10;
 
-/// Runs `iguana ARGS...` with the console as stdio and waits for it. A
-/// failure is described by the child's own error message when it left one.
-pub fn run(args: &[String]) -> Result<(), String> {
-    tracing::debug!("run child: iguana {}", crate::redact::args(args));
-    let _ = std::fs::remove_file(ERROR_FILE);
-    if let Some(dir) = std::path::Path::new(ERROR_FILE).parent() {
+/// How often PID 1 looks whether the child has ended. Short enough that a
+/// step does not wait noticeably longer than its child ran.
+const POLL: Duration = Duration::from_millis(20);
+
+/// Runs `iguana ARGS...` with the console as stdio and waits for it, at
+/// most `limit`. A failure is described by the child's own error message
+/// when it left one.
+pub fn run(args: &[String], limit: Duration) -> Result<(), String> {
+    tracing::debug!("run child: iguana {} (deadline {} s)", crate::redact::args(args), limit.as_secs());
+    run_program(Path::new("/proc/self/exe"), args, limit, Path::new(ERROR_FILE))
+}
+
+/// Runs `program ARGS...` in a process group of its own; kills that group
+/// when `limit` passes. The error names the child (`iguana pull`) and the
+/// limit. `error_file` is where the child may leave its own error text.
+pub fn run_program(program: &Path, args: &[String], limit: Duration, error_file: &Path) -> Result<(), String> {
+    let what = format!("iguana {}", args.first().map_or("", String::as_str));
+    let _ = std::fs::remove_file(error_file);
+    if let Some(dir) = error_file.parent() {
         let _ = std::fs::create_dir_all(dir);
     }
-    let status = Command::new("/proc/self/exe")
+    let mut child = Command::new(program)
         .args(args)
-        .env(ERROR_FILE_ENV, ERROR_FILE)
+        .env(ERROR_FILE_ENV, error_file)
         .envs(crate::proxy::child_env(args))
-        .status()
-        .map_err(|e| format!("start iguana {}: {e}", args.first().map_or("", String::as_str)))?;
+        // Its own group, so the kill reaches anything it started too.
+        .process_group(0)
+        .spawn()
+        .map_err(|e| format!("start {what}: {e}"))?;
+    // A limit too far away to represent is no limit.
+    let deadline = Instant::now().checked_add(limit);
+    let status = match wait_until(&mut child, deadline) {
+        Ok(Some(status)) => status,
+        Ok(None) => {
+            kill_group(&mut child);
+            return Err(format!("{what} did not finish within {}; killed", seconds(limit)));
+        }
+        Err(e) => {
+            kill_group(&mut child);
+            return Err(format!("wait for {what}: {e}"));
+        }
+    };
     if status.success() {
         return Ok(());
     }
-    match std::fs::read_to_string(ERROR_FILE) {
-        Ok(message) if !message.trim().is_empty() => Err(message.trim().to_string()),
+    // The child wrote it, but a child's bug must not grow PID 1's heap.
+    match crate::fsutil::read_bounded(error_file, ERROR_FILE_MAX) {
+        Ok(bytes) if !String::from_utf8_lossy(&bytes).trim().is_empty() => {
+            Err(String::from_utf8_lossy(&bytes).trim().to_string())
+        }
         _ => Err(describe(status)),
+    }
+}
+
+/// The child's status once it ended, or `None` when `deadline` came first.
+fn wait_until(child: &mut Child, deadline: Option<Instant>) -> std::io::Result<Option<ExitStatus>> {
+    loop {
+        if let Some(status) = child.try_wait()? {
+            return Ok(Some(status));
+        }
+        let left = deadline.map_or(POLL, |d| d.saturating_duration_since(Instant::now()));
+        if left.is_zero() {
+            return Ok(None);
+        }
+        std::thread::sleep(POLL.min(left));
+    }
+}
+
+/// SIGKILL to the child's process group, then reap the child itself (its
+/// own children are orphans now, and PID 1's reaper collects them).
+fn kill_group(child: &mut Child) {
+    match i32::try_from(child.id()) {
+        Ok(pid) => {
+            if let Err(e) = nix::sys::signal::killpg(nix::unistd::Pid::from_raw(pid), nix::sys::signal::SIGKILL) {
+                tracing::warn!("kill process group {pid}: {e}");
+                let _ = child.kill();
+            }
+        }
+        Err(_) => {
+            let _ = child.kill();
+        }
+    }
+    let _ = child.wait();
+}
+
+/// `90 s`, or `30 min` for whole minutes.
+fn seconds(limit: Duration) -> String {
+    let secs = limit.as_secs();
+    if secs >= 60 && secs.is_multiple_of(60) {
+        format!("{} min", secs / 60)
+    } else {
+        format!("{secs} s")
     }
 }
 
@@ -41,5 +122,57 @@ pub fn describe(status: ExitStatus) -> String {
         (Some(code), _) => format!("exit status {code}"),
         (None, Some(sig)) => format!("killed by signal {sig}"),
         (None, None) => "unknown status".to_string(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn sh(script: &str, limit: Duration) -> (Result<(), String>, Duration, tempfile::TempDir) {
+        let dir = tempfile::tempdir().unwrap();
+        let args = vec!["-c".to_string(), script.to_string()];
+        let start = Instant::now();
+        let result = run_program(Path::new("/bin/sh"), &args, limit, &dir.path().join("error"));
+        (result, start.elapsed(), dir)
+    }
+
+    #[test]
+    fn a_child_past_its_deadline_is_killed_and_reaped() {
+        // The grandchild `sleep` holds the pipe open: only a group kill ends it.
+        let (result, took, dir) = sh("sleep 30 & echo $! > \"${IGUANA_ERROR_FILE%error}pid\"; wait", Duration::from_millis(500));
+        assert_eq!(result, Err("iguana -c did not finish within 0 s; killed".to_string()));
+        assert!(took < Duration::from_secs(10), "waited {took:?}");
+        let pid: i32 = std::fs::read_to_string(dir.path().join("pid")).unwrap().trim().parse().unwrap();
+        // The grandchild dies too (a zombie at most, until init reaps it).
+        let dead = || {
+            let state = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
+            state.is_empty() || state.contains(") Z ")
+        };
+        let since = Instant::now();
+        while !dead() && since.elapsed() < Duration::from_secs(5) {
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        assert!(dead(), "grandchild {pid} still running");
+    }
+
+    #[test]
+    fn results_within_the_deadline() {
+        for (script, expected) in [
+            ("exit 0", Ok(())),
+            ("exit 3", Err("exit status 3".to_string())),
+            ("kill -TERM $$", Err("killed by signal 15".to_string())),
+            ("echo 'pull: registry said no' > \"$IGUANA_ERROR_FILE\"; exit 1", Err("pull: registry said no".to_string())),
+        ] {
+            let (result, _, _) = sh(script, Duration::from_secs(20));
+            assert_eq!(result, expected, "{script}");
+        }
+    }
+
+    #[test]
+    fn limits_read_as_seconds_or_minutes() {
+        for (secs, expected) in [(0, "0 s"), (90, "90 s"), (120, "2 min"), (1800, "30 min")] {
+            assert_eq!(seconds(Duration::from_secs(secs)), expected);
+        }
     }
 }

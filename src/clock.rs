@@ -387,8 +387,11 @@ pub fn ensure(servers: &[String], dhcp_servers: impl FnOnce() -> Vec<String>) {
     }
     tracing::info!(servers = %servers.join(","), "clock {} is before iguana's build date, asking NTP", civil(now));
     let mut args = vec!["sntp".to_string(), "--set".to_string()];
+    // Every server gets its tries; the slack covers name resolution.
+    let tries = TRIES.saturating_mul(u32::try_from(servers.len()).unwrap_or(u32::MAX));
+    let limit = TRY_TIMEOUT.saturating_mul(tries).saturating_add(Duration::from_secs(10));
     args.extend(servers);
-    if let Err(e) = crate::child::run(&args) {
+    if let Err(e) = crate::child::run(&args, limit) {
         tracing::warn!("clock not set: {e}");
     }
 }

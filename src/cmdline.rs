@@ -40,6 +40,9 @@ pub struct Cmdline {
     /// syntax: `host`, `.domain` or `domain` (matches its subdomains), an
     /// IP, a CIDR, or `*` for all.
     pub no_proxy: Vec<String>,
+    /// `rd.iguana.tmpfs_size=MOUNT=SIZE[,..]`: sizes of the /run, /iguana
+    /// and /tmp tmpfs instead of [`crate::early::TMPFS_SIZES`].
+    pub tmpfs_size: Vec<(String, String)>,
 }
 
 impl Default for Cmdline {
@@ -55,6 +58,7 @@ impl Default for Cmdline {
             ntp: Vec::new(),
             proxy: None,
             no_proxy: Vec::new(),
+            tmpfs_size: Vec::new(),
         }
     }
 }
@@ -97,6 +101,7 @@ const CA: &str = "rd.iguana.ca";
 const NTP: &str = "rd.iguana.ntp";
 const PROXY: &str = "rd.iguana.proxy";
 const NO_PROXY: &str = "rd.iguana.no_proxy";
+const TMPFS_SIZE: &str = "rd.iguana.tmpfs_size";
 
 /// Reads the running kernel's command line.
 pub fn read_proc_cmdline() -> std::io::Result<String> {
@@ -191,7 +196,7 @@ pub fn parse(line: &str) -> Result<Cmdline, Error> {
     let mut insecure = None;
     let mut net_timeout = None;
     let (mut mirrors, mut ca) = (None, None);
-    let (mut ntp, mut proxy, mut no_proxy) = (None, None, None);
+    let (mut ntp, mut proxy, mut no_proxy, mut tmpfs_size) = (None, None, None, None);
     for (key, value) in split(line) {
         match key.as_str() {
             CONTAINERS => containers = Some(value.unwrap_or_default()),
@@ -203,6 +208,7 @@ pub fn parse(line: &str) -> Result<Cmdline, Error> {
             NTP => ntp = Some(value.unwrap_or_default()),
             PROXY => proxy = Some(value.unwrap_or_default()),
             NO_PROXY => no_proxy = Some(value.unwrap_or_default()),
+            TMPFS_SIZE => tmpfs_size = Some(value.unwrap_or_default()),
             "rd.iguana.debug" | "rd.debug" => cmdline.debug = flag(value.as_deref()),
             _ => {}
         }
@@ -256,6 +262,14 @@ pub fn parse(line: &str) -> Result<Cmdline, Error> {
     }
     if let Some(value) = no_proxy {
         cmdline.no_proxy = list(NO_PROXY, &value, "host, .domain, IP, CIDR or *", valid_no_proxy)?;
+    }
+    if let Some(value) = tmpfs_size {
+        let what = "MOUNT=SIZE (run, iguana or tmp; N, Nk, Nm, Ng or N%)";
+        cmdline.tmpfs_size = list(TMPFS_SIZE, &value, what, crate::early::valid_tmpfs_size)?
+            .iter()
+            .filter_map(|pair| pair.split_once('='))
+            .map(|(mount, size)| (mount.to_string(), size.to_string()))
+            .collect();
     }
     Ok(cmdline)
 }

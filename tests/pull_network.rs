@@ -18,7 +18,9 @@ use image::{pull, AuthFile, PullOptions, Retry};
 use std::fs;
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
-use testkit::{Breakage, BrokenMirror, Image, Layer, Registry, RegistryOptions, TokenAuth, TokenServer};
+use testkit::{
+    BlobFault, BlobProxy, Breakage, BrokenMirror, Image, Layer, Registry, RegistryOptions, TokenAuth, TokenServer,
+};
 
 const PASSWORD: &str = "hunter2-Secret";
 
@@ -149,6 +151,31 @@ fn partial_file(store: &Path) -> Option<PathBuf> {
         .find(|p| p.to_string_lossy().contains(".partial-"))
 }
 
+/// Pushes an image of these uncompressed layers; returns its reference.
+fn push_layers(registry: &Registry, name_tag: &str, layers: &[&Vec<u8>]) -> String {
+    let diff_ids: Vec<String> = layers.iter().map(|l| sha256(l)).collect();
+    let config = serde_json::json!({
+        "architecture": "amd64",
+        "os": "linux",
+        "config": { "Entrypoint": ["/big"] },
+        "rootfs": { "type": "layers", "diff_ids": diff_ids },
+    });
+    let blobs: Vec<(Vec<u8>, &str)> = layers
+        .iter()
+        .map(|l| ((*l).clone(), "application/vnd.oci.image.layer.v1.tar"))
+        .collect();
+    registry.push_raw_image(name_tag, &blobs, &config).unwrap()
+}
+
+/// Quick retries and a short stall limit, so faults are seen within seconds.
+fn impatient() -> Retry {
+    Retry {
+        base: Duration::from_millis(20),
+        stall: Duration::from_secs(2),
+        ..Retry::default()
+    }
+}
+
 #[test]
 fn registry_restart_mid_layer_resumes() {
     let mut registry = Registry::start().unwrap();
@@ -158,23 +185,14 @@ fn registry_restart_mid_layer_resumes() {
         .file("big", &big, 0o644)
         .tar()
         .unwrap();
-    let config = serde_json::json!({
-        "architecture": "amd64",
-        "os": "linux",
-        "config": { "Entrypoint": ["/big"] },
-        "rootfs": { "type": "layers", "diff_ids": [sha256(&layer)] },
-    });
-    let image = registry
-        .push_raw_image(
-            "test/big:v1",
-            &[(layer.clone(), "application/vnd.oci.image.layer.v1.tar")],
-            &config,
-        )
-        .unwrap();
+    let pushed = push_layers(&registry, "test/big:v1", &[&layer]);
+    // The pull goes through a proxy that counts what it serves of the layer.
+    let proxy = BlobProxy::start(registry.port(), &sha256(&layer), BlobFault::None).unwrap();
+    let image = pushed.replacen(&registry.host(), &proxy.host(), 1);
     let dir = tempfile::tempdir().unwrap();
     let store = dir.path().join("store");
     let opts = PullOptions {
-        insecure_registries: vec![registry.host()],
+        insecure_registries: vec![proxy.host()],
         store: store.clone(),
         keep_blobs: true,
         ..PullOptions::default()
@@ -213,7 +231,166 @@ fn registry_restart_mid_layer_resumes() {
     let blob = store.join("blobs/sha256").join(sha256(&layer).trim_start_matches("sha256:"));
     // The stored blob is the verified whole (the layer is uncompressed).
     assert_eq!(fs::metadata(blob).unwrap().len(), layer.len() as u64);
+    // Resumed, not restarted: after the first response, broken off, only
+    // Range requests for the rest, answered 206 with just the missing bytes.
+    let served = proxy.served();
+    let len = layer.len() as u64;
+    let (first, last) = (served.first().unwrap(), served.last().unwrap());
+    assert_eq!((first.range.as_deref(), first.status), (None, 200), "{served:?}");
+    assert!(first.bytes < len, "{served:?}");
+    assert!(served.iter().skip(1).all(|s| s.status == 206), "{served:?}");
+    let from: u64 = last
+        .range
+        .as_deref()
+        .and_then(|r| r.strip_prefix("bytes="))
+        .and_then(|r| r.strip_suffix('-'))
+        .and_then(|n| n.parse().ok())
+        .unwrap_or_else(|| panic!("no Range on the resumed request: {served:?}"));
+    assert!(from > 0 && from <= first.bytes, "{served:?}");
+    assert_eq!(last.bytes, len - from, "{served:?}");
     drop(registry);
+}
+
+#[test]
+fn stalled_blob_transfer_is_broken_off_and_resumed() {
+    let registry = Registry::start().unwrap();
+    let big = random_bytes(4 << 20);
+    let layer = Layer::new().file("big", &big, 0o644).tar().unwrap();
+    let pushed = push_layers(&registry, "test/stall:v1", &[&layer]);
+    // The first two responses of the layer stop after 1 MiB and then
+    // send nothing, with the connection left open.
+    let fault = BlobFault::Stall { after: 1 << 20, times: 2 };
+    let proxy = BlobProxy::start(registry.port(), &sha256(&layer), fault).unwrap();
+    let image = pushed.replacen(&registry.host(), &proxy.host(), 1);
+    let dir = tempfile::tempdir().unwrap();
+    let opts = PullOptions {
+        insecure_registries: vec![proxy.host()],
+        store: dir.path().join("store"),
+        retry: impatient(),
+        ..PullOptions::default()
+    };
+    let rootfs = dir.path().join("rootfs");
+    rt().block_on(pull(&opts, &image, &rootfs))
+        .unwrap_or_else(|e| panic!("{:#}", anyhow::Error::from(e)));
+    assert_eq!(fs::read(rootfs.join("big")).unwrap(), big);
+    let served = proxy.served();
+    assert_eq!(served.len(), 3, "{served:?}");
+    // The client, not the proxy, ended each stalled transfer.
+    assert!(served[..2].iter().all(|s| s.client_gave_up), "{served:?}");
+    let ranges: Vec<Option<&str>> = served.iter().map(|s| s.range.as_deref()).collect();
+    assert_eq!(ranges, [None, Some("bytes=1048576-"), Some("bytes=2097152-")], "{served:?}");
+}
+
+#[test]
+fn blob_complete_before_the_connection_breaks_is_kept() {
+    let registry = Registry::start().unwrap();
+    let big = random_bytes(2 << 20);
+    let layer = Layer::new().file("big", &big, 0o644).tar().unwrap();
+    let pushed = push_layers(&registry, "test/end:v1", &[&layer]);
+    // Every byte arrives, then the connection ends without the chunked
+    // body's last chunk: a transfer error after the last byte.
+    let proxy = BlobProxy::start(registry.port(), &sha256(&layer), BlobFault::EndAfterBody).unwrap();
+    let image = pushed.replacen(&registry.host(), &proxy.host(), 1);
+    let dir = tempfile::tempdir().unwrap();
+    let opts = PullOptions {
+        insecure_registries: vec![proxy.host()],
+        store: dir.path().join("store"),
+        retry: impatient(),
+        ..PullOptions::default()
+    };
+    let rootfs = dir.path().join("rootfs");
+    rt().block_on(pull(&opts, &image, &rootfs))
+        .unwrap_or_else(|e| panic!("{:#}", anyhow::Error::from(e)));
+    assert_eq!(fs::read(rootfs.join("big")).unwrap(), big);
+    let served = proxy.served();
+    assert_eq!(served.len(), 1, "downloaded again: {served:?}");
+    assert_eq!(served[0].bytes, layer.len() as u64, "{served:?}");
+}
+
+#[test]
+fn blobs_are_deleted_as_soon_as_their_layer_is_unpacked() {
+    let registry = Registry::start().unwrap();
+    let (one, two) = (random_bytes(1 << 20), random_bytes(1 << 20));
+    let lower = Layer::new().file("one", &one, 0o644).tar().unwrap();
+    let upper = Layer::new().file("two", &two, 0o644).tar().unwrap();
+    let pushed = push_layers(&registry, "test/two:v1", &[&lower, &upper]);
+    // The upper layer is held back for a while: the lower one is unpacked
+    // meanwhile, and its blob must go before the pull ends.
+    let proxy = BlobProxy::start(registry.port(), &sha256(&upper), BlobFault::Hold(Duration::from_secs(4))).unwrap();
+    let image = pushed.replacen(&registry.host(), &proxy.host(), 1);
+    let dir = tempfile::tempdir().unwrap();
+    let store = dir.path().join("store");
+    let opts = PullOptions {
+        insecure_registries: vec![proxy.host()],
+        store: store.clone(),
+        // Not impatient: the held response must not count as a stall.
+        retry: Retry { base: Duration::from_millis(20), ..Retry::default() },
+        ..PullOptions::default()
+    };
+    let rootfs = dir.path().join("rootfs");
+    let puller = std::thread::spawn(move || rt().block_on(pull(&opts, &image, &rootfs)).map(|_| ()));
+    let lower_blob = store.join("blobs/sha256").join(sha256(&lower).trim_start_matches("sha256:"));
+    let upper_pending = || !proxy.served().first().is_some_and(|s| s.done);
+    let start = Instant::now();
+    // The lower layer is in the (staging) tree and its blob is gone, while
+    // the upper layer is still being served.
+    let mut gone = false;
+    while upper_pending() && start.elapsed() < Duration::from_secs(30) {
+        if find_file(&dir.path().join("rootfs"), "one") && !lower_blob.exists() && upper_pending() {
+            gone = true;
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(5));
+    }
+    puller.join().unwrap().unwrap_or_else(|e| panic!("{:#}", anyhow::Error::from(e)));
+    assert!(gone, "the lower layer's blob stayed while the upper layer was still downloading");
+    assert_eq!(fs::read(dir.path().join("rootfs/one")).unwrap(), one);
+}
+
+/// Whether a file called `name` is anywhere below `dir`.
+fn find_file(dir: &Path, name: &str) -> bool {
+    let Ok(entries) = fs::read_dir(dir) else {
+        return false;
+    };
+    entries.filter_map(Result::ok).any(|e| {
+        let path = e.path();
+        if path.is_dir() {
+            find_file(&path, name)
+        } else {
+            e.file_name() == name
+        }
+    })
+}
+
+#[test]
+fn image_larger_than_the_store_fails_with_the_sizes() {
+    let registry = Registry::start().unwrap();
+    let layer = Layer::new().file("big", random_bytes(12 << 20), 0o644).tar().unwrap();
+    let image = push_layers(&registry, "test/huge:v1", &[&layer]);
+    let dir = tempfile::tempdir().unwrap();
+    let small = dir.path().join("small");
+    fs::create_dir(&small).unwrap();
+    let mounted = std::process::Command::new("mount")
+        .args(["-t", "tmpfs", "-o", "size=8m", "tmpfs"])
+        .arg(&small)
+        .status()
+        .unwrap();
+    assert!(mounted.success(), "mount a tmpfs (the tests run as root)");
+    let opts = PullOptions {
+        insecure_registries: vec![registry.host()],
+        store: small.join("store"),
+        retry: impatient(),
+        ..PullOptions::default()
+    };
+    let result = rt().block_on(pull(&opts, &image, &small.join("rootfs")));
+    let message = result.map(|_| ()).map_err(|e| format!("{:#}", anyhow::Error::from(e)));
+    std::process::Command::new("umount").arg(&small).status().unwrap();
+    let message = message.expect_err("the pull fits in 8 MiB");
+    let needs = (layer.len() as u64).div_ceil(1 << 20);
+    let expected = format!("image {image}: image needs ~{needs} MiB, {} has ", small.display());
+    assert!(message.starts_with(&expected), "{message}");
+    assert!(message.contains(" MiB free: "), "{message}");
+    assert!(message.contains("No space left on device"), "{message}");
 }
 
 #[test]

@@ -4,8 +4,8 @@
 //! [--config-out FILE] [--store DIR] [--keep-blobs] [--auth-file FILE]
 //! [--mirror REGISTRY=MIRROR]... [--ca PEM]...`. Without `--store`, blobs
 //! go to a temporary `.NAME.blobs` directory beside the rootfs (same
-//! filesystem), removed afterwards; with it, this image's blobs are removed
-//! after the pull unless `--keep-blobs`. Credentials come from `--auth-file`
+//! filesystem), removed afterwards; with it, each of this image's blobs is
+//! removed as soon as its layer is unpacked, unless `--keep-blobs`. Credentials come from `--auth-file`
 //! or, if it exists, `/etc/iguana/auth.json`. With `--layers DIR` (PID 1
 //! passes it), each layer is unpacked once into its own directory under DIR
 //! and the rootfs is an overlay of them; without it the rootfs is a

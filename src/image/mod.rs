@@ -188,6 +188,17 @@ pub enum Error {
         #[source]
         source: io::Error,
     },
+    /// The filesystem (RAM, on a tmpfs) ran out while pulling: the sizes
+    /// say by how much, the source where.
+    #[error("image {image}: image needs ~{needs_mib} MiB, {mount} has {free_mib} MiB free")]
+    NoSpace {
+        image: String,
+        needs_mib: u64,
+        mount: PathBuf,
+        free_mib: u64,
+        #[source]
+        source: Box<Error>,
+    },
 }
 
 /// Pulls `image` and unpacks it into `rootfs` (created if missing; must be
@@ -229,7 +240,9 @@ pub async fn pull(opts: &PullOptions, image: &str, rootfs: &Path) -> Result<Imag
         });
     }
     let mut layers = Vec::new();
+    let mut needs = u64::try_from(blob.len()).unwrap_or(u64::MAX);
     for (desc, diff_id) in manifest.layers.iter().zip(&parsed.diff_ids) {
+        needs = needs.saturating_add(u64::try_from(desc.size).unwrap_or(0));
         if is_foreign_media_type(&desc.media_type) {
             return Err(Error::Foreign {
                 image: name,
@@ -254,12 +267,27 @@ pub async fn pull(opts: &PullOptions, image: &str, rootfs: &Path) -> Result<Imag
         };
         layers.push((desc, hex.to_string(), diff_id.clone()));
     }
+    install(opts, &sources, &name, &layers, rootfs)
+        .await
+        .map_err(|err| out_of_space(&name, needs, &opts.store, err))?;
+    Ok(parsed.config)
+}
 
+/// Downloads and unpacks the layers into `rootfs`: an overlay of layer
+/// directories when asked and possible, else a flattened copy.
+async fn install(
+    opts: &PullOptions,
+    sources: &Sources,
+    name: &str,
+    layers: &[LayerRef<'_>],
+    rootfs: &Path,
+) -> Result<(), Error> {
+    let name = name.to_string();
     if let Some(store) = &opts.layers {
-        match pull_layered(opts, &sources, &name, &layers, store, rootfs).await? {
+        match pull_layered(opts, sources, &name, layers, store, rootfs).await? {
             None => {
                 log_free(&name, store);
-                return Ok(parsed.config);
+                return Ok(());
             }
             Some(why) => progress(&name, &format!("overlay not used: {why}; unpacking a flattened copy")),
         }
@@ -269,8 +297,8 @@ pub async fn pull(opts: &PullOptions, image: &str, rootfs: &Path) -> Result<Imag
         image: name.clone(),
         source,
     })?;
-    let paths = blob_paths(opts, &layers)?;
-    let result = download_and_apply(&sources, &name, Dest::Flat(&staging), &layers, &paths).await;
+    let paths = blob_paths(opts, layers)?;
+    let result = download_and_apply(sources, &name, Dest::Flat(&staging), layers, &paths, opts.keep_blobs).await;
     remove_blobs(opts, &paths);
     result?;
     staging.commit().map_err(|source| Error::Rootfs {
@@ -279,7 +307,60 @@ pub async fn pull(opts: &PullOptions, image: &str, rootfs: &Path) -> Result<Imag
     })?;
     progress(&name, &format!("unpacked into {}", rootfs.display()));
     log_free(&name, &opts.store);
-    Ok(parsed.config)
+    Ok(())
+}
+
+/// `err` as [`Error::NoSpace`] when a filesystem ran full (or out of
+/// memory, on a tmpfs) somewhere in its chain: how much the image needs
+/// (its blobs, as the manifest sizes them) against what the store's
+/// filesystem has left once the failed pull cleaned up.
+fn out_of_space(name: &str, needs: u64, store: &Path, err: Error) -> Error {
+    if !is_out_of_space(&err) {
+        return err;
+    }
+    let at = store.ancestors().find(|p| p.exists()).unwrap_or(store);
+    Error::NoSpace {
+        image: name.to_string(),
+        needs_mib: needs.div_ceil(1 << 20),
+        mount: mount_point(at),
+        free_mib: free_bytes(at).unwrap_or(0) >> 20,
+        source: Box::new(err),
+    }
+}
+
+/// Whether an ENOSPC, EDQUOT or ENOMEM is anywhere in `err`'s chain.
+fn is_out_of_space(err: &(dyn std::error::Error + 'static)) -> bool {
+    const FULL: [i32; 3] = [28, 122, 12]; // ENOSPC, EDQUOT, ENOMEM
+    let mut cause = Some(err);
+    while let Some(e) = cause {
+        if let Some(io) = e.downcast_ref::<io::Error>() {
+            let full = io.raw_os_error().is_some_and(|code| FULL.contains(&code))
+                || matches!(io.kind(), io::ErrorKind::StorageFull | io::ErrorKind::QuotaExceeded | io::ErrorKind::OutOfMemory);
+            if full {
+                return true;
+            }
+        }
+        cause = e.source();
+    }
+    false
+}
+
+/// The mount point of the filesystem holding `path` (the last ancestor on
+/// the same device), so the message names `/run` rather than a deep path.
+fn mount_point(path: &Path) -> PathBuf {
+    use std::os::unix::fs::MetadataExt;
+    let dev = |p: &Path| std::fs::metadata(p).map(|m| m.dev()).ok();
+    let Some(here) = dev(path) else {
+        return path.to_path_buf();
+    };
+    let mut top = path;
+    for parent in path.ancestors().skip(1) {
+        if dev(parent) != Some(here) {
+            break;
+        }
+        top = parent;
+    }
+    top.to_path_buf()
 }
 
 /// A layer as the pull sees it: descriptor, blob hex, diff_id.
@@ -373,7 +454,7 @@ async fn pull_layered(
         }
     }
     let paths = blob_paths(opts, &missing)?;
-    let result = download_and_apply(sources, name, Dest::Layers(store), &missing, &paths).await;
+    let result = download_and_apply(sources, name, Dest::Layers(store), &missing, &paths, opts.keep_blobs).await;
     remove_blobs(opts, &paths);
     match result {
         // Only a merged tree has that file: unpack flattened instead.
@@ -530,12 +611,15 @@ async fn manifest_from(
 /// Downloads up to [`PARALLEL_DOWNLOADS`] layers at once and applies each
 /// one, in layer order, as soon as it and all below it are in the store.
 /// Memory stays bounded: blobs stream to files, and the unpacker reads one.
+/// A blob is deleted as soon as its layer is unpacked, unless `keep_blobs`:
+/// on a tmpfs, blob and unpacked tree would otherwise both hold RAM.
 async fn download_and_apply(
     sources: &Sources,
     name: &str,
     dest: Dest<'_>,
     layers: &[LayerRef<'_>],
     paths: &[PathBuf],
+    keep_blobs: bool,
 ) -> Result<(), Error> {
     let mut downloads = futures_util::stream::iter(layers.iter().zip(paths))
         .map(|((desc, _, diff_id), path)| async move {
@@ -561,7 +645,7 @@ async fn download_and_apply(
         })
         .buffered(PARALLEL_DOWNLOADS);
     let mut ready: VecDeque<(String, PathBuf, String)> = VecDeque::new();
-    let mut unpacking: Option<(String, tokio::task::JoinHandle<Result<(), Error>>)> = None;
+    let mut unpacking: Option<(String, PathBuf, UnpackTask)> = None;
     let mut downloads_done = false;
     let mut failed = None;
     let meter = std::io::stderr().is_terminal().then(|| Meter::new(layers, paths));
@@ -569,8 +653,8 @@ async fn download_and_apply(
     loop {
         if unpacking.is_none() && failed.is_none() {
             if let Some((digest, path, diff_id)) = ready.pop_front() {
-                let task = dest.spawn(name, &digest, path, diff_id)?;
-                unpacking = Some((digest, task));
+                let task = dest.spawn(name, &digest, path.clone(), diff_id)?;
+                unpacking = Some((digest, path, task));
             }
         }
         // A failure waits for the running unpack: the staging directory
@@ -591,12 +675,17 @@ async fn download_and_apply(
             },
             done = async {
                 match unpacking.as_mut() {
-                    Some((_, task)) => task.await,
+                    Some((_, _, task)) => task.await,
                     None => std::future::pending().await,
                 }
             }, if unpacking.is_some() => {
-                let digest = unpacking.take().map(|(d, _)| d).unwrap_or_default();
+                let (digest, blob) = unpacking.take().map(|(d, b, _)| (d, b)).unwrap_or_default();
                 match done {
+                    Ok(Ok(())) if !keep_blobs => {
+                        if let Err(e) = std::fs::remove_file(&blob) {
+                            tracing::debug!(blob = %blob.display(), %e, "remove unpacked blob");
+                        }
+                    }
                     Ok(Ok(())) => {}
                     Ok(Err(err)) => failed = Some(err),
                     Err(_) => failed = Some(Error::Task { image: name.to_string(), digest }),
@@ -609,6 +698,9 @@ async fn download_and_apply(
         None => Ok(()),
     }
 }
+
+/// A layer being unpacked on a blocking thread.
+type UnpackTask = tokio::task::JoinHandle<Result<(), Error>>;
 
 /// Where layers are unpacked.
 #[derive(Clone, Copy)]

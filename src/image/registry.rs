@@ -5,7 +5,10 @@
 //! Transient failures (connection refused or reset, timeouts, 5xx, 429) are
 //! retried with backoff ([`super::retry`]); a layer download broken off
 //! midway resumes with a Range request from the bytes already written and
-//! verified-so-far, or starts over if the registry ignores the Range.
+//! verified-so-far, or starts over if the registry ignores the Range. A
+//! transfer that stalls (no byte for [`Retry::stall`]) is broken off and
+//! retried the same way; one whose every byte arrived and verified is kept
+//! even if the connection fails afterwards.
 //!
 //! Never `Client::pull`: it holds every layer in memory. oci-client's errors
 //! nest reqwest's and hyper's; [`RegistryError::from_oci`] boils them down to
@@ -33,7 +36,6 @@ use tokio::io::{AsyncReadExt, AsyncSeekExt, AsyncWrite, AsyncWriteExt, BufWriter
 const WRITE_BUFFER: usize = 1 << 20;
 
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(30);
-const READ_TIMEOUT: Duration = Duration::from_secs(120);
 /// Configs are small JSON documents; anything bigger is not one.
 const MAX_CONFIG_SIZE: u64 = 8 << 20;
 /// Longest registry error text kept in a message.
@@ -213,7 +215,8 @@ impl Registry {
             protocol: ClientProtocol::HttpsExcept(connect.insecure_registries.clone()),
             platform_resolver: Some(Box::new(linux_this_arch)),
             connect_timeout: Some(CONNECT_TIMEOUT),
-            read_timeout: Some(READ_TIMEOUT),
+            // Per read: a manifest or config request that stalls fails.
+            read_timeout: Some(connect.retry.stall),
             extra_root_certificates: connect
                 .extra_roots
                 .iter()
@@ -315,13 +318,23 @@ impl Registry {
         let checked = loop {
             let result = self.stream_blob(desc, &mut out, &partial).await;
             match result {
-                // With every byte in hand, our own digest check decides.
                 Err(err) if out.written < size && self.retry.again(attempt, &err) => {
                     self.retry.pause(attempt, &what, &err).await;
                     attempt += 1;
                 }
+                // With every byte in hand, our own digest check decides,
+                // whatever the connection did after the last byte. (A write
+                // error is ours: the bytes may not be in the file.)
+                Err(err) if out.written == size && !matches!(err, RegistryError::Store { .. }) => {
+                    tracing::debug!("{what}: {err} after the last byte");
+                    break out.check(Ok(()), hex);
+                }
                 result => break out.check(result, hex),
             }
+        };
+        let checked = match checked {
+            Ok(()) => out.flush().await.map_err(store_err("write", &partial)),
+            Err(err) => Err(err),
         };
         if let Err(err) = checked {
             tokio::fs::remove_file(&partial).await.ok();
@@ -350,31 +363,43 @@ impl Registry {
             path: path.to_path_buf(),
             source,
         };
-        let mut stream = if out.written == 0 {
-            // Make sure the (blocking) auth store knows the credentials even
-            // when the manifest came from elsewhere.
-            self.client
-                .store_auth_if_needed(self.reference.resolve_registry(), &self.auth)
-                .await;
-            self.client
-                .pull_blob_stream(&self.reference, desc)
-                .await
-                .map_err(oci_err)?
-        } else {
-            match self
-                .client
-                .pull_blob_stream_partial(&self.reference, desc, out.written, None)
-                .await
-                .map_err(oci_err)?
-            {
-                BlobResponse::Partial(stream) => stream,
-                BlobResponse::Full(stream) => {
-                    out.restart().await.map_err(write_err)?;
-                    stream
-                }
+        let stall = self.retry.stall;
+        let stalled = |what: &str| RegistryError::Interrupted {
+            registry: self.registry.clone(),
+            reason: format!("no {what} for {} s", stall.as_secs()),
+        };
+        let written = out.written;
+        let start = async {
+            if written == 0 {
+                // Make sure the (blocking) auth store knows the credentials
+                // even when the manifest came from elsewhere.
+                self.client
+                    .store_auth_if_needed(self.reference.resolve_registry(), &self.auth)
+                    .await;
+                self.client.pull_blob_stream(&self.reference, desc).await.map(BlobResponse::Full)
+            } else {
+                self.client
+                    .pull_blob_stream_partial(&self.reference, desc, written, None)
+                    .await
             }
         };
-        while let Some(chunk) = stream.next().await {
+        let response = tokio::time::timeout(stall, start)
+            .await
+            .map_err(|_| stalled("response"))?
+            .map_err(oci_err)?;
+        let mut stream = match response {
+            BlobResponse::Partial(stream) => stream,
+            BlobResponse::Full(stream) => {
+                if out.written > 0 {
+                    out.restart().await.map_err(write_err)?;
+                }
+                stream
+            }
+        };
+        while let Some(chunk) = tokio::time::timeout(stall, stream.next())
+            .await
+            .map_err(|_| stalled("data"))?
+        {
             let chunk = chunk.map_err(|e| RegistryError::Interrupted {
                 registry: self.registry.clone(),
                 reason: root_cause(&e),

@@ -15,16 +15,21 @@ pub struct Retry {
     pub base: Duration,
     /// No single delay is longer than this.
     pub max_delay: Duration,
+    /// An attempt that receives no byte for this long fails (and is
+    /// retried): a stalled connection must not hold a pull.
+    pub stall: Duration,
 }
 
 impl Default for Retry {
     /// 5 tries over 0.5 + 1 + 2 + 4 s (each up to 50 % longer with jitter):
-    /// long enough for a registry restart, short enough for a boot.
+    /// long enough for a registry restart, short enough for a boot. 30 s
+    /// without a byte is a stall, not a slow link.
     fn default() -> Retry {
         Retry {
             tries: 5,
             base: Duration::from_millis(500),
             max_delay: Duration::from_secs(8),
+            stall: Duration::from_secs(30),
         }
     }
 }

@@ -17,7 +17,7 @@ pub mod source;
 pub mod volumes;
 
 use std::path::{Path, PathBuf};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use indexmap::IndexMap;
 
@@ -31,6 +31,10 @@ const SERVICE_GRACE: Duration = Duration::from_secs(5);
 /// An image's config.json (written by the pull child from the registry's
 /// config blob: env, entrypoint, cmd...) larger than this is refused.
 const CONFIG_MAX_SIZE: u64 = 4 << 20;
+/// A pull's deadline when its job has no `timeout` (which covers pull + run).
+pub const DEFAULT_PULL_TIMEOUT: Duration = Duration::from_secs(30 * 60);
+/// The control_url fetch: 5 tries of at most 30 s each plus their backoff.
+const FETCH_TIMEOUT: Duration = Duration::from_secs(5 * 60);
 
 #[derive(Debug, thiserror::Error)]
 pub enum Error {
@@ -71,7 +75,7 @@ pub fn load(args: &Cmdline, builtin: &Path, work: &Path) -> Result<Workflow, Err
                 let out = work.join("control.yaml");
                 let _ = std::fs::create_dir_all(work);
                 let fetch = vec!["fetch".into(), url.clone(), "--out".into(), out.display().to_string()];
-                crate::child::run(&fetch).map_err(crate::clock::with_hint).map_err(fetch_err)?;
+                crate::child::run(&fetch, FETCH_TIMEOUT).map_err(crate::clock::with_hint).map_err(fetch_err)?;
                 out
             }
         };
@@ -220,9 +224,11 @@ fn run_job(ctx: &Context<'_>, wf: &Workflow, id: &str, job: &schema::Job) -> Res
     let mut sup = Supervisor::default();
     let mut services = Vec::new();
     let mut result = Ok(());
+    // The job's timeout covers its pulls and its run, from one deadline.
+    let deadline = job.timeout().and_then(|t| Instant::now().checked_add(t));
     for (sid, svc) in &job.services.0 {
         let name = format!("{id}-{sid}");
-        match prepare(ctx, wf, &name, svc).and_then(|j| container::start(&j, &dirs, Stdin::Null).map_err(Error::from)) {
+        match prepare(ctx, wf, &name, svc, deadline).and_then(|j| container::start(&j, &dirs, Stdin::Null).map_err(Error::from)) {
             Ok(running) => {
                 sup.add(running);
                 services.push(name);
@@ -234,11 +240,11 @@ fn run_job(ctx: &Context<'_>, wf: &Workflow, id: &str, job: &schema::Job) -> Res
         }
     }
     if result.is_ok() {
-        result = prepare(ctx, wf, id, &job.container)
+        result = prepare(ctx, wf, id, &job.container, deadline)
             .and_then(|j| container::start(&j, &dirs, Stdin::Console).map_err(Error::from))
             .map(|running| {
                 sup.add(running);
-                let exit = sup.wait(id, job.timeout());
+                let exit = sup.wait(id, deadline.map(|d| d.saturating_duration_since(Instant::now())));
                 sup.remove(id);
                 exit
             })
@@ -259,8 +265,8 @@ fn run_job(ctx: &Context<'_>, wf: &Workflow, id: &str, job: &schema::Job) -> Res
 }
 
 /// Pulls a container's image and resolves its env and volumes.
-fn prepare(ctx: &Context<'_>, wf: &Workflow, name: &str, c: &Container) -> Result<Job, Error> {
-    let image = pull(ctx, name, &c.image)?;
+fn prepare(ctx: &Context<'_>, wf: &Workflow, name: &str, c: &Container, deadline: Option<Instant>) -> Result<Job, Error> {
+    let image = pull(ctx, name, &c.image, deadline)?;
     let mut env = wf.env.entries();
     env.extend(c.env.entries());
     let mut mounts = Vec::new();
@@ -281,8 +287,9 @@ fn prepare(ctx: &Context<'_>, wf: &Workflow, name: &str, c: &Container) -> Resul
     Ok(Job { name: name.to_string(), image, env, rootfs, mounts })
 }
 
-/// Pulls and unpacks an image in a child process.
-fn pull(ctx: &Context<'_>, name: &str, image: &str) -> Result<ImageConfig, Error> {
+/// Pulls and unpacks an image in a child process, killed at the job's
+/// `deadline` (or after [`DEFAULT_PULL_TIMEOUT`] without one).
+fn pull(ctx: &Context<'_>, name: &str, image: &str, deadline: Option<Instant>) -> Result<ImageConfig, Error> {
     let dir = ctx.work.join("images").join(name);
     let rootfs = dir.join("rootfs");
     let config_path = dir.join("config.json");
@@ -290,7 +297,8 @@ fn pull(ctx: &Context<'_>, name: &str, image: &str) -> Result<ImageConfig, Error
     let _ = std::fs::create_dir_all(&dir);
     let args = pull_args(ctx, image, &rootfs, &config_path);
     let pull_err = |reason: String| Error::Pull { job: name.to_string(), image: image.to_string(), reason };
-    crate::child::run(&args).map_err(crate::clock::with_hint).map_err(pull_err)?;
+    let limit = deadline.map_or(DEFAULT_PULL_TIMEOUT, |d| d.saturating_duration_since(Instant::now()));
+    crate::child::run(&args, limit).map_err(crate::clock::with_hint).map_err(pull_err)?;
     tracing::info!("phase image-pulled job={name} image={image}");
     read_config(name, &config_path)
 }
@@ -360,6 +368,14 @@ mod tests {
         ctx.ca = None;
         let args = pull_args(&ctx, "busybox", Path::new("/r"), Path::new("/c.json"));
         assert!(args.join(" ").ends_with("--mirror docker.io=10.0.2.2:5001 --keep-blobs"), "{args:?}");
+    }
+
+    #[test]
+    fn a_pull_past_the_job_deadline_is_killed() {
+        let dir = tempfile::tempdir().unwrap();
+        let ctx = Context { insecure_registries: &[], registry_mirrors: &[], ca: None, work: dir.path(), debug: false };
+        let err = pull(&ctx, "slow", "127.0.0.1:1/never:v1", Some(Instant::now())).unwrap_err();
+        assert_eq!(err.to_string(), "job slow: iguana pull did not finish within 0 s; killed");
     }
 
     #[test]
