@@ -6,6 +6,7 @@
 //! packages (`docker-registry`, `umoci`, `skopeo`, `busybox-static`); a missing
 //! one gives an error that names the package.
 
+mod fault;
 mod files;
 mod http;
 mod image;
@@ -15,6 +16,7 @@ mod registry;
 pub mod sntp;
 mod token;
 
+pub use fault::{push_plain_image, FaultProxy};
 pub use files::FileServer;
 pub use http::base64;
 pub use image::{Entry, Image, Layer};
