@@ -513,26 +513,40 @@ fn read_for(stream: &mut UnixStream, limit: Duration) -> String {
 // Verdicts
 
 /// Whether the row's part of its boot's console shows what it promises;
-/// Ok says what was seen, Err why not.
+/// Ok says what was seen, Err every way it falls short.
 fn judge(row: &Row, boot: &BootRun) -> Result<String, String> {
-    let part = part(&boot.outcome.lines, row.from, row.until)?;
+    let lines = &boot.outcome.lines;
+    let mut problems = Vec::new();
+    // Without a later job the part runs to the end: still judged, for why.
+    let part = match part(lines, row.from, row.until) {
+        Ok(part) => part,
+        Err(why) => {
+            problems.push(why);
+            part(lines, row.from, None).map_err(|_| problems.join("; "))?
+        }
+    };
     let mut seen = Vec::new();
     for parts in row.expect {
         match find(part, parts) {
             Some(line) => seen.push(clip(from_part(&line.text, parts), 60)),
-            None => return Err(format!("lacks {}", show(parts))),
+            None => problems.push(format!("lacks {}", show(parts))),
         }
     }
     for parts in row.reject.iter().chain(ALWAYS_REJECT) {
         if let Some(line) = find(part, parts) {
-            return Err(format!("shows {:?}", clip(&line.text, 100)));
+            problems.push(format!("shows {:?}", clip(&line.text, 100)));
         }
     }
     if row.until.is_none() && !boot.outcome.exited_by_itself() {
-        return Err(format!("QEMU killed at the {:?} timeout", boot.id.timeout()));
+        problems.push(format!("QEMU killed at the {:?} timeout", boot.id.timeout()));
     }
-    if let Some(extra) = row.extra {
-        seen.push(extra(&Evidence { part, boot })?);
+    match row.extra.map(|extra| extra(&Evidence { part, boot })) {
+        Some(Ok(note)) => seen.push(note),
+        Some(Err(why)) => problems.push(why),
+        None => {}
+    }
+    if !problems.is_empty() {
+        return Err(problems.join("; "));
     }
     // The first expected line says the most; the rest is in the log.
     Ok(seen.into_iter().take(2).collect::<Vec<_>>().join("; "))
@@ -588,6 +602,17 @@ fn clip(text: &str, max: usize) -> String {
     match text.char_indices().nth(max) {
         Some((i, _)) => format!("{}…", text.get(..i).unwrap_or(text)),
         None => text.to_owned(),
+    }
+}
+
+/// A console line as a reader wants it: a pull's live status lines
+/// (`\r\x1b[K...`) down to the last, and a long line cut, with its length.
+fn readable(text: &str) -> String {
+    let last = text.rsplit('\r').find(|s| !s.trim().is_empty()).unwrap_or(text);
+    let last = last.replace("\x1b[K", "");
+    match last.len() {
+        n if n > 160 => format!("{} ({n} bytes)", clip(&last, 160)),
+        _ => last,
     }
 }
 
@@ -668,9 +693,13 @@ fn failed_in_time(ev: &Evidence) -> Result<String, String> {
     let failed = find(ev.part, &["job linkcut failed"]).ok_or("lacks \"job linkcut failed\"")?;
     let took = failed.at.saturating_sub(cut);
     if took > LINKCUT_TIMEOUT + LINKCUT_SLACK {
-        return Err(format!("failed {took:.0?} after the cut, later than {:?}", LINKCUT_TIMEOUT + LINKCUT_SLACK));
+        return Err(format!(
+            "failed {:.1}s after the cut, later than {}s",
+            took.as_secs_f64(),
+            (LINKCUT_TIMEOUT + LINKCUT_SLACK).as_secs()
+        ));
     }
-    Ok(format!("failed {:.0}s after the cut", took.as_secs_f64()))
+    Ok(format!("failed {:.1}s after the cut", took.as_secs_f64()))
 }
 
 // ---------------------------------------------------------------------------
@@ -719,7 +748,7 @@ fn print_evidence(row: &Row, boot: Option<&BootRun>) {
         println!("  ({skipped} matching lines before these)");
     }
     for line in shown.iter().skip(skipped) {
-        println!("  {:7.1}s {}", line.at.as_secs_f64(), clip(&line.text, 160));
+        println!("  {:7.1}s {}", line.at.as_secs_f64(), readable(&line.text));
     }
     if row.boot == BootId::Network {
         for line in &boot.proxy {
@@ -789,6 +818,7 @@ mod tests {
             ("container allocates", &memhog[..2], true, Err("no later job ran")),
             ("container allocates", &["[memhog] FAULTS memhog start", "Out of memory: Killed process 1 (iguana)", "job memhog failed: killed by signal 9", "[chatty] FAULTS chatty start"], true, Err("shows")),
             ("chatty", &chatty_flood, true, Err("more than 320 KiB")),
+            ("chatty", &[chatty_flood[0], chatty_flood[1]], true, Err("no later job ran: lacks \"/oversize\"; lacks \"console output limit reached\"; 401 KiB of [chatty] lines")),
             ("chatty", &[chatty_flood[0], "[chatty] short", chatty_flood[2], chatty_flood[3]], true, Ok("console output limit reached; 1 KiB of [chatty] lines")),
             ("disk full", &install, true, Ok("job install failed: exit status 1; [install] dd: error writing")),
             ("disk full", &install, false, Err("QEMU killed")),
@@ -803,6 +833,14 @@ mod tests {
                 _ => panic!("{name}: {got:?}, expected {expected:?}"),
             }
         }
+    }
+
+    #[test]
+    fn readable_lines() {
+        assert_eq!(readable("\r\x1b[Kpull x: 1 MiB\r\x1b[Kpull x: 2 MiB\r"), "pull x: 2 MiB");
+        assert_eq!(readable("plain"), "plain");
+        let long = format!("[chatty] {}", "\0".repeat(200));
+        assert!(readable(&long).ends_with("… (209 bytes)"), "{}", readable(&long));
     }
 
     #[test]
@@ -827,7 +865,7 @@ mod tests {
         let mut console = lines(&["pull 10.0.2.2:5/linkcut: manifest", "job linkcut failed; continuing"]);
         console[1].at = Duration::from_secs(70);
         let mut b = boot(&[], true, &cut, Some(Duration::from_secs(30)));
-        assert_eq!(failed_in_time(&Evidence { part: &console, boot: &b }).unwrap(), "failed 40s after the cut");
+        assert_eq!(failed_in_time(&Evidence { part: &console, boot: &b }).unwrap(), "failed 40.0s after the cut");
         b.cut_at = Some(Duration::from_secs(5));
         assert!(failed_in_time(&Evidence { part: &console, boot: &b }).unwrap_err().contains("later than"));
     }
