@@ -81,6 +81,9 @@ impl BootId {
     }
 }
 
+/// A check of a row's evidence: Ok says what it saw, Err why it fails.
+type Check = fn(&Evidence) -> Result<String, String>;
+
 /// One fault and the outcome the README promises.
 struct Row {
     fault: &'static str,
@@ -96,8 +99,8 @@ struct Row {
     expect: &'static [&'static [&'static str]],
     /// Lines it must not hold, besides `ALWAYS_REJECT`.
     reject: &'static [&'static [&'static str]],
-    /// A check beyond lines; says what it saw.
-    extra: Option<fn(&Evidence) -> Result<String, String>>,
+    /// A check beyond lines.
+    extra: Option<Check>,
     /// Console lines shown when the row fails: those with any of these.
     about: &'static [&'static str],
 }
@@ -661,7 +664,7 @@ fn registry_came_back(ev: &Evidence) -> Result<String, String> {
         .filter(|l| l.contains("-> HTTP/1.1 20"))
         .filter(|status| gets.iter().any(|get| connection(get) == connection(status)))
         .filter_map(|status| status.split("-> ").nth(1))
-        .last()
+        .next_back()
         .ok_or("the layer was not served again after the restart")?;
     let ranged = gets.iter().any(|l| l.contains("Range:"));
     let again = gets.len();
@@ -813,7 +816,8 @@ mod tests {
         let flood = format!("[chatty] {}", "x".repeat(400 << 10));
         let chatty_flood = ["[chatty] FAULTS chatty start", flood.as_str(), "console output limit reached", "pull 10.0.2.2:5/oversize: manifest"];
         let install = ["[install] FAULTS install start", "[install] dd: error writing '/mnt/image': No space left on device", "job install failed: exit status 1", "rebooting in 0s: job install failed"];
-        let cases: &[(&str, &[&str], bool, Result<&str, &str>)] = &[
+        type Case<'a> = (&'a str, &'a [&'a str], bool, Result<&'a str, &'a str>);
+        let cases: &[Case] = &[
             ("container allocates", &memhog, true, Ok("job memhog failed: killed by signal 9")),
             ("container allocates", &memhog[..2], true, Err("no later job ran")),
             ("container allocates", &["[memhog] FAULTS memhog start", "Out of memory: Killed process 1 (iguana)", "job memhog failed: killed by signal 9", "[chatty] FAULTS chatty start"], true, Err("shows")),
