@@ -51,7 +51,7 @@ pub fn main(args: &[String]) -> Result<()> {
         let (tp, tnames) = crate::e2e_metal::run_all(&[])?;
         names.extend(tnames);
         // Each row of the fault matrix counts as one test.
-        let (fp, fnames) = crate::e2e_faults::run_all()?;
+        let (fp, fnames) = crate::e2e_faults::run_all(&Options::default())?;
         names.extend(fnames);
         let mp = mp + tp + fp;
         Ok((p + hp + dp + mp, names))

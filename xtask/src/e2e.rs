@@ -514,7 +514,7 @@ pub fn main(args: &[String]) -> Result<()> {
         failed.extend(f);
     }
     if everything || faults_only {
-        let (p, f) = crate::e2e_faults::run_all()?;
+        let (p, f) = crate::e2e_faults::run_all(&opts)?;
         passed += p;
         failed.extend(f);
     }
