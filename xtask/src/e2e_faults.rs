@@ -620,8 +620,9 @@ fn clip(text: &str, max: usize) -> String {
 fn readable(text: &str) -> String {
     let last = text.rsplit('\r').find(|s| !s.trim().is_empty()).unwrap_or(text);
     let last = last.replace("\x1b[K", "");
+    // Long enough for an error chain, short enough for a line of \0.
     match last.len() {
-        n if n > 160 => format!("{} ({n} bytes)", clip(&last, 160)),
+        n if n > 320 => format!("{} ({n} bytes)", clip(&last, 320)),
         _ => last,
     }
 }
@@ -856,8 +857,8 @@ mod tests {
     fn readable_lines() {
         assert_eq!(readable("\r\x1b[Kpull x: 1 MiB\r\x1b[Kpull x: 2 MiB\r"), "pull x: 2 MiB");
         assert_eq!(readable("plain"), "plain");
-        let long = format!("[chatty] {}", "\0".repeat(200));
-        assert!(readable(&long).ends_with("… (209 bytes)"), "{}", readable(&long));
+        let long = format!("[chatty] {}", "\0".repeat(400));
+        assert!(readable(&long).ends_with("… (409 bytes)"), "{}", readable(&long));
     }
 
     #[test]
