@@ -7,6 +7,7 @@
 //! one gives an error that names the package.
 
 mod blob_proxy;
+mod fault;
 mod files;
 mod http;
 mod image;
@@ -17,6 +18,7 @@ pub mod sntp;
 mod token;
 
 pub use blob_proxy::{BlobFault, BlobProxy, Served};
+pub use fault::{push_plain_image, FaultProxy};
 pub use files::FileServer;
 pub use http::base64;
 pub use image::{Entry, Image, Layer};

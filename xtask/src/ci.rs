@@ -3,7 +3,8 @@
 //! one test command (`.ci/run` calls it on a fresh Debian 12 machine).
 //!
 //! The closing `ci: N passed, N failed` line counts tests: the host tests'
-//! results as cargo prints them, plus the e2e scenarios.
+//! results as cargo prints them, plus the e2e scenarios and the rows of
+//! the fault matrix.
 
 use std::io::{BufRead, BufReader};
 use std::process::{Command, Stdio};
@@ -49,7 +50,10 @@ pub fn main(args: &[String]) -> Result<()> {
         names.extend(mnames);
         let (tp, tnames) = crate::e2e_metal::run_all(&[])?;
         names.extend(tnames);
-        let mp = mp + tp;
+        // Each row of the fault matrix counts as one test.
+        let (fp, fnames) = crate::e2e_faults::run_all(&Options::default())?;
+        names.extend(fnames);
+        let mp = mp + tp + fp;
         Ok((p + hp + dp + mp, names))
     }) {
         Ok((p, names)) => {

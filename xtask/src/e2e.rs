@@ -9,7 +9,8 @@
 //! in `target/iguana-e2e/<scenario>.log`.
 //!
 //! The metal-image-install boots (`e2e_metal`) run here too and take
-//! `--only` names of their own (`metal-install`, `metal-md5-mismatch`).
+//! `--only` names of their own (`metal-install`, `metal-md5-mismatch`), and
+//! so does the fault matrix (`e2e_faults`, `--only faults`).
 //!
 //! Container output reaches the console prefixed by its job name
 //! (`[a] ...`), so all matching is by substring, never by position, and
@@ -508,16 +509,21 @@ pub fn main(args: &[String]) -> Result<()> {
     let (metal, only): (Vec<String>, Vec<String>) =
         only.into_iter().partition(|name| crate::e2e_metal::NAMES.contains(&name.as_str()));
     let modules_only = only.iter().any(|name| name == e2e_modules::NAME);
-    let only: Vec<String> = only.into_iter().filter(|name| name != e2e_modules::NAME).collect();
+    let faults_only = only.iter().any(|name| name == crate::e2e_faults::NAME);
+    let only: Vec<String> = only
+        .into_iter()
+        .filter(|name| name != e2e_modules::NAME && name != crate::e2e_faults::NAME)
+        .collect();
     for name in &only {
         if !SCENARIOS.iter().any(|s| s.name == name) {
             let mut names: Vec<&str> = SCENARIOS.iter().map(|s| s.name).collect();
             names.extend(crate::e2e_metal::NAMES);
             names.push(e2e_modules::NAME);
+            names.push(crate::e2e_faults::NAME);
             bail!("e2e: no scenario {name:?} (have {})", names.join(", "));
         }
     }
-    let everything = only.is_empty() && metal.is_empty() && !modules_only;
+    let everything = only.is_empty() && metal.is_empty() && !modules_only && !faults_only;
     let scenarios: Vec<&Scenario> = SCENARIOS
         .iter()
         .filter(|s| everything || only.iter().any(|name| name == s.name))
@@ -529,6 +535,11 @@ pub fn main(args: &[String]) -> Result<()> {
     };
     if everything || modules_only {
         let (p, f) = e2e_modules::run_all()?;
+        passed += p;
+        failed.extend(f);
+    }
+    if everything || faults_only {
+        let (p, f) = crate::e2e_faults::run_all(&opts)?;
         passed += p;
         failed.extend(f);
     }

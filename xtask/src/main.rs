@@ -14,6 +14,7 @@ mod dracut;
 mod e2e;
 mod e2e_debug;
 mod e2e_dracut;
+mod e2e_faults;
 mod e2e_handover;
 mod e2e_modules;
 mod e2e_metal;
@@ -43,7 +44,8 @@ tasks:
   e2e [--only NAME,..] [--jobs N] [--verbose] [--init FILE]
                              boot QEMU guests against a local registry
                              (`--only modules`: compressed modules, hotplug,
-                             blacklist and module parameters in one boot)
+                             blacklist and module parameters in one boot;
+                             `--only faults`: the fault matrix, two boots)
   e2e-handover [--only NAME] switch_root, kexec, bad mountlist in QEMU
   e2e-metal [--only NAME,..] examples/metal-image-install/ in QEMU (also in e2e)
   demo [--memory MIB] [--init FILE]
