@@ -1,0 +1,142 @@
+//! Starting a container with libcontainer: the bundle, the rootfs's mount
+//! points, and `HostDev`, the executor that runs inside the container right
+//! before exec.
+
+use std::os::fd::OwnedFd;
+use std::path::Path;
+
+use libcontainer::container::builder::ContainerBuilder;
+use libcontainer::syscall::syscall::SyscallType;
+use nix::unistd::Pid;
+
+use super::{spec, Dirs, Error, Exit, Job, Running, Stdin};
+
+/// Runs the container's process with the host's devices.
+///
+/// A privileged container must see every device, including partitions an
+/// installer creates after it started, so its /dev is the host's devtmpfs,
+/// not a snapshot. libcontainer cannot be given that directly: it always
+/// creates its default nodes and symlinks in the container's /dev and fails
+/// when they exist, and a bind of the host's /dev would also let it change
+/// the host's. So the spec gives it a throwaway tmpfs, and this executor,
+/// which runs inside the container right before exec, mounts devtmpfs (one
+/// instance, shared with the host) over it, with a private devpts and shm.
+#[derive(Clone)]
+struct HostDev;
+
+impl libcontainer::workload::Executor for HostDev {
+    fn exec(&self, spec: &oci_spec::runtime::Spec) -> Result<(), libcontainer::workload::ExecutorError> {
+        use nix::mount::{mount, MsFlags};
+        let steps: [(&str, &str, &str, MsFlags, &str); 3] = [
+            ("devtmpfs", "/dev", "devtmpfs", MsFlags::MS_NOSUID, "mode=0755"),
+            ("devpts", "/dev/pts", "devpts", MsFlags::MS_NOSUID | MsFlags::MS_NOEXEC, "newinstance,ptmxmode=0666,mode=0620,gid=5"),
+            ("shm", "/dev/shm", "tmpfs", MsFlags::MS_NOSUID | MsFlags::MS_NODEV, "mode=1777"),
+        ];
+        for (source, target, fstype, flags, data) in steps {
+            let _ = std::fs::create_dir_all(target);
+            if let Err(e) = mount(Some(source), target, Some(fstype), flags, Some(data)) {
+                // Not fatal: the container still has libcontainer's /dev.
+                eprintln!("iguana: mount {fstype} on {target} in the container: {e}");
+                if target == "/dev" {
+                    break;
+                }
+            }
+        }
+        for (target, link) in [("/proc/self/fd", "/dev/fd"), ("/proc/self/fd/0", "/dev/stdin"), ("/proc/self/fd/1", "/dev/stdout"), ("/proc/self/fd/2", "/dev/stderr"), ("pts/ptmx", "/dev/ptmx")] {
+            if std::fs::symlink_metadata(link).is_err() {
+                let _ = std::os::unix::fs::symlink(target, link);
+            }
+        }
+        libcontainer::workload::default::DefaultExecutor {}.exec(spec)
+    }
+
+    fn validate(&self, spec: &oci_spec::runtime::Spec) -> Result<(), libcontainer::workload::ExecutorValidationError> {
+        libcontainer::workload::default::DefaultExecutor {}.validate(spec)
+    }
+}
+
+/// Files that bind mounts land on must exist in the rootfs. They are created
+/// through `openat2(RESOLVE_IN_ROOT)`, so a hostile image's `/etc` symlink
+/// cannot make us create anything outside its rootfs.
+fn prepare_rootfs(job: &Job) -> Result<(), Error> {
+    use rustix::fs::{mkdirat, openat2, Mode, OFlags, ResolveFlags};
+    let rootfs_err = |path: &'static str| {
+        let job = job.name.clone();
+        move |e: rustix::io::Errno| Error::Rootfs { job, path, source: e.into() }
+    };
+    let how = ResolveFlags::IN_ROOT | ResolveFlags::NO_MAGICLINKS;
+    let root = openat2(rustix::fs::CWD, &job.rootfs, OFlags::PATH | OFlags::DIRECTORY | OFlags::CLOEXEC, Mode::empty(), ResolveFlags::empty())
+        .map_err(rootfs_err("/"))?;
+    for dir in ["etc", "iguana", "proc", "sys", "dev", "run", "tmp"] {
+        match mkdirat(&root, dir, Mode::from_raw_mode(0o755)) {
+            Ok(()) | Err(rustix::io::Errno::EXIST) => {}
+            Err(e) => return Err(rootfs_err("/etc")(e)),
+        }
+    }
+    for file in ["etc/resolv.conf", "etc/hosts"] {
+        let flags = OFlags::CREATE | OFlags::WRONLY | OFlags::CLOEXEC | OFlags::NOFOLLOW;
+        match openat2(&root, file, flags, Mode::from_raw_mode(0o644), how) {
+            // A symlink there (common: resolv.conf -> ../run/...) is replaced
+            // by the bind mount anyway; it only has to resolve somewhere.
+            Ok(_) | Err(rustix::io::Errno::LOOP) => {}
+            Err(e) => return Err(rootfs_err("/etc/resolv.conf")(e)),
+        }
+    }
+    Ok(())
+}
+
+/// Creates and starts a container; its output goes to a pipe that
+/// `Supervisor` copies to the console as `[name] line` and to its log.
+pub fn start(job: &Job, dirs: &Dirs<'_>, stdin: Stdin) -> Result<Running, Error> {
+    let name = job.name.clone();
+    let spec_json = spec(job)?;
+    prepare_rootfs(job)?;
+    let bundle = dirs.bundles.join(&name);
+    let bundle_err = |path: &Path| {
+        let (job, path) = (name.clone(), path.to_path_buf());
+        move |source| Error::Bundle { job, path, source }
+    };
+    std::fs::create_dir_all(&bundle)
+        .and_then(|()| std::fs::write(bundle.join("config.json"), spec_json.to_string()))
+        .map_err(bundle_err(&bundle))?;
+    std::fs::create_dir_all(dirs.state).map_err(bundle_err(dirs.state))?;
+    std::fs::create_dir_all(dirs.logs).map_err(bundle_err(dirs.logs))?;
+
+    let pipe_err = |source: std::io::Error| Error::Pipe { job: name.clone(), source };
+    let (reader, writer) = rustix::pipe::pipe_with(rustix::pipe::PipeFlags::CLOEXEC).map_err(|e| pipe_err(e.into()))?;
+    let writer2 = writer.try_clone().map_err(pipe_err)?;
+    let stdin: OwnedFd = match stdin {
+        Stdin::Console => std::fs::OpenOptions::new().read(true).open("/dev/console"),
+        Stdin::Null => std::fs::File::open("/dev/null"),
+    }
+    .or_else(|_| std::fs::File::open("/dev/null"))
+    .map_err(pipe_err)?
+    .into();
+
+    // A container of the same name left from an earlier run is removed first.
+    let _ = std::fs::remove_dir_all(dirs.state.join(format!("iguana-{name}")));
+    let mut container = ContainerBuilder::new(format!("iguana-{name}"), SyscallType::Linux)
+        .with_root_path(dirs.state)
+        .map(|b| b.with_stdin(stdin).with_stdout(writer).with_stderr(writer2).with_executor(HostDev))
+        .and_then(|b| b.as_init(&bundle).with_systemd(false).with_detach(true).with_no_pivot(true).build())
+        .map_err(|source| Error::Create { job: name.clone(), source })?;
+    // libcontainer has its own nix version: carry the pid across as a number.
+    let pid = container.pid().map(|p| Pid::from_raw(p.as_raw()));
+    if let Err(source) = container.start() {
+        let _ = container.delete(true);
+        return Err(Error::Start { job: name, source });
+    }
+    tracing::info!("phase container-started job={name} pid={}", pid.map_or(0, Pid::as_raw));
+    let log = std::fs::File::create(dirs.logs.join(format!("{name}.log"))).ok();
+    Ok(Running {
+        name,
+        container,
+        pid,
+        output: std::fs::File::from(reader),
+        pending: Vec::new(),
+        log,
+        exit: if pid.is_none() { Some(Exit::Code(0)) } else { None },
+        drain_until: None,
+    })
+}
+
