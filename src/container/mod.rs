@@ -10,6 +10,7 @@
 //! reaping). libcontainer forks with raw clone3, so `start` must be called
 //! from a process with no other threads: PID 1 never starts any.
 
+mod output;
 mod spec;
 mod start;
 mod supervisor;
@@ -58,6 +59,8 @@ pub enum Error {
     Create { job: String, #[source] source: libcontainer::error::LibcontainerError },
     #[error("job {job}: start container")]
     Start { job: String, #[source] source: libcontainer::error::LibcontainerError },
+    #[error("job {job}: libcontainer did not report the container's pid")]
+    NoPid { job: String },
     #[error("job {job}: output pipe")]
     Pipe { job: String, #[source] source: std::io::Error },
 }
@@ -69,11 +72,19 @@ pub enum Exit {
     Signal(i32),
     /// Killed by iguana when its timeout (seconds) expired.
     TimedOut(u64),
+    /// Its init was gone, and its exit status with it (reaped by someone
+    /// else): how it ended is unknown, so it did not succeed.
+    Lost,
 }
 
 impl Exit {
+    /// Only an exit status 0 is a success; every other way to end, an
+    /// unknown one included, is a failure.
     pub fn success(self) -> bool {
-        self == Exit::Code(0)
+        match self {
+            Exit::Code(code) => code == 0,
+            Exit::Signal(_) | Exit::TimedOut(_) | Exit::Lost => false,
+        }
     }
 }
 
@@ -83,6 +94,7 @@ impl std::fmt::Display for Exit {
             Exit::Code(c) => write!(f, "exit status {c}"),
             Exit::Signal(s) => write!(f, "killed by signal {s}"),
             Exit::TimedOut(s) => write!(f, "timed out after {s}s"),
+            Exit::Lost => write!(f, "its exit status was lost"),
         }
     }
 }
@@ -103,3 +115,23 @@ pub enum Stdin {
     Null,
 }
 
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn only_status_zero_is_success() {
+        let cases = [
+            (Exit::Code(0), true, "exit status 0"),
+            (Exit::Code(1), false, "exit status 1"),
+            (Exit::Signal(0), false, "killed by signal 0"),
+            (Exit::Signal(9), false, "killed by signal 9"),
+            (Exit::TimedOut(5), false, "timed out after 5s"),
+            (Exit::Lost, false, "its exit status was lost"),
+        ];
+        for (exit, success, shown) in cases {
+            assert_eq!(exit.success(), success, "{exit:?}");
+            assert_eq!(exit.to_string(), shown);
+        }
+    }
+}

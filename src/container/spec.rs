@@ -54,8 +54,43 @@ fn user(job: &Job) -> Result<(u32, u32), Error> {
     Ok((uid, gid))
 }
 
+/// iguana keeps for itself the larger of an eighth of the machine's memory
+/// and this much; every container may use the rest.
+pub const MEMORY_RESERVE_MIN: u64 = 32 * 1024 * 1024;
+/// Likewise for tasks (processes and threads, bounded by the lower of
+/// kernel.pid_max and kernel.threads-max): an eighth, at least this many.
+pub const TASKS_RESERVE_MIN: u64 = 128;
+
+/// The cgroup limits of every container (`pids.max`, `memory.max`), so that
+/// a fork bomb or a memory hog hits its own limit while PID 1 can still
+/// fork its helpers, log and reboot. `None`: no such controller, no limit.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Limits {
+    pub memory: Option<u64>,
+    pub pids: Option<u64>,
+}
+
+impl Limits {
+    /// The limits on a machine with `mem_total` bytes of memory and room
+    /// for `tasks` tasks: all but iguana's reserve, and never less than half.
+    pub fn leaving_reserve(mem_total: Option<u64>, tasks: Option<u64>) -> Limits {
+        let rest = |total: u64, floor: u64| total - (total / 8).max(floor).min(total / 2);
+        Limits {
+            memory: mem_total.map(|total| rest(total, MEMORY_RESERVE_MIN)),
+            pids: tasks.map(|total| rest(total, TASKS_RESERVE_MIN)),
+        }
+    }
+}
+
+/// `MemTotal` of a /proc/meminfo text, in bytes.
+pub fn mem_total(meminfo: &str) -> Option<u64> {
+    let line = meminfo.lines().find_map(|l| l.strip_prefix("MemTotal:"))?;
+    let kib = line.trim().strip_suffix("kB")?.trim().parse::<u64>().ok()?;
+    kib.checked_mul(1024)
+}
+
 /// The OCI runtime spec of a job's container.
-pub fn spec(job: &Job) -> Result<Value, Error> {
+pub fn spec(job: &Job, limits: &Limits) -> Result<Value, Error> {
     let args: Vec<String> = job.image.entrypoint.iter().chain(&job.image.cmd).cloned().collect();
     if args.is_empty() {
         return Err(Error::NoCommand { job: job.name.clone() });
@@ -100,6 +135,14 @@ pub fn spec(job: &Job) -> Result<Value, Error> {
             "rootfsPropagation": "slave",
         },
     });
+    if let Some(resources) = s["linux"]["resources"].as_object_mut() {
+        if let Some(bytes) = limits.memory {
+            resources.insert("memory".into(), json!({ "limit": bytes }));
+        }
+        if let Some(tasks) = limits.pids {
+            resources.insert("pids".into(), json!({ "limit": tasks }));
+        }
+    }
     if let Some(mounts) = s["mounts"].as_array_mut() {
         for bind in &job.mounts {
             let mode = if bind.read_only { "ro" } else { "rw" };
@@ -144,7 +187,7 @@ mod tests {
     #[test]
     fn spec_is_privileged_with_host_network() {
         let image = ImageConfig { entrypoint: strings(&["/bin/sh"]), cmd: strings(&["/run.sh"]), ..Default::default() };
-        let s = spec(&job(image)).unwrap();
+        let s = spec(&job(image), &Limits::default()).unwrap();
         assert_eq!(s["process"]["args"], json!(["/bin/sh", "/run.sh"]));
         assert_eq!(s["process"]["cwd"], "/");
         assert_eq!(s["process"]["capabilities"]["bounding"].as_array().unwrap().len(), CAPABILITIES.len());
@@ -172,7 +215,7 @@ mod tests {
             ),
         ];
         for (image, message) in cases {
-            assert_eq!(spec(&job(image.clone())).unwrap_err().to_string(), *message);
+            assert_eq!(spec(&job(image.clone()), &Limits::default()).unwrap_err().to_string(), *message);
         }
     }
 
@@ -184,5 +227,54 @@ mod tests {
             let j = job(ImageConfig { user: raw.map(str::to_string), ..Default::default() });
             assert_eq!(user(&j).unwrap(), *want);
         }
+    }
+
+    const MIB: u64 = 1024 * 1024;
+
+    #[test]
+    fn limits_leave_a_reserve() {
+        let cases: &[(Option<u64>, Option<u64>, Limits)] = &[
+            // A server: an eighth is kept.
+            (Some(4096 * MIB), Some(32768), Limits { memory: Some(3584 * MIB), pids: Some(28672) }),
+            // The e2e VM: the floors are kept.
+            (Some(192 * MIB), Some(1000), Limits { memory: Some(160 * MIB), pids: Some(872) }),
+            // Tiny: never less than half.
+            (Some(48 * MIB), Some(100), Limits { memory: Some(24 * MIB), pids: Some(50) }),
+            (None, None, Limits { memory: None, pids: None }),
+        ];
+        for (mem, tasks, want) in cases {
+            assert_eq!(Limits::leaving_reserve(*mem, *tasks), *want, "{mem:?} {tasks:?}");
+        }
+    }
+
+    #[test]
+    fn meminfo_total() {
+        let cases: &[(&str, Option<u64>)] = &[
+            ("MemTotal:        8037564 kB\nMemFree:         1209604 kB\n", Some(8_037_564 * 1024)),
+            ("MemFree: 1 kB\nMemTotal: 2 kB\n", Some(2048)),
+            ("MemTotal: lots\n", None),
+            ("MemTotal: 5 MB\n", None),
+            ("", None),
+        ];
+        for (text, want) in cases {
+            assert_eq!(mem_total(text), *want, "{text:?}");
+        }
+    }
+
+    #[test]
+    fn spec_carries_the_limits() {
+        let image = ImageConfig { cmd: strings(&["x"]), ..Default::default() };
+        let limits = Limits { memory: Some(160 * MIB), pids: Some(872) };
+        let s = spec(&job(image.clone()), &limits).unwrap();
+        assert_eq!(s["linux"]["resources"]["memory"], json!({ "limit": 160 * MIB }));
+        assert_eq!(s["linux"]["resources"]["pids"], json!({ "limit": 872 }));
+        // As libcontainer reads them.
+        let parsed: oci_spec::runtime::Spec = serde_json::from_value(s).unwrap();
+        let resources = parsed.linux().as_ref().unwrap().resources().as_ref().unwrap();
+        assert_eq!(resources.memory().as_ref().unwrap().limit(), Some(160 * MIB as i64));
+        assert_eq!(resources.pids().as_ref().unwrap().limit(), 872);
+        // Without a controller, no limit.
+        let s = spec(&job(image), &Limits::default()).unwrap();
+        assert!(s["linux"]["resources"].get("memory").is_none() && s["linux"]["resources"].get("pids").is_none());
     }
 }

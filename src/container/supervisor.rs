@@ -1,35 +1,90 @@
 //! The output supervisor: one poll loop that copies every running
 //! container's output to the console and its log, and reaps children
 //! (this is PID 1: every orphan is ours).
+//!
+//! What it holds per container is bounded by `output`'s types, whatever the
+//! container writes; and a round of the loop reads at most one pipe-full per
+//! container, so a deadline is checked again within a round's console
+//! writes, which the console budget bounds too.
 
 use std::io::Read;
 use std::os::fd::AsFd;
+use std::path::Path;
 use std::time::{Duration, Instant};
 
 use nix::sys::wait::{waitpid, WaitPidFlag, WaitStatus};
 use nix::unistd::Pid;
 
+use super::output::{ConsoleBudget, JobLog, LineAssembler};
 use super::Exit;
+
+/// One read: a whole default pipe buffer.
+const READ_SIZE: usize = 64 * 1024;
 
 /// A started container whose output is being copied to the console.
 pub struct Running {
     pub name: String,
-    pub(super) container: libcontainer::container::Container,
-    pub(super) pid: Option<Pid>,
-    pub(super) output: std::fs::File,
-    pub(super) pending: Vec<u8>,
-    pub(super) log: Option<std::fs::File>,
-    pub(super) exit: Option<Exit>,
+    container: libcontainer::container::Container,
+    pid: Pid,
+    output: std::fs::File,
+    lines: LineAssembler,
+    log: Option<JobLog<std::fs::File>>,
+    console: ConsoleBudget,
+    exit: Option<Exit>,
     /// After the exit: how long to keep reading what is left in the pipe.
-    pub(super) drain_until: Option<Instant>,
+    drain_until: Option<Instant>,
+}
+
+impl Running {
+    /// A container started with init `pid`, writing to `output`; its log
+    /// goes to `log` (best effort: without a log file it still runs).
+    pub(super) fn new(name: String, container: libcontainer::container::Container, pid: Pid, output: std::fs::File, log: &Path) -> Running {
+        let console = ConsoleBudget::new(&name, &log.display().to_string());
+        let log = std::fs::File::create(log).ok().map(JobLog::new);
+        Running { name, container, pid, output, lines: LineAssembler::default(), log, console, exit: None, drain_until: None }
+    }
+
+    /// Output as it came from the pipe: all of it to the log, lines to the
+    /// console while its budget lasts.
+    fn take(&mut self, bytes: &[u8]) {
+        if let Some(log) = self.log.as_mut() {
+            log.write(bytes);
+        }
+        // Past the budget nothing more is shown: do not even split lines.
+        if !self.console.spent() {
+            let (name, console) = (&self.name, &mut self.console);
+            self.lines.feed(bytes, |line| show(console, name, line));
+        }
+    }
+
+    /// The end of the output: the unfinished line, and the log's tail.
+    fn finish(&mut self) {
+        let (name, console) = (&self.name, &mut self.console);
+        self.lines.finish(|line| show(console, name, line));
+        if let Some(log) = self.log.as_mut() {
+            log.finish();
+        }
+    }
+}
+
+fn show(console: &mut ConsoleBudget, job: &str, line: &[u8]) {
+    for text in console.line(job, line) {
+        crate::logging::console_line(&text);
+    }
 }
 
 /// Copies the output of every running container to the console and reaps
 /// children (this is PID 1: every orphan is ours). Single-threaded: one
 /// poll loop over all the pipes.
-#[derive(Default)]
 pub struct Supervisor {
     running: Vec<Running>,
+    buf: Vec<u8>,
+}
+
+impl Default for Supervisor {
+    fn default() -> Self {
+        Supervisor { running: Vec::new(), buf: vec![0; READ_SIZE] }
+    }
 }
 
 impl Supervisor {
@@ -81,7 +136,7 @@ impl Supervisor {
             if deadline.is_some_and(|d| Instant::now() >= d) {
                 return None;
             }
-            self.pump(Duration::from_millis(100));
+            self.pump(Duration::from_millis(100), deadline);
         }
     }
 
@@ -89,14 +144,14 @@ impl Supervisor {
     pub fn remove(&mut self, name: &str) {
         if let Some(i) = self.running.iter().position(|r| r.name == name) {
             let mut r = self.running.remove(i);
-            flush(&mut r);
+            r.finish();
             let _ = r.container.delete(true);
         }
     }
 
     fn signal(&mut self, name: &str, signal: nix::sys::signal::Signal) {
-        if let Some(pid) = self.running.iter().find(|r| r.name == name && r.exit.is_none()).and_then(|r| r.pid) {
-            let _ = nix::sys::signal::kill(pid, signal);
+        if let Some(r) = self.running.iter().find(|r| r.name == name && r.exit.is_none()) {
+            let _ = nix::sys::signal::kill(r.pid, signal);
         }
     }
 
@@ -110,20 +165,26 @@ impl Supervisor {
         }
     }
 
-    /// One round: reap, then read whatever the pipes have, for at most `limit`.
-    fn pump(&mut self, limit: Duration) {
+    /// One round: reap, then read one pipe-full from each pipe that has
+    /// output, waiting at most `limit` for some; a `deadline` that passes
+    /// stops the round (console writes may have blocked).
+    fn pump(&mut self, limit: Duration, deadline: Option<Instant>) {
         use rustix::event::{poll, PollFd, PollFlags, Timespec};
         self.reap();
         let now = Instant::now();
-        let open: Vec<usize> = (0..self.running.len())
-            .filter(|&i| self.running[i].drain_until.is_none_or(|t| now < t))
+        let open: Vec<usize> = self
+            .running
+            .iter()
+            .enumerate()
+            .filter(|(_, r)| r.drain_until.is_none_or(|t| now < t))
+            .map(|(i, _)| i)
             .collect();
         if open.is_empty() {
             std::thread::sleep(limit.min(Duration::from_millis(50)));
             return;
         }
         let ready: Vec<usize> = {
-            let fds: Vec<_> = open.iter().map(|&i| self.running[i].output.as_fd()).collect();
+            let fds: Vec<_> = open.iter().filter_map(|&i| self.running.get(i)).map(|r| r.output.as_fd()).collect();
             let mut polls: Vec<PollFd<'_>> = fds.iter().map(|fd| PollFd::new(fd, PollFlags::IN)).collect();
             let timeout = Timespec { tv_sec: 0, tv_nsec: i64::try_from(limit.as_nanos()).unwrap_or(100_000_000) };
             if poll(&mut polls, Some(&timeout)).unwrap_or(0) == 0 {
@@ -131,10 +192,12 @@ impl Supervisor {
             }
             polls.iter().zip(&open).filter(|(p, _)| !p.revents().is_empty()).map(|(_, &i)| i).collect()
         };
-        let mut buf = [0u8; 8192];
         for i in ready {
-            let r = &mut self.running[i];
-            match r.output.read(&mut buf) {
+            if deadline.is_some_and(|d| Instant::now() >= d) {
+                return;
+            }
+            let Some(r) = self.running.get_mut(i) else { continue };
+            match r.output.read(&mut self.buf) {
                 Ok(0) => {
                     // Every writer closed: nothing more will come.
                     if r.exit.is_some() {
@@ -143,10 +206,7 @@ impl Supervisor {
                         std::thread::sleep(Duration::from_millis(20));
                     }
                 }
-                Ok(n) => {
-                    r.pending.extend_from_slice(&buf[..n]);
-                    emit_lines(&r.name, &mut r.pending, r.log.as_mut(), false);
-                }
+                Ok(n) => r.take(self.buf.get(..n).unwrap_or_default()),
                 Err(_) => {}
             }
         }
@@ -161,47 +221,20 @@ impl Supervisor {
                 Ok(WaitStatus::StillAlive) | Err(_) => break,
                 Ok(_) => continue,
             };
-            if let Some(r) = self.running.iter_mut().find(|r| r.pid == Some(pid)) {
+            if let Some(r) = self.running.iter_mut().find(|r| r.pid == pid) {
                 r.exit = Some(exit);
                 // A daemon it left behind may hold the pipe open forever.
                 r.drain_until = Some(Instant::now() + Duration::from_millis(300));
             }
         }
-        // A container whose init vanished (reaped elsewhere) counts as ended.
+        // A container whose init vanished (reaped elsewhere) has ended, and
+        // how is unknown: that is not a success.
         for r in self.running.iter_mut().filter(|r| r.exit.is_none()) {
-            if let Some(pid) = r.pid {
-                if nix::sys::signal::kill(pid, None) == Err(nix::errno::Errno::ESRCH) {
-                    r.exit = Some(Exit::Signal(0));
-                    r.drain_until = Some(Instant::now());
-                }
+            if nix::sys::signal::kill(r.pid, None) == Err(nix::errno::Errno::ESRCH) {
+                tracing::error!("job {}: its init (pid {}) is gone and its exit status with it", r.name, r.pid);
+                r.exit = Some(Exit::Lost);
+                r.drain_until = Some(Instant::now());
             }
         }
     }
 }
-
-fn flush(r: &mut Running) {
-    emit_lines(&r.name, &mut r.pending, r.log.as_mut(), true);
-}
-
-/// Prints every complete line in `pending` as `[job] line`; with `flush`,
-/// the incomplete tail too.
-fn emit_lines(job: &str, pending: &mut Vec<u8>, mut log: Option<&mut std::fs::File>, flush: bool) {
-    use std::io::Write;
-    while let Some(end) = pending.iter().position(|&b| b == b'\n') {
-        let line: Vec<u8> = pending.drain(..=end).collect();
-        let text = String::from_utf8_lossy(&line[..end]);
-        crate::logging::console_line(&format!("[{job}] {}", text.trim_end_matches('\r')));
-        if let Some(log) = log.as_deref_mut() {
-            let _ = log.write_all(&line);
-        }
-    }
-    if flush && !pending.is_empty() {
-        let text = String::from_utf8_lossy(pending).into_owned();
-        crate::logging::console_line(&format!("[{job}] {text}"));
-        if let Some(log) = log.as_deref_mut() {
-            let _ = log.write_all(pending);
-        }
-        pending.clear();
-    }
-}
-
