@@ -14,6 +14,7 @@ mod dracut;
 mod e2e;
 mod e2e_debug;
 mod e2e_dracut;
+mod e2e_guards;
 mod e2e_handover;
 mod e2e_modules;
 mod e2e_metal;
