@@ -97,3 +97,33 @@ pub fn adopt_inherited_fd(fd: RawFd) -> Result<OwnedFd, Error> {
     // startup, so no other owner in this process closes it.
     Ok(unsafe { OwnedFd::from_raw_fd(fd) })
 }
+
+/// Gives the calling process the signal state of a freshly started program:
+/// every disposition SIG_DFL and nothing blocked. Ignored signals and the
+/// mask survive exec, and PID 1 ignores SIGPIPE (the Rust runtime does), so
+/// a container started without this would inherit that. Called in the
+/// container's init right before exec; failures (SIGKILL and SIGSTOP
+/// cannot be changed, libc keeps some real-time signals) are of no concern.
+pub fn reset_signals() {
+    // Linux numbers signals 1..=64 (_NSIG - 1) on every architecture we build for.
+    for signal in 1..=64 {
+        if signal == libc::SIGKILL || signal == libc::SIGSTOP {
+            continue;
+        }
+        // SAFETY: an all-zero `sigaction` is a valid value of the C struct
+        // (no handler pointer is ever called: sa_sigaction is SIG_DFL, and
+        // sa_flags has no SA_SIGINFO); the pointer passed is to a live local
+        // and the old action is not asked for (null).
+        unsafe {
+            let mut action: libc::sigaction = std::mem::zeroed();
+            action.sa_sigaction = libc::SIG_DFL;
+            libc::sigemptyset(&mut action.sa_mask);
+            libc::sigaction(signal, &action, std::ptr::null_mut());
+        }
+    }
+    let _ = nix::sys::signal::sigprocmask(
+        nix::sys::signal::SigmaskHow::SIG_SETMASK,
+        Some(&nix::sys::signal::SigSet::empty()),
+        None,
+    );
+}

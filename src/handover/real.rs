@@ -92,6 +92,7 @@ impl Machine for Real {
         // filesystems are clean before a reboot or kexec.
         let mountinfo = std::fs::read_to_string("/proc/self/mountinfo").unwrap_or_default();
         for target in mounts_below(&mountinfo, "/iguana") {
+            tracing::info!("umount {target}");
             if let Err(e) = nix::mount::umount2(target.as_str(), nix::mount::MntFlags::empty()) {
                 tracing::warn!("umount {target}: {e}; detaching it");
                 let _ = nix::mount::umount2(target.as_str(), nix::mount::MntFlags::MNT_DETACH);

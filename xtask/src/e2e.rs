@@ -26,6 +26,7 @@ use std::time::{Duration, Instant};
 use anyhow::{bail, Context, Result};
 use testkit::{Image, Registry};
 
+use crate::e2e_guards;
 use crate::e2e_modules;
 use crate::e2e_workflow as wf;
 use crate::initrd::{self, Built, Options};
@@ -322,6 +323,14 @@ pub const SCENARIOS: &[Scenario] = &[
         ],
         timeout: BOOT_TIMEOUT,
     },
+    Scenario {
+        name: "container-guards",
+        append: "rd.iguana.containers={REG}/guards-a,{REG}/guards-b rd.iguana.insecure_registries={REG}",
+        net: Net::User,
+        expect: e2e_guards::EXPECT,
+        reject: e2e_guards::REJECT,
+        timeout: BOOT_TIMEOUT,
+    },
 ];
 
 /// More QEMU arguments for a scenario, by name (kept apart from `Scenario`
@@ -484,6 +493,8 @@ pub fn e2e_images(guest_registry: &str) -> Result<Vec<(&'static str, Image)>> {
         ("vlan", Image::busybox_script(&script_vlan())?),
         ("v6s", Image::busybox_script(&script_v6s())?),
         ("rescue", Image::busybox_script(&fs::read_to_string(crate::workspace_root().join("examples/rescue/run.sh"))?)?),
+        ("guards-a", Image::busybox_script(&e2e_guards::script_a())?),
+        ("guards-b", Image::busybox_script(&e2e_guards::script_b())?),
     ])
 }
 

@@ -15,6 +15,7 @@ mod e2e;
 mod e2e_debug;
 mod e2e_dracut;
 mod e2e_faults;
+mod e2e_guards;
 mod e2e_handover;
 mod e2e_modules;
 mod e2e_metal;
