@@ -52,6 +52,9 @@ done < /proc/mounts
 if [ -e /init ]; then echo "HANDOVER-E2E initramfs-left"; else echo "HANDOVER-E2E no-initramfs"; fi
 [ -d /var/log/iguana ] && echo "HANDOVER-E2E logs: $(ls /var/log/iguana | tr '\n' ' ')"
 echo "HANDOVER-E2E summary: $(tr '\n' ';' < /var/log/iguana/summary)"
+# Names only: a leaked value would be the proxy's credentials.
+leaked=$(env | grep -i -e proxy -e iguana | cut -d= -f1 | tr '\n' ' ')
+if [ -n "$leaked" ]; then echo "HANDOVER-E2E env leaked: $leaked"; else echo "HANDOVER-E2E env clean"; fi
 poweroff -f
 "#;
 
@@ -89,6 +92,8 @@ struct Scenario {
     disk: Disk,
     expect: Vec<&'static str>,
     memory_mib: u32,
+    /// Kernel arguments beyond the image and the registry.
+    append: &'static str,
     /// A console line after which the harness presses Ctrl-Alt-Del (QEMU
     /// monitor `sendkey`); the boot must go on as if nothing happened.
     ctrl_alt_del_after: Option<&'static str>,
@@ -161,12 +166,15 @@ fn scenarios(built: &Built, out: &Path) -> Result<Vec<Scenario>> {
         Scenario {
             name: "switch-root",
             script: format!(
-                "printf 'LABEL={LABEL} / noatime\\ntmpfs /mnt/scratch size=8m\\n' > /iguana/mountlist\necho 'mountlist written' > /iguana/progress\n"
+                "printf 'LABEL={LABEL} / noatime\\ntmpfs /mnt/scratch size=8m\\n' > /iguana/mountlist\necho 'mountlist written' > /iguana/progress\n\
+                 (head -c 1048576 /dev/zero | tr '\\0' x; echo) > /iguana/progress\necho 'after a 1 MiB line' > /iguana/progress\nsleep 2\n"
             ),
             layer: None,
             disk: Disk::NewRoot,
             expect: vec![
                 "progress: mountlist written",
+                "xxxx [line cut at 4096 bytes]",
+                "progress: after a 1 MiB line",
                 "switch_root /sysroot /sbin/init",
                 "HANDOVER-E2E pid=1",
                 "HANDOVER-E2E rootfs=ext4",
@@ -174,9 +182,12 @@ fn scenarios(built: &Built, out: &Path) -> Result<Vec<Scenario>> {
                 "HANDOVER-E2E no-initramfs",
                 "HANDOVER-E2E logs: ",
                 "HANDOVER-E2E summary: workflow: ok",
+                "HANDOVER-E2E env clean",
             ],
             memory_mib: 256,
             ctrl_alt_del_after: None,
+            // The proxy must not reach the new init's environment.
+            append: "rd.iguana.proxy=http://e2e:s3cret@10.0.2.2:9 rd.iguana.no_proxy=10.0.2.2",
         },
         Scenario {
             name: "bad-mountlist",
@@ -186,6 +197,7 @@ fn scenarios(built: &Built, out: &Path) -> Result<Vec<Scenario>> {
             expect: vec!["mountlist line 2: \"/dev/vdb\" has no mount point", "rebooting"],
             memory_mib: 256,
             ctrl_alt_del_after: None,
+            append: "",
         },
         Scenario {
             name: "kexec",
@@ -195,6 +207,7 @@ fn scenarios(built: &Built, out: &Path) -> Result<Vec<Scenario>> {
             expect: vec!["kexec into the loaded kernel", "HANDOVER-E2E second kernel: handover_mark=secondkernel"],
             memory_mib: 768,
             ctrl_alt_del_after: None,
+            append: "",
         },
         Scenario {
             name: "own-kernel",
@@ -212,6 +225,7 @@ fn scenarios(built: &Built, out: &Path) -> Result<Vec<Scenario>> {
             ],
             memory_mib: 512,
             ctrl_alt_del_after: Some("ctrl-alt-del="),
+            append: "",
         },
     ])
 }
@@ -225,7 +239,8 @@ fn run(built: &Built, registry: &Registry, out: &Path, s: &Scenario) -> Result<(
     let port = registry.port();
     let guest_ref = reference.replace("127.0.0.1", "10.0.2.2");
     let append = format!(
-        "rd.iguana.containers={guest_ref} rd.iguana.insecure_registries=10.0.2.2:{port} rd.iguana.reboot_timeout=0"
+        "rd.iguana.containers={guest_ref} rd.iguana.insecure_registries=10.0.2.2:{port} rd.iguana.reboot_timeout=0 {}",
+        s.append
     );
     let mut config = VmConfig::new(built.kernel.vmlinuz.clone(), built.initrd.clone(), append);
     config.memory_mib = s.memory_mib;
@@ -289,7 +304,7 @@ fn new_root_disk(image: &Path) -> Result<()> {
         fs::create_dir_all(tree.join(dir))?;
     }
     fs::copy("/bin/busybox", tree.join("bin/busybox")).context("copy /bin/busybox (busybox-static)")?;
-    for applet in ["sh", "ls", "tr", "poweroff", "grep", "mount"] {
+    for applet in ["sh", "ls", "tr", "poweroff", "grep", "mount", "env", "cut"] {
         std::os::unix::fs::symlink("busybox", tree.join("bin").join(applet))?;
     }
     write_exec(&tree.join("sbin/init"), NEW_INIT)?;
