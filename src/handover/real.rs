@@ -240,34 +240,6 @@ pub fn mounts_below(mountinfo: &str, dir: &str) -> Vec<String> {
     found.into_iter().map(|(_, _, t)| t).collect()
 }
 
-#[cfg(test)]
-mod mount_tests {
-    use super::*;
-
-    #[test]
-    fn unmount_order_is_deepest_first() {
-        let info = "\
-22 1 0:20 / / rw - rootfs rootfs rw
-30 22 0:25 / /iguana rw shared:1 - tmpfs iguana rw
-41 30 254:1 / /iguana/target rw shared:1 - ext4 /dev/vda1 rw
-42 41 254:2 / /iguana/target/boot rw shared:1 - vfat /dev/vda2 rw
-43 30 0:40 / /iguana/with\\040space rw - tmpfs t rw
-44 22 0:41 / /iguanas rw - tmpfs t rw
-";
-        assert_eq!(mounts_below(info, "/iguana"), ["/iguana/target/boot", "/iguana/with space", "/iguana/target"]);
-        assert!(mounts_below("garbage\n\n", "/iguana").is_empty());
-    }
-
-    #[test]
-    fn init_gets_the_kernels_environment_only() {
-        // This test process has PATH, HOME and more; the new init must see
-        // only what the kernel gave PID 1.
-        let env: Vec<(OsString, OsString)> = [("HOME", "/"), ("TERM", "linux")].iter().map(|(k, v)| (k.into(), v.into())).collect();
-        let out = init_command("/usr/bin/env", &env).output().unwrap();
-        assert_eq!(String::from_utf8_lossy(&out.stdout), "HOME=/\nTERM=linux\n");
-    }
-}
-
 /// The initrd's shell: /bin/sh, else busybox itself.
 fn find_shell() -> Option<&'static str> {
     ["/bin/sh", "/bin/busybox"].into_iter().find(|p| Path::new(p).exists())
@@ -295,5 +267,33 @@ pub fn spawn_tty2_shell() {
             Ok(_) => tracing::info!("a debug shell is on tty2"),
             Err(e) => tracing::warn!("shell on tty2: {e}"),
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn unmount_order_is_deepest_first() {
+        let info = "\
+22 1 0:20 / / rw - rootfs rootfs rw
+30 22 0:25 / /iguana rw shared:1 - tmpfs iguana rw
+41 30 254:1 / /iguana/target rw shared:1 - ext4 /dev/vda1 rw
+42 41 254:2 / /iguana/target/boot rw shared:1 - vfat /dev/vda2 rw
+43 30 0:40 / /iguana/with\\040space rw - tmpfs t rw
+44 22 0:41 / /iguanas rw - tmpfs t rw
+";
+        assert_eq!(mounts_below(info, "/iguana"), ["/iguana/target/boot", "/iguana/with space", "/iguana/target"]);
+        assert!(mounts_below("garbage\n\n", "/iguana").is_empty());
+    }
+
+    #[test]
+    fn init_gets_the_kernels_environment_only() {
+        // This test process has PATH, HOME and more; the new init must see
+        // only what the kernel gave PID 1.
+        let env: Vec<(OsString, OsString)> = [("HOME", "/"), ("TERM", "linux")].iter().map(|(k, v)| (k.into(), v.into())).collect();
+        let out = init_command("/usr/bin/env", &env).output().unwrap();
+        assert_eq!(String::from_utf8_lossy(&out.stdout), "HOME=/\nTERM=linux\n");
     }
 }
