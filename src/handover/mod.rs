@@ -406,7 +406,8 @@ fn own_kernel(machine: &mut dyn Machine) -> Option<NewKernel> {
 
 fn kexec_new_root(machine: &mut dyn Machine, boot: &NewKernel, mounts: &[Mount], devices: &[Device], mounted: &[PathBuf]) -> Result<(), Error> {
     let NewKernel { kernel, initrd } = boot;
-    let root = mounts.first().ok_or_else(|| Error::NoRootDevice { device: String::new() })?;
+    // hand_over mounts at least the root; an empty list still names itself.
+    let root = mounts.first().ok_or_else(|| Error::NoRootDevice { device: "(nothing mounted)".into() })?;
     let spec = kernel_args::root(root, devices, initrd.is_some()).ok_or_else(|| Error::NoRootDevice { device: root.source.clone() })?;
     let installed = machine.read_text(&Path::new(SYSROOT).join("etc/kernel/cmdline"), KERNEL_CMDLINE_LIMIT)?;
     let cmdline = kernel_args::build(installed.as_deref(), &machine.cmdline(), &spec);
