@@ -7,6 +7,7 @@
 //! or a reboot. PID 1 never returns, never panics on purpose, and reaps
 //! orphans.
 
+use std::ffi::OsString;
 use std::path::Path;
 use std::time::{Duration, Instant};
 
@@ -38,13 +39,23 @@ pub enum Error {
 
 /// The whole life of PID 1.
 pub fn run() -> ! {
+    // Before anything is set: what the new root's init will get.
+    let kernel_env: Vec<(OsString, OsString)> = std::env::vars_os().collect();
     let early_errors = early::setup();
+    // Ctrl-Alt-Del must not reboot mid-install. With it disabled the
+    // kernel sends SIGINT to PID 1 instead, which PID 1 leaves at SIG_DFL:
+    // the kernel drops default-action signals aimed at init, so nothing
+    // is interrupted or killed.
+    let cad = nix::sys::reboot::set_cad_enabled(false);
     let console = early::attach_console();
     let raw = cmdline::read_proc_cmdline();
     let failsafe = cmdline::failsafe(raw.as_deref().unwrap_or(""));
     logging::init_pid1(failsafe.debug);
-    install_panic_hook(failsafe);
+    install_panic_hook(failsafe, kernel_env.clone());
     tracing::info!("phase start version={}", env!("CARGO_PKG_VERSION"));
+    if let Err(e) = cad {
+        tracing::warn!("reboot(RB_DISABLE_CAD): {e}");
+    }
     if let Err(e) = console {
         tracing::warn!("attach stdio to /dev/console: {e}");
     }
@@ -60,8 +71,21 @@ pub fn run() -> ! {
     if let Some(reason) = &failure {
         tracing::error!("{reason}");
     }
-    let action = handover::decide(failure.as_deref(), failsafe, &Requests::read(Path::new("/iguana")));
-    handover::execute(&action, &mut handover::Real);
+    // What the containers asked for counts only after a successful
+    // workflow; an oversize or unreadable request is then the failure.
+    let (failure, requests) = match failure {
+        Some(reason) => (Some(reason), Requests::default()),
+        None => match Requests::read(Path::new("/iguana")) {
+            Ok(requests) => (None, requests),
+            Err(e) => {
+                let reason = logging::chain(&e);
+                tracing::error!("{reason}");
+                (Some(reason), Requests::default())
+            }
+        },
+    };
+    let action = handover::decide(failure.as_deref(), failsafe, &requests);
+    handover::execute(&action, &mut handover::Real::new(kernel_env));
     halt()
 }
 
@@ -180,19 +204,73 @@ pub fn reap_for(limit: Duration) {
 
 /// A panic in PID 1 would take the kernel with it: log it, then give the
 /// shell (debug) or reboot, before the process can abort.
-fn install_panic_hook(failsafe: Failsafe) {
+fn install_panic_hook(failsafe: Failsafe, kernel_env: Vec<(OsString, OsString)>) {
+    let default = std::panic::take_hook();
     std::panic::set_hook(Box::new(move |info| {
+        // libcontainer's forked children inherit this hook: in them a panic
+        // must only end that child, never stop the machine.
+        if !acts_on_panic(nix::unistd::getpid()) {
+            return default(info);
+        }
         let reason = format!("iguana panicked: {info}");
         tracing::error!("{reason}");
         let action = handover::decide(Some(&reason), failsafe, &Requests::default());
-        handover::execute(&action, &mut handover::Real);
+        handover::execute(&action, &mut handover::Real::new(kernel_env.clone()));
         halt();
     }));
 }
 
+/// Whether the panic hook of process `pid` reboots the machine: only in
+/// PID 1, whose end would be the kernel's.
+fn acts_on_panic(pid: nix::unistd::Pid) -> bool {
+    pid.as_raw() == 1
+}
+
+/// How long halt sleeps when PID 1 has no child: an orphan adopted later
+/// is reaped within this.
+const IDLE: Duration = Duration::from_secs(60);
+
 /// Nothing left to do and the machine would not reboot: never exit.
 fn halt() -> ! {
+    use nix::sys::wait::waitpid;
     loop {
-        reap_for(Duration::from_secs(3600));
+        reap_or_sleep(|| waitpid(None, None), std::thread::sleep);
+    }
+}
+
+/// One turn of `halt`: reap a child, blocking, or sleep when there is none
+/// to wait for, so PID 1 never spins.
+fn reap_or_sleep(wait: impl FnOnce() -> nix::Result<nix::sys::wait::WaitStatus>, sleep: impl FnOnce(Duration)) {
+    match wait() {
+        Ok(_) | Err(nix::errno::Errno::EINTR) => {}
+        // ECHILD: nobody to wait for (EINVAL cannot happen with no flags).
+        Err(_) => sleep(IDLE),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use nix::errno::Errno;
+    use nix::sys::wait::WaitStatus;
+    use nix::unistd::Pid;
+
+    #[test]
+    fn only_pid_1_reboots_on_panic() {
+        for (pid, acts) in [(1, true), (2, false), (4321, false)] {
+            assert_eq!(acts_on_panic(Pid::from_raw(pid)), acts, "{pid}");
+        }
+    }
+
+    #[test]
+    fn halt_sleeps_when_there_is_nothing_to_reap() {
+        let exited = Ok(WaitStatus::Exited(Pid::from_raw(7), 0));
+        let cases: [(nix::Result<WaitStatus>, Option<Duration>); 4] =
+            [(Err(Errno::ECHILD), Some(IDLE)), (exited, None), (Err(Errno::EINTR), None), (Err(Errno::EINVAL), Some(IDLE))];
+        for (answer, want) in cases {
+            let mut slept = None;
+            reap_or_sleep(|| answer, |d| slept = Some(d));
+            assert_eq!(slept, want, "{answer:?}");
+        }
     }
 }

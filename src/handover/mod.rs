@@ -11,12 +11,16 @@
 //!    GPT partition of the Discoverable Partitions root type; a LUKS root is
 //!    reported, not mounted; with neither, reboot: nothing to hand over to;
 //! 2. a new root with no modules for the running kernel but a kernel in
-//!    /boot is kexec'ed into (its kernel, our command line);
-//! 3. otherwise switch_root: logs saved into the new root's /var/log/iguana,
-//!    other processes stopped, /proc /sys /dev /run moved over, the
-//!    initramfs emptied, the new root moved onto /, and its init exec'ed as
-//!    PID 1. Any failure before the exec undoes the mounts and reboots.
+//!    /boot is kexec'ed into: its kernel, its /etc/kernel/cmdline or else
+//!    `root=` of the mounted root and our console (`kernel_args`);
+//! 3. otherwise switch_root: / checked to be the initramfs (ramfs/tmpfs),
+//!    logs saved into the new root's /var/log/iguana, other processes
+//!    stopped, /proc /sys /dev /run moved over, the initramfs emptied, the
+//!    new root moved onto /, and its init exec'ed as PID 1 with the
+//!    environment the kernel gave PID 1. Any failure before the exec undoes
+//!    the mounts (a failed move puts /proc /sys /dev back first) and reboots.
 
+mod kernel_args;
 pub mod mountlist;
 pub mod probe;
 pub mod progress;
@@ -41,14 +45,48 @@ pub struct Requests {
     pub mountlist: Option<String>,
 }
 
+/// The most PID 1 reads of /iguana/mountlist: far more than any real list.
+pub const MOUNTLIST_LIMIT: u64 = 64 * 1024;
+/// /iguana/kernelAction holds one word.
+pub const KERNEL_ACTION_LIMIT: u64 = 64;
+/// The most read of the new root's /etc/kernel/cmdline (the kernel's own
+/// limit on x86 is 2 KiB).
+const KERNEL_CMDLINE_LIMIT: u64 = 4096;
+
 impl Requests {
-    pub fn read(dir: &Path) -> Requests {
-        let read = |name: &str| std::fs::read_to_string(dir.join(name)).ok();
-        Requests {
-            kernel_action: read("kernelAction").map(|s| s.trim().to_string()),
-            mountlist: read("mountlist"),
-        }
+    /// Reads what the containers left in `dir`. A missing file is no
+    /// request; an oversize, unreadable or non-text one is an error, since
+    /// a container wrote it.
+    pub fn read(dir: &Path) -> Result<Requests, Error> {
+        Ok(Requests {
+            kernel_action: read_bounded(&dir.join("kernelAction"), KERNEL_ACTION_LIMIT)?.map(|s| s.trim().to_string()),
+            mountlist: read_bounded(&dir.join("mountlist"), MOUNTLIST_LIMIT)?,
+        })
     }
+}
+
+/// The text of the regular file `path`, at most `limit` bytes; `None` when
+/// it does not exist. Opened non-blocking, so a FIFO put in its place
+/// cannot stall PID 1 (and is refused as not a regular file).
+pub fn read_bounded(path: &Path, limit: u64) -> Result<Option<String>, Error> {
+    use std::io::Read;
+    use std::os::unix::fs::OpenOptionsExt;
+    let name = || path.display().to_string();
+    let file = match std::fs::OpenOptions::new().read(true).custom_flags(nix::libc::O_NONBLOCK).open(path) {
+        Ok(file) => file,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
+        Err(source) => return Err(Error::ReadRequest { path: name(), source }),
+    };
+    let is_file = file.metadata().map_err(|source| Error::ReadRequest { path: name(), source })?.is_file();
+    if !is_file {
+        return Err(Error::RequestNotFile { path: name() });
+    }
+    let mut bytes = Vec::new();
+    file.take(limit.saturating_add(1)).read_to_end(&mut bytes).map_err(|source| Error::ReadRequest { path: name(), source })?;
+    if u64::try_from(bytes.len()).unwrap_or(u64::MAX) > limit {
+        return Err(Error::RequestTooBig { path: name(), limit });
+    }
+    String::from_utf8(bytes).map(Some).map_err(|_| Error::RequestNotText { path: name() })
 }
 
 /// The one thing PID 1 does next.
@@ -149,6 +187,20 @@ pub enum Error {
     EnterRoot { root: String, #[source] source: std::io::Error },
     #[error("exec {init} in the new root")]
     ExecInit { init: String, #[source] source: std::io::Error },
+    #[error("read {path}")]
+    ReadRequest { path: String, #[source] source: std::io::Error },
+    #[error("{path} is over the limit of {limit} bytes")]
+    RequestTooBig { path: String, limit: u64 },
+    #[error("{path} is not a regular file")]
+    RequestNotFile { path: String },
+    #[error("{path} is not UTF-8 text")]
+    RequestNotText { path: String },
+    #[error("statfs /")]
+    StatfsRoot(#[source] std::io::Error),
+    #[error("refusing to empty /: it is {fstype}, not the initramfs (ramfs or tmpfs)")]
+    NotInitramfs { fstype: String },
+    #[error("no root= for the new root's kernel: {device} is not a block device")]
+    NoRootDevice { device: String },
 }
 
 /// Side effects of the handover, behind one seam.
@@ -177,8 +229,13 @@ pub trait Machine {
     fn save_logs(&mut self, dest: &Path, summary: &str) -> std::io::Result<()>;
     /// `mount --move FROM TO`, creating TO when missing.
     fn move_mount(&mut self, from: &Path, to: &Path) -> std::io::Result<()>;
+    /// statfs(2) `f_type` of the filesystem holding `path`.
+    fn fs_type(&mut self, path: &Path) -> std::io::Result<u64>;
+    /// A small text file of the new root, at most `limit` bytes; `None`
+    /// when it does not exist.
+    fn read_text(&mut self, path: &Path, limit: u64) -> Result<Option<String>, Error>;
     /// Deletes what is under `root` on its own filesystem, never crossing
-    /// into another mount.
+    /// into another mount; refuses unless it is ramfs or tmpfs.
     fn remove_tree(&mut self, root: &Path) -> std::io::Result<()>;
     /// chdir NEW_ROOT, mount --move NEW_ROOT /, chroot ., chdir /.
     fn enter_root(&mut self, new_root: &Path) -> std::io::Result<()>;
@@ -249,7 +306,7 @@ fn hand_over(mountlist: Option<&str>, machine: &mut dyn Machine) -> Result<(), E
         mounted.push(mount.target.clone());
     }
     let result = match own_kernel(machine) {
-        Some((kernel, initrd)) => kexec_new_root(machine, &kernel, initrd.as_deref(), &mounted),
+        Some(boot) => kexec_new_root(machine, &boot, &mounts, &devices, &mounted),
         None => switch_root(machine, &mounts),
     };
     // Only reached on failure: a successful kexec or exec does not return.
@@ -323,9 +380,15 @@ fn find_root(devices: &[Device]) -> Result<Option<Mount>, Error> {
     }
 }
 
+/// The new root's own kernel and initrd, in its /boot.
+struct NewKernel {
+    kernel: PathBuf,
+    initrd: Option<PathBuf>,
+}
+
 /// The new root's kernel, when the new root cannot use ours: it has no
 /// modules for the running kernel but one obvious kernel in /boot.
-fn own_kernel(machine: &mut dyn Machine) -> Option<(PathBuf, Option<PathBuf>)> {
+fn own_kernel(machine: &mut dyn Machine) -> Option<NewKernel> {
     let release = machine.kernel_release();
     let root = Path::new(SYSROOT);
     for dir in ["lib/modules", "usr/lib/modules"] {
@@ -338,15 +401,21 @@ fn own_kernel(machine: &mut dyn Machine) -> Option<(PathBuf, Option<PathBuf>)> {
     if found.is_none() {
         tracing::warn!("the new root has no modules for kernel {release} and no single kernel in /boot: switching root anyway");
     }
-    found.map(|(kernel, initrd)| (boot.join(kernel), initrd.map(|i| boot.join(i))))
+    found.map(|(kernel, initrd)| NewKernel { kernel: boot.join(kernel), initrd: initrd.map(|i| boot.join(i)) })
 }
 
-fn kexec_new_root(machine: &mut dyn Machine, kernel: &Path, initrd: Option<&Path>, mounted: &[PathBuf]) -> Result<(), Error> {
-    let cmdline = machine.cmdline();
-    let cmdline = cmdline.trim();
+fn kexec_new_root(machine: &mut dyn Machine, boot: &NewKernel, mounts: &[Mount], devices: &[Device], mounted: &[PathBuf]) -> Result<(), Error> {
+    let NewKernel { kernel, initrd } = boot;
+    // hand_over mounts at least the root; an empty list still names itself.
+    let root = mounts.first().ok_or_else(|| Error::NoRootDevice { device: "(nothing mounted)".into() })?;
+    let spec = kernel_args::root(root, devices, initrd.is_some()).ok_or_else(|| Error::NoRootDevice { device: root.source.clone() })?;
+    let installed = machine.read_text(&Path::new(SYSROOT).join("etc/kernel/cmdline"), KERNEL_CMDLINE_LIMIT)?;
+    let cmdline = kernel_args::build(installed.as_deref(), &machine.cmdline(), &spec);
+    // Built from the installed system and our console arguments only, so
+    // it holds no rd.iguana.* value and may be logged.
     tracing::info!("kexec into the new root's kernel {} (initrd {:?}) with: {cmdline}", kernel.display(), initrd);
     machine
-        .kexec_load(kernel, initrd, cmdline)
+        .kexec_load(kernel, initrd.as_deref(), &cmdline)
         .map_err(|source| Error::KexecLoad { kernel: kernel.display().to_string(), source })?;
     machine.quiesce();
     unmount_all(machine, mounted);
@@ -356,6 +425,12 @@ fn kexec_new_root(machine: &mut dyn Machine, kernel: &Path, initrd: Option<&Path
 
 /// Enters /sysroot and execs its init; returns only with the error.
 fn switch_root(machine: &mut dyn Machine, mounts: &[Mount]) -> Result<(), Error> {
+    // The initramfs is emptied below: check first that / is one, before
+    // anything is stopped or moved, so a refusal leaves the machine as it is.
+    let magic = machine.fs_type(Path::new("/")).map_err(Error::StatfsRoot)?;
+    if !switch_root::is_initramfs(magic) {
+        return Err(Error::NotInitramfs { fstype: switch_root::fs_name(magic) });
+    }
     let init = switch_root::init_path(&machine.cmdline());
     let root = Path::new(SYSROOT);
     let summary = switch_root::summary(mounts, &init);
@@ -364,11 +439,21 @@ fn switch_root(machine: &mut dyn Machine, mounts: &[Mount]) -> Result<(), Error>
     }
     tracing::info!("switch_root {SYSROOT} {init}");
     machine.quiesce();
+    let mut moved: Vec<(&Path, PathBuf)> = Vec::new();
     for api in ["/proc", "/sys", "/dev", "/run"] {
+        let from = Path::new(api);
         let to = root.join(api.trim_start_matches('/'));
-        machine
-            .move_mount(Path::new(api), &to)
-            .map_err(|source| Error::MoveMount { from: api.into(), to: to.display().to_string(), source })?;
+        if let Err(source) = machine.move_mount(from, &to) {
+            // Put back what already moved: the new root is unmounted next,
+            // and the debug shell needs /proc, /sys and /dev where they were.
+            for (from, to) in moved.iter().rev() {
+                if let Err(e) = machine.move_mount(to, from) {
+                    tracing::error!("mount --move {} {}: {e}", to.display(), from.display());
+                }
+            }
+            return Err(Error::MoveMount { from: api.into(), to: to.display().to_string(), source });
+        }
+        moved.push((from, to));
     }
     // iguana's own tmpfs mounts go: nobody after us uses them.
     for own in ["/iguana", "/tmp"] {
@@ -423,6 +508,14 @@ mod tests {
         existing: Vec<PathBuf>,
         boot: Vec<String>,
         fail_mount: Option<PathBuf>,
+        /// The move whose source this is fails.
+        fail_move: Option<PathBuf>,
+        /// statfs f_type of `/`; tmpfs when unset.
+        root_fs: Option<u64>,
+        /// Files `read_text` finds.
+        files: Vec<(PathBuf, String)>,
+        /// /proc/cmdline; a plain console line when unset.
+        cmdline: Option<String>,
     }
 
     impl Recorder {
@@ -473,7 +566,7 @@ mod tests {
             "6.1.0-test".into()
         }
         fn cmdline(&mut self) -> String {
-            "console=ttyS0 init=/usr/lib/systemd/systemd\n".into()
+            self.cmdline.clone().unwrap_or_else(|| "console=ttyS0 init=/usr/lib/systemd/systemd\n".into())
         }
         fn kexec_load(&mut self, kernel: &Path, initrd: Option<&Path>, cmdline: &str) -> std::io::Result<()> {
             self.call(format!("kexec_load {} {:?} {cmdline}", kernel.display(), initrd));
@@ -485,7 +578,17 @@ mod tests {
         }
         fn move_mount(&mut self, from: &Path, to: &Path) -> std::io::Result<()> {
             self.call(format!("move {} {}", from.display(), to.display()));
+            if self.fail_move.as_deref() == Some(from) {
+                return Err(std::io::Error::from_raw_os_error(nix::libc::EINVAL));
+            }
             Ok(())
+        }
+        fn fs_type(&mut self, path: &Path) -> std::io::Result<u64> {
+            self.call(format!("statfs {}", path.display()));
+            Ok(self.root_fs.unwrap_or(switch_root::TMPFS_MAGIC))
+        }
+        fn read_text(&mut self, path: &Path, _limit: u64) -> Result<Option<String>, Error> {
+            Ok(self.files.iter().find(|(p, _)| p == path).map(|(_, text)| text.clone()))
         }
         fn remove_tree(&mut self, root: &Path) -> std::io::Result<()> {
             self.call(format!("remove_tree {}", root.display()));
@@ -514,6 +617,7 @@ mod tests {
     }
 
     const SWITCH: &[&str] = &[
+        "statfs /",
         "save_logs /sysroot/var/log/iguana",
         "quiesce",
         "move /proc /sysroot/proc",
@@ -598,11 +702,16 @@ mod tests {
         assert_eq!(m.calls, ["sleep 0", "quiesce", "reboot"]);
     }
 
+    /// A metal boot's command line: credentials, debug, network arguments.
+    const METAL_CMDLINE: &str = "initrd=iguana console=ttyS1,115200n8 ip=dhcp rd.iguana.proxy=http://alice:s3cret@proxy.lan:3128 \
+                                 rd.iguana.control_url=https://ops:t0ken@control.lan/w.yaml rd.iguana.debug rd.debug panic=-1\n";
+
     #[test]
     fn kexec_of_the_new_roots_kernel() {
         let mut m = Recorder {
             devices: vec![disk("/dev/vda", "ext4", "root", None)],
             boot: vec!["config-6.2".into(), "vmlinuz-6.2".into(), "initrd.img-6.2".into()],
+            cmdline: Some(METAL_CMDLINE.into()),
             ..Recorder::default()
         };
         run(&mut m, Some("/dev/vda /\ntmpfs /run/x\n"));
@@ -611,7 +720,7 @@ mod tests {
             [
                 "mount -t ext4 /dev/vda /sysroot",
                 "mount -t tmpfs tmpfs /sysroot/run/x",
-                "kexec_load /sysroot/boot/vmlinuz-6.2 Some(\"/sysroot/boot/initrd.img-6.2\") console=ttyS0 init=/usr/lib/systemd/systemd",
+                "kexec_load /sysroot/boot/vmlinuz-6.2 Some(\"/sysroot/boot/initrd.img-6.2\") root=UUID=1234-ABCD rw console=ttyS1,115200n8",
                 "quiesce",
                 "umount /sysroot/run/x",
                 "umount /sysroot",
@@ -622,6 +731,106 @@ mod tests {
                 "reboot",
             ]
         );
+    }
+
+    #[test]
+    fn kexec_uses_the_installed_systems_kernel_cmdline() {
+        let mut m = Recorder {
+            devices: vec![disk("/dev/vda", "ext4", "root", None)],
+            boot: vec!["vmlinuz".into()],
+            cmdline: Some(METAL_CMDLINE.into()),
+            files: vec![("/sysroot/etc/kernel/cmdline".into(), "root=PARTLABEL=os ro quiet\n".into())],
+            ..Recorder::default()
+        };
+        run(&mut m, Some("/dev/vda / ro\n"));
+        assert_eq!(m.calls.get(1).map(String::as_str), Some("kexec_load /sysroot/boot/vmlinuz None root=PARTLABEL=os ro quiet"));
+        // A root that is no block device cannot be handed to a kernel.
+        let mut m = Recorder { boot: vec!["vmlinuz".into()], ..Recorder::default() };
+        let err = hand_over(Some("tmpfs /\n"), &mut m).unwrap_err();
+        assert_eq!(err.to_string(), "no root= for the new root's kernel: tmpfs is not a block device");
+        assert_eq!(m.calls, ["mount -t tmpfs tmpfs /sysroot", "umount /sysroot"]);
+    }
+
+    #[test]
+    fn refuses_to_empty_a_root_that_is_not_the_initramfs() {
+        let modules: Vec<PathBuf> = vec!["/sysroot/usr/lib/modules/6.1.0-test".into()];
+        let devices = vec![disk("/dev/vda", "ext4", "root", None)];
+        let mut m = Recorder { devices: devices.clone(), existing: modules.clone(), root_fs: Some(0xef53), ..Recorder::default() };
+        let err = hand_over(Some("LABEL=root /\n"), &mut m).unwrap_err();
+        assert_eq!(err.to_string(), "refusing to empty /: it is ext2/ext3/ext4, not the initramfs (ramfs or tmpfs)");
+        // Nothing moved, nothing deleted, the new root unmounted again.
+        assert_eq!(m.calls, ["mount -t ext4 /dev/vda /sysroot", "statfs /", "umount /sysroot"]);
+
+        let mut m = Recorder { devices, existing: modules, root_fs: Some(switch_root::RAMFS_MAGIC), ..Recorder::default() };
+        run(&mut m, Some("LABEL=root /\n"));
+        assert_eq!(m.calls[1..], *SWITCH);
+    }
+
+    #[test]
+    fn failed_move_puts_proc_sys_dev_back_for_the_shell() {
+        let mut m = Recorder {
+            devices: vec![disk("/dev/vda", "ext4", "root", None)],
+            existing: vec!["/sysroot/usr/lib/modules/6.1.0-test".into()],
+            fail_move: Some("/dev".into()),
+            ..Recorder::default()
+        };
+        execute(&Action::HandOver { mountlist: Some("LABEL=root /\n".into()), failsafe: DEBUG }, &mut m);
+        assert_eq!(
+            m.calls,
+            [
+                "mount -t ext4 /dev/vda /sysroot",
+                "statfs /",
+                "save_logs /sysroot/var/log/iguana",
+                "quiesce",
+                "move /proc /sysroot/proc",
+                "move /sys /sysroot/sys",
+                "move /dev /sysroot/dev",
+                // Back where the debug shell looks for them, before the
+                // new root (and what was moved into it) is unmounted.
+                "move /sysroot/sys /sys",
+                "move /sysroot/proc /proc",
+                "umount /sysroot",
+                "shell",
+                "quiesce",
+                "reboot",
+            ]
+        );
+    }
+
+    #[test]
+    fn requests_are_read_within_limits() {
+        let dir = tempfile::tempdir().unwrap();
+        let d = dir.path();
+        assert_eq!(Requests::read(d).unwrap(), Requests::default());
+        std::fs::write(d.join("kernelAction"), "kexec\n").unwrap();
+        std::fs::write(d.join("mountlist"), "x".repeat(64 * 1024)).unwrap();
+        let got = Requests::read(d).unwrap();
+        assert_eq!(got.kernel_action.as_deref(), Some("kexec"));
+        assert_eq!(got.mountlist.map(|m| m.len()), Some(64 * 1024));
+
+        let cases = [
+            ("kernelAction", vec![b'k'; 65], format!("{}/kernelAction is over the limit of 64 bytes", d.display())),
+            ("mountlist", vec![b'x'; 64 * 1024 + 1], format!("{}/mountlist is over the limit of 65536 bytes", d.display())),
+            ("mountlist", vec![0xff, 0xfe], format!("{}/mountlist is not UTF-8 text", d.display())),
+        ];
+        for (name, bytes, want) in cases {
+            let dir = tempfile::tempdir().unwrap();
+            std::fs::write(dir.path().join(name), bytes).unwrap();
+            let want = want.replace(&d.display().to_string(), &dir.path().display().to_string());
+            assert_eq!(Requests::read(dir.path()).unwrap_err().to_string(), want);
+        }
+    }
+
+    #[test]
+    fn a_fifo_in_place_of_a_request_does_not_block() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("kernelAction");
+        nix::unistd::mkfifo(&path, nix::sys::stat::Mode::from_bits_truncate(0o600)).unwrap();
+        let (tx, rx) = std::sync::mpsc::channel();
+        let d = dir.path().to_path_buf();
+        std::thread::spawn(move || tx.send(Requests::read(&d).map_err(|e| e.to_string())));
+        let got = rx.recv_timeout(Duration::from_secs(5)).expect("Requests::read blocked on a FIFO");
+        assert_eq!(got, Err(format!("{} is not a regular file", path.display())));
     }
 
     #[test]

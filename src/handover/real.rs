@@ -3,6 +3,7 @@
 //! Thin on purpose: the order of things is decided in `handover` and tested
 //! there; this file only performs single steps and reports their errors.
 
+use std::ffi::OsString;
 use std::fs::File;
 use std::io::{Read, Seek, SeekFrom};
 use std::path::{Path, PathBuf};
@@ -16,7 +17,18 @@ use super::{probe, Device, Machine, Mount};
 const LOGS: &str = "/run/iguana/logs";
 
 /// The real machine.
-pub struct Real;
+pub struct Real {
+    /// The environment the kernel gave PID 1, captured before iguana set
+    /// anything: the new root's init gets exactly this.
+    init_env: Vec<(OsString, OsString)>,
+}
+
+impl Real {
+    /// `init_env`: `std::env::vars_os()` as PID 1 started.
+    pub fn new(init_env: Vec<(OsString, OsString)>) -> Real {
+        Real { init_env }
+    }
+}
 
 fn other(e: impl std::error::Error) -> std::io::Error {
     std::io::Error::other(crate::logging::chain(&e))
@@ -178,6 +190,14 @@ impl Machine for Real {
         mount(Some(from), to, None::<&str>, MsFlags::MS_MOVE, None::<&str>).map_err(std::io::Error::from)
     }
 
+    fn fs_type(&mut self, path: &Path) -> std::io::Result<u64> {
+        super::switch_root::fs_type(path)
+    }
+
+    fn read_text(&mut self, path: &Path, limit: u64) -> Result<Option<String>, super::Error> {
+        super::read_bounded(path, limit)
+    }
+
     fn remove_tree(&mut self, root: &Path) -> std::io::Result<()> {
         super::switch_root::remove_tree(root)
     }
@@ -192,8 +212,16 @@ impl Machine for Real {
 
     fn exec_init(&mut self, init: &str) -> std::io::Error {
         use std::os::unix::process::CommandExt;
-        std::process::Command::new(init).exec()
+        init_command(init, &self.init_env).exec()
     }
+}
+
+/// The new root's init with the environment the kernel gave PID 1 and
+/// nothing iguana set since (a proxy, IGUANA_* variables).
+fn init_command(init: &str, env: &[(OsString, OsString)]) -> std::process::Command {
+    let mut cmd = std::process::Command::new(init);
+    cmd.env_clear().envs(env.iter().map(|(k, v)| (k, v)));
+    cmd
 }
 
 /// Mount points strictly below `dir` in a /proc/self/mountinfo text,
@@ -211,25 +239,6 @@ pub fn mounts_below(mountinfo: &str, dir: &str) -> Vec<String> {
         .collect();
     found.sort_by(|a, b| b.0.cmp(&a.0).then(b.1.cmp(&a.1)));
     found.into_iter().map(|(_, _, t)| t).collect()
-}
-
-#[cfg(test)]
-mod mount_tests {
-    use super::*;
-
-    #[test]
-    fn unmount_order_is_deepest_first() {
-        let info = "\
-22 1 0:20 / / rw - rootfs rootfs rw
-30 22 0:25 / /iguana rw shared:1 - tmpfs iguana rw
-41 30 254:1 / /iguana/target rw shared:1 - ext4 /dev/vda1 rw
-42 41 254:2 / /iguana/target/boot rw shared:1 - vfat /dev/vda2 rw
-43 30 0:40 / /iguana/with\\040space rw - tmpfs t rw
-44 22 0:41 / /iguanas rw - tmpfs t rw
-";
-        assert_eq!(mounts_below(info, "/iguana"), ["/iguana/target/boot", "/iguana/with space", "/iguana/target"]);
-        assert!(mounts_below("garbage\n\n", "/iguana").is_empty());
-    }
 }
 
 /// The initrd's shell: /bin/sh, else busybox itself.
@@ -259,5 +268,33 @@ pub fn spawn_tty2_shell() {
             Ok(_) => tracing::info!("a debug shell is on tty2"),
             Err(e) => tracing::warn!("shell on tty2: {e}"),
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn unmount_order_is_deepest_first() {
+        let info = "\
+22 1 0:20 / / rw - rootfs rootfs rw
+30 22 0:25 / /iguana rw shared:1 - tmpfs iguana rw
+41 30 254:1 / /iguana/target rw shared:1 - ext4 /dev/vda1 rw
+42 41 254:2 / /iguana/target/boot rw shared:1 - vfat /dev/vda2 rw
+43 30 0:40 / /iguana/with\\040space rw - tmpfs t rw
+44 22 0:41 / /iguanas rw - tmpfs t rw
+";
+        assert_eq!(mounts_below(info, "/iguana"), ["/iguana/target/boot", "/iguana/with space", "/iguana/target"]);
+        assert!(mounts_below("garbage\n\n", "/iguana").is_empty());
+    }
+
+    #[test]
+    fn init_gets_the_kernels_environment_only() {
+        // This test process has PATH, HOME and more; the new init must see
+        // only what the kernel gave PID 1.
+        let env: Vec<(OsString, OsString)> = [("HOME", "/"), ("TERM", "linux")].iter().map(|(k, v)| (k.into(), v.into())).collect();
+        let out = init_command("/usr/bin/env", &env).output().unwrap();
+        assert_eq!(String::from_utf8_lossy(&out.stdout), "HOME=/\nTERM=linux\n");
     }
 }
