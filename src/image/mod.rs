@@ -23,6 +23,7 @@ mod auth;
 mod cli;
 mod config;
 mod layer;
+pub mod manifest;
 mod overlay;
 mod reference;
 mod registry;
@@ -41,8 +42,7 @@ pub use reference::ReferenceError;
 pub use registry::RegistryError;
 pub use retry::Retry;
 pub use staging::StagingError;
-pub use unpack::UnpackError;
-use unpack::Whiteouts;
+pub use unpack::{apply_layer_at, UnpackError, Whiteouts};
 
 use reference::ImageRef;
 use futures_util::StreamExt;
