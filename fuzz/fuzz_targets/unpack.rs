@@ -10,7 +10,10 @@
 
 use iguana::image::{apply_layer_at, Whiteouts};
 use std::fs;
-use std::path::Path;
+use std::os::fd::IntoRawFd;
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::sync::OnceLock;
 
 const SECRET: &[u8] = b"not for layers";
 
@@ -23,14 +26,37 @@ fn names(dir: &Path) -> Vec<String> {
     names
 }
 
+/// Where inputs are unpacked: a 64 MiB tmpfs of this process alone, so a
+/// layer that claims gigabytes (a sparse file, a long run of blocks) fills
+/// it and fails instead of filling the machine's RAM. It is detached at
+/// once and reached through its fd, so it goes away when the fuzzer exits.
+/// Not root: a plain directory in /tmp.
+fn scratch() -> &'static Path {
+    static BASE: OnceLock<PathBuf> = OnceLock::new();
+    BASE.get_or_init(|| {
+        let dir = std::env::temp_dir().join(format!("iguana-fuzz-unpack-{}", std::process::id()));
+        fs::create_dir_all(&dir).unwrap();
+        let mounted = Command::new("mount")
+            .args(["-t", "tmpfs", "-o", "size=64m,mode=0700,nosuid,nodev", "tmpfs"])
+            .arg(&dir)
+            .status()
+            .is_ok_and(|s| s.success());
+        if !mounted {
+            return dir;
+        }
+        let fd = fs::File::open(&dir).unwrap().into_raw_fd();
+        let _ = Command::new("umount").arg("-l").arg(&dir).status();
+        let _ = fs::remove_dir(&dir);
+        PathBuf::from(format!("/proc/self/fd/{fd}"))
+    })
+}
+
 libfuzzer_sys::fuzz_target!(|data: &[u8]| {
     let Some((&mode, tar)) = data.split_first() else {
         return;
     };
     let whiteouts = if mode & 1 == 0 { Whiteouts::Apply } else { Whiteouts::Overlay };
-    // tmpfs when there is one: inputs come thousands a second.
-    let base = if Path::new("/dev/shm").is_dir() { Path::new("/dev/shm") } else { Path::new("/tmp") };
-    let dir = tempfile::tempdir_in(base).unwrap();
+    let dir = tempfile::tempdir_in(scratch()).unwrap();
     let root = dir.path().join("root");
     fs::create_dir(&root).unwrap();
     fs::create_dir(dir.path().join("outside")).unwrap();
