@@ -28,7 +28,8 @@ const DOCKER_LIST: &str = "application/vnd.docker.distribution.manifest.list.v2+
 /// A parsed `manifests/REF` body.
 #[derive(Debug)]
 pub enum Manifest {
-    Image(OciImageManifest),
+    /// Boxed: a manifest is ten times the size of the index variant.
+    Image(Box<OciImageManifest>),
     Index(Vec<ImageIndexEntry>),
 }
 
@@ -88,7 +89,7 @@ pub fn parse(body: &[u8]) -> Result<Manifest, ManifestError> {
         for desc in std::iter::once(&manifest.config).chain(&manifest.layers) {
             check_descriptor(desc)?;
         }
-        Ok(Manifest::Image(manifest))
+        Ok(Manifest::Image(Box::new(manifest)))
     }
 }
 

@@ -258,7 +258,7 @@ impl Registry {
         use super::manifest::{parse, Manifest};
         let (body, digest) = self.manifest_raw(&self.reference).await?;
         let entries = match parse(&body).map_err(RegistryError::Manifest)? {
-            Manifest::Image(manifest) => return Ok((manifest, digest)),
+            Manifest::Image(manifest) => return Ok((*manifest, digest)),
             Manifest::Index(entries) => entries,
         };
         let Some(chosen) = linux_this_arch(&entries) else {
@@ -266,7 +266,7 @@ impl Registry {
         };
         let (body, digest) = self.manifest_raw(&self.reference.clone_with_digest(chosen)).await?;
         match parse(&body).map_err(RegistryError::Manifest)? {
-            Manifest::Image(manifest) => Ok((manifest, digest)),
+            Manifest::Image(manifest) => Ok((*manifest, digest)),
             Manifest::Index(_) => Err(RegistryError::Response("an image index entry is another index".into())),
         }
     }

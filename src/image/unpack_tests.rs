@@ -608,7 +608,9 @@ fn implicit_directories_copy_the_lower_layers() {
         .file("var/lib/app/new", "new", 0o640)
         .file("srv/x/file", "x", 0o644)
         .file("opt/new/file", "f", 0o644);
-    let cases: &[(&[&Layer], &[(&str, &str)])] = &[
+    // (lower layers top first, [(path, "mode uid:gid")] in the upper layer)
+    type Case<'a> = (&'a [&'a Layer], &'a [(&'a str, &'a str)]);
+    let cases: &[Case<'_>] = &[
         (&[], &[("", "755 0:0"), ("var/lib/app", "755 0:0"), ("opt/new", "755 0:0")]),
         (&[&base], &[("", "755 0:0"), ("var", "755 0:0"), ("var/lib", "711 0:0"), ("var/lib/app", "750 1000:1000"), ("srv", "700 7:7"), ("srv/x", "700 7:7"), ("opt", "755 0:0")]),
         (&[&hiding, &base], &[("var/lib", "711 0:0"), ("var/lib/app", "755 0:0"), ("srv", "770 8:8"), ("srv/x", "755 0:0")]),
