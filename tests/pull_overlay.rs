@@ -370,3 +370,147 @@ fn a_hard_link_across_layers_falls_back_to_a_flattened_copy() {
     assert_eq!(fs::metadata(&data).unwrap().ino(), fs::metadata(&link).unwrap().ino());
     assert!(!image::sibling(&rootfs, "upper").exists() && !image::sibling(&rootfs, "work").exists());
 }
+
+/// A tmpfs mounted `nosuid,nodev`, as PID 1's /run is: where both forms
+/// of the rootfs live in a boot.
+fn run_like_tmpfs(path: &Path) -> Mounted {
+    use nix::mount::MsFlags;
+    fs::create_dir_all(path).unwrap();
+    let flags = MsFlags::MS_NOSUID | MsFlags::MS_NODEV;
+    nix::mount::mount(Some("tmpfs"), path, Some("tmpfs"), flags, Some("mode=0755")).unwrap();
+    Mounted(path.to_path_buf())
+}
+
+/// A static program that prints its real and effective uid and whether it
+/// can open /dev/null for writing (which a `nodev` mount refuses). busybox
+/// cannot show this: it drops a setuid bit it was not built to keep.
+fn euid_program(dir: &Path) -> Vec<u8> {
+    let source = dir.join("euid.c");
+    fs::write(
+        &source,
+        "#include <fcntl.h>\n#include <stdio.h>\n#include <unistd.h>\n\
+         int main(void) {\n\
+           int fd = open(\"/dev/null\", O_WRONLY);\n\
+           printf(\"uid=%d euid=%d devnull=%s\\n\", (int)getuid(), (int)geteuid(), fd >= 0 ? \"ok\" : \"refused\");\n\
+           return 0;\n\
+         }\n",
+    )
+    .unwrap();
+    let binary = dir.join("euid");
+    let status = Command::new("musl-gcc")
+        .args(["-static", "-Os", "-o"])
+        .arg(&binary)
+        .arg(&source)
+        .status()
+        .unwrap();
+    assert!(status.success(), "musl-gcc failed");
+    fs::read(binary).unwrap()
+}
+
+/// `umoci unpack` of the image as the registry serves it: copied back
+/// with skopeo into an OCI layout first. Returns the bundle's rootfs.
+fn umoci_unpack(image: &str, dir: &Path) -> PathBuf {
+    let layout = dir.join("layout");
+    let bundle = dir.join("bundle");
+    fs::create_dir_all(dir).unwrap();
+    let run = |cmd: &mut Command| {
+        let out = cmd.output().unwrap();
+        assert!(out.status.success(), "{cmd:?}: {}", String::from_utf8_lossy(&out.stderr));
+    };
+    run(Command::new("skopeo").args(["--insecure-policy", "copy", "--quiet", "--src-tls-verify=false"])
+        .arg(format!("docker://{image}"))
+        .arg(format!("oci:{}:t", layout.display())));
+    run(Command::new("umoci").args(["unpack", "--image"]).arg(format!("{}:t", layout.display())).arg(&bundle));
+    bundle.join("rootfs")
+}
+
+/// [`tree`] plus the root directory itself, as `.`.
+fn tree_and_root(root: &Path) -> BTreeMap<PathBuf, String> {
+    let mut out = tree(root);
+    let md = fs::metadata(root).unwrap();
+    out.insert(PathBuf::from("."), format!("dir mode={:o} owner={}:{}", md.mode() & 0o7777, md.uid(), md.gid()));
+    out
+}
+
+/// What the setuid program says when uid 1000 runs it chrooted in `root`.
+fn euid_in(root: &Path) -> String {
+    let out = Command::new("chroot").arg("--userspec=1000:1000").arg(root).arg("/bin/euid").output().unwrap();
+    if !out.status.success() {
+        return format!("failed: {}", String::from_utf8_lossy(&out.stderr).trim());
+    }
+    String::from_utf8_lossy(&out.stdout).trim().to_string()
+}
+
+/// Layers as Docker and BuildKit write them: no `./` entry, and parent
+/// directories left out when a lower layer has them. The flattened and the
+/// overlay rootfs, both on a `nosuid,nodev` tmpfs as in a boot, must be the
+/// tree `umoci unpack` gives (owners and modes of the root and of every
+/// implicit parent), and a setuid-root program must run as root for a user.
+#[test]
+fn both_forms_match_umoci_unpack_of_layers_without_parents() {
+    require_root_and_overlay();
+    let registry = Registry::start().unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let lower = Layer::new()
+        .dir("var", 0o755)
+        .dir("var/lib", 0o755)
+        .dir("var/lib/app", 0o750)
+        .owned(1000, 1000)
+        .file("var/lib/app/old", "old", 0o640)
+        .owned(1000, 1000)
+        .dir("bin", 0o755)
+        .file("bin/euid", euid_program(dir.path()), 0o4755)
+        .dir("dev", 0o755)
+        .char_device("dev/null", 1, 3, 0o666)
+        // Parents missing within one layer.
+        .file("opt/implicit/file", "implicit", 0o644);
+    let upper = Layer::new()
+        // Into a directory of the lower layer, without its entry.
+        .file("var/lib/app/new", "new", 0o640)
+        .owned(1000, 1000)
+        // Into directories no layer has.
+        .file("usr/share/doc/x", "x", 0o644);
+    let image = Image::new()
+        .layer(lower)
+        .layer(upper)
+        .build_and_push(&registry, "test/implicit:v1")
+        .unwrap();
+    let want_root = umoci_unpack(&image, &dir.path().join("umoci"));
+    let want = tree_and_root(&want_root);
+    // What the comparison is about, as umoci has it.
+    assert_eq!(want[Path::new(".")], "dir mode=755 owner=0:0");
+    assert_eq!(want[Path::new("var/lib/app")], "dir mode=750 owner=1000:1000");
+    assert_eq!(want[Path::new("opt/implicit")], "dir mode=755 owner=0:0");
+    assert_eq!(want[Path::new("usr/share")], "dir mode=755 owner=0:0");
+    assert_eq!(euid_in(&want_root), "uid=1000 euid=0 devnull=ok");
+
+    let run = dir.path().join("run");
+    let _run = run_like_tmpfs(&run);
+    let flat = run.join("flat/rootfs");
+    rt().block_on(pull(&opts(&registry, dir.path(), None), &image, &flat)).unwrap();
+    let _flat = Mounted(flat.clone());
+    let merged = run.join("merged/rootfs");
+    rt().block_on(pull(&opts(&registry, dir.path(), Some(run.join("layers"))), &image, &merged))
+        .unwrap();
+    let _merged = Mounted(merged.clone());
+    assert_eq!(mount_type(&merged).as_deref(), Some("overlay"));
+
+    // Every difference of both forms, so one run shows them all.
+    let mut wrong = Vec::new();
+    for (form, root) in [("flattened", &flat), ("overlay", &merged)] {
+        let got = tree_and_root(root);
+        for (path, what) in &want {
+            if got.get(path) != Some(what) {
+                wrong.push(format!("{form} {}: {:?}, umoci: {what}", path.display(), got.get(path)));
+            }
+        }
+        for path in got.keys().filter(|p| !want.contains_key(*p)) {
+            wrong.push(format!("{form} {}: not in umoci's tree", path.display()));
+        }
+        let euid = euid_in(root);
+        if euid != "uid=1000 euid=0 devnull=ok" {
+            wrong.push(format!("{form}: setuid-root program run by uid 1000 says {euid}"));
+        }
+    }
+    assert!(wrong.is_empty(), "differs from umoci unpack:\n{}", wrong.join("\n"));
+}

@@ -23,6 +23,7 @@ mod auth;
 mod cli;
 mod config;
 mod layer;
+pub mod manifest;
 mod overlay;
 mod reference;
 mod registry;
@@ -41,7 +42,7 @@ pub use reference::ReferenceError;
 pub use registry::RegistryError;
 pub use retry::Retry;
 pub use staging::StagingError;
-pub use unpack::UnpackError;
+pub use unpack::{apply_layer_at, UnpackError, Whiteouts};
 
 use reference::ImageRef;
 use futures_util::StreamExt;
@@ -52,7 +53,6 @@ use staging::Staging;
 use std::ffi::OsStr;
 use std::io::{self, IsTerminal};
 use std::os::fd::AsFd;
-use unpack::Whiteouts;
 use std::path::{Path, PathBuf};
 
 /// How to pull.
@@ -413,13 +413,12 @@ async fn pull_layered(
     if layers.is_empty() {
         return Ok(Some(overlay::Unusable::NoLayers));
     }
-    let mut dirs = Vec::new();
-    for (_, _, diff_id) in layers {
-        let Some(dir) = overlay::layer_dir_name(diff_id) else {
-            return Err(Error::BadDiffId { image: name.to_string(), diff_id: diff_id.clone() });
-        };
-        dirs.push(store.join(dir));
-    }
+    let diff_ids: Vec<String> = layers.iter().map(|(_, _, diff_id)| diff_id.clone()).collect();
+    let dirs: Vec<PathBuf> = overlay::layer_dir_names(&diff_ids)
+        .map_err(|diff_id| Error::BadDiffId { image: name.to_string(), diff_id })?
+        .iter()
+        .map(|dir| store.join(dir))
+        .collect();
     let (upper, work) = (overlay::sibling(rootfs, "upper"), overlay::sibling(rootfs, "work"));
     let options = match overlay::options(&dirs, &upper, &work) {
         Ok(options) => options,
@@ -445,16 +444,20 @@ async fn pull_layered(
         std::fs::create_dir(dir).map_err(dir_err("create", dir))?;
     }
 
-    let mut missing = Vec::new();
-    for (layer, dir) in layers.iter().zip(&dirs) {
+    let (mut missing, mut targets) = (Vec::new(), Vec::new());
+    for (i, (layer, dir)) in layers.iter().zip(&dirs).enumerate() {
         if dir.is_dir() {
             progress(name, &format!("layer {} already unpacked in {}", short(&layer.0.digest), dir.display()));
         } else {
             missing.push(layer.clone());
+            // The layers below, top first: they lend implicit directories
+            // their owner and mode.
+            let lowers = dirs.get(..i).unwrap_or_default().iter().rev().cloned().collect();
+            targets.push(LayerDir { dir: dir.clone(), lowers });
         }
     }
     let paths = blob_paths(opts, &missing)?;
-    let result = download_and_apply(sources, name, Dest::Layers(store), &missing, &paths, opts.keep_blobs).await;
+    let result = download_and_apply(sources, name, Dest::Layers(&targets), &missing, &paths, opts.keep_blobs).await;
     remove_blobs(opts, &paths);
     match result {
         // Only a merged tree has that file: unpack flattened instead.
@@ -622,7 +625,8 @@ async fn download_and_apply(
     keep_blobs: bool,
 ) -> Result<(), Error> {
     let mut downloads = futures_util::stream::iter(layers.iter().zip(paths))
-        .map(|((desc, _, diff_id), path)| async move {
+        .enumerate()
+        .map(|(i, ((desc, _, diff_id), path))| async move {
             let start = Instant::now();
             let fetched = sources
                 .fetch_blob(name, desc, path)
@@ -641,10 +645,10 @@ async fn download_and_apply(
                 name,
                 &format!("layer {} {}{how}", short(&desc.digest), human_size(desc.size)),
             );
-            Ok::<_, Error>((desc.digest.clone(), PathBuf::clone(path), String::clone(diff_id)))
+            Ok::<_, Error>((i, desc.digest.clone(), PathBuf::clone(path), String::clone(diff_id)))
         })
         .buffered(PARALLEL_DOWNLOADS);
-    let mut ready: VecDeque<(String, PathBuf, String)> = VecDeque::new();
+    let mut ready: VecDeque<(usize, String, PathBuf, String)> = VecDeque::new();
     let mut unpacking: Option<(String, PathBuf, UnpackTask)> = None;
     let mut downloads_done = false;
     let mut failed = None;
@@ -652,8 +656,8 @@ async fn download_and_apply(
     let mut tick = tokio::time::interval(std::time::Duration::from_millis(250));
     loop {
         if unpacking.is_none() && failed.is_none() {
-            if let Some((digest, path, diff_id)) = ready.pop_front() {
-                let task = dest.spawn(name, &digest, path.clone(), diff_id)?;
+            if let Some((i, digest, path, diff_id)) = ready.pop_front() {
+                let task = dest.spawn(i, name, &digest, path.clone(), diff_id)?;
                 unpacking = Some((digest, path, task));
             }
         }
@@ -707,19 +711,28 @@ type UnpackTask = tokio::task::JoinHandle<Result<(), Error>>;
 enum Dest<'a> {
     /// All layers in order onto one staging tree.
     Flat(&'a Staging),
-    /// Each layer into its own directory in this layer store.
-    Layers(&'a Path),
+    /// Each layer into its own directory, one per layer given.
+    Layers(&'a [LayerDir]),
+}
+
+/// A layer's directory in the layer store and the directories of the
+/// layers below it, top first.
+struct LayerDir {
+    dir: PathBuf,
+    lowers: Vec<PathBuf>,
 }
 
 impl Dest<'_> {
-    /// Starts unpacking one downloaded layer on a blocking thread.
+    /// Starts unpacking one downloaded layer, the `index`th given, on a
+    /// blocking thread.
     fn spawn(
         self,
+        index: usize,
         image: &str,
         digest: &str,
         blob: PathBuf,
         diff_id: String,
-    ) -> Result<tokio::task::JoinHandle<Result<(), Error>>, Error> {
+    ) -> Result<UnpackTask, Error> {
         let (image, digest) = (image.to_string(), digest.to_string());
         match self {
             Dest::Flat(staging) => {
@@ -732,25 +745,29 @@ impl Dest<'_> {
                     apply(&image, &digest, &blob, &diff_id, &root, Whiteouts::Apply)
                 }))
             }
-            Dest::Layers(store) => {
-                let store = store.to_path_buf();
+            Dest::Layers(targets) => {
+                let Some(LayerDir { dir, lowers }) = targets.get(index) else {
+                    return Err(Error::Task { image, digest });
+                };
+                let (dir, lowers) = (dir.clone(), lowers.clone());
                 Ok(tokio::task::spawn_blocking(move || {
-                    apply_to_layer_dir(&image, &digest, &blob, &diff_id, &store)
+                    apply_to_layer_dir(&image, &digest, &blob, &diff_id, &dir, &lowers)
                 }))
             }
         }
     }
 }
 
-/// Unpacks one layer into `STORE/sha256-HEX` (named after its diff_id):
-/// first into a temporary directory, renamed into place once the diff_id
-/// has verified, so a layer directory that exists is always complete.
-fn apply_to_layer_dir(image: &str, digest: &str, blob: &Path, diff_id: &str, store: &Path) -> Result<(), Error> {
-    let Some(name) = overlay::layer_dir_name(diff_id) else {
+/// Unpacks one layer into its directory `dir` (`STORE/sha256-CHAINID`) on
+/// top of `lowers`: first into a temporary directory, renamed into place
+/// once the diff_id has verified, so a layer directory that exists is
+/// always complete.
+fn apply_to_layer_dir(image: &str, digest: &str, blob: &Path, diff_id: &str, dir: &Path, lowers: &[PathBuf]) -> Result<(), Error> {
+    let (Some(store), Some(name)) = (dir.parent(), dir.file_name()) else {
         return Err(Error::BadDiffId { image: image.to_string(), diff_id: diff_id.to_string() });
     };
-    let tmp_name = format!(".{name}.{}", std::process::id());
-    let (dir, tmp) = (store.join(&name), store.join(&tmp_name));
+    let tmp_name = format!(".{}.{}", name.to_string_lossy(), std::process::id());
+    let (dir, tmp) = (dir.to_path_buf(), store.join(&tmp_name));
     let dir_err = |step, path: &Path| {
         let (image, path) = (image.to_string(), path.to_path_buf());
         move |source| Error::LayerDir { image, step, path, source }
@@ -761,6 +778,7 @@ fn apply_to_layer_dir(image: &str, digest: &str, blob: &Path, diff_id: &str, sto
     std::fs::create_dir(&tmp).map_err(dir_err("create", &tmp))?;
     let applied = std::fs::File::open(store)
         .and_then(|store| root::Root::open_at(store.as_fd(), OsStr::new(&tmp_name)))
+        .and_then(|root| root.with_lowers(lowers))
         .map_err(dir_err("open", &tmp))
         .and_then(|root| apply(image, digest, blob, diff_id, &root, Whiteouts::Overlay));
     let result = applied.and_then(|()| match std::fs::rename(&tmp, &dir) {

@@ -2,8 +2,13 @@
 //! on (`iguana pull --layers DIR`).
 //!
 //! Each layer is unpacked once into `LAYERS/sha256-HEX`, named after its
-//! diff_id, with its whiteouts in overlayfs form (see [`super::unpack`]).
-//! Two images, or two jobs, that share a layer share its directory. A
+//! chain ID (the OCI digest of its diff_id and those of the layers below
+//! it), with its whiteouts in overlayfs form (see [`super::unpack`]). The
+//! chain, not the diff_id alone: a directory the layer leaves out but
+//! needs is made with the owner and mode the layers below have there
+//! ([`super::root::Root::with_lowers`]), as overlayfs would merge it, so the
+//! same layer on another base is another directory. Two images, or two
+//! jobs, that share the layers up to one share its directory. A
 //! container's rootfs is an overlayfs of those directories (lowerdir
 //! top-first, read-only) with its upper and work directories beside the
 //! rootfs on the same tmpfs: `ROOTFS.upper`, `ROOTFS.work`. The layer
@@ -47,9 +52,26 @@ pub enum Unusable {
     },
 }
 
-/// The name of a layer's directory: `sha256-HEX` from `sha256:HEX`.
-pub fn layer_dir_name(diff_id: &str) -> Option<String> {
-    super::reference::sha256_hex(diff_id).map(|hex| format!("sha256-{hex}"))
+/// The names of the layers' directories, bottom first: `sha256-HEX` from
+/// each layer's chain ID `sha256:HEX` (OCI image spec, config.md):
+/// the diff_id of the bottom layer, then `sha256(CHAIN_BELOW + " " + DIFF_ID)`.
+/// A diff_id that is not a sha256 digest is the error.
+pub fn layer_dir_names(diff_ids: &[String]) -> Result<Vec<String>, String> {
+    use sha2::{Digest, Sha256};
+    let mut names = Vec::new();
+    let mut chain = String::new();
+    for diff_id in diff_ids {
+        if super::reference::sha256_hex(diff_id).is_none() {
+            return Err(diff_id.clone());
+        }
+        chain = if chain.is_empty() {
+            diff_id.clone()
+        } else {
+            format!("sha256:{}", hex::encode(Sha256::digest(format!("{chain} {diff_id}"))))
+        };
+        names.push(format!("sha256-{}", chain.trim_start_matches("sha256:")));
+    }
+    Ok(names)
 }
 
 /// `ROOTFS.upper`, `ROOTFS.work`, `ROOTFS.layers`.
@@ -180,10 +202,21 @@ mod tests {
 
     #[test]
     fn names_and_lists() {
-        let hex = "0123456789abcdef0123456789abcdef0123456789abcdef0123456789abcdef";
-        assert_eq!(layer_dir_name(&format!("sha256:{hex}")), Some(format!("sha256-{hex}")));
-        assert_eq!(layer_dir_name("sha256:../../etc"), None);
-        assert_eq!(layer_dir_name("md5:abc"), None);
+        // The second chain ID as coreutils computes it:
+        // `printf 'sha256:A sha256:B' | sha256sum`.
+        const CHAIN_AB: &str = "031a58565587553fc7936fb70278e567f83f86c5fe9d0c91a929935053231957";
+        let a = "sha256:0123456789abcdef0123456789abcdef0123456789abcdef0123456789abcdef".to_string();
+        let b = "sha256:fedcba9876543210fedcba9876543210fedcba9876543210fedcba9876543210".to_string();
+        assert_eq!(
+            layer_dir_names(&[a.clone(), b.clone()]),
+            Ok(vec![
+                "sha256-0123456789abcdef0123456789abcdef0123456789abcdef0123456789abcdef".to_string(),
+                format!("sha256-{}", CHAIN_AB),
+            ])
+        );
+        assert_eq!(layer_dir_names(&[a.clone(), "sha256:../../etc".into()]), Err("sha256:../../etc".into()));
+        assert_eq!(layer_dir_names(&["md5:abc".into()]), Err("md5:abc".into()));
+        assert_eq!(layer_dir_names(&[]), Ok(vec![]));
         assert_eq!(sibling(Path::new("/run/i/a/rootfs"), "upper"), Path::new("/run/i/a/rootfs.upper"));
         assert!(lists_overlay("nodev\tsysfs\nnodev\ttmpfs\nnodev\toverlay\n\text4\n"));
         assert!(!lists_overlay("nodev\tsysfs\n\text4\nnodev\toverlayfs-nope\n"));

@@ -66,6 +66,8 @@ pub enum RegistryError {
     Size { expected: u64, actual: u64 },
     #[error("content digest is {actual}, expected {expected}")]
     Digest { expected: String, actual: String },
+    #[error("invalid manifest")]
+    Manifest(#[source] super::manifest::ManifestError),
     #[error("{step} {path}")]
     Store {
         step: &'static str,
@@ -252,14 +254,35 @@ impl Registry {
         &self.registry
     }
 
-    /// The image manifest and its digest.
+    /// The image manifest and its digest; an index resolves to the entry
+    /// for linux on this architecture. Bodies are parsed by the pure
+    /// [`super::manifest::parse`].
     pub async fn manifest(&self) -> Result<(OciImageManifest, String), RegistryError> {
+        use super::manifest::{parse, Manifest};
+        let (body, digest) = self.manifest_raw(&self.reference).await?;
+        let entries = match parse(&body).map_err(RegistryError::Manifest)? {
+            Manifest::Image(manifest) => return Ok((*manifest, digest)),
+            Manifest::Index(entries) => entries,
+        };
+        let Some(chosen) = linux_this_arch(&entries) else {
+            return Err(RegistryError::Response("no linux manifest for this architecture in the image index".into()));
+        };
+        let (body, digest) = self.manifest_raw(&self.reference.clone_with_digest(chosen)).await?;
+        match parse(&body).map_err(RegistryError::Manifest)? {
+            Manifest::Image(manifest) => Ok((*manifest, digest)),
+            Manifest::Index(_) => Err(RegistryError::Response("an image index entry is another index".into())),
+        }
+    }
+
+    /// The body and digest of `manifests/REF`, with retries.
+    async fn manifest_raw(&self, reference: &oci_client::Reference) -> Result<(Vec<u8>, String), RegistryError> {
         let what = format!("{}: fetch manifest", self.registry);
         self.retry
             .run(&what, || async {
                 self.client
-                    .pull_image_manifest(&self.reference, &self.auth)
+                    .pull_manifest_raw(reference, &self.auth, super::manifest::MEDIA_TYPES)
                     .await
+                    .map(|(body, digest)| (body.to_vec(), digest))
                     .map_err(|e| RegistryError::from_oci(&self.registry, e))
             })
             .await

@@ -10,6 +10,13 @@
 //!   resolve as if the root were `/`. The final component is then handled
 //!   with `*at()` calls that do not follow it (`O_NOFOLLOW`, `O_EXCL`,
 //!   `AT_SYMLINK_NOFOLLOW`, `unlinkat`).
+//!
+//! A directory made because an entry's parent is missing gets 0755
+//! root:root, as umoci gives it. A layer unpacked into a directory of its
+//! own for an overlay has no lower layers below it to merge into, so there
+//! the directory copies the owner and mode the lower layers' merged view
+//! has at that path ([`Root::with_lowers`]): otherwise the overlay would
+//! show this layer's made-up directory over the real one.
 
 use rustix::fs::{self as rfs, AtFlags, FileType, Mode, OFlags, ResolveFlags};
 use rustix::io::Errno;
@@ -89,27 +96,48 @@ fn join_in_root(dir: &Path, target: &[u8]) -> PathBuf {
     parts.iter().collect()
 }
 
+/// Mode of a directory made for a missing parent, as umoci makes it.
+const IMPLICIT_DIR_MODE: u32 = 0o755;
+
+const OVERLAY_OPAQUE: &str = "trusted.overlay.opaque";
+
 /// An open root directory; every lookup is resolved inside it.
 pub struct Root {
     fd: OwnedFd,
+    /// Layer directories below this one, top first (overlay form only).
+    lowers: Vec<OwnedFd>,
 }
 
 impl Root {
-    #[cfg(test)]
+    /// Opens the directory `path` as a root.
     pub fn open(path: &Path) -> io::Result<Root> {
         let fd = rfs::open(
             path,
             OFlags::PATH | OFlags::DIRECTORY | OFlags::CLOEXEC,
             Mode::empty(),
         )?;
-        Ok(Root { fd })
+        Ok(Root { fd, lowers: Vec::new() })
     }
 
     /// Opens the directory `name` in `dir` as a root, not following a symlink.
     pub fn open_at(dir: BorrowedFd<'_>, name: &OsStr) -> io::Result<Root> {
         let flags = OFlags::PATH | OFlags::DIRECTORY | OFlags::NOFOLLOW | OFlags::CLOEXEC;
         let fd = rfs::openat(dir, name, flags, Mode::empty())?;
-        Ok(Root { fd })
+        Ok(Root { fd, lowers: Vec::new() })
+    }
+
+    /// A root for one layer of an overlay whose lower layers are the
+    /// directories `lowers` (top first): directories made for missing
+    /// parents, and the root itself until a `./` entry, take the owner and
+    /// mode the lowers' merged view has at the same path.
+    pub fn with_lowers(mut self, lowers: &[PathBuf]) -> io::Result<Root> {
+        let flags = OFlags::PATH | OFlags::DIRECTORY | OFlags::CLOEXEC;
+        self.lowers = lowers
+            .iter()
+            .map(|path| rfs::open(path, flags, Mode::empty()).map_err(io::Error::from))
+            .collect::<io::Result<_>>()?;
+        self.inherit(self.fd.as_fd(), OsStr::new("."), Path::new(""))?;
+        Ok(self)
     }
 
     pub fn fd(&self) -> BorrowedFd<'_> {
@@ -131,8 +159,9 @@ impl Root {
                     return Err(Errno::NOENT.into());
                 };
                 let parent_fd = self.dir_hops(parent, true, hops)?;
-                match rfs::mkdirat(&parent_fd, name, Mode::from_raw_mode(0o755)) {
-                    Ok(()) | Err(Errno::EXIST) => {}
+                match rfs::mkdirat(&parent_fd, name, Mode::from_raw_mode(IMPLICIT_DIR_MODE)) {
+                    Ok(()) => self.inherit(parent_fd.as_fd(), name, rel)?,
+                    Err(Errno::EXIST) => {}
                     Err(e) => return Err(e.into()),
                 }
                 match self.resolve(rel) {
@@ -149,6 +178,35 @@ impl Root {
             }
             other => Ok(other?),
         }
+    }
+
+    /// Gives the directory `name` in `parent`, which this unpack just
+    /// made for the root-relative path `rel`, its owner and mode: those of
+    /// the lower layers' directory at `rel`, else 0755 root:root (the
+    /// umask trimmed what mkdir set).
+    fn inherit(&self, parent: BorrowedFd<'_>, name: &OsStr, rel: &Path) -> io::Result<()> {
+        let (uid, gid, mode) = self.lower_dir(rel)?.unwrap_or((0, 0, IMPLICIT_DIR_MODE));
+        let dir = open_dir_at(parent, name)?;
+        if rustix::process::geteuid().is_root() {
+            rfs::fchown(&dir, Some(rfs::Uid::from_raw(uid)), Some(rfs::Gid::from_raw(gid)))?;
+        }
+        rfs::fchmod(&dir, Mode::from_raw_mode(mode))?;
+        Ok(())
+    }
+
+    /// Owner and mode of the directory at `rel` in the merged view of the
+    /// lower layers, as overlayfs merges them: the topmost layer that has
+    /// `rel` decides; a whiteout or file on the way, or an opaque directory
+    /// above `rel`, hides the layers below.
+    fn lower_dir(&self, rel: &Path) -> io::Result<Option<(u32, u32, u32)>> {
+        for lower in &self.lowers {
+            match lookup_in_layer(lower.as_fd(), rel)? {
+                Lookup::Dir(st) => return Ok(Some(st)),
+                Lookup::Hidden => return Ok(None),
+                Lookup::Absent => {}
+            }
+        }
+        Ok(None)
     }
 
     fn resolve(&self, rel: &Path) -> Result<OwnedFd, Errno> {
@@ -169,6 +227,44 @@ impl Root {
         }
         result
     }
+}
+
+/// What one lower layer has at a path.
+#[derive(Debug, PartialEq, Eq)]
+enum Lookup {
+    /// A directory: (uid, gid, mode).
+    Dir((u32, u32, u32)),
+    /// Not there, and nothing of this layer hides the layers below.
+    Absent,
+    /// Something that is not a directory, or an opaque directory above it:
+    /// the layers below do not show at this path.
+    Hidden,
+}
+
+/// Walks `rel` component by component in one layer directory, never
+/// following a symlink (one on the way counts as hiding: the merged view
+/// has a link there, not a directory).
+fn lookup_in_layer(layer: BorrowedFd<'_>, rel: &Path) -> io::Result<Lookup> {
+    let flags = OFlags::PATH | OFlags::NOFOLLOW | OFlags::CLOEXEC;
+    let mut dir = rfs::openat(layer, ".", flags, Mode::empty())?;
+    let mut opaque = false;
+    for part in rel.iter() {
+        let st = match rfs::statat(&dir, part, AtFlags::SYMLINK_NOFOLLOW) {
+            Ok(st) => st,
+            Err(Errno::NOENT) if opaque => return Ok(Lookup::Hidden),
+            Err(Errno::NOENT) => return Ok(Lookup::Absent),
+            Err(e) => return Err(e.into()),
+        };
+        if FileType::from_raw_mode(st.st_mode) != FileType::Directory {
+            return Ok(Lookup::Hidden);
+        }
+        dir = rfs::openat(&dir, part, flags | OFlags::DIRECTORY, Mode::empty())?;
+        let readable = open_dir_at(dir.as_fd(), OsStr::new("."))?;
+        let mut value = [0u8; 1];
+        opaque |= matches!(rfs::fgetxattr(&readable, OVERLAY_OPAQUE, &mut value), Ok(1) if value == *b"y");
+    }
+    let st = rfs::fstat(&dir)?;
+    Ok(Lookup::Dir((st.st_uid, st.st_gid, st.st_mode & 0o7777)))
 }
 
 /// Opens `name` in `dir` as a readable directory, never following a symlink.

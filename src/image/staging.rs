@@ -3,9 +3,18 @@
 //! has verified, so a failed or interrupted pull never leaves a
 //! half-unpacked tree that looks usable. Staging *inside* ROOTFS keeps the
 //! final renames on one filesystem, even when ROOTFS is a mount point.
+//!
+//! The tree must be the one `umoci unpack` gives. Two things in the place
+//! it is unpacked to would change it: the root directory takes the owner
+//! and mode of a `./` entry, and most layers (Docker's, BuildKit's) have
+//! none, so it starts as umoci's 0755 root:root; and PID 1's /run is
+//! mounted `nosuid,nodev`, which would disarm the image's setuid programs
+//! and device nodes, so a ROOTFS on such a mount becomes a bind mount of
+//! itself without those two flags (PID 1 unmounts it with the job).
 
 use super::root::{self, Root};
-use rustix::fs::{self as rfs, AtFlags, Gid, Mode, OFlags, Timestamps, Uid};
+use rustix::fs::{self as rfs, AtFlags, Gid, Mode, OFlags, StatVfsMountFlags, Timestamps, Uid};
+use rustix::mount::MountFlags;
 use std::ffi::OsStr;
 use std::io;
 use std::os::fd::{AsFd, OwnedFd};
@@ -13,6 +22,9 @@ use std::path::{Path, PathBuf};
 
 /// Name of the staging directory inside the rootfs.
 pub const STAGING: &str = ".iguana-unpack";
+
+/// The image root's mode when no layer has a `./` entry, as umoci gives it.
+const ROOT_MODE: u32 = 0o755;
 
 #[derive(Debug, thiserror::Error)]
 pub enum StagingError {
@@ -48,18 +60,23 @@ impl Staging {
         };
         std::fs::create_dir_all(rootfs).map_err(io_err("create"))?;
         let flags = OFlags::RDONLY | OFlags::DIRECTORY | OFlags::CLOEXEC;
-        let rootfs_fd =
-            rfs::open(rootfs, flags, Mode::empty()).map_err(|e| io_err("open")(e.into()))?;
-        let names =
-            root::list(rootfs_fd.try_clone().map_err(io_err("dup"))?).map_err(io_err("list"))?;
+        let open = || rfs::open(rootfs, flags, Mode::empty()).map_err(|e| io_err("open")(e.into()));
+        let names = root::list(open()?).map_err(io_err("list"))?;
         // lost+found is what a fresh ext4 mount holds; it is not content.
         if names.iter().any(|n| n != STAGING && n != "lost+found") {
             return Err(StagingError::NotEmpty(rootfs.to_path_buf()));
         }
+        allow_suid_and_devices(rootfs).map_err(io_err("bind mount without nosuid,nodev"))?;
+        // Opened after the mount: the fd must be the bind mount's root.
+        let rootfs_fd = open()?;
         root::remove_all(rootfs_fd.as_fd(), OsStr::new(STAGING))
             .map_err(io_err("remove stale staging in"))?;
         rfs::mkdirat(&rootfs_fd, STAGING, Mode::from_raw_mode(0o700))
             .map_err(|e| io_err("create staging in")(e.into()))?;
+        // The root of the image until a `./` entry says otherwise; set
+        // after mkdir, which the umask would have trimmed.
+        rfs::chmodat(&rootfs_fd, STAGING, Mode::from_raw_mode(ROOT_MODE), AtFlags::empty())
+            .map_err(|e| io_err("chmod staging in")(e.into()))?;
         Ok(Staging {
             rootfs: rootfs.to_path_buf(),
             rootfs_fd,
@@ -120,12 +137,74 @@ impl Staging {
     }
 }
 
+/// Makes `rootfs` a bind mount of itself without `nosuid` and `nodev` when
+/// the filesystem it is on has them (PID 1's /run). Only root can; anyone
+/// else is told that setuid programs and devices of the image will not work.
+fn allow_suid_and_devices(rootfs: &Path) -> io::Result<()> {
+    let st = rfs::statvfs(rootfs)?;
+    let Some(flags) = remount_flags(st.f_flag) else {
+        return Ok(());
+    };
+    if !rustix::process::geteuid().is_root() {
+        tracing::warn!(rootfs = %rootfs.display(), "on a nosuid/nodev mount and not root: the image's setuid programs and devices will not work");
+        return Ok(());
+    }
+    rustix::mount::mount_bind(rootfs, rootfs)?;
+    if let Err(err) = rustix::mount::mount_remount(rootfs, flags, "") {
+        rustix::mount::unmount(rootfs, rustix::mount::UnmountFlags::DETACH).ok();
+        return Err(err.into());
+    }
+    Ok(())
+}
+
+/// The flags to remount a bind of a filesystem mounted with `mounted` so
+/// that setuid bits and device nodes work, keeping the other flags; `None`
+/// when it needs no remount.
+fn remount_flags(mounted: StatVfsMountFlags) -> Option<MountFlags> {
+    if !mounted.intersects(StatVfsMountFlags::NOSUID | StatVfsMountFlags::NODEV) {
+        return None;
+    }
+    let mut flags = MountFlags::BIND;
+    for (st, ms) in [
+        (StatVfsMountFlags::RDONLY, MountFlags::RDONLY),
+        (StatVfsMountFlags::NOEXEC, MountFlags::NOEXEC),
+        (StatVfsMountFlags::NOATIME, MountFlags::NOATIME),
+        (StatVfsMountFlags::NODIRATIME, MountFlags::NODIRATIME),
+        (StatVfsMountFlags::RELATIME, MountFlags::RELATIME),
+    ] {
+        if mounted.contains(st) {
+            flags |= ms;
+        }
+    }
+    Some(flags)
+}
+
 impl Drop for Staging {
     fn drop(&mut self) {
         if !self.committed {
             if let Err(err) = root::remove_all(self.rootfs_fd.as_fd(), OsStr::new(STAGING)) {
                 tracing::warn!(path = %self.path().display(), %err, "staging directory not removed");
             }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn remount_clears_only_nosuid_and_nodev() {
+        type S = StatVfsMountFlags;
+        type M = MountFlags;
+        for (mounted, expected) in [
+            (S::empty(), None),
+            (S::RELATIME | S::NOEXEC, None),
+            (S::NOSUID | S::NODEV | S::RELATIME, Some(M::BIND | M::RELATIME)),
+            (S::NOSUID, Some(M::BIND)),
+            (S::NODEV | S::NOEXEC | S::NOATIME | S::RDONLY, Some(M::BIND | M::NOEXEC | M::NOATIME | M::RDONLY)),
+        ] {
+            assert_eq!(remount_flags(mounted), expected, "{mounted:?}");
         }
     }
 }

@@ -50,6 +50,12 @@ pub enum Whiteouts {
 /// A layer that could not be applied.
 #[derive(Debug, thiserror::Error)]
 pub enum UnpackError {
+    #[error("open unpack root {path}")]
+    OpenRoot {
+        path: PathBuf,
+        #[source]
+        source: io::Error,
+    },
     #[error("read layer archive")]
     Archive(#[source] io::Error),
     #[error("entry {path:?}")]
@@ -135,6 +141,13 @@ struct Meta {
 #[cfg_attr(not(test), allow(dead_code))]
 pub fn apply_layer<R: Read>(root: &Root, tar: R) -> Result<R, UnpackError> {
     apply_layer_as(root, tar, Whiteouts::Apply)
+}
+
+/// Applies one layer (an uncompressed tar stream) onto the directory
+/// `dir`: the entry point for the fuzz target and tools that hold a path.
+pub fn apply_layer_at<R: Read>(dir: &Path, tar: R, whiteouts: Whiteouts) -> Result<(), UnpackError> {
+    let root = Root::open(dir).map_err(|source| UnpackError::OpenRoot { path: dir.to_path_buf(), source })?;
+    apply_layer_as(&root, tar, whiteouts).map(drop)
 }
 
 /// [`apply_layer`], with whiteouts handled as `whiteouts` says.

@@ -571,3 +571,69 @@ fn overlay_form_whiteouts_stay_inside_the_layer() {
         assert_eq!(sb.outside_state(), before);
     }
 }
+
+/// Owner and mode of `rel` under `root`, as `mode uid:gid`.
+fn owner_mode(root: &Path, rel: &str) -> String {
+    let md = fs::symlink_metadata(root.join(rel)).unwrap();
+    format!("{:o} {}:{}", md.mode() & 0o7777, md.uid(), md.gid())
+}
+
+/// A directory a layer needs but leaves out takes, in a layer directory of
+/// its own, the owner and mode the layers below merge to at that path (as
+/// overlayfs shows them), else 0755 root:root as umoci makes it. The
+/// layers are real tars (testkit's writer, no `./`, parents left out).
+#[test]
+fn implicit_directories_copy_the_lower_layers() {
+    use testkit::Layer;
+    if !rustix::process::geteuid().is_root() {
+        panic!("needs root: owners and trusted.overlay xattrs");
+    }
+    let base = Layer::new()
+        .dir("var", 0o755)
+        .dir("var/lib", 0o711)
+        .dir("var/lib/app", 0o750)
+        .owned(1000, 1000)
+        .dir("srv", 0o700)
+        .owned(7, 7)
+        .dir("srv/x", 0o700)
+        .owned(7, 7);
+    // Above the base: hides var/lib/app by a whiteout, srv's lower content
+    // by an opaque directory (srv itself stays, owned 8:8).
+    let hiding = Layer::new()
+        .dir("srv", 0o770)
+        .owned(8, 8)
+        .whiteout("var/lib/app")
+        .opaque("srv");
+    let upper = Layer::new()
+        .file("var/lib/app/new", "new", 0o640)
+        .file("srv/x/file", "x", 0o644)
+        .file("opt/new/file", "f", 0o644);
+    // (lower layers top first, [(path, "mode uid:gid")] in the upper layer)
+    type Case<'a> = (&'a [&'a Layer], &'a [(&'a str, &'a str)]);
+    let cases: &[Case<'_>] = &[
+        (&[], &[("", "755 0:0"), ("var/lib/app", "755 0:0"), ("opt/new", "755 0:0")]),
+        (&[&base], &[("", "755 0:0"), ("var", "755 0:0"), ("var/lib", "711 0:0"), ("var/lib/app", "750 1000:1000"), ("srv", "700 7:7"), ("srv/x", "700 7:7"), ("opt", "755 0:0")]),
+        (&[&hiding, &base], &[("var/lib", "711 0:0"), ("var/lib/app", "755 0:0"), ("srv", "770 8:8"), ("srv/x", "755 0:0")]),
+    ];
+    for (lowers, expected) in cases {
+        let dir = tempfile::tempdir().unwrap();
+        let mut lower_dirs = Vec::new();
+        // Bottom first, each on top of those below it, as the pull does.
+        for (i, layer) in lowers.iter().rev().enumerate() {
+            let path = dir.path().join(format!("lower{i}"));
+            fs::create_dir(&path).unwrap();
+            let below: Vec<PathBuf> = lower_dirs.iter().rev().cloned().collect();
+            let root = Root::open(&path).unwrap().with_lowers(&below).unwrap();
+            apply_layer_as(&root, layer.tar().unwrap().as_slice(), Whiteouts::Overlay).unwrap();
+            lower_dirs.push(path);
+        }
+        let top = dir.path().join("upper");
+        fs::create_dir(&top).unwrap();
+        let below: Vec<PathBuf> = lower_dirs.iter().rev().cloned().collect();
+        let root = Root::open(&top).unwrap().with_lowers(&below).unwrap();
+        apply_layer_as(&root, upper.tar().unwrap().as_slice(), Whiteouts::Overlay).unwrap();
+        for (rel, want) in *expected {
+            assert_eq!(owner_mode(&top, rel), *want, "{rel:?} over {} lower layers", lowers.len());
+        }
+    }
+}

@@ -20,6 +20,7 @@ mod e2e_handover;
 mod e2e_modules;
 mod e2e_metal;
 mod e2e_workflow;
+mod fuzz;
 mod initrd;
 mod install;
 mod kernel;
@@ -60,6 +61,9 @@ tasks:
   e2e-dracut                 the dracut initrd runs the two-containers scenario
   install --destdir DIR      the dracut module and iguana under DIR/usr
   dist [--dracut]            PXE artifacts in target/dist/
+  fuzz [--seconds N] [--only NAME,..]
+                             run each fuzz/ target N s (60), table of
+                             executions and crashes (not part of ci)
 ";
 
 fn main() -> ExitCode {
@@ -102,6 +106,7 @@ fn run() -> Result<()> {
         "e2e-dracut" => e2e_dracut::main(rest),
         "install" => install::main(rest),
         "dist" => dist::main(rest),
+        "fuzz" => fuzz::main(rest),
         "help" | "-h" | "--help" => {
             print!("{USAGE}");
             Ok(())
