@@ -79,8 +79,8 @@ fn boot(raw: &str, failsafe: Failsafe) -> Result<(), Error> {
 
     load_modules(&modules::args::parse(raw)?);
 
-    let id = machine_id::provision(&[Path::new("/etc/machine-id"), Path::new("/iguana/machine-id")])?;
-    tracing::info!("phase machine-id {id}");
+    let (id, source) = machine_id::provision(&[Path::new("/etc/machine-id"), Path::new("/iguana/machine-id")])?;
+    tracing::info!("phase machine-id {id} source={source:?}");
 
     let _ = std::fs::write("/etc/hosts", "127.0.0.1 localhost\n::1 localhost\n");
     if !Path::new("/etc/resolv.conf").exists() {
