@@ -142,12 +142,13 @@ fn load_modules(policy: &modules::Policy) {
 /// one place before the first TLS connection (control_url fetch or pull).
 fn network_up(cmdline: &cmdline::Cmdline) -> Result<(), Error> {
     let timeout = cmdline.net_timeout;
-    let args = vec!["net-up".to_string(), "--timeout".to_string(), timeout.as_secs().to_string()];
+    // `--publish`: net-up writes the containers' copy (installers configure
+    // the installed system from it) and keeps it in step when SLAAC lands
+    // late (`--late-ipv6`), which a copy made here would race.
+    let args: Vec<String> = ["net-up", "--timeout", &timeout.as_secs().to_string(), "--publish", "/iguana/network.json", "--late-ipv6"]
+        .map(str::to_owned)
+        .to_vec();
     crate::child::run(&args).map_err(Error::Network)?;
-    // Installers configure the installed system from what the boot learned.
-    if let Err(e) = std::fs::copy("/run/iguana/network.json", "/iguana/network.json") {
-        tracing::warn!("copy /run/iguana/network.json to /iguana: {e}");
-    }
     tracing::info!("phase network-up");
     crate::clock::ensure(&cmdline.ntp, || {
         let json = std::fs::read_to_string("/run/iguana/network.json").unwrap_or_default();
