@@ -47,18 +47,21 @@ const RUNS: usize = 3;
 const MEMORY_STEPS: &[u32] = &[512, 256, 128, 96];
 const TIMEOUT: Duration = Duration::from_secs(120);
 
-const USAGE: &str = "usage: cargo xtask bench boot [--init FILE] [--runs N] [--no-memory] | bench initrd [--init FILE] | bench pull";
+const USAGE: &str = "usage: cargo xtask bench boot [--init FILE] [--runs N] [--no-memory] [--append ARGS] | bench initrd [--init FILE] | bench pull";
 
 /// What `bench boot` measures besides the timed boots.
 struct BootOptions {
     runs: usize,
     /// Search the smallest `-m` that passes (four more boots).
     memory: bool,
+    /// More kernel arguments, e.g. `rd.driver.blacklist=virtio_rng` to boot
+    /// without a hardware entropy source.
+    append: String,
 }
 
 pub fn main(args: &[String]) -> Result<()> {
     let mut opts = Options::default();
-    let mut boot_opts = BootOptions { runs: RUNS, memory: true };
+    let mut boot_opts = BootOptions { runs: RUNS, memory: true, append: String::new() };
     let mut rest = args.iter().skip(1);
     while let Some(flag) = rest.next() {
         match flag.as_str() {
@@ -67,6 +70,7 @@ pub fn main(args: &[String]) -> Result<()> {
                 boot_opts.runs = rest.next().and_then(|n| n.parse().ok()).filter(|n| *n > 0).ok_or_else(|| anyhow::anyhow!(USAGE))?;
             }
             "--no-memory" => boot_opts.memory = false,
+            "--append" => boot_opts.append = rest.next().ok_or_else(|| anyhow::anyhow!(USAGE))?.clone(),
             _ => bail!(USAGE),
         }
     }
@@ -97,8 +101,9 @@ fn boot(opts: &Options, boot_opts: &BootOptions) -> Result<()> {
     })?;
     let reg = fixture.guest_registry.clone();
     let append = format!(
-        "rd.iguana.containers={reg}/a rd.iguana.insecure_registries={reg} {}",
-        e2e::COMMON_APPEND
+        "rd.iguana.containers={reg}/a rd.iguana.insecure_registries={reg} {} {}",
+        e2e::COMMON_APPEND,
+        boot_opts.append
     );
 
     let mut runs = Vec::new();
