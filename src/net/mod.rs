@@ -287,8 +287,7 @@ fn ipv6_target(cmdline: &str) -> bool {
     let Ok(args) = crate::cmdline::parse(cmdline) else { return false };
     let mirrors = args.registry_mirrors.iter().flat_map(|(from, to)| [from, to]);
     let mut references = args.control_url.iter().chain(&args.containers).chain(&args.insecure_registries).chain(args.proxy.iter()).chain(mirrors);
-    let found = references.any(|reference| ipv6::is_ipv6_literal(reference));
-    found
+    references.any(|reference| ipv6::is_ipv6_literal(reference))
 }
 
 /// Starts `iguana net-up --watch-ipv6` and does not wait for it: it outlives
