@@ -242,27 +242,28 @@ async fn net_up(options: &Options) -> Result<Up, Error> {
     }
     let v4 = std::pin::pin!(ipv4(&handle, &plan, &links, options));
     let v6 = std::pin::pin!(ipv6::configure(&handle, &v6_links, &net_args, options.timeout));
-    let (configured, network, v6, v6_pending) = match futures_util::future::select(v4, v6).await {
+    let v6_target = ipv6_target(&text);
+    let (configured, network, v6) = match futures_util::future::select(v4, v6).await {
         Either::Left((v4, v6)) => {
             let (configured, network) = v4?;
-            match ipv6::wait_reason(&v6_plan, configured.len(), ipv6_target(&text)) {
+            match ipv6::wait_reason(&v6_plan, configured.len(), v6_target) {
                 Some(reason) => {
                     info!(reason, "IPv4 is up; waiting for IPv6");
-                    (configured, network, v6.await?, false)
+                    (configured, network, v6.await?)
                 }
-                None => {
-                    let outcome = ipv6::snapshot(&handle, &v6_links).await;
-                    let pending = !ipv6::settled(&outcome) && !v6_links.is_empty();
-                    (configured, network, outcome, pending)
-                }
+                None => (configured, network, ipv6::snapshot(&handle, &v6_links).await),
             }
         }
         Either::Right((v6, v4)) => {
             let v6 = v6?;
             let (configured, network) = v4.await?;
-            (configured, network, v6, false)
+            (configured, network, v6)
         }
     };
+    // Also when best-effort IPv6 gave up first (no router heard within
+    // its wait): an advertisement that comes later is still recorded.
+    let needed = ipv6::wait_reason(&v6_plan, configured.len(), v6_target).is_some();
+    let v6_pending = !needed && !ipv6::settled(&v6) && !v6_links.is_empty();
     write_records(&configured, &network, options)?;
     ipv6::record(&v6, &v6_links, &options.resolv_conf, &options.json)?;
     // As when PID 1 copied it: a missing copy is a warning, not a failed boot.
