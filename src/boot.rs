@@ -18,6 +18,8 @@ use crate::{early, logging, machine_id, modules, workflow};
 /// Where iguana keeps its working state (a tmpfs: RAM is the disk here).
 const WORK: &str = "/run/iguana";
 const BUILTIN_WORKFLOW: &str = "/etc/iguana/control.yaml";
+/// network.json larger than this is not read for NTP servers.
+const NETWORK_JSON_MAX: u64 = 1 << 20;
 
 #[derive(Debug, thiserror::Error)]
 pub enum Error {
@@ -106,8 +108,8 @@ fn boot(raw: &str, failsafe: Failsafe) -> Result<(), Error> {
 
     load_modules(&modules::args::parse(raw)?);
 
-    let id = machine_id::provision(&[Path::new("/etc/machine-id"), Path::new("/iguana/machine-id")])?;
-    tracing::info!("phase machine-id {id}");
+    let (id, source) = machine_id::provision(&[Path::new("/etc/machine-id"), Path::new("/iguana/machine-id")])?;
+    tracing::info!("phase machine-id {id} source={source:?}");
 
     let _ = std::fs::write("/etc/hosts", "127.0.0.1 localhost\n::1 localhost\n");
     if !Path::new("/etc/resolv.conf").exists() {
@@ -169,16 +171,20 @@ fn load_modules(policy: &modules::Policy) {
 /// one place before the first TLS connection (control_url fetch or pull).
 fn network_up(cmdline: &cmdline::Cmdline) -> Result<(), Error> {
     let timeout = cmdline.net_timeout;
-    let args = vec!["net-up".to_string(), "--timeout".to_string(), timeout.as_secs().to_string()];
+    // `--publish`: net-up writes the containers' copy (installers configure
+    // the installed system from it) and keeps it in step when SLAAC lands
+    // late (`--late-ipv6`), which a copy made here would race.
+    let args: Vec<String> = ["net-up", "--timeout", &timeout.as_secs().to_string(), "--publish", "/iguana/network.json", "--late-ipv6"]
+        .map(str::to_owned)
+        .to_vec();
     // net-up gives up after its own --timeout; PID 1 kills it a little later.
     crate::child::run(&args, timeout.saturating_add(Duration::from_secs(30))).map_err(Error::Network)?;
-    // Installers configure the installed system from what the boot learned.
-    if let Err(e) = std::fs::copy("/run/iguana/network.json", "/iguana/network.json") {
-        tracing::warn!("copy /run/iguana/network.json to /iguana: {e}");
-    }
     tracing::info!("phase network-up");
     crate::clock::ensure(&cmdline.ntp, || {
-        let json = std::fs::read_to_string("/run/iguana/network.json").unwrap_or_default();
+        // Written by the net-up child: read with a bound all the same.
+        let json = crate::fsutil::read_bounded(Path::new("/run/iguana/network.json"), NETWORK_JSON_MAX)
+            .map(|bytes| String::from_utf8_lossy(&bytes).into_owned())
+            .unwrap_or_default();
         crate::net::ntp_servers(&json)
     });
     Ok(())

@@ -50,6 +50,8 @@ const ROUTER_WAIT: Duration = Duration::from_secs(3);
 /// detection once one has.
 const LINK_LOCAL_GRACE: Duration = Duration::from_secs(2);
 const POLL: Duration = Duration::from_millis(200);
+/// The background watcher polls less often: nothing waits for it.
+const WATCH_POLL: Duration = Duration::from_millis(250);
 /// The main routing table, where the kernel puts routes from advertisements.
 const MAIN_TABLE: u8 = 254;
 /// glibc and musl both read at most three `nameserver` lines (MAXNS).
@@ -144,6 +146,37 @@ pub fn plan(net: &NetArgs) -> Plan {
     plan.statics = static6::static_v6(net);
     plan.routes = static6::routes_v6(net);
     plan
+}
+
+/// Why net-up waits for IPv6 once IPv4 is up, or None: the kernel then
+/// finishes SLAAC in the background and `watch` records it when it lands.
+/// `v4_addresses` counts static and DHCP IPv4 addresses; `v6_target` says
+/// a registry or control_url on the command line is an IPv6 literal.
+pub fn wait_reason(plan: &Plan, v4_addresses: usize, v6_target: bool) -> Option<&'static str> {
+    if plan.auto6 {
+        Some("ip=auto6")
+    } else if plan.dhcp6.is_some() {
+        Some("ip=dhcp6")
+    } else if !plan.statics.is_empty() {
+        Some("static IPv6 ip=")
+    } else if !plan.routes.is_empty() {
+        Some("IPv6 rd.route=")
+    } else if v4_addresses == 0 {
+        Some("no IPv4 address")
+    } else if v6_target {
+        Some("an IPv6 registry or control_url")
+    } else {
+        None
+    }
+}
+
+/// Whether `reference` (an image reference, a registry, a URL) names its
+/// host as an IPv6 literal: `[2001:db8::1]:5000/app`, `http://[::1]/wf`.
+pub fn is_ipv6_literal(reference: &str) -> bool {
+    let rest = reference.split_once("://").map_or(reference, |(_, rest)| rest);
+    let authority = rest.split('/').next().unwrap_or(rest);
+    let host = authority.rsplit_once('@').map_or(authority, |(_, host)| host);
+    host.starts_with('[')
 }
 
 /// One global address on one of our links.
@@ -336,6 +369,55 @@ pub async fn configure(handle: &Handle, links: &[Link], net: &NetArgs, timeout: 
     Ok(outcome)
 }
 
+/// What SLAAC has configured on `links` so far, without waiting: the
+/// record of a boot that does not need IPv6. A failure is logged.
+pub async fn snapshot(handle: &Handle, links: &[Link]) -> Outcome {
+    let observed = async { Ok::<_, Error>(observe(&addresses(handle).await?, &routes(handle).await?, links, None)) };
+    match observed.await {
+        Ok(outcome) => outcome,
+        Err(err) => {
+            warn!(err = %crate::logging::chain(&err), "IPv6 not observed");
+            Outcome::default()
+        }
+    }
+}
+
+/// Whether SLAAC has finished on `links`: an address and a default route.
+pub fn settled(outcome: &Outcome) -> bool {
+    complete(outcome)
+}
+
+/// The background half of a boot that did not wait for IPv6: until SLAAC
+/// has given an address and a default route, or `deadline`, merges what
+/// the kernel configured into network.json (`json`, then its `publish`
+/// copy, each replaced atomically) whenever it changes, and prints the
+/// summary line.
+pub async fn watch(handle: &Handle, links: &[Link], deadline: Instant, json: &Path, publish: Option<&Path>) -> Result<Outcome, Error> {
+    let start = Instant::now();
+    let mut recorded = Outcome::default();
+    loop {
+        let outcome = observe(&addresses(handle).await?, &routes(handle).await?, links, None);
+        if outcome != recorded && !outcome.addresses.is_empty() {
+            for path in std::iter::once(json).chain(publish) {
+                let base = fs::read_to_string(path).map_err(|source| Error::Read { path: path.to_owned(), source })?;
+                let text = network_json(Some(&base), &outcome, links).map_err(|source| Error::Json { path: path.to_owned(), source })?;
+                write(path, &text)?;
+            }
+            let after = start.elapsed().as_secs_f64();
+            println!("{} (recorded in the background, {after:.1}s after net-up)", summary_line(&outcome));
+            recorded = outcome;
+        }
+        if complete(&recorded) {
+            return Ok(recorded);
+        }
+        if Instant::now() >= deadline {
+            info!(summary = %summary_line(&recorded), "IPv6 watch over");
+            return Ok(recorded);
+        }
+        tokio::time::sleep(WATCH_POLL).await;
+    }
+}
+
 async fn run(handle: &Handle, links: &[Link], plan: &Plan, wait: Duration) -> Result<Outcome, Error> {
     let start = Instant::now();
     let deadline = start + wait;
@@ -450,11 +532,7 @@ pub fn record(outcome: &Outcome, links: &[Link], resolv_conf: &Path, json: &Path
 }
 
 fn write(path: &Path, text: &str) -> Result<(), Error> {
-    let result = match path.parent() {
-        Some(parent) if !parent.as_os_str().is_empty() => fs::create_dir_all(parent),
-        _ => Ok(()),
-    };
-    result.and_then(|()| fs::write(path, text)).map_err(|source| Error::Write { path: path.to_owned(), source })
+    super::write_atomic(path, text).map_err(|source| Error::Write { path: path.to_owned(), source })
 }
 
 /// `base` with the DHCPv6 search domains added to its `search` line and
@@ -511,7 +589,11 @@ pub fn network_json(base: Option<&str>, outcome: &Outcome, links: &[Link]) -> Re
         for address in &outcome.addresses {
             let entry = interfaces.iter_mut().find(|i| i["name"] == address.interface.as_str());
             if let Some(list) = entry.and_then(|i| i.get_mut("addresses")).and_then(|a| a.as_array_mut()) {
-                list.push(format!("{}/{}", address.address, address.prefix_len).into());
+                // The watcher merges into a record that may hold it already.
+                let text = serde_json::Value::from(format!("{}/{}", address.address, address.prefix_len));
+                if !list.contains(&text) {
+                    list.push(text);
+                }
             }
         }
     }
@@ -560,6 +642,45 @@ mod tests {
         check_plan("ip=10.0.2.15::10.0.2.2:24::eth0:none ip=auto6", Plan { auto6: true, ..Plan::default() });
         assert!(!Plan::default().required());
         assert!(Plan { auto6: true, ..Plan::default() }.required());
+    }
+
+    #[test]
+    fn waits_only_when_needed() {
+        let v4 = 1;
+        let cases: &[(&str, usize, bool, Option<&str>)] = &[
+            // IPv4 is up and nothing asks for IPv6: SLAAC goes on alone.
+            ("", v4, false, None),
+            ("ip=dhcp", v4, false, None),
+            ("ip=10.0.2.15::10.0.2.2:24::eth0:none", v4, false, None),
+            ("ip=auto6", 0, false, Some("ip=auto6")),
+            ("ip=dhcp ip=auto6", v4, false, Some("ip=auto6")),
+            ("ip=eth0:dhcp ip=eth1:dhcp6", v4, false, Some("ip=dhcp6")),
+            ("ip=dhcp ip=[fd00:6::99]::[fd00:6::2]:64::eth0:none", v4, false, Some("static IPv6 ip=")),
+            ("ip=dhcp rd.route=[fd00:7::]/64:[fd00:6::2]:eth0", v4, false, Some("IPv6 rd.route=")),
+            ("ip=dhcp", 0, false, Some("no IPv4 address")),
+            ("", v4, true, Some("an IPv6 registry or control_url")),
+        ];
+        for (line, v4_addresses, v6_target, expected) in cases {
+            let plan = plan(&args::parse(line).unwrap());
+            assert_eq!(wait_reason(&plan, *v4_addresses, *v6_target), *expected, "{line:?} v4={v4_addresses} target={v6_target}");
+        }
+    }
+
+    #[test]
+    fn ipv6_literals() {
+        for (reference, expected) in [
+            ("[fd00:6::2]:5000/app", true),
+            ("[::1]/app:latest", true),
+            ("http://[fd00:6::2]:8080/workflow.yaml", true),
+            ("https://user:pw@[2001:db8::1]/wf", true),
+            ("10.0.2.2:5000/a", false),
+            ("registry.example/app@sha256:0123", false),
+            ("http://10.0.2.2:8080/wf?x=[::1]", false),
+            ("docker.io/library/busybox", false),
+            ("", false),
+        ] {
+            assert_eq!(is_ipv6_literal(reference), expected, "{reference}");
+        }
     }
 
     fn link(index: u32, name: &str) -> Link {
@@ -690,6 +811,9 @@ mod tests {
             },
         });
         assert_eq!(got, expected);
+        // The watcher merges a later outcome into a record that has one.
+        let twice = network_json(Some(&network_json(Some(v4), &slirp(), &links).unwrap()), &slirp(), &links).unwrap();
+        assert_eq!(serde_json::from_str::<serde_json::Value>(&twice).unwrap(), expected);
 
         let fresh: serde_json::Value = serde_json::from_str(&network_json(None, &Outcome::default(), &links[..1]).unwrap()).unwrap();
         let expected = serde_json::json!({

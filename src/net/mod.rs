@@ -35,6 +35,7 @@ use std::io;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
+use futures_util::future::Either;
 use tracing::{info, warn};
 
 use self::config::Lease;
@@ -49,7 +50,7 @@ const MIN_MTU: u16 = 576;
 /// After the first lease, how long the other links get to answer.
 const DHCP_GRACE: Duration = Duration::from_secs(2);
 
-const USAGE: &str = "usage: iguana net-up [--timeout SECS] [--resolv-conf PATH] [--json PATH]";
+const USAGE: &str = "usage: iguana net-up [--timeout SECS] [--resolv-conf PATH] [--json PATH] [--publish PATH] [--late-ipv6] | net-up --watch-ipv6 IFACES [--timeout SECS] [--json PATH] [--publish PATH]";
 
 #[derive(Debug, thiserror::Error)]
 pub enum Error {
@@ -119,6 +120,14 @@ pub struct Options {
     pub json: PathBuf,
     /// Where the dracut network arguments (`ip=`...) are read from.
     pub cmdline: PathBuf,
+    /// A copy of network.json for containers (`/iguana/network.json`),
+    /// kept in step by net-up and its IPv6 watcher.
+    pub publish: Option<PathBuf>,
+    /// When IPv6 is not waited for, start `--watch-ipv6` in the background
+    /// to record SLAAC when it lands (PID 1 asks for it; tests do not).
+    pub late_ipv6: bool,
+    /// Be that watcher, on these interfaces.
+    pub watch_ipv6: Option<Vec<String>>,
 }
 
 impl Default for Options {
@@ -128,6 +137,9 @@ impl Default for Options {
             resolv_conf: PathBuf::from(DEFAULT_RESOLV_CONF),
             json: PathBuf::from(DEFAULT_JSON),
             cmdline: PathBuf::from("/proc/cmdline"),
+            publish: None,
+            late_ipv6: false,
+            watch_ipv6: None,
         }
     }
 }
@@ -155,6 +167,15 @@ pub fn parse_args(args: &[String]) -> Result<Options, Error> {
             "--resolv-conf" => options.resolv_conf = PathBuf::from(value()?),
             "--json" => options.json = PathBuf::from(value()?),
             "--cmdline" => options.cmdline = PathBuf::from(value()?),
+            "--publish" => options.publish = Some(PathBuf::from(value()?)),
+            "--late-ipv6" => options.late_ipv6 = true,
+            "--watch-ipv6" => {
+                let names: Vec<String> = value()?.split(',').filter(|n| !n.is_empty()).map(str::to_owned).collect();
+                if names.is_empty() {
+                    return Err(usage("net-up: --watch-ipv6 wants interface names".into()));
+                }
+                options.watch_ipv6 = Some(names);
+            }
             other => return Err(usage(format!("net-up: unknown argument {other:?}"))),
         }
     }
@@ -162,26 +183,41 @@ pub fn parse_args(args: &[String]) -> Result<Options, Error> {
 }
 
 /// Entry point of `iguana net-up [--timeout SECS] [--resolv-conf PATH]
-/// [--json PATH] [--cmdline PATH]`; `args` are the arguments after `net-up`.
+/// [--json PATH] [--cmdline PATH] [--publish PATH] [--late-ipv6]` and of
+/// its IPv6 watcher; `args` are the arguments after `net-up`.
 pub fn cli_net_up(args: &[String]) -> anyhow::Result<()> {
     let options = parse_args(args)?;
     let runtime = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
         .map_err(Error::Runtime)?;
-    let (configured, v6) = runtime.block_on(net_up(&options))?;
-    for lease in &configured {
+    if let Some(names) = &options.watch_ipv6 {
+        runtime.block_on(watch_ipv6(names, &options))?;
+        return Ok(());
+    }
+    let up = runtime.block_on(net_up(&options))?;
+    for lease in &up.configured {
         println!("{}", config::summary_line(lease));
     }
-    println!("{}", ipv6::summary_line(&v6));
+    let pending = if up.v6_pending { " (not waited for: SLAAC goes on in the background)" } else { "" };
+    println!("{}{pending}", ipv6::summary_line(&up.v6));
     Ok(())
 }
 
-/// Carries out the plan (see `plan.rs` for the order) and returns what was
-/// configured: static `ip=` first, then DHCP leases in the order they came,
-/// and the IPv6 outcome. IPv6 runs beside IPv4: bounded, and only fatal when
-/// `ip=dhcp6`/`ip=auto6` asks for it; alone, those replace DHCPv4.
-async fn net_up(options: &Options) -> Result<(Vec<Lease>, ipv6::Outcome), Error> {
+/// What net-up configured: static `ip=` first, then DHCP leases in the
+/// order they came; the IPv6 outcome; whether SLAAC was left to finish
+/// in the background.
+struct Up {
+    configured: Vec<Lease>,
+    v6: ipv6::Outcome,
+    v6_pending: bool,
+}
+
+/// Carries out the plan (see `plan.rs` for the order). IPv6 runs beside
+/// IPv4, bounded, and is only fatal when `ip=dhcp6`/`ip=auto6` asks for it;
+/// alone, those replace DHCPv4. Once IPv4 is up, IPv6 is only waited for
+/// when `ipv6::wait_reason` says something needs it.
+async fn net_up(options: &Options) -> Result<Up, Error> {
     let text = fs::read_to_string(&options.cmdline).unwrap_or_default();
     let net_args = args::parse(&text)?;
     let (connection, handle, _) = rtnetlink::new_connection().map_err(Error::Netlink)?;
@@ -200,15 +236,93 @@ async fn net_up(options: &Options) -> Result<(Vec<Lease>, ipv6::Outcome), Error>
     // IPv6 on the links IPv4 configures (never on bond slaves).
     let v4_names: Vec<&String> = plan.dhcp.iter().chain(plan.statics.iter().map(|l| &l.interface)).collect();
     let v6_links: Vec<Link> = links.iter().filter(|l| v4_names.contains(&&l.name)).cloned().collect();
-    if ipv6::plan(&net_args).only_v6 {
+    let v6_plan = ipv6::plan(&net_args);
+    if v6_plan.only_v6 {
         plan.dhcp.clear();
     }
-    let v4 = ipv4(&handle, &plan, &links, options);
-    let v6 = async { Ok::<_, Error>(ipv6::configure(&handle, &v6_links, &net_args, options.timeout).await?) };
-    let ((configured, network), v6) = futures_util::try_join!(v4, v6)?;
+    let v4 = std::pin::pin!(ipv4(&handle, &plan, &links, options));
+    let v6 = std::pin::pin!(ipv6::configure(&handle, &v6_links, &net_args, options.timeout));
+    let v6_target = ipv6_target(&text);
+    let (configured, network, v6) = match futures_util::future::select(v4, v6).await {
+        Either::Left((v4, v6)) => {
+            let (configured, network) = v4?;
+            match ipv6::wait_reason(&v6_plan, configured.len(), v6_target) {
+                Some(reason) => {
+                    info!(reason, "IPv4 is up; waiting for IPv6");
+                    (configured, network, v6.await?)
+                }
+                None => (configured, network, ipv6::snapshot(&handle, &v6_links).await),
+            }
+        }
+        Either::Right((v6, v4)) => {
+            let v6 = v6?;
+            let (configured, network) = v4.await?;
+            (configured, network, v6)
+        }
+    };
+    // Also when best-effort IPv6 gave up first (no router heard within
+    // its wait): an advertisement that comes later is still recorded.
+    let needed = ipv6::wait_reason(&v6_plan, configured.len(), v6_target).is_some();
+    let v6_pending = !needed && !ipv6::settled(&v6) && !v6_links.is_empty();
     write_records(&configured, &network, options)?;
     ipv6::record(&v6, &v6_links, &options.resolv_conf, &options.json)?;
-    Ok((configured, v6))
+    // As when PID 1 copied it: a missing copy is a warning, not a failed boot.
+    if let Some(publish) = &options.publish {
+        if let Err(err) = fs::read_to_string(&options.json).and_then(|text| write_atomic(publish, &text)) {
+            warn!(path = %publish.display(), %err, "network.json not published");
+        }
+    }
+    if v6_pending {
+        info!(summary = %ipv6::summary_line(&v6), "IPv6 not waited for: nothing needs it; SLAAC goes on in the background");
+        if options.late_ipv6 {
+            start_watcher(&v6_links, options);
+        }
+    }
+    Ok(Up { configured, v6, v6_pending })
+}
+
+/// Whether a registry or the control_url on the command line is an IPv6
+/// literal. Host names are not resolved: that would cost every boot a DNS
+/// round trip before it may go on.
+fn ipv6_target(cmdline: &str) -> bool {
+    let Ok(args) = crate::cmdline::parse(cmdline) else { return false };
+    let mirrors = args.registry_mirrors.iter().flat_map(|(from, to)| [from, to]);
+    let mut references = args.control_url.iter().chain(&args.containers).chain(&args.insecure_registries).chain(args.proxy.iter()).chain(mirrors);
+    references.any(|reference| ipv6::is_ipv6_literal(reference))
+}
+
+/// Starts `iguana net-up --watch-ipv6` and does not wait for it: it outlives
+/// net-up (PID 1 inherits and reaps it), ends by its own deadline, and is
+/// killed with everything else at handover. A failure to start it only
+/// costs network.json the late address.
+fn start_watcher(links: &[Link], options: &Options) {
+    let names = links.iter().map(|l| l.name.as_str()).collect::<Vec<_>>().join(",");
+    let mut command = std::process::Command::new("/proc/self/exe");
+    command
+        .args(["net-up", "--watch-ipv6", &names, "--timeout", &options.timeout.as_secs().to_string()])
+        .arg("--json")
+        .arg(&options.json)
+        .stdin(std::process::Stdio::null())
+        // Its errors are its own: PID 1 must not read them as a later child's.
+        .env_remove(crate::child::ERROR_FILE_ENV);
+    if let Some(publish) = &options.publish {
+        command.arg("--publish").arg(publish);
+    }
+    match command.spawn() {
+        Ok(child) => info!(pid = child.id(), interfaces = %names, "IPv6 watcher started"),
+        Err(err) => warn!(%err, "IPv6 watcher not started; network.json will miss a late SLAAC address"),
+    }
+}
+
+/// `iguana net-up --watch-ipv6 IFACES`: records SLAAC on IFACES in
+/// network.json when it lands, within `--timeout`.
+async fn watch_ipv6(names: &[String], options: &Options) -> Result<(), Error> {
+    let (connection, handle, _) = rtnetlink::new_connection().map_err(Error::Netlink)?;
+    tokio::spawn(connection);
+    let links: Vec<Link> = link::list(&handle).await.map_err(Error::ListLinks)?.into_iter().filter(|l| names.contains(&l.name)).collect();
+    let deadline = tokio::time::Instant::now() + options.timeout;
+    ipv6::watch(&handle, &links, deadline, &options.json, options.publish.as_deref()).await?;
+    Ok(())
 }
 
 /// Static `ip=`, DHCPv4, `rd.route=`: what was configured and its record.
@@ -259,7 +373,7 @@ fn write_records(configured: &[Lease], network: &record::Network, options: &Opti
     if let Some(lease) = configured.iter().find(|l| l.hostname.is_some()) {
         set_hostname(lease, options)?;
     }
-    write_file(&options.json, &network.to_json())
+    write_atomic(&options.json, &network.to_json()).map_err(|source| Error::Write { path: options.json.clone(), source })
 }
 
 /// DHCP on the planned links; each lease is installed (the first with a
@@ -392,6 +506,20 @@ fn write_file(path: &Path, text: &str) -> Result<(), Error> {
         })
 }
 
+/// Replaces `path` with `text` in one step (a temporary file beside it,
+/// then rename), creating the parent directory: a reader never sees half a
+/// record, even while the IPv6 watcher rewrites it.
+pub(crate) fn write_atomic(path: &Path, text: &str) -> io::Result<()> {
+    let parent = path.parent().filter(|p| !p.as_os_str().is_empty()).unwrap_or(Path::new("."));
+    fs::create_dir_all(parent)?;
+    let name = path.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
+    let temporary = parent.join(format!(".{name}.{}.tmp", std::process::id()));
+    fs::write(&temporary, text)?;
+    fs::rename(&temporary, path).inspect_err(|_| {
+        let _ = fs::remove_file(&temporary);
+    })
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -429,8 +557,18 @@ mod tests {
                 resolv_conf: "/tmp/r".into(),
                 json: "/tmp/n.json".into(),
                 cmdline: "/tmp/cmdline".into(),
+                ..Options::default()
             }),
         );
+        check(
+            &["--publish", "/iguana/network.json", "--late-ipv6"],
+            Ok(Options { publish: Some("/iguana/network.json".into()), late_ipv6: true, ..Options::default() }),
+        );
+        check(
+            &["--watch-ipv6", "eth0,bond0", "--json", "/run/n.json"],
+            Ok(Options { watch_ipv6: Some(vec!["eth0".into(), "bond0".into()]), json: "/run/n.json".into(), ..Options::default() }),
+        );
+        check(&["--watch-ipv6", ","], Err("net-up: --watch-ipv6 wants interface names"));
         check(&["--timeout"], Err("net-up: --timeout needs a value"));
         check(
             &["--timeout", "soon"],
@@ -441,6 +579,31 @@ mod tests {
             Err("net-up: --timeout wants whole seconds > 0, got \"0\""),
         );
         check(&["eth0"], Err("net-up: unknown argument \"eth0\""));
+    }
+
+    #[test]
+    fn atomic_write_replaces_the_whole_file() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("run/iguana/network.json");
+        write_atomic(&path, "{\"a\": 1}\n").unwrap();
+        write_atomic(&path, "{}\n").unwrap();
+        assert_eq!(fs::read_to_string(&path).unwrap(), "{}\n");
+        let left: Vec<_> = fs::read_dir(path.parent().unwrap()).unwrap().map(|e| e.unwrap().file_name()).collect();
+        assert_eq!(left, vec![std::ffi::OsString::from("network.json")], "no temporary file left");
+    }
+
+    #[test]
+    fn ipv6_targets_on_the_command_line() {
+        for (line, expected) in [
+            ("rd.iguana.containers=10.0.2.2:5000/a rd.iguana.insecure_registries=10.0.2.2:5000", false),
+            // Image references cannot carry brackets; the registry list can.
+            ("rd.iguana.insecure_registries=[fd00:6::2]:5000", true),
+            ("rd.iguana.control_url=http://[fd00:6::2]:8080/wf.yaml", true),
+            ("rd.iguana.control_url=http://10.0.2.2:8080/wf.yaml", false),
+            ("", false),
+        ] {
+            assert_eq!(ipv6_target(line), expected, "{line}");
+        }
     }
 
     #[test]

@@ -13,7 +13,7 @@ use std::time::Duration;
 
 use nix::sched::{setns, CloneFlags};
 
-use super::cli_net_up;
+use super::{cli_net_up, ipv6, Options};
 use super::netns_tests::{run, skip_reason, Lab};
 
 fn skip_reason6() -> Option<String> {
@@ -110,6 +110,17 @@ fn net_up(lab: &Lab, cmdline: &str, timeout_secs: u32) -> anyhow::Result<()> {
     .unwrap()
 }
 
+/// Runs `f` on a thread inside the lab's client namespace.
+fn in_client<T: Send + 'static>(lab: &Lab, f: impl FnOnce() -> T + Send + 'static) -> T {
+    let netns = File::open(Path::new("/run/netns").join(&lab.client)).unwrap();
+    thread::spawn(move || {
+        setns(&netns, CloneFlags::CLONE_NEWNET).unwrap();
+        f()
+    })
+    .join()
+    .unwrap()
+}
+
 fn network_json(lab: &Lab) -> serde_json::Value {
     serde_json::from_str(&fs::read_to_string(lab.path("run/iguana/network.json")).unwrap()).unwrap()
 }
@@ -200,4 +211,54 @@ fn dhcp6_on_missing_interface_is_named() {
     lab.veth("eth0", "vs0");
     let err = net_up(&lab, "ip=eth7:dhcp6", 4).unwrap_err();
     assert_eq!(err.to_string(), "ip= names interface eth7 for DHCPv6, which does not exist (links: eth0)");
+}
+
+#[test]
+fn slaac_recorded_in_the_background_when_nothing_waits_for_it() {
+    skip_unless_possible!();
+    let lab = Lab::new("late6");
+    lab.veth("eth0", "vs0");
+    let _dnsmasq = start_dnsmasq(&lab, "vs0", &["192.0.2.100,192.0.2.100,255.255.255.0,1h", "2001:db8:1::,ra-only,64"]);
+    let cmdline = lab.path("cmdline");
+    fs::write(&cmdline, "console=ttyS0 ip=dhcp").unwrap();
+    let options = Options {
+        timeout: Duration::from_secs(30),
+        resolv_conf: lab.path("resolv.conf").into(),
+        json: lab.path("run/iguana/network.json").into(),
+        cmdline: cmdline.into(),
+        publish: Some(lab.path("iguana/network.json").into()),
+        ..Options::default()
+    };
+
+    // IPv4 is all the boot needs: net-up returns once DHCPv4 is done, with
+    // SLAAC recorded only if it was already complete by then.
+    let up_options = options.clone();
+    let up = in_client(&lab, move || {
+        let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
+        runtime.block_on(super::net_up(&up_options)).unwrap()
+    });
+    assert_eq!(up.configured.len(), 1);
+    assert!(up.v6_pending != ipv6::settled(&up.v6), "pending exactly when SLAAC had not settled: {:?}", up.v6);
+    let json = network_json(&lab);
+    assert_eq!(json["leases"][0]["address"], "192.0.2.100");
+    assert_eq!(json, serde_json::from_str::<serde_json::Value>(&fs::read_to_string(lab.path("iguana/network.json")).unwrap()).unwrap());
+
+    // The watcher PID 1's net-up starts (`--late-ipv6`), here in-thread.
+    let args: Vec<String> = ["--watch-ipv6", "eth0", "--timeout", "30", "--json", &lab.path("run/iguana/network.json"), "--publish", &lab.path("iguana/network.json")]
+        .iter()
+        .map(|s| (*s).to_owned())
+        .collect();
+    in_client(&lab, move || cli_net_up(&args)).unwrap();
+
+    let v6 = lab.in_client(&["ip", "-6", "-o", "address", "show", "dev", "eth0", "scope", "global"]);
+    let slaac = v6.split_whitespace().nth(3).unwrap().to_owned();
+    assert!(slaac.starts_with("2001:db8:1:0:"), "{v6}");
+    for path in ["run/iguana/network.json", "iguana/network.json"] {
+        let json: serde_json::Value = serde_json::from_str(&fs::read_to_string(lab.path(path)).unwrap()).unwrap();
+        // Merged into the IPv4 record, once, and nothing of IPv4 lost.
+        assert_eq!(json["interfaces"][0]["addresses"], serde_json::json!(["192.0.2.100/24", slaac]), "{path}");
+        assert_eq!(json["leases"][0]["address"], "192.0.2.100", "{path}");
+        assert_eq!(json["ipv6"]["addresses"][0]["origin"], "ra", "{path}");
+        assert!(json["ipv6"]["gateways"][0]["address"].as_str().unwrap().starts_with("fe80::"), "{path}: {json}");
+    }
 }

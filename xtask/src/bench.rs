@@ -21,6 +21,7 @@ use crate::tools;
 pub const PHASES: &[(&str, &str)] = &[
     ("iguana start", "start"),
     ("modules loaded", "modules-loaded"),
+    ("machine id", "machine-id"),
     ("network up", "network-up"),
     ("image pulled", "image-pulled"),
     ("container started", "container-started"),
@@ -28,6 +29,14 @@ pub const PHASES: &[(&str, &str)] = &[
 pub const PHASE: &str = "iguana: phase ";
 /// The phase compared with the peer's time to container.
 const CONTAINER_STARTED: &str = "container-started";
+/// The kernel's own lines that split its part from iguana's: (label, text).
+const KERNEL_MARKS: &[(&str, &str)] = &[
+    ("initrd unpack start", "Trying to unpack rootfs"),
+    ("initrd unpack end", "Freeing initrd memory"),
+    ("crng ready", "random: crng init done"),
+    ("Run /init", "Run /init as init process"),
+];
+const RUN_INIT: usize = 3;
 
 /// The podman-based dracut initrd this replaces (from the issue).
 const PEER_SECONDS_TO_CONTAINER: f64 = 30.0;
@@ -38,29 +47,51 @@ const RUNS: usize = 3;
 const MEMORY_STEPS: &[u32] = &[512, 256, 128, 96];
 const TIMEOUT: Duration = Duration::from_secs(120);
 
+const USAGE: &str = "usage: cargo xtask bench boot [--init FILE] [--runs N] [--no-memory] [--append ARGS] | bench initrd [--init FILE] | bench pull";
+
+/// What `bench boot` measures besides the timed boots.
+struct BootOptions {
+    runs: usize,
+    /// Search the smallest `-m` that passes (four more boots).
+    memory: bool,
+    /// More kernel arguments, e.g. `rd.driver.blacklist=virtio_rng` to boot
+    /// without a hardware entropy source.
+    append: String,
+}
+
 pub fn main(args: &[String]) -> Result<()> {
     let mut opts = Options::default();
-    if let [_, flag, file] = args {
-        if flag == "--init" {
-            opts.init = Some(file.into());
+    let mut boot_opts = BootOptions { runs: RUNS, memory: true, append: String::new() };
+    let mut rest = args.iter().skip(1);
+    while let Some(flag) = rest.next() {
+        match flag.as_str() {
+            "--init" => opts.init = Some(rest.next().ok_or_else(|| anyhow::anyhow!(USAGE))?.into()),
+            "--runs" => {
+                boot_opts.runs = rest.next().and_then(|n| n.parse().ok()).filter(|n| *n > 0).ok_or_else(|| anyhow::anyhow!(USAGE))?;
+            }
+            "--no-memory" => boot_opts.memory = false,
+            "--append" => boot_opts.append = rest.next().ok_or_else(|| anyhow::anyhow!(USAGE))?.clone(),
+            _ => bail!(USAGE),
         }
     }
     match args.first().map(String::as_str) {
-        Some("boot") => boot(&opts),
+        Some("boot") => boot(&opts, &boot_opts),
         Some("initrd") => compressions(&opts),
         Some("pull") => crate::bench_pull::main(),
-        _ => bail!("usage: cargo xtask bench boot|initrd [--init FILE] | bench pull"),
+        _ => bail!(USAGE),
     }
 }
 
-/// One timed boot: guest and host seconds per phase (None when not seen).
+/// One timed boot: guest and host seconds per phase (None when not seen),
+/// and the guest seconds of each of `KERNEL_MARKS`.
 struct Run {
     guest: Vec<Option<f64>>,
     host: Vec<Option<f64>>,
+    kernel: Vec<Option<f64>>,
     passed: bool,
 }
 
-fn boot(opts: &Options) -> Result<()> {
+fn boot(opts: &Options, boot_opts: &BootOptions) -> Result<()> {
     tools::ensure_tools()?;
     let fixture = Fixture::new(opts, |_| {
         Ok(vec![(
@@ -70,12 +101,13 @@ fn boot(opts: &Options) -> Result<()> {
     })?;
     let reg = fixture.guest_registry.clone();
     let append = format!(
-        "rd.iguana.containers={reg}/a rd.iguana.insecure_registries={reg} {}",
-        e2e::COMMON_APPEND
+        "rd.iguana.containers={reg}/a rd.iguana.insecure_registries={reg} {} {}",
+        e2e::COMMON_APPEND,
+        boot_opts.append
     );
 
     let mut runs = Vec::new();
-    for i in 0..RUNS {
+    for i in 0..boot_opts.runs {
         let run = timed_boot(&fixture.vm(&append), 256)?;
         eprintln!(
             "xtask: run {}: {}",
@@ -84,22 +116,11 @@ fn boot(opts: &Options) -> Result<()> {
         );
         runs.push(run);
     }
-    println!("bench boot: {RUNS} runs, -m 256, TCG; medians in seconds");
-    println!("  {:<20} {:>8} {:>8}", "phase", "guest", "host");
-    println!("  {:<20} {:>8} {:>8}", "kernel start", "0.00", "-");
-    let mut to_container = None;
-    for (i, (label, name)) in PHASES.iter().enumerate() {
-        let guest = median(runs.iter().filter_map(|r| r.guest[i]).collect());
-        let host = median(runs.iter().filter_map(|r| r.host[i]).collect());
-        println!("  {:<20} {:>8} {:>8}", label, fmt(guest), fmt(host));
-        if *name == CONTAINER_STARTED {
-            to_container = host;
-        }
-    }
+    let to_container = report(&runs);
 
     let mut smallest = None;
     let mut tried = Vec::new();
-    for &mib in MEMORY_STEPS {
+    for &mib in MEMORY_STEPS.iter().filter(|_| boot_opts.memory) {
         let passed = timed_boot(&fixture.vm(&append), mib)?.passed;
         tried.push(format!("{mib} {}", if passed { "ok" } else { "failed" }));
         if !passed {
@@ -158,11 +179,46 @@ fn timed_boot(config: &VmConfig, memory_mib: u32) -> Result<Run> {
         .iter()
         .map(|(_, name)| phase_time(&outcome, name))
         .unzip();
+    let kernel = KERNEL_MARKS.iter().map(|(_, text)| kernel_time(&outcome, text)).collect();
     Ok(Run {
         guest,
         host,
+        kernel,
         passed,
     })
+}
+
+/// Prints the medians: each phase's time, its share of iguana's part, and
+/// the kernel's part apart. Returns the host seconds to the container.
+fn report(runs: &[Run]) -> Option<f64> {
+    println!("bench boot: {} runs, -m 256, TCG; medians in seconds", runs.len());
+    println!("  {:<22} {:>8}", "kernel mark", "guest");
+    for (i, (label, _)) in KERNEL_MARKS.iter().enumerate() {
+        let at = median(runs.iter().filter_map(|r| r.kernel[i]).collect());
+        println!("  {:<22} {:>8}", label, fmt(at));
+    }
+    let unpack = median(runs.iter().filter_map(|r| Some(r.kernel[1]? - r.kernel[0]?)).collect());
+    println!("  {:<22} {:>8}", "initrd unpack took", fmt(unpack));
+
+    let iguana_part = |r: &Run| Some(r.guest[PHASES.len() - 1]? - r.kernel[RUN_INIT]?);
+    let iguana = median(runs.iter().filter_map(iguana_part).collect());
+    println!("  {:<22} {:>8} {:>8} {:>8} {:>7}", "iguana phase", "guest", "took", "host", "share");
+    let mut to_container = None;
+    for (i, (label, name)) in PHASES.iter().enumerate() {
+        let guest = median(runs.iter().filter_map(|r| r.guest[i]).collect());
+        let host = median(runs.iter().filter_map(|r| r.host[i]).collect());
+        // From the previous phase, or from `Run /init` for the first.
+        let took = median(runs.iter().filter_map(|r| Some(r.guest[i]? - if i == 0 { r.kernel[RUN_INIT]? } else { r.guest[i - 1]? })).collect());
+        let share = took.zip(iguana).map_or("-".to_owned(), |(t, all)| format!("{:.0}%", 100.0 * t / all));
+        println!("  {:<22} {:>8} {:>8} {:>8} {:>7}", label, fmt(guest), fmt(took), fmt(host), share);
+        if *name == CONTAINER_STARTED {
+            to_container = host;
+        }
+    }
+    let kernel = median(runs.iter().filter_map(|r| r.kernel[RUN_INIT]).collect());
+    println!("  kernel's part (0 -> Run /init): {} s", fmt(kernel));
+    println!("  iguana's part (Run /init -> container started): {} s", fmt(iguana));
+    to_container
 }
 
 /// Guest and host seconds of the first `PHASE name` line.
@@ -176,6 +232,12 @@ fn phase_time(outcome: &Outcome, name: &str) -> (Option<f64>, Option<f64>) {
         Some(line) => (kernel_timestamp(&line.text), Some(line.at.as_secs_f64())),
         None => (None, None),
     }
+}
+
+/// Guest seconds of the first console line containing `text`.
+fn kernel_time(outcome: &Outcome, text: &str) -> Option<f64> {
+    let line = outcome.lines.iter().find(|line| line.text.contains(text))?;
+    kernel_timestamp(&line.text)
 }
 
 /// `[   1.234567] ...` -> 1.234567.

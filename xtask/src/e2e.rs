@@ -369,9 +369,14 @@ fi
 
 /// Container `v6`: the SLAAC address and default route seen from inside,
 /// network.json recording them, and the router (slirp) answering over IPv6.
+/// Nothing in this boot needs IPv6, so the boot does not wait for SLAAC:
+/// the container waits (20 s at most) until net-up's background watcher
+/// has recorded it, as a container started later would simply find it.
 fn script_v6() -> String {
     format!(
-        r#"echo "IGUANA-E2E v6 addr $(busybox ip -6 addr show dev eth0 | grep 'scope global')"
+        r#"i=0
+while ! grep -q '"{V6_SLAAC}/64"' /iguana/network.json && [ $i -lt 40 ]; do busybox sleep 0.5; i=$((i+1)); done
+echo "IGUANA-E2E v6 addr $(busybox ip -6 addr show dev eth0 | grep 'scope global')"
 echo "IGUANA-E2E v6 route $(busybox ip -6 route show default)"
 if grep -q '"{V6_SLAAC}/64"' /iguana/network.json && grep -q '"origin": "ra"' /iguana/network.json; then
   echo '{MARK_V6_JSON}'

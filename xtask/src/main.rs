@@ -52,7 +52,8 @@ tasks:
   e2e-metal [--only NAME,..] examples/metal-image-install/ in QEMU (also in e2e)
   demo [--memory MIB] [--init FILE]
                              boot one guest and show its console live
-  bench boot [--init FILE]   boot-time phases, smallest RAM, sizes
+  bench boot [--init FILE] [--runs N] [--no-memory] [--append ARGS]
+                             boot-time phases, smallest RAM, sizes
   bench initrd [--init FILE] initrd size and unpack time per compression
   bench pull                 image pull and unpack throughput
   ci                         every check: host tests, then e2e
