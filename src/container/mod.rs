@@ -19,7 +19,7 @@ use std::path::{Path, PathBuf};
 
 pub use spec::{merge_env, spec};
 pub use start::start;
-pub use supervisor::{Running, Supervisor};
+pub use supervisor::{Running, Supervisor, Timeout};
 
 /// What the image says to run, as `iguana pull --config-out` writes it.
 pub use crate::image::ImageConfig;

@@ -73,6 +73,14 @@ fn show(console: &mut ConsoleBudget, job: &str, line: &[u8]) {
     }
 }
 
+/// When a job must have ended: its deadline, and the whole timeout that
+/// deadline came from (for the message).
+#[derive(Debug, Clone, Copy)]
+pub struct Timeout {
+    pub deadline: Instant,
+    pub total: Duration,
+}
+
 /// Copies the output of every running container to the console and reaps
 /// children (this is PID 1: every orphan is ours). Single-threaded: one
 /// poll loop over all the pipes.
@@ -92,13 +100,15 @@ impl Supervisor {
         self.running.push(running);
     }
 
-    /// Waits for the named container to exit; after `timeout` it is killed
-    /// and `Exit::TimedOut` returned.
-    pub fn wait(&mut self, name: &str, timeout: Option<Duration>) -> Exit {
-        if let Some(exit) = self.wait_until(name, timeout.map(|t| Instant::now() + t)) {
+    /// Waits for the named container to exit; at `timeout`'s deadline it is
+    /// killed and `Exit::TimedOut` returned.
+    pub fn wait(&mut self, name: &str, timeout: Option<Timeout>) -> Exit {
+        if let Some(exit) = self.wait_until(name, timeout.map(|t| t.deadline)) {
             return exit;
         }
-        let secs = timeout.map_or(0, |t| t.as_secs());
+        // The job's whole timeout (its pulls included), not what was left
+        // of it when the container started.
+        let secs = timeout.map_or(0, |t| t.total.as_secs());
         tracing::error!("job {name}: timed out after {secs}s, killing it");
         self.kill(name);
         Exit::TimedOut(secs)

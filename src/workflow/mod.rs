@@ -22,7 +22,7 @@ use std::time::{Duration, Instant};
 use indexmap::IndexMap;
 
 use crate::cmdline::Cmdline;
-use crate::container::{self, Bind, Dirs, Exit, ImageConfig, Job, Stdin, Supervisor};
+use crate::container::{self, Bind, Dirs, Exit, ImageConfig, Job, Stdin, Supervisor, Timeout};
 use schema::{Container, Workflow};
 use volumes::Source;
 
@@ -244,7 +244,8 @@ fn run_job(ctx: &Context<'_>, wf: &Workflow, id: &str, job: &schema::Job) -> Res
             .and_then(|j| container::start(&j, &dirs, Stdin::Console).map_err(Error::from))
             .map(|running| {
                 sup.add(running);
-                let exit = sup.wait(id, deadline.map(|d| d.saturating_duration_since(Instant::now())));
+                let timeout = job.timeout().zip(deadline).map(|(total, deadline)| Timeout { deadline, total });
+                let exit = sup.wait(id, timeout);
                 sup.remove(id);
                 exit
             })
