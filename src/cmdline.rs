@@ -280,7 +280,7 @@ fn valid_proxy(url: &str) -> bool {
     let Some(rest) = url.strip_prefix("http://") else { return false };
     let rest = rest.strip_suffix('/').unwrap_or(rest);
     let host_port = match rest.rsplit_once('@') {
-        Some((userinfo, host_port)) if userinfo.chars().all(|c| c.is_ascii_graphic() && c != '/') => host_port,
+        Some((userinfo, host_port)) if userinfo.chars().all(|c| c.is_ascii_graphic() && !matches!(c, '/' | '?' | '#')) => host_port,
         Some(_) => return false,
         None => rest,
     };
@@ -492,6 +492,10 @@ mod tests {
             ("rd.iguana.proxy=http://p/path", "rd.iguana.proxy: \"http://p/path\" is not a valid proxy URL (http://[user:pass@]host[:port])"),
             ("rd.iguana.proxy=http://[::1]x", "rd.iguana.proxy: \"http://[::1]x\" is not a valid proxy URL (http://[user:pass@]host[:port])"),
             ("rd.iguana.proxy=http://a:b:c", "rd.iguana.proxy: \"http://a:b:c\" is not a valid proxy URL (http://[user:pass@]host[:port])"),
+            // A `?` or `#` in the password must be percent-encoded; the error
+            // does not show it.
+            ("rd.iguana.proxy=http://alice:pa?ss@p:1", "rd.iguana.proxy: \"http://***@p:1\" is not a valid proxy URL (http://[user:pass@]host[:port])"),
+            ("rd.iguana.proxy=http://alice:p#ss@p:1", "rd.iguana.proxy: \"http://***@p:1\" is not a valid proxy URL (http://[user:pass@]host[:port])"),
             ("rd.iguana.no_proxy=", "rd.iguana.no_proxy: empty value"),
             ("rd.iguana.no_proxy=.", "rd.iguana.no_proxy: \".\" is not a valid host, .domain, IP, CIDR or *"),
             ("rd.iguana.no_proxy=10.0.0.0/33", "rd.iguana.no_proxy: \"10.0.0.0/33\" is not a valid host, .domain, IP, CIDR or *"),

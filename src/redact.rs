@@ -60,46 +60,40 @@ struct Parts<'a> {
 
 impl<'a> Parts<'a> {
     fn of(url: &'a str) -> Parts<'a> {
-        let (url, fragment) = match url.split_once('#') {
-            Some((u, f)) => (u, Some(f)),
-            None => (url, None),
-        };
-        let (url, query) = match url.split_once('?') {
-            Some((u, q)) => (u, Some(q)),
-            None => (url, None),
-        };
         let (scheme, after) = match url.split_once("://") {
             Some((s, a)) => (Some(s), a),
             None => (None, url),
         };
-        let authority = after.split('/').next().unwrap_or(after);
-        let at = match authority.rfind('@') {
-            Some(at) => Some(at),
-            // `user:pa/ss@host`: an unencoded `/` in the password ends the
-            // authority early, at a "port" that is not a number. Rather
-            // than show the tail of the password, the userinfo runs to
-            // the last `@`.
-            None if bad_port(authority) => after.rfind('@'),
-            None => None,
-        };
-        let (userinfo, rest) = match at {
+        // The userinfo is found before the query and fragment are cut off:
+        // an unencoded `?`, `#` or `/` in a password must not split it.
+        let (userinfo, rest) = match userinfo_end(after) {
             Some(at) => (after.get(..at), after.get(at + 1..).unwrap_or("")),
             None => (None, after),
+        };
+        let (rest, fragment) = match rest.split_once('#') {
+            Some((r, f)) => (r, Some(f)),
+            None => (rest, None),
+        };
+        let (rest, query) = match rest.split_once('?') {
+            Some((r, q)) => (r, Some(q)),
+            None => (rest, None),
         };
         Parts { scheme, userinfo, rest, query, fragment }
     }
 }
 
-/// `host:port` whose port is not digits (brackets of an IPv6 host aside).
-fn bad_port(authority: &str) -> bool {
-    let after_host = match authority.rfind(']') {
-        Some(end) => authority.get(end + 1..).unwrap_or(""),
-        None => authority,
-    };
-    match after_host.split_once(':') {
-        Some((_, port)) => !port.chars().all(|c| c.is_ascii_digit()),
-        None => false,
+/// Where the userinfo of `after` (the text after `scheme://`) ends: the
+/// last `@` of the authority (up to the first `/`), else the last `@`
+/// before the query or fragment. The second case takes `user:pa/ss@host`
+/// whole; it also takes an `@` in a path for one, which shows less of a
+/// URL than it could, never more.
+fn userinfo_end(after: &str) -> Option<usize> {
+    let authority = after.split('/').next().unwrap_or(after);
+    if let Some(at) = authority.rfind('@') {
+        return Some(at);
     }
+    let path_end = after.find(['?', '#']).unwrap_or(after.len());
+    after.get(..path_end).and_then(|path| path.rfind('@'))
 }
 
 #[cfg(test)]
@@ -121,14 +115,22 @@ mod tests {
             ("http://[fd00::1]:8080/w?k=v", "http://[fd00::1]:8080/w?***"),
             ("http://u:p@[::1]:1/x", "http://***@[::1]:1/x"),
             ("http://[::1]", "http://[::1]"),
-            // `@` in the path or query is not userinfo.
-            ("http://host/a@b", "http://host/a@b"),
+            // `@` in the query is not userinfo; in the path it cannot be
+            // told from an unencoded `/` in a password, so it is redacted.
+            ("http://host/a@b", "http://***@b"),
             ("http://host/p?u=a@b", "http://host/p?***"),
             ("http://u:p@host/a@b", "http://***@host/a@b"),
             // `@` in the password, and an unencoded `/` in it.
             ("http://u:p@ss@host/x", "http://***@host/x"),
             ("http://u:pa/ss@host/x", "http://***@host/x"),
             ("http://a:b:c", "http://a:b:c"),
+            // `?`, `#` or digits and `/` in the password: the userinfo is
+            // still found (an `@` before the query is taken as its end, so an
+            // `@` in a path is redacted too: safe, if more than needed).
+            ("http://alice:pa?ss@proxy.lan:3128", "http://***@proxy.lan:3128"),
+            ("http://alice:p#ss@proxy.lan:3128/", "http://***@proxy.lan:3128/"),
+            ("http://u:1234/5678@h/", "http://***@h/"),
+            ("https://boot.lan?token=a@b", "https://***@b"),
             // No scheme.
             ("user:pass@host:3128", "***@host:3128"),
             ("host:5000", "host:5000"),
@@ -138,7 +140,7 @@ mod tests {
             ("", ""),
             ("@", "***@"),
             ("://", "://"),
-            ("?#@", "?***"),
+            ("?#@", "***@"),
             ("http://[", "http://["),
             ("http://]:x@", "http://***@"),
             ("héllo://ü:ö@ä/ß?ç#∂", "héllo://***@ä/ß?***"),
