@@ -212,10 +212,12 @@ pub fn reap_for(limit: Duration) {
 /// shell (debug) or reboot, before the process can abort.
 fn install_panic_hook(failsafe: Failsafe, kernel_env: Vec<(OsString, OsString)>) {
     let default = std::panic::take_hook();
+    let pid_ns = pid_namespace();
     std::panic::set_hook(Box::new(move |info| {
         // libcontainer's forked children inherit this hook: in them a panic
-        // must only end that child, never stop the machine.
-        if !acts_on_panic(nix::unistd::getpid()) {
+        // must only end that child, never stop the machine. A container's
+        // init is pid 1 too, of its own pid namespace.
+        if !acts_on_panic(nix::unistd::getpid(), pid_namespace(), pid_ns) {
             return default(info);
         }
         let reason = format!("iguana panicked: {info}");
@@ -226,10 +228,18 @@ fn install_panic_hook(failsafe: Failsafe, kernel_env: Vec<(OsString, OsString)>)
     }));
 }
 
-/// Whether the panic hook of process `pid` reboots the machine: only in
-/// PID 1, whose end would be the kernel's.
-fn acts_on_panic(pid: nix::unistd::Pid) -> bool {
-    pid.as_raw() == 1
+/// Whether the panic hook of process `pid` in pid namespace `now` reboots
+/// the machine: only in PID 1 of the namespace it was installed in
+/// (`recorded`), whose end would be the kernel's. When either namespace is
+/// unknown (no /proc), pid 1 acts: a kernel panic is the worse outcome.
+fn acts_on_panic(pid: nix::unistd::Pid, now: Option<u64>, recorded: Option<u64>) -> bool {
+    pid.as_raw() == 1 && (now.is_none() || recorded.is_none() || now == recorded)
+}
+
+/// The inode of this process's pid namespace, which tells namespaces apart.
+fn pid_namespace() -> Option<u64> {
+    use std::os::unix::fs::MetadataExt;
+    std::fs::metadata("/proc/self/ns/pid").ok().map(|m| m.ino())
 }
 
 /// How long halt sleeps when PID 1 has no child: an orphan adopted later
@@ -263,8 +273,19 @@ mod tests {
 
     #[test]
     fn only_pid_1_reboots_on_panic() {
-        for (pid, acts) in [(1, true), (2, false), (4321, false)] {
-            assert_eq!(acts_on_panic(Pid::from_raw(pid)), acts, "{pid}");
+        // (pid, the pid namespace now, the one PID 1 recorded, acts)
+        let cases: &[(i32, Option<u64>, Option<u64>, bool)] = &[
+            (1, Some(7), Some(7), true),
+            (2, Some(7), Some(7), false),
+            (4321, Some(7), Some(7), false),
+            // A container's init: pid 1 of a namespace of its own.
+            (1, Some(9), Some(7), false),
+            // No /proc to tell: PID 1 errs on the side of not panicking the kernel.
+            (1, None, Some(7), true),
+            (1, Some(7), None, true),
+        ];
+        for &(pid, now, recorded, acts) in cases {
+            assert_eq!(acts_on_panic(Pid::from_raw(pid), now, recorded), acts, "{pid} {now:?} {recorded:?}");
         }
     }
 
