@@ -144,11 +144,13 @@ fn prepare_rootfs(job: &Job) -> Result<(), Error> {
         }
     }
     for file in ["etc/resolv.conf", "etc/hosts"] {
-        let flags = OFlags::CREATE | OFlags::WRONLY | OFlags::CLOEXEC | OFlags::NOFOLLOW;
+        // EXCL: only ever create. Whatever the image has there already (a
+        // file, a symlink such as resolv.conf -> ../run/..., a FIFO that
+        // would block an open for writing, a device node) is covered by the
+        // bind mount and never opened.
+        let flags = OFlags::CREATE | OFlags::EXCL | OFlags::WRONLY | OFlags::CLOEXEC | OFlags::NOFOLLOW;
         match openat2(&root, file, flags, Mode::from_raw_mode(0o644), how) {
-            // A symlink there (common: resolv.conf -> ../run/...) is replaced
-            // by the bind mount anyway; it only has to resolve somewhere.
-            Ok(_) | Err(rustix::io::Errno::LOOP) => {}
+            Ok(_) | Err(rustix::io::Errno::EXIST) | Err(rustix::io::Errno::LOOP) => {}
             Err(e) => return Err(rootfs_err("/etc/resolv.conf")(e)),
         }
     }
@@ -222,6 +224,27 @@ mod tests {
         assert_eq!(init_pid("a", Some(42)).unwrap(), Pid::from_raw(42));
         let err = init_pid("installer", None).unwrap_err();
         assert_eq!(err.to_string(), "job installer: libcontainer did not report the container's pid");
+    }
+
+    /// An image's /etc/hosts that is a FIFO (opening it for writing would
+    /// wait for a reader forever) or a device node (opening it could arm a
+    /// watchdog) is left alone: the bind mount covers it.
+    #[test]
+    fn bind_targets_that_exist_are_never_opened() {
+        use std::os::unix::fs::FileTypeExt;
+        use std::time::Duration;
+        use crate::image::ImageConfig;
+        let dir = tempfile::tempdir().unwrap();
+        let rootfs = dir.path().join("rootfs");
+        std::fs::create_dir_all(rootfs.join("etc")).unwrap();
+        nix::unistd::mkfifo(&rootfs.join("etc/hosts"), nix::sys::stat::Mode::from_bits_truncate(0o644)).unwrap();
+        std::os::unix::fs::symlink("/nonexistent", rootfs.join("etc/resolv.conf")).unwrap();
+        let job = Job { name: "a".into(), image: ImageConfig::default(), env: vec![], rootfs: rootfs.clone(), mounts: vec![] };
+        let (tx, rx) = std::sync::mpsc::channel();
+        std::thread::spawn(move || tx.send(prepare_rootfs(&job).map_err(|e| e.to_string())));
+        let result = rx.recv_timeout(Duration::from_secs(5)).expect("prepare_rootfs blocked on the FIFO");
+        assert_eq!(result, Ok(()));
+        assert!(std::fs::symlink_metadata(rootfs.join("etc/hosts")).unwrap().file_type().is_fifo());
     }
 }
 
