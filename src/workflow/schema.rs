@@ -178,9 +178,109 @@ pub fn parse(bytes: &[u8]) -> Result<Workflow, Error> {
     if text.trim().is_empty() {
         return Err(Error::Yaml("empty file: a workflow needs at least `jobs`".into()));
     }
+    // Aliases replay their anchor: measure what the document expands to
+    // before anything is allocated for it.
+    let budget = std::cell::Cell::new(MAX_EXPANDED);
+    // Any other error is left to the typed parse below, which says it
+    // better (`expected a map`).
+    if let Err(e) = de::DeserializeSeed::deserialize(Budget(&budget), serde_yaml::Deserializer::from_str(text)) {
+        if budget.get() == 0 {
+            return Err(Error::Yaml(e.to_string()));
+        }
+    }
     let workflow: Workflow = serde_yaml::from_str(text).map_err(|e| Error::Yaml(e.to_string()))?;
     validate(&workflow)?;
     Ok(workflow)
+}
+
+/// What a workflow may expand to once YAML aliases are replayed: scalar
+/// bytes plus one per node. A file is at most 1 MiB; an anchor named many
+/// times (YAML's "billion laughs") must not make PID 1 allocate gigabytes.
+const MAX_EXPANDED: usize = 4 << 20;
+
+/// A visitor that walks any YAML document, aliases replayed as serde_yaml
+/// does, spending `budget` on every node and scalar byte and allocating
+/// nothing; it fails as soon as the budget is gone.
+struct Budget<'a>(&'a std::cell::Cell<usize>);
+
+impl Budget<'_> {
+    fn spend<E: de::Error>(&self, bytes: usize) -> Result<(), E> {
+        match self.0.get().checked_sub(bytes.saturating_add(1)) {
+            Some(left) => Ok(self.0.set(left.max(1))),
+            None => Err({
+                // 0 marks "out of budget" for the caller.
+                self.0.set(0);
+                E::custom(format_args!(
+                "expands to more than {} MiB once YAML aliases are replayed",
+                MAX_EXPANDED >> 20
+                ))
+            }),
+        }
+    }
+}
+
+impl<'de> de::DeserializeSeed<'de> for Budget<'_> {
+    type Value = ();
+    fn deserialize<D: Deserializer<'de>>(self, d: D) -> Result<(), D::Error> {
+        d.deserialize_any(self)
+    }
+}
+
+impl<'de> Visitor<'de> for Budget<'_> {
+    type Value = ();
+    fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("any YAML value")
+    }
+    fn visit_bool<E: de::Error>(self, _: bool) -> Result<(), E> {
+        self.spend(8)
+    }
+    fn visit_i64<E: de::Error>(self, _: i64) -> Result<(), E> {
+        self.spend(8)
+    }
+    fn visit_u64<E: de::Error>(self, _: u64) -> Result<(), E> {
+        self.spend(8)
+    }
+    fn visit_f64<E: de::Error>(self, _: f64) -> Result<(), E> {
+        self.spend(8)
+    }
+    fn visit_str<E: de::Error>(self, v: &str) -> Result<(), E> {
+        self.spend(v.len())
+    }
+    fn visit_bytes<E: de::Error>(self, v: &[u8]) -> Result<(), E> {
+        self.spend(v.len())
+    }
+    fn visit_unit<E: de::Error>(self) -> Result<(), E> {
+        self.spend(0)
+    }
+    fn visit_none<E: de::Error>(self) -> Result<(), E> {
+        self.spend(0)
+    }
+    fn visit_some<D: Deserializer<'de>>(self, d: D) -> Result<(), D::Error> {
+        self.spend(0)?;
+        de::DeserializeSeed::deserialize(self, d)
+    }
+    fn visit_newtype_struct<D: Deserializer<'de>>(self, d: D) -> Result<(), D::Error> {
+        self.spend(0)?;
+        de::DeserializeSeed::deserialize(self, d)
+    }
+    fn visit_seq<A: de::SeqAccess<'de>>(self, mut seq: A) -> Result<(), A::Error> {
+        self.spend(0)?;
+        while seq.next_element_seed(Budget(self.0))?.is_some() {}
+        Ok(())
+    }
+    fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<(), A::Error> {
+        self.spend(0)?;
+        while map.next_key_seed(Budget(self.0))?.is_some() {
+            map.next_value_seed(Budget(self.0))?;
+        }
+        Ok(())
+    }
+    fn visit_enum<A: de::EnumAccess<'de>>(self, data: A) -> Result<(), A::Error> {
+        use de::VariantAccess;
+        self.spend(0)?;
+        let ((), variant) = data.variant_seed(Budget(self.0))?;
+        variant.newtype_variant_seed(Budget(self.0))
+    }
 }
 
 fn invalid(path: String, message: impl Into<String>) -> Error {
@@ -305,6 +405,20 @@ mod tests {
     }
 
     /// Upstream's own example files parse unchanged.
+    /// YAML aliases replay their anchor: a file under the size limit must
+    /// not expand into gigabytes in PID 1 (the "billion laughs" of YAML).
+    #[test]
+    fn alias_expansion_is_bounded() {
+        let anchor = "A".repeat(64 << 10);
+        let aliases = vec!["*x"; 100].join(", ");
+        let bomb = format!("jobs:\n  a:\n    container:\n      image: r/a\n      volumes: [&x \"{anchor}\", {aliases}]\n");
+        let err = parse(bomb.as_bytes()).unwrap_err().to_string();
+        assert!(err.contains("expands to more than 4 MiB once YAML aliases are replayed"), "{err}");
+        // Aliases that stay small are fine.
+        let small = "jobs:\n  a:\n    container: &c {image: r/a}\n  b:\n    container: *c\n";
+        assert_eq!(parse(small.as_bytes()).unwrap().jobs.0.len(), 2);
+    }
+
     #[test]
     fn upstream_examples_parse() {
         for file in ["examples/agama.yaml", "examples/partitioner.yaml", "examples/control.yaml"] {
