@@ -24,6 +24,8 @@ const ERROR_FILE_MAX: u64 = 64 << 10;
 /// How often PID 1 looks whether the child has ended. Short enough that a
 /// step does not wait noticeably longer than its child ran.
 const POLL: Duration = Duration::from_millis(20);
+/// How long PID 1 waits for a killed child to be gone.
+const KILL_GRACE: Duration = Duration::from_secs(5);
 
 /// Runs `iguana ARGS...` with the console as stdio and waits for it, at
 /// most `limit`. A failure is described by the child's own error message
@@ -103,7 +105,10 @@ fn kill_group(child: &mut Child) {
             let _ = child.kill();
         }
     }
-    let _ = child.wait();
+    // SIGKILL waits for a process in uninterruptible sleep (a stuck driver
+    // or netlink call) to come back to user space: wait a bounded time, then
+    // leave it to PID 1's reaping of every child.
+    let _ = wait_until(child, Instant::now().checked_add(KILL_GRACE));
 }
 
 /// `90 s`, or `30 min` for whole minutes.

@@ -106,6 +106,11 @@ impl Supervisor {
         if let Some(exit) = self.wait_until(name, timeout.map(|t| t.deadline)) {
             return exit;
         }
+        // Exited in time, its output still being drained at the deadline:
+        // that is its exit, not a timeout.
+        if let Some(exit) = self.running.iter().find(|r| r.name == name).and_then(|r| r.exit) {
+            return exit;
+        }
         // The job's whole timeout (its pulls included), not what was left
         // of it when the container started.
         let secs = timeout.map_or(0, |t| t.total.as_secs());

@@ -24,7 +24,7 @@ mod cli;
 mod config;
 mod layer;
 pub mod manifest;
-mod overlay;
+pub mod overlay;
 mod reference;
 mod registry;
 mod retry;

@@ -154,9 +154,28 @@ pub fn mount(options: &str, target: &Path) -> Result<(), Unusable> {
 /// Reads `ROOTFS.layers`: the layer directories an image used (none when
 /// the file is missing, i.e. the rootfs was flattened or never pulled).
 pub fn read_layer_list(rootfs: &Path) -> Vec<PathBuf> {
-    std::fs::read_to_string(sibling(rootfs, "layers"))
-        .map(|text| text.lines().filter(|l| !l.is_empty()).map(PathBuf::from).collect())
-        .unwrap_or_default()
+    use std::io::Read;
+    // The pull child wrote it; PID 1 reads it with a bound all the same
+    // (std only: tests include this file by path, without the crate).
+    let mut text = String::new();
+    let read = std::fs::File::open(sibling(rootfs, "layers"))
+        .and_then(|f| f.take(LAYER_LIST_MAX + 1).read_to_string(&mut text));
+    match read {
+        Ok(n) if (n as u64) <= LAYER_LIST_MAX => text.lines().filter(|l| !l.is_empty()).map(PathBuf::from).collect(),
+        _ => Vec::new(),
+    }
+}
+
+/// A layer list longer than this is not read: ~44 layers fit an overlay.
+const LAYER_LIST_MAX: u64 = 64 << 10;
+
+/// Whether `path` is a layer directory the pull makes in `layers_dir`
+/// (`sha256-<64 lowercase hex>`): PID 1 deletes nothing else it reads
+/// from a layer list.
+pub fn is_layer_dir(layers_dir: &Path, path: &Path) -> bool {
+    let name = path.file_name().and_then(|n| n.to_str()).unwrap_or("");
+    let hex = name.strip_prefix("sha256-").unwrap_or("");
+    path.parent() == Some(layers_dir) && hex.len() == 64 && hex.bytes().all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b))
 }
 
 /// Writes `ROOTFS.layers`.
@@ -168,6 +187,25 @@ pub fn write_layer_list(rootfs: &Path, layers: &[PathBuf]) -> io::Result<()> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn only_layer_directories_of_this_boot_are_deleted() {
+        let hex = "ab".repeat(32);
+        let dir = Path::new("/run/iguana/layers");
+        let cases: &[(String, bool)] = &[
+            (format!("/run/iguana/layers/sha256-{hex}"), true),
+            ("/run/iguana/layers/..".into(), false),
+            ("/run/iguana".into(), false),
+            ("/".into(), false),
+            (format!("/run/iguana/layers/sha256-{hex}/.."), false),
+            (format!("/other/layers/sha256-{hex}"), false),
+            (format!("/run/iguana/layers/sha256-{}", hex.to_uppercase()), false),
+            ("/run/iguana/layers/sha256-ab".into(), false),
+        ];
+        for (path, want) in cases {
+            assert_eq!(is_layer_dir(dir, Path::new(path)), *want, "{path}");
+        }
+    }
 
     fn check(layers: &[&str], expected: Result<&str, &str>) {
         let layers: Vec<PathBuf> = layers.iter().map(PathBuf::from).collect();

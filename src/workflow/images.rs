@@ -60,7 +60,12 @@ pub fn release(images_dir: &Path, job_images: &[(String, &str)], later: &HashSet
             }
         }
     }
+    let layers_dir = images_dir.with_file_name("layers");
     for layer in layers_to_delete(&used, later) {
+        if !crate::image::overlay::is_layer_dir(&layers_dir, &layer) {
+            tracing::warn!(dir = %layer.display(), "not a layer directory of this boot: not removed");
+            continue;
+        }
         if let Err(err) = std::fs::remove_dir_all(&layer) {
             tracing::warn!(dir = %layer.display(), %err, "layer directory not removed");
         }
