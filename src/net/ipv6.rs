@@ -398,9 +398,12 @@ pub async fn watch(handle: &Handle, links: &[Link], deadline: Instant, json: &Pa
     loop {
         let outcome = observe(&addresses(handle).await?, &routes(handle).await?, links, None);
         if outcome != recorded && !outcome.addresses.is_empty() {
+            // Only our own record (on /run) is read; the copy on /iguana,
+            // which containers may have replaced by anything, is only ever
+            // replaced.
+            let base = fs::read_to_string(json).map_err(|source| Error::Read { path: json.to_owned(), source })?;
+            let text = network_json(Some(&base), &outcome, links).map_err(|source| Error::Json { path: json.to_owned(), source })?;
             for path in std::iter::once(json).chain(publish) {
-                let base = fs::read_to_string(path).map_err(|source| Error::Read { path: path.to_owned(), source })?;
-                let text = network_json(Some(&base), &outcome, links).map_err(|source| Error::Json { path: path.to_owned(), source })?;
                 write(path, &text)?;
             }
             let after = start.elapsed().as_secs_f64();

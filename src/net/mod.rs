@@ -514,7 +514,12 @@ pub(crate) fn write_atomic(path: &Path, text: &str) -> io::Result<()> {
     fs::create_dir_all(parent)?;
     let name = path.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
     let temporary = parent.join(format!(".{name}.{}.tmp", std::process::id()));
-    fs::write(&temporary, text)?;
+    // create_new: a symlink or file a container planted at that name is
+    // not followed or reused; it is removed and the write tried once more.
+    let create = || fs::OpenOptions::new().write(true).create_new(true).open(&temporary);
+    let mut file = create().or_else(|_| fs::remove_file(&temporary).and_then(|()| create()))?;
+    io::Write::write_all(&mut file, text.as_bytes())?;
+    drop(file);
     fs::rename(&temporary, path).inspect_err(|_| {
         let _ = fs::remove_file(&temporary);
     })
@@ -590,6 +595,23 @@ mod tests {
         assert_eq!(fs::read_to_string(&path).unwrap(), "{}\n");
         let left: Vec<_> = fs::read_dir(path.parent().unwrap()).unwrap().map(|e| e.unwrap().file_name()).collect();
         assert_eq!(left, vec![std::ffi::OsString::from("network.json")], "no temporary file left");
+    }
+
+    /// /iguana is writable by containers: a symlink planted at the
+    /// temporary name must not make the write land elsewhere.
+    #[test]
+    fn atomic_write_follows_no_planted_symlink() {
+        let dir = tempfile::tempdir().unwrap();
+        let outside = dir.path().join("outside");
+        fs::write(&outside, "untouched").unwrap();
+        let path = dir.path().join("iguana/network.json");
+        fs::create_dir_all(path.parent().unwrap()).unwrap();
+        let planted = path.with_file_name(format!(".network.json.{}.tmp", std::process::id()));
+        std::os::unix::fs::symlink(&outside, &planted).unwrap();
+        write_atomic(&path, "{}\n").unwrap();
+        assert_eq!(fs::read_to_string(&outside).unwrap(), "untouched");
+        assert_eq!(fs::read_to_string(&path).unwrap(), "{}\n");
+        assert!(fs::symlink_metadata(&path).unwrap().file_type().is_file());
     }
 
     #[test]
