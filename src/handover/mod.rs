@@ -69,23 +69,15 @@ impl Requests {
 /// it does not exist. Opened non-blocking, so a FIFO put in its place
 /// cannot stall PID 1 (and is refused as not a regular file).
 pub fn read_bounded(path: &Path, limit: u64) -> Result<Option<String>, Error> {
-    use std::io::Read;
-    use std::os::unix::fs::OpenOptionsExt;
+    use crate::fsutil::Error as Read;
     let name = || path.display().to_string();
-    let file = match std::fs::OpenOptions::new().read(true).custom_flags(nix::libc::O_NONBLOCK).open(path) {
-        Ok(file) => file,
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
-        Err(source) => return Err(Error::ReadRequest { path: name(), source }),
+    let bytes = match crate::fsutil::read_bounded(path, limit) {
+        Ok(bytes) => bytes,
+        Err(e) if e.is_not_found() => return Ok(None),
+        Err(Read::NotFile { .. }) => return Err(Error::RequestNotFile { path: name() }),
+        Err(Read::TooLarge { .. }) => return Err(Error::RequestTooBig { path: name(), limit }),
+        Err(Read::Open { source, .. } | Read::Read { source, .. }) => return Err(Error::ReadRequest { path: name(), source }),
     };
-    let is_file = file.metadata().map_err(|source| Error::ReadRequest { path: name(), source })?.is_file();
-    if !is_file {
-        return Err(Error::RequestNotFile { path: name() });
-    }
-    let mut bytes = Vec::new();
-    file.take(limit.saturating_add(1)).read_to_end(&mut bytes).map_err(|source| Error::ReadRequest { path: name(), source })?;
-    if u64::try_from(bytes.len()).unwrap_or(u64::MAX) > limit {
-        return Err(Error::RequestTooBig { path: name(), limit });
-    }
     String::from_utf8(bytes).map(Some).map_err(|_| Error::RequestNotText { path: name() })
 }
 
