@@ -40,6 +40,11 @@ pub fn run(args: &[String], limit: Duration) -> Result<(), String> {
 /// limit. `error_file` is where the child may leave its own error text.
 pub fn run_program(program: &Path, args: &[String], limit: Duration, error_file: &Path) -> Result<(), String> {
     let what = format!("iguana {}", args.first().map_or("", String::as_str));
+    // A step whose deadline has already passed (a job timeout used up by
+    // earlier pulls) is not started at all.
+    if limit.is_zero() {
+        return Err(format!("{what} not started: its deadline had passed"));
+    }
     let _ = std::fs::remove_file(error_file);
     if let Some(dir) = error_file.parent() {
         let _ = std::fs::create_dir_all(dir);
