@@ -167,6 +167,22 @@ fn push_layers(registry: &Registry, name_tag: &str, layers: &[&Vec<u8>]) -> Stri
     registry.push_raw_image(name_tag, &blobs, &config).unwrap()
 }
 
+/// Pulls `image` through `proxy` with impatient retries and checks that
+/// its file `big` arrived whole.
+fn pull_big_through(proxy: &BlobProxy, image: &str, big: &[u8]) {
+    let dir = tempfile::tempdir().unwrap();
+    let opts = PullOptions {
+        insecure_registries: vec![proxy.host()],
+        store: dir.path().join("store"),
+        retry: impatient(),
+        ..PullOptions::default()
+    };
+    let rootfs = dir.path().join("rootfs");
+    rt().block_on(pull(&opts, image, &rootfs))
+        .unwrap_or_else(|e| panic!("{:#}", anyhow::Error::from(e)));
+    assert_eq!(fs::read(rootfs.join("big")).unwrap(), big);
+}
+
 /// Quick retries and a short stall limit, so faults are seen within seconds.
 fn impatient() -> Retry {
     Retry {
@@ -262,17 +278,7 @@ fn stalled_blob_transfer_is_broken_off_and_resumed() {
     let fault = BlobFault::Stall { after: 1 << 20, times: 2 };
     let proxy = BlobProxy::start(registry.port(), &sha256(&layer), fault).unwrap();
     let image = pushed.replacen(&registry.host(), &proxy.host(), 1);
-    let dir = tempfile::tempdir().unwrap();
-    let opts = PullOptions {
-        insecure_registries: vec![proxy.host()],
-        store: dir.path().join("store"),
-        retry: impatient(),
-        ..PullOptions::default()
-    };
-    let rootfs = dir.path().join("rootfs");
-    rt().block_on(pull(&opts, &image, &rootfs))
-        .unwrap_or_else(|e| panic!("{:#}", anyhow::Error::from(e)));
-    assert_eq!(fs::read(rootfs.join("big")).unwrap(), big);
+    pull_big_through(&proxy, &image, &big);
     let served = proxy.served();
     assert_eq!(served.len(), 3, "{served:?}");
     // The client, not the proxy, ended each stalled transfer.
@@ -291,17 +297,7 @@ fn blob_complete_before_the_connection_breaks_is_kept() {
     // body's last chunk: a transfer error after the last byte.
     let proxy = BlobProxy::start(registry.port(), &sha256(&layer), BlobFault::EndAfterBody).unwrap();
     let image = pushed.replacen(&registry.host(), &proxy.host(), 1);
-    let dir = tempfile::tempdir().unwrap();
-    let opts = PullOptions {
-        insecure_registries: vec![proxy.host()],
-        store: dir.path().join("store"),
-        retry: impatient(),
-        ..PullOptions::default()
-    };
-    let rootfs = dir.path().join("rootfs");
-    rt().block_on(pull(&opts, &image, &rootfs))
-        .unwrap_or_else(|e| panic!("{:#}", anyhow::Error::from(e)));
-    assert_eq!(fs::read(rootfs.join("big")).unwrap(), big);
+    pull_big_through(&proxy, &image, &big);
     let served = proxy.served();
     assert_eq!(served.len(), 1, "downloaded again: {served:?}");
     assert_eq!(served[0].bytes, layer.len() as u64, "{served:?}");
