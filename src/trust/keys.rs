@@ -80,7 +80,7 @@ impl PublicKey {
         let bad = |reason: &str| Error::BadKey { name: name.to_owned(), reason: reason.to_owned() };
         let text = std::str::from_utf8(pem).map_err(|_| bad("not text"))?;
         let der = pem_block(text, "PUBLIC KEY").ok_or_else(|| bad("no PEM PUBLIC KEY block"))?;
-        let (algorithm, raw) = parse_spki(&der).map_err(|reason| bad(reason))?;
+        let (algorithm, raw) = parse_spki(&der).map_err(bad)?;
         Ok(PublicKey { name: name.to_owned(), algorithm, raw })
     }
 
