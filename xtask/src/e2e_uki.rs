@@ -72,7 +72,10 @@ pub fn run_all() -> Result<(usize, Vec<String>)> {
 
     // The command line the direct-kernel boots get from qemu.rs, then the
     // scenario's: all of it is inside the signed image.
-    let cmdline = format!("console=ttyS0 panic=-1 {} {COMMON_APPEND}", subst(twin.append));
+    let cmdline = format!(
+        "console=ttyS0 panic=-1 {} {COMMON_APPEND}",
+        subst(twin.append)
+    );
     let unsigned = dir.join("unsigned.efi");
     uki::build(&built.kernel.vmlinuz, &built.initrd, &cmdline, &unsigned)?;
     let signed = dir.join("signed.efi");
@@ -109,8 +112,16 @@ pub fn run_all() -> Result<(usize, Vec<String>)> {
     let _ = fs::write(&log, outcome.transcript());
     let elapsed = started.elapsed();
     let (mut expect, mut reject) = firmware_lines();
-    expect.extend(twin.expect.iter().map(|parts| parts.iter().map(|p| subst(p)).collect()));
-    reject.extend(twin.reject.iter().map(|parts| parts.iter().map(|p| subst(p)).collect()));
+    expect.extend(
+        twin.expect
+            .iter()
+            .map(|parts| parts.iter().map(|p| subst(p)).collect()),
+    );
+    reject.extend(
+        twin.reject
+            .iter()
+            .map(|parts| parts.iter().map(|p| subst(p)).collect()),
+    );
     let kernel_at = outcome
         .find(&["Linux version"])
         .map_or("-".to_owned(), |line| format!("{:.1?}", line.at));
@@ -132,7 +143,13 @@ pub fn run_all() -> Result<(usize, Vec<String>)> {
 /// What OVMF and the kernel must say (and must not) about the three disks.
 fn firmware_lines() -> (Vec<Vec<String>>, Vec<Vec<String>>) {
     let pci = |i: usize| format!("PciRoot(0x0)/Pci({:#x},0x0)", Uefi::slot(i));
-    let refused = |i: usize| vec!["BdsDxe: failed to load".to_owned(), pci(i), "Access Denied".to_owned()];
+    let refused = |i: usize| {
+        vec![
+            "BdsDxe: failed to load".to_owned(),
+            pci(i),
+            "Access Denied".to_owned(),
+        ]
+    };
     let started = |i: usize| vec!["BdsDxe: starting".to_owned(), pci(i)];
     let expect = vec![
         refused(0),
@@ -166,8 +183,15 @@ impl Keys {
         for name in ["PK", "KEK", "db"] {
             cmd_output(
                 Command::new("openssl")
-                    .args(["req", "-new", "-x509", "-newkey", "rsa:2048", "-nodes", "-sha256"])
-                    .args(["-days", "3650", "-subj", &format!("/CN=iguana test {name}/")])
+                    .args([
+                        "req", "-new", "-x509", "-newkey", "rsa:2048", "-nodes", "-sha256",
+                    ])
+                    .args([
+                        "-days",
+                        "3650",
+                        "-subj",
+                        &format!("/CN=iguana test {name}/"),
+                    ])
                     .arg("-keyout")
                     .arg(dir.join(format!("{name}.key")))
                     .arg("-out")
