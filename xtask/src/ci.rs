@@ -46,6 +46,9 @@ pub fn main(args: &[String]) -> Result<()> {
         names.extend(hnames);
         let (dp, dnames) = crate::e2e_dracut::run_all()?;
         names.extend(dnames);
+        let (up, unames) = crate::e2e_uki::run_all()?;
+        names.extend(unames);
+        let dp = dp + up;
         let (mp, mnames) = crate::e2e_modules::run_all()?;
         names.extend(mnames);
         let (tp, tnames) = crate::e2e_metal::run_all(&[])?;

@@ -1,13 +1,16 @@
-//! `cargo xtask dist [--dracut]`: the boot artifacts a PXE server or a
-//! reservation system needs, in `target/dist/`:
+//! `cargo xtask dist [--dracut] [--uki [--cmdline ARGS] [--sign KEY CERT]]`:
+//! the boot artifacts a PXE server or a reservation system needs, in
+//! `target/dist/`:
 //!
 //! - `vmlinuz`, `iguana-initrd`: the pinned test kernel and the initrd
 //!   (`cargo xtask initrd`'s, or dracut's with `--dracut`);
 //! - `ipxe.script`: boots the pair, with `${registry}`-style placeholders
 //!   for the site to fill in (iPXE expands its own variables);
 //! - `kernel-args.txt`: every argument iguana reads, default and example;
+//! - `iguana.efi` with `--uki`: kernel, initrd and command line in one
+//!   unified kernel image (`uki`), signed for Secure Boot with `--sign`;
 //! - `SHA256SUMS`: `sha256sum -c` format, for the three files above and
-//!   the script.
+//!   the script (and `iguana.efi`).
 
 use std::fs;
 use std::path::Path;
@@ -15,7 +18,7 @@ use std::process::Command;
 
 use anyhow::{bail, Context, Result};
 
-use crate::{cmd_output, dracut, initrd, target_dir, tools};
+use crate::{cmd_output, dracut, flag_value, initrd, target_dir, tools, uki};
 
 /// Files summed in SHA256SUMS, in this order.
 const SUMMED: &[&str] = &["vmlinuz", "iguana-initrd", "ipxe.script", "kernel-args.txt"];
@@ -58,13 +61,30 @@ const KERNEL_ARGS: &[(&str, &str, &str)] = &[
     ("<module>.<param>=<value> (for modules iguana loads)", "-", "virtio_net.napi_tx=0"),
 ];
 
+/// The unified kernel image's file name in the dist directory.
+const UKI: &str = "iguana.efi";
+
 pub fn main(args: &[String]) -> Result<()> {
     let mut use_dracut = false;
-    for arg in args {
+    let mut make_uki = false;
+    let mut cmdline: Option<String> = None;
+    let mut sign: Option<(String, String)> = None;
+    let mut args = args.iter();
+    while let Some(arg) = args.next() {
         match arg.as_str() {
             "--dracut" => use_dracut = true,
+            "--uki" => make_uki = true,
+            "--cmdline" => cmdline = Some(flag_value(&mut args, arg)?.to_owned()),
+            "--sign" => {
+                let key = flag_value(&mut args, arg)?.to_owned();
+                let cert = flag_value(&mut args, "--sign KEY")?.to_owned();
+                sign = Some((key, cert));
+            }
             other => bail!("dist: unknown argument {other:?}"),
         }
+    }
+    if !make_uki && (cmdline.is_some() || sign.is_some()) {
+        bail!("dist: --cmdline and --sign are for the unified kernel image: add --uki");
     }
     tools::ensure_tools()?;
     let (vmlinuz, initrd) = if use_dracut {
@@ -76,7 +96,18 @@ pub fn main(args: &[String]) -> Result<()> {
     };
     let dir = target_dir().join("dist");
     write(&dir, &vmlinuz, &initrd)?;
-    for name in SUMMED.iter().chain(&["SHA256SUMS"]) {
+    let mut summed = SUMMED.to_vec();
+    if make_uki {
+        let efi = dir.join(UKI);
+        let cmdline = cmdline.as_deref().unwrap_or(uki::DEFAULT_CMDLINE);
+        uki::build(&vmlinuz, &initrd, cmdline, &efi)?;
+        if let Some((key, cert)) = &sign {
+            uki::sign(&efi, Path::new(key), Path::new(cert))?;
+        }
+        summed.push(UKI);
+        write_sums(&dir, &summed)?;
+    }
+    for name in summed.iter().chain(&["SHA256SUMS"]) {
         println!("{}", dir.join(name).display());
     }
     Ok(())

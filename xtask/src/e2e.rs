@@ -10,7 +10,8 @@
 //!
 //! The metal-image-install boots (`e2e_metal`) run here too and take
 //! `--only` names of their own (`metal-install`, `metal-md5-mismatch`), and
-//! so does the fault matrix (`e2e_faults`, `--only faults`).
+//! so does the fault matrix (`e2e_faults`, `--only faults`), and the
+//! unified kernel image under Secure Boot (`e2e_uki`, `--only uki-secure-boot`).
 //!
 //! Container output reaches the console prefixed by its job name
 //! (`[a] ...`), so all matching is by substring, never by position, and
@@ -526,9 +527,13 @@ pub fn main(args: &[String]) -> Result<()> {
         only.into_iter().partition(|name| crate::e2e_metal::NAMES.contains(&name.as_str()));
     let modules_only = only.iter().any(|name| name == e2e_modules::NAME);
     let faults_only = only.iter().any(|name| name == crate::e2e_faults::NAME);
+    let uki_only = only.iter().any(|name| name == crate::e2e_uki::NAME);
     let only: Vec<String> = only
         .into_iter()
-        .filter(|name| name != e2e_modules::NAME && name != crate::e2e_faults::NAME)
+        .filter(|name| {
+            ![e2e_modules::NAME, crate::e2e_faults::NAME, crate::e2e_uki::NAME]
+                .contains(&name.as_str())
+        })
         .collect();
     for name in &only {
         if !SCENARIOS.iter().any(|s| s.name == name) {
@@ -536,10 +541,12 @@ pub fn main(args: &[String]) -> Result<()> {
             names.extend(crate::e2e_metal::NAMES);
             names.push(e2e_modules::NAME);
             names.push(crate::e2e_faults::NAME);
+            names.push(crate::e2e_uki::NAME);
             bail!("e2e: no scenario {name:?} (have {})", names.join(", "));
         }
     }
-    let everything = only.is_empty() && metal.is_empty() && !modules_only && !faults_only;
+    let everything =
+        only.is_empty() && metal.is_empty() && !modules_only && !faults_only && !uki_only;
     let scenarios: Vec<&Scenario> = SCENARIOS
         .iter()
         .filter(|s| everything || only.iter().any(|name| name == s.name))
@@ -556,6 +563,11 @@ pub fn main(args: &[String]) -> Result<()> {
     }
     if everything || faults_only {
         let (p, f) = crate::e2e_faults::run_all(&opts)?;
+        passed += p;
+        failed.extend(f);
+    }
+    if everything || uki_only {
+        let (p, f) = crate::e2e_uki::run_all()?;
         passed += p;
         failed.extend(f);
     }

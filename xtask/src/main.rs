@@ -18,6 +18,7 @@ mod e2e_faults;
 mod e2e_guards;
 mod e2e_handover;
 mod e2e_modules;
+mod e2e_uki;
 mod e2e_metal;
 mod e2e_workflow;
 mod fuzz;
@@ -26,6 +27,7 @@ mod install;
 mod kernel;
 mod qemu;
 mod tools;
+mod uki;
 
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -61,7 +63,12 @@ tasks:
                              the last two lines are `kernel:` and `initrd:`
   e2e-dracut                 the dracut initrd runs the two-containers scenario
   install --destdir DIR      the dracut module and iguana under DIR/usr
-  dist [--dracut]            PXE artifacts in target/dist/
+  dist [--dracut] [--uki [--cmdline ARGS] [--sign KEY CERT]]
+                             PXE artifacts in target/dist/; `--uki` adds
+                             iguana.efi (kernel, initrd, command line in one
+                             image; default command line
+                             \"console=tty0 console=ttyS0,115200\"),
+                             signed with sbsign by `--sign`
   fuzz [--seconds N] [--only NAME,..]
                              run each fuzz/ target N s (60), table of
                              executions and crashes (not part of ci)

@@ -40,6 +40,52 @@ pub enum Net {
     UserThenPair,
 }
 
+/// Boot through UEFI firmware (OVMF) from FAT disks instead of QEMU's
+/// `-kernel`/`-initrd`/`-append`, which are then ignored.
+#[derive(Debug, Clone)]
+pub struct Uefi {
+    /// The firmware code, e.g. `/usr/share/OVMF/OVMF_CODE_4M.fd`.
+    pub code: PathBuf,
+    /// A writable copy of a variable store made for that code.
+    pub vars: PathBuf,
+    /// Secure Boot firmware: needs SMM and a flash only SMM may write.
+    pub secure: bool,
+    /// Directories served as read-only FAT disks (QEMU's vvfat), tried by
+    /// the firmware in this order; disk `i` sits at PCI slot
+    /// `Uefi::slot(i)`, which the firmware's messages name.
+    pub disks: Vec<PathBuf>,
+}
+
+impl Uefi {
+    /// The PCI slot of disk `i`, clear of the devices QEMU places itself.
+    pub fn slot(i: usize) -> usize {
+        0x10 + i
+    }
+
+    fn args(&self) -> Vec<String> {
+        let machine = if self.secure { "q35,smm=on" } else { "q35" };
+        let mut args = vec!["-machine".to_owned(), machine.to_owned()];
+        if self.secure {
+            args.extend(["-global".into(), "driver=cfi.pflash01,property=secure,value=on".into()]);
+        }
+        args.extend([
+            "-drive".into(),
+            format!("if=pflash,format=raw,unit=0,readonly=on,file={}", self.code.display()),
+            "-drive".into(),
+            format!("if=pflash,format=raw,unit=1,file={}", self.vars.display()),
+        ]);
+        for (i, dir) in self.disks.iter().enumerate() {
+            args.extend([
+                "-drive".into(),
+                format!("if=none,id=esp{i},format=raw,readonly=on,file=fat:{}", dir.display()),
+                "-device".into(),
+                format!("virtio-blk-pci,drive=esp{i},bootindex={i},addr={:#x}", Uefi::slot(i)),
+            ]);
+        }
+        args
+    }
+}
+
 #[derive(Debug, Clone)]
 pub struct VmConfig {
     pub kernel: PathBuf,
@@ -54,6 +100,8 @@ pub struct VmConfig {
     pub echo: Option<String>,
     /// Keep QEMU's stdin (the guest's serial input) open for `Vm::type_text`.
     pub interactive: bool,
+    /// Boot through UEFI firmware from disks (kernel, initrd and append unused).
+    pub uefi: Option<Uefi>,
 }
 
 impl VmConfig {
@@ -67,6 +115,7 @@ impl VmConfig {
             extra_args: Vec::new(),
             echo: None,
             interactive: false,
+            uefi: None,
         }
     }
 
@@ -91,10 +140,14 @@ impl VmConfig {
         .map(|s| (*s).to_owned())
         .collect();
         args.extend(["-m".into(), self.memory_mib.to_string()]);
-        args.extend(["-kernel".into(), self.kernel.display().to_string()]);
-        args.extend(["-initrd".into(), self.initrd.display().to_string()]);
-        let append = format!("console=ttyS0 panic=-1 {}", self.append);
-        args.extend(["-append".into(), append.trim().to_owned()]);
+        if let Some(uefi) = &self.uefi {
+            args.extend(uefi.args());
+        } else {
+            args.extend(["-kernel".into(), self.kernel.display().to_string()]);
+            args.extend(["-initrd".into(), self.initrd.display().to_string()]);
+            let append = format!("console=ttyS0 panic=-1 {}", self.append);
+            args.extend(["-append".into(), append.trim().to_owned()]);
+        }
         // `romfile=` skips the iPXE option ROM: we never network-boot, and
         // loading it costs boot time and the ipxe-qemu package.
         match self.net {

@@ -59,6 +59,21 @@ const TOOLS: &[Tool] = &[
     // `cargo xtask dracut`: the dracut-module/ initrd.
     Tool { probe: Probe::Command("dracut"), package: "dracut" },
     Tool { probe: Probe::File("/etc/ssl/certs/ca-certificates.crt"), package: "ca-certificates" },
+    // `dist --uki` and the uki-secure-boot e2e: systemd-stub, objcopy to
+    // assemble, sbsign/sbverify, and OVMF (its Secure Boot build too).
+    Tool { probe: Probe::File(crate::uki::STUB), package: "systemd-boot-efi" },
+    Tool { probe: Probe::Command("objcopy"), package: "binutils" },
+    Tool { probe: Probe::Command("sbsign"), package: "sbsigntool" },
+    Tool { probe: Probe::File(crate::e2e_uki::OVMF_CODE_SECBOOT), package: "ovmf" },
+    // pip installs the PIP_TOOLS with it.
+    Tool { probe: Probe::Command("pip3"), package: "python3-pip" },
+];
+
+/// Host tools that Debian 12 does not package: `(command, PyPI package)`,
+/// installed with pip when the command is missing.
+const PIP_TOOLS: &[(&str, &str)] = &[
+    // The uki-secure-boot e2e enrolls its test keys into OVMF's variables.
+    ("virt-fw-vars", "virt-firmware"),
 ];
 
 /// Installs the missing host tools and the musl Rust target.
@@ -87,7 +102,39 @@ pub fn ensure_tools() -> Result<()> {
             bail!("still missing after apt-get install: {}", still.join(" "));
         }
     }
+    ensure_pip_tools()?;
     ensure_musl_target()
+}
+
+/// `pip3 install` for the missing PIP_TOOLS. Debian 12's pip refuses to
+/// touch the system's Python without PIP_BREAK_SYSTEM_PACKAGES (PEP 668);
+/// CI is a throwaway root machine, where that is what we want.
+fn ensure_pip_tools() -> Result<()> {
+    let missing: Vec<&str> = PIP_TOOLS
+        .iter()
+        .filter(|(command, _)| !find_command(command))
+        .map(|(_, package)| *package)
+        .collect();
+    if missing.is_empty() {
+        return Ok(());
+    }
+    eprintln!("xtask: pip3 install {}", missing.join(" "));
+    run_cmd(
+        Command::new("pip3")
+            .arg("install")
+            .args(&missing)
+            .env("PIP_BREAK_SYSTEM_PACKAGES", "1")
+            .stdin(Stdio::null()),
+    )?;
+    let still: Vec<&str> = PIP_TOOLS
+        .iter()
+        .filter(|(command, _)| !find_command(command))
+        .map(|(command, _)| *command)
+        .collect();
+    if !still.is_empty() {
+        bail!("still missing after pip3 install: {}", still.join(" "));
+    }
+    Ok(())
 }
 
 /// `apt-get update`, needed once on a fresh machine before installs or
