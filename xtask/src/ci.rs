@@ -46,7 +46,7 @@ pub fn main(args: &[String]) -> Result<()> {
         names.extend(hnames);
         let (dp, dnames) = crate::e2e_dracut::run_all()?;
         names.extend(dnames);
-        let (mp, mnames) = crate::e2e_modules::run_all()?;
+        let (mp, mnames) = crate::e2e_modules::run_all(&Options::default())?;
         names.extend(mnames);
         let (tp, tnames) = crate::e2e_metal::run_all(&[])?;
         names.extend(tnames);
