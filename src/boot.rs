@@ -106,25 +106,31 @@ fn boot(raw: &str, failsafe: Failsafe) -> Result<(), Error> {
         tracing::warn!("network arguments checked but not applied yet: {what}");
     }
 
-    load_modules(&modules::args::parse(raw)?);
-
-    let (id, source) = machine_id::provision(&[Path::new("/etc/machine-id"), Path::new("/iguana/machine-id")])?;
-    tracing::info!("phase machine-id {id} source={source:?}");
-
+    // Before net-up starts: it writes both when a lease says more.
     let _ = std::fs::write("/etc/hosts", "127.0.0.1 localhost\n::1 localhost\n");
     if !Path::new("/etc/resolv.conf").exists() {
         let _ = std::fs::write("/etc/resolv.conf", "");
     }
+    // DHCP starts as soon as the network drivers are in, while the other
+    // modules load and the workflow is read (a DHCP exchange is mostly
+    // waiting); the boot waits for it where the network is first needed.
+    let mut net = Network(NetState::NotStarted);
+    load_modules(&modules::args::parse(raw)?, &mut |loaded: &[String]| {
+        tracing::debug!("network drivers loaded ({}): starting net-up", loaded.join(" "));
+        net.start(&args);
+    });
+    net.start(&args);
+
+    let (id, source) = machine_id::provision(&[Path::new("/etc/machine-id"), Path::new("/iguana/machine-id")])?;
+    tracing::info!("phase machine-id {id} source={source:?}");
+
     // A remote control_url needs the network before the workflow is loaded;
-    // otherwise the network is only brought up when there is a job to pull.
-    let remote = args.control_url.as_deref().is_some_and(|u| u.starts_with("http"));
-    if remote {
-        network_up(&args)?;
+    // otherwise the workflow is read while DHCP goes on.
+    if args.control_url.as_deref().is_some_and(|u| u.starts_with("http")) {
+        net.up(&args)?;
     }
     let wf = workflow::load(&args, Path::new(BUILTIN_WORKFLOW), Path::new(WORK))?;
-    if !remote {
-        network_up(&args)?;
-    }
+    net.up(&args)?;
 
     let ctx = workflow::Context {
         insecure_registries: &args.insecure_registries,
@@ -141,8 +147,9 @@ fn boot(raw: &str, failsafe: Failsafe) -> Result<(), Error> {
 /// Coldplug: drivers for the hardware present, plus the modules nothing asks
 /// for by modalias, then hotplug for what appears later. A module that fails
 /// to load is logged, not fatal: the hardware that needs it will fail later
-/// with its own error.
-fn load_modules(policy: &modules::Policy) {
+/// with its own error. `network_ready` is called once the network drivers
+/// are in (see `modules::coldplug`); not at all when there are no modules.
+fn load_modules(policy: &modules::Policy, network_ready: &mut dyn FnMut(&[String])) {
     let dir = match modules::kernel_modules_dir() {
         Ok(dir) if dir.exists() => dir,
         Ok(dir) => return tracing::warn!("no modules for this kernel: {} is missing", dir.display()),
@@ -154,12 +161,9 @@ fn load_modules(policy: &modules::Policy) {
     let uevents = modules::hotplug::Listener::open()
         .map_err(|e| tracing::warn!("no hotplug: {}", logging::chain(&e)))
         .ok();
-    match modules::coldplug(&dir, Path::new("/sys"), policy) {
-        Ok(report) => tracing::debug!("coldplug: {report:?}"),
+    match modules::coldplug(&dir, Path::new("/sys"), policy, &["overlay"], network_ready) {
+        Ok(report) => tracing::debug!("coldplug: {report}"),
         Err(e) => tracing::warn!("{}", logging::chain(&e)),
-    }
-    if let Err(e) = modules::load_named(&dir, &["overlay", "af_packet"], policy) {
-        tracing::warn!("{}", logging::chain(&e));
     }
     if let Some(Err(e)) = uevents.map(modules::hotplug::Listener::start_child) {
         tracing::warn!("no hotplug: {}", logging::chain(&e));
@@ -167,27 +171,62 @@ fn load_modules(policy: &modules::Policy) {
     tracing::info!("phase modules-loaded in {:.2}s", started.elapsed().as_secs_f64());
 }
 
-/// DHCP in a child process (`iguana net-up`), then the clock: this is the
-/// one place before the first TLS connection (control_url fetch or pull).
-fn network_up(cmdline: &cmdline::Cmdline) -> Result<(), Error> {
-    let timeout = cmdline.net_timeout;
-    // `--publish`: net-up writes the containers' copy (installers configure
-    // the installed system from it) and keeps it in step when SLAAC lands
-    // late (`--late-ipv6`), which a copy made here would race.
-    let args: Vec<String> = ["net-up", "--timeout", &timeout.as_secs().to_string(), "--publish", "/iguana/network.json", "--late-ipv6"]
-        .map(str::to_owned)
-        .to_vec();
-    // net-up gives up after its own --timeout; PID 1 kills it a little later.
-    crate::child::run(&args, timeout.saturating_add(Duration::from_secs(30))).map_err(Error::Network)?;
-    tracing::info!("phase network-up");
-    crate::clock::ensure(&cmdline.ntp, || {
-        // Written by the net-up child: read with a bound all the same.
-        let json = crate::fsutil::read_bounded(Path::new("/run/iguana/network.json"), NETWORK_JSON_MAX)
-            .map(|bytes| String::from_utf8_lossy(&bytes).into_owned())
-            .unwrap_or_default();
-        crate::net::ntp_servers(&json)
-    });
-    Ok(())
+/// `iguana net-up` (DHCP), started as soon as the network drivers are in
+/// and waited for once, where the network is first needed. A boot that
+/// fails before that stops it (drop), so it never runs into the handover.
+struct Network(NetState);
+
+enum NetState {
+    NotStarted,
+    Started(Result<crate::child::Running, String>),
+    Waited,
+}
+
+impl Network {
+    /// Starts net-up unless it was started already. Its deadline runs from
+    /// here: net-up gives up after its own --timeout; PID 1 kills it a
+    /// little later.
+    fn start(&mut self, cmdline: &cmdline::Cmdline) {
+        if !matches!(self.0, NetState::NotStarted) {
+            return;
+        }
+        let timeout = cmdline.net_timeout;
+        // `--publish`: net-up writes the containers' copy (installers configure
+        // the installed system from it) and keeps it in step when SLAAC lands
+        // late (`--late-ipv6`), which a copy made here would race.
+        let args: Vec<String> = ["net-up", "--timeout", &timeout.as_secs().to_string(), "--publish", "/iguana/network.json", "--late-ipv6"]
+            .map(str::to_owned)
+            .to_vec();
+        self.0 = NetState::Started(crate::child::start(&args, timeout.saturating_add(Duration::from_secs(30))));
+    }
+
+    /// Waits for net-up (starting it first if nothing did), then the clock:
+    /// this is the one place before the first TLS connection (control_url
+    /// fetch or pull). Once it succeeded, later calls return at once.
+    fn up(&mut self, cmdline: &cmdline::Cmdline) -> Result<(), Error> {
+        self.start(cmdline);
+        match std::mem::replace(&mut self.0, NetState::Waited) {
+            NetState::Started(child) => child.and_then(crate::child::Running::wait).map_err(Error::Network)?,
+            _ => return Ok(()),
+        }
+        tracing::info!("phase network-up");
+        crate::clock::ensure(&cmdline.ntp, || {
+            // Written by the net-up child: read with a bound all the same.
+            let json = crate::fsutil::read_bounded(Path::new("/run/iguana/network.json"), NETWORK_JSON_MAX)
+                .map(|bytes| String::from_utf8_lossy(&bytes).into_owned())
+                .unwrap_or_default();
+            crate::net::ntp_servers(&json)
+        });
+        Ok(())
+    }
+}
+
+impl Drop for Network {
+    fn drop(&mut self) {
+        if let NetState::Started(Ok(child)) = std::mem::replace(&mut self.0, NetState::Waited) {
+            child.stop();
+        }
+    }
 }
 
 /// Reaps any exited child for up to `limit`; PID 1 inherits every orphan.

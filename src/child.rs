@@ -10,7 +10,7 @@
 //! process group is killed (SIGKILL) and reaped.
 
 use std::os::unix::process::{CommandExt, ExitStatusExt};
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::process::{Child, Command, ExitStatus};
 use std::time::{Duration, Instant};
 
@@ -39,6 +39,33 @@ pub fn run(args: &[String], limit: Duration) -> Result<(), String> {
 /// when `limit` passes. The error names the child (`iguana pull`) and the
 /// limit. `error_file` is where the child may leave its own error text.
 pub fn run_program(program: &Path, args: &[String], limit: Duration, error_file: &Path) -> Result<(), String> {
+    start_program(program, args, limit, error_file)?.wait()
+}
+
+/// A helper child PID 1 started and has not waited for yet (`net-up`
+/// while the modules phase goes on). Its deadline runs from its start;
+/// [`Running::wait`] enforces it. Dropping one unwaited leaves the child
+/// to PID 1's reaping of orphans.
+#[derive(Debug)]
+pub struct Running {
+    child: Child,
+    what: String,
+    limit: Duration,
+    deadline: Option<Instant>,
+    error_file: PathBuf,
+}
+
+/// Starts `iguana ARGS...` like [`run`] but returns at once. Its error
+/// file is its own (`/run/iguana/child-error-<subcommand>`), so a child
+/// run meanwhile cannot take it.
+pub fn start(args: &[String], limit: Duration) -> Result<Running, String> {
+    tracing::debug!("start child: iguana {} (deadline {} s)", crate::redact::args(args), limit.as_secs());
+    let name = args.first().map_or("", String::as_str);
+    let error_file = PathBuf::from(format!("{ERROR_FILE}-{name}"));
+    start_program(Path::new("/proc/self/exe"), args, limit, &error_file)
+}
+
+fn start_program(program: &Path, args: &[String], limit: Duration, error_file: &Path) -> Result<Running, String> {
     let what = format!("iguana {}", args.first().map_or("", String::as_str));
     // A step whose deadline has already passed (a job timeout used up by
     // earlier pulls) is not started at all.
@@ -49,7 +76,7 @@ pub fn run_program(program: &Path, args: &[String], limit: Duration, error_file:
     if let Some(dir) = error_file.parent() {
         let _ = std::fs::create_dir_all(dir);
     }
-    let mut child = Command::new(program)
+    let child = Command::new(program)
         .args(args)
         .env(ERROR_FILE_ENV, error_file)
         .envs(crate::proxy::child_env(args))
@@ -59,26 +86,43 @@ pub fn run_program(program: &Path, args: &[String], limit: Duration, error_file:
         .map_err(|e| format!("start {what}: {e}"))?;
     // A limit too far away to represent is no limit.
     let deadline = Instant::now().checked_add(limit);
-    let status = match wait_until(&mut child, deadline) {
-        Ok(Some(status)) => status,
-        Ok(None) => {
-            kill_group(&mut child);
-            return Err(format!("{what} did not finish within {}; killed", seconds(limit)));
-        }
-        Err(e) => {
-            kill_group(&mut child);
-            return Err(format!("wait for {what}: {e}"));
-        }
-    };
-    if status.success() {
-        return Ok(());
+    Ok(Running { child, what, limit, deadline, error_file: error_file.to_owned() })
+}
+
+impl Running {
+    /// Kills the child's process group and reaps it: the boot failed
+    /// before it needed the child's result.
+    pub fn stop(mut self) {
+        tracing::debug!("stop child: {}", self.what);
+        kill_group(&mut self.child);
     }
-    // The child wrote it, but a child's bug must not grow PID 1's heap.
-    match crate::fsutil::read_bounded(error_file, ERROR_FILE_MAX) {
-        Ok(bytes) if !String::from_utf8_lossy(&bytes).trim().is_empty() => {
-            Err(String::from_utf8_lossy(&bytes).trim().to_string())
+
+    /// Waits for the child until its deadline (counted from its start);
+    /// past it, kills its process group. The error is the child's own
+    /// message when it left one.
+    pub fn wait(mut self) -> Result<(), String> {
+        let what = &self.what;
+        let status = match wait_until(&mut self.child, self.deadline) {
+            Ok(Some(status)) => status,
+            Ok(None) => {
+                kill_group(&mut self.child);
+                return Err(format!("{what} did not finish within {}; killed", seconds(self.limit)));
+            }
+            Err(e) => {
+                kill_group(&mut self.child);
+                return Err(format!("wait for {what}: {e}"));
+            }
+        };
+        if status.success() {
+            return Ok(());
         }
-        _ => Err(describe(status)),
+        // The child wrote it, but a child's bug must not grow PID 1's heap.
+        match crate::fsutil::read_bounded(&self.error_file, ERROR_FILE_MAX) {
+            Ok(bytes) if !String::from_utf8_lossy(&bytes).trim().is_empty() => {
+                Err(String::from_utf8_lossy(&bytes).trim().to_string())
+            }
+            _ => Err(describe(status)),
+        }
     }
 }
 
@@ -164,6 +208,24 @@ mod tests {
             std::thread::sleep(Duration::from_millis(20));
         }
         assert!(dead(), "grandchild {pid} still running");
+    }
+
+    #[test]
+    fn a_started_child_keeps_its_deadline_while_nobody_waits() {
+        // (script, time spent elsewhere before waiting, result)
+        let cases: [(&str, u64, Result<(), String>); 3] = [
+            ("exit 0", 0, Ok(())),
+            ("exit 0", 300, Ok(())),
+            ("sleep 30", 800, Err("iguana -c did not finish within 0 s; killed".to_string())),
+        ];
+        for (script, elsewhere, expected) in cases {
+            let dir = tempfile::tempdir().unwrap();
+            let args = vec!["-c".to_string(), script.to_string()];
+            let running = start_program(Path::new("/bin/sh"), &args, Duration::from_millis(500), &dir.path().join("error")).unwrap();
+            std::thread::sleep(Duration::from_millis(elsewhere));
+            // The deadline ran while the test did something else.
+            assert_eq!(running.wait(), expected, "{script} after {elsewhere} ms");
+        }
     }
 
     #[test]

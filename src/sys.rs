@@ -127,3 +127,30 @@ pub fn reset_signals() {
         None,
     );
 }
+
+/// getrandom 0.3's custom backend, selected for the static build by
+/// `--cfg getrandom_backend="custom"` (.cargo/config.toml): `rand`'s thread
+/// RNG is seeded by `entropy::fill`, which never waits for the crng.
+/// Elsewhere (host builds) getrandom uses its own backend and this symbol
+/// is simply never called.
+///
+/// # Safety
+/// getrandom calls it with `dest` valid for writes of `len` bytes (its
+/// `fill_inner` passes a `&mut [MaybeUninit<u8>]`'s pointer and length).
+#[no_mangle]
+pub unsafe extern "Rust" fn __getrandom_v03_custom(dest: *mut u8, len: usize) -> Result<(), getrandom::Error> {
+    if len == 0 {
+        return Ok(());
+    }
+    // SAFETY: the caller's contract above: `dest` is valid for `len` bytes
+    // and exclusively ours for this call. Writing bytes into possibly
+    // uninitialized memory through `&mut [u8]` is sound for `u8` once
+    // zeroed first, which `write_bytes` does.
+    let buf = unsafe {
+        std::ptr::write_bytes(dest, 0, len);
+        std::slice::from_raw_parts_mut(dest, len)
+    };
+    crate::entropy::fill(buf).map_err(|e| {
+        e.raw_os_error().and_then(|n| u16::try_from(n).ok()).map_or(getrandom::Error::UNEXPECTED, getrandom::Error::new_custom)
+    })
+}

@@ -235,6 +235,9 @@ impl Registry {
             config.https_proxy = Some(proxy.url);
             config.no_proxy = Some(proxy.no_proxy.join(",")).filter(|n| !n.is_empty());
         }
+        // reqwest is built without a crypto provider of its own (one in the
+        // binary: ring, Cargo.toml); an earlier call already installed it.
+        let _ = rustls::crypto::ring::default_provider().install_default();
         let client = Client::try_from(config).map_err(|e| RegistryError::Client(root_cause(&e)))?;
         let auth = match &connect.credentials {
             Some(c) => RegistryAuth::Basic(c.username.clone(), c.password.clone()),

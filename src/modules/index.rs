@@ -58,6 +58,12 @@ impl Index {
         found
     }
 
+    /// Whether `module`'s file lies under `dir` of the modules directory
+    /// (`kernel/drivers/net/` for network drivers).
+    pub fn is_in(&self, module: &str, dir: &str) -> bool {
+        self.deps.get(&normalize(module)).is_some_and(|entry| entry.path.starts_with(dir))
+    }
+
     /// `name` and everything it depends on, dependencies first, so loading in
     /// this order never hits an unknown symbol. Names missing from
     /// `modules.dep` are kept (the caller reports them); cycles are cut.

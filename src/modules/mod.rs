@@ -31,12 +31,19 @@ pub use self::load::KernelLoader;
 
 /// Loading a bus driver (virtio_pci) makes its devices appear, which then ask
 /// for their own drivers (virtio_net, virtio_blk); real machines settle in two
-/// or three passes.
+/// or three passes. A pass starts right after the previous one: a driver's
+/// probe adds its devices before `finit_module` returns, and a device a
+/// driver adds later (asynchronous probes, SCSI scans) reaches the hotplug
+/// child through the uevent socket PID 1 opened before coldplug.
 const MAX_PASSES: u32 = 6;
 
-/// Pause between passes: most probes finish inside `finit_module`, but drivers
-/// that probe asynchronously add their devices a moment later.
-const SETTLE: Duration = Duration::from_millis(100);
+/// Where modules.dep puts network drivers: loaded first in their pass, so
+/// DHCP can start on their links while the other drivers load.
+const NET_DRIVERS: &str = "kernel/drivers/net/";
+
+/// What DHCP needs besides the NIC drivers (mozim's AF_PACKET socket):
+/// loaded, when modular, before the network is announced ready.
+const NETWORK_NEEDS: &[&str] = &["af_packet"];
 
 #[derive(Debug, thiserror::Error)]
 pub enum Error {
@@ -149,17 +156,28 @@ pub fn kernel_modules_dir() -> Result<PathBuf, Error> {
 }
 
 /// Loads the driver of every device in `sys_dir` (normally `/sys`), repeating
-/// the scan while loading drivers makes new devices appear.
-pub fn coldplug(modules_dir: &Path, sys_dir: &Path, policy: &Policy) -> Result<Report, Error> {
+/// the scan while loading drivers makes new devices appear, then the modules
+/// in `named` that no device asks for (as [`load_named`]), reading the
+/// index once. `network_ready` is called once, as soon as the first pass
+/// that loads network drivers has loaded them all (their links exist) and
+/// what DHCP needs besides (`af_packet` when modular), before
+/// the rest of that pass, or at the end when no pass loaded one (built-in
+/// drivers, or no NIC); it gets the modules loaded so far.
+pub fn coldplug(
+    modules_dir: &Path,
+    sys_dir: &Path,
+    policy: &Policy,
+    named: &[&str],
+    network_ready: &mut dyn FnMut(&[String]),
+) -> Result<Report, Error> {
     let index = read_index(modules_dir)?;
-    Ok(coldplug_with(
-        &index,
-        modules_dir,
-        sys_dir,
-        &mut KernelLoader,
-        policy,
-        SETTLE,
-    ))
+    let mut report = coldplug_with(&index, modules_dir, sys_dir, &mut KernelLoader, policy, network_ready);
+    let extra = load_named_with(&index, modules_dir, named, &mut KernelLoader, policy);
+    report.loaded.extend(extra.loaded);
+    report.failed.extend(extra.failed);
+    report.blacklisted.extend(extra.blacklisted);
+    report.duration += extra.duration;
+    Ok(report)
 }
 
 /// Loads modules that no device asks for (filesystems, protocols), with
@@ -197,27 +215,52 @@ fn coldplug_with(
     sys_dir: &Path,
     loader: &mut dyn Loader,
     policy: &Policy,
-    settle: Duration,
+    network_ready: &mut dyn FnMut(&[String]),
 ) -> Report {
     let start = Instant::now();
     let mut session = Session::new(index, modules_dir, loader, policy);
     let mut seen = BTreeSet::new();
+    let mut notified = false;
+    let mut announce = |session: &mut Session| {
+        for name in NETWORK_NEEDS {
+            session.ensure(name, true);
+        }
+        network_ready(&session.report.loaded);
+    };
     for pass in 1..=MAX_PASSES {
         session.report.passes = pass;
         let before = session.report.loaded.len();
+        let mut wanted: Vec<&str> = Vec::new();
         for modalias in sysfs::modaliases(sys_dir) {
             if seen.contains(&modalias) {
                 continue;
             }
-            for module in index.modules_for(&modalias) {
-                session.ensure(module, false);
-            }
+            wanted.extend(index.modules_for(&modalias));
             seen.insert(modalias);
+        }
+        // Network drivers first (a stable sort keeps the sysfs order).
+        wanted.sort_by_key(|module| !index.is_in(module, NET_DRIVERS));
+        let mut net_loaded = false;
+        for module in wanted {
+            let net = index.is_in(module, NET_DRIVERS);
+            if !net && net_loaded && !notified {
+                announce(&mut session);
+                notified = true;
+            }
+            let loaded = session.report.loaded.len();
+            session.ensure(module, false);
+            net_loaded |= net && session.report.loaded.len() > loaded;
+        }
+        if net_loaded && !notified {
+            announce(&mut session);
+            notified = true;
         }
         if session.report.loaded.len() == before {
             break;
         }
-        std::thread::sleep(settle);
+    }
+    if !notified {
+        announce(&mut session);
     }
     let mut report = session.report;
     report.duration = start.elapsed();
@@ -519,7 +562,7 @@ kernel/crypto/cryptd.ko:
             &rec.sys.clone(),
             &mut rec,
             &Policy::default(),
-            Duration::ZERO,
+            &mut |_| {},
         );
         let calls: Vec<&str> = rec.calls.iter().map(|(name, _)| name.as_str()).collect();
         assert_eq!(
@@ -567,6 +610,47 @@ kernel/crypto/cryptd.ko:
     }
 
     #[test]
+    fn network_drivers_load_first_and_are_announced_before_the_rest_of_their_pass() {
+        // Aliases swapped so the disk's device sorts first in pass 2: the
+        // network driver must still load before it.
+        let (_tmp, _, mut rec) = setup(&[], &[]);
+        let alias = ALIAS
+            .replace("d00000002v* virtio_blk", "d00000001v* virtio_blk")
+            .replace("d00000001v* virtio_net", "d00000002v* virtio_net");
+        let index = Index::parse(&alias, DEP, BUILTIN);
+        let mut announced = Vec::new();
+        let report = coldplug_with(
+            &index,
+            &rec.modules_dir.clone(),
+            &rec.sys.clone(),
+            &mut rec,
+            &Policy::default(),
+            &mut |loaded| announced.push(loaded.to_vec()),
+        );
+        assert_eq!(
+            names(&report.loaded)[report.loaded.len() - 4..],
+            ["failover", "net_failover", "virtio_net", "virtio_blk"]
+        );
+        assert_eq!(announced.len(), 1, "{announced:?}");
+        assert_eq!(announced[0].last().map(String::as_str), Some("virtio_net"));
+        assert!(!announced[0].contains(&"virtio_blk".to_owned()));
+
+        // No network driver at all (built in, or no NIC): announced at the end.
+        let (_tmp, index, mut rec) = setup(&[], &[]);
+        let policy = args::parse("rd.driver.blacklist=virtio_net").unwrap();
+        let mut announced = Vec::new();
+        let report = coldplug_with(
+            &index,
+            &rec.modules_dir.clone(),
+            &rec.sys.clone(),
+            &mut rec,
+            &policy,
+            &mut |loaded| announced.push(loaded.len()),
+        );
+        assert_eq!(announced, [report.loaded.len()]);
+    }
+
+    #[test]
     fn coldplug_honours_blacklist_and_passes_params() {
         let (_tmp, index, mut rec) = setup(&[], &[]);
         let policy = args::parse(
@@ -579,7 +663,7 @@ kernel/crypto/cryptd.ko:
             &rec.sys.clone(),
             &mut rec,
             &policy,
-            Duration::ZERO,
+            &mut |_| {},
         );
         // aesni_intel and its own needs are skipped; virtio_ring is only
         // blacklisted, so it still loads as a dependency, like modprobe.
@@ -652,7 +736,7 @@ kernel/crypto/cryptd.ko:
     #[test]
     fn missing_index_is_an_error() {
         let tmp = tempfile::tempdir().unwrap();
-        let err = coldplug(tmp.path(), tmp.path(), &Policy::default()).unwrap_err();
+        let err = coldplug(tmp.path(), tmp.path(), &Policy::default(), &[], &mut |_| {}).unwrap_err();
         assert_eq!(
             err.to_string(),
             format!("read module index {}/modules.alias", tmp.path().display())

@@ -49,7 +49,7 @@ pub fn main(args: &[String]) -> Result<()> {
         let (up, unames) = crate::e2e_uki::run_all()?;
         names.extend(unames);
         let dp = dp + up;
-        let (mp, mnames) = crate::e2e_modules::run_all()?;
+        let (mp, mnames) = crate::e2e_modules::run_all(&Options::default())?;
         names.extend(mnames);
         let (tp, tnames) = crate::e2e_metal::run_all(&[])?;
         names.extend(tnames);

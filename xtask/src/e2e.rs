@@ -557,7 +557,7 @@ pub fn main(args: &[String]) -> Result<()> {
         run(&opts, &scenarios, jobs, verbose)?
     };
     if everything || modules_only {
-        let (p, f) = e2e_modules::run_all()?;
+        let (p, f) = e2e_modules::run_all(&opts)?;
         passed += p;
         failed.extend(f);
     }

@@ -68,10 +68,11 @@ const REJECT: &[&[&str]] = &[
     &["panicked"],
 ];
 
-/// Runs the scenario; returns the pass count and failed names like `e2e::run`.
-pub fn run_all() -> Result<(usize, Vec<String>)> {
+/// Runs the scenario (with `opts.init` as /init when given, like the other
+/// scenarios); returns the pass count and failed names like `e2e::run`.
+pub fn run_all(opts: &Options) -> Result<(usize, Vec<String>)> {
     let started = std::time::Instant::now();
-    match run() {
+    match run(opts) {
         Ok(()) => {
             println!("PASS {NAME} ({:.1?})", started.elapsed());
             Ok((1, Vec::new()))
@@ -83,9 +84,9 @@ pub fn run_all() -> Result<(usize, Vec<String>)> {
     }
 }
 
-fn run() -> Result<()> {
+fn run(opts: &Options) -> Result<()> {
     tools::ensure_tools()?;
-    let opts = Options { compress_modules: true, ..Options::default() };
+    let opts = Options { compress_modules: true, ..opts.clone() };
     let fixture = Fixture::new(&opts, |_| Ok(vec![("mods", Image::busybox_script(SCRIPT)?)]))?;
     let (xz, zst) = compressed_modules(&fixture.built.kernel.release)?;
     eprintln!("xtask: {NAME}: modules .ko.xz: {}; .ko.zst: {}", xz.join(" "), zst.join(" "));
