@@ -1,7 +1,7 @@
 //! PID 1: the boot, as the list of its phases.
 //!
-//! early mounts → logging → cmdline → modules → machine-id → network →
-//! workflow → handover. Each phase lives in its own module; this file only
+//! early mounts → logging → cmdline → extensions → modules → machine-id →
+//! network → (fetched extensions) → workflow → handover. Each phase lives in its own module; this file only
 //! orders them, logs `phase NAME` when each is reached (the boot benchmark
 //! reads those lines), and turns any failure into a safe end: the debug shell
 //! or a reboot. PID 1 never returns, never panics on purpose, and reaps
@@ -13,7 +13,7 @@ use std::time::{Duration, Instant};
 
 use crate::cmdline::{self, Failsafe};
 use crate::handover::{self, Requests};
-use crate::{early, logging, machine_id, modules, workflow};
+use crate::{early, extension, logging, machine_id, modules, workflow};
 
 /// Where iguana keeps its working state (a tmpfs: RAM is the disk here).
 const WORK: &str = "/run/iguana";
@@ -37,6 +37,10 @@ pub enum Error {
     ModuleArgs(#[from] modules::args::Error),
     #[error(transparent)]
     Workflow(#[from] workflow::Error),
+    #[error("kernel command line")]
+    ExtensionArgs(#[from] extension::args::Error),
+    #[error(transparent)]
+    Extension(#[from] extension::Error),
 }
 
 /// The whole life of PID 1.
@@ -106,7 +110,13 @@ fn boot(raw: &str, failsafe: Failsafe) -> Result<(), Error> {
         tracing::warn!("network arguments checked but not applied yet: {what}");
     }
 
-    load_modules(&modules::args::parse(raw)?);
+    let policy = modules::args::parse(raw)?;
+    // Drivers, firmware and site settings from an appended cpio or a
+    // device: merged before coldplug and before the workflow is chosen.
+    let extensions = extension::args::parse(raw)?;
+    let mut merged = extension::Merged::default();
+    extension::merge_local(&extensions, &policy, &mut merged)?;
+    load_modules(&policy);
 
     let (id, source) = machine_id::provision(&[Path::new("/etc/machine-id"), Path::new("/iguana/machine-id")])?;
     tracing::info!("phase machine-id {id} source={source:?}");
@@ -117,9 +127,12 @@ fn boot(raw: &str, failsafe: Failsafe) -> Result<(), Error> {
     }
     // A remote control_url needs the network before the workflow is loaded;
     // otherwise the network is only brought up when there is a job to pull.
-    let remote = args.control_url.as_deref().is_some_and(|u| u.starts_with("http"));
+    // So do extensions fetched from the network.
+    let fetched = extensions.sources.iter().any(extension::args::Source::needs_network);
+    let remote = fetched || args.control_url.as_deref().is_some_and(|u| u.starts_with("http"));
     if remote {
         network_up(&args)?;
+        extension::merge_network(&extensions, &policy, &mut merged)?;
     }
     let wf = workflow::load(&args, Path::new(BUILTIN_WORKFLOW), Path::new(WORK))?;
     if !remote {

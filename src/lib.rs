@@ -11,6 +11,7 @@ pub mod clock;
 pub mod cmdline;
 pub mod container;
 pub mod early;
+pub mod extension;
 pub mod fsutil;
 pub mod handover;
 pub mod image;
