@@ -169,8 +169,10 @@ struct LoopConfig {
 }
 
 /// A free loop device bound read-only to `file` (autoclear: it goes away
-/// with its last user, the mount). Returns the device path, `/dev/loopN`.
-pub fn loop_attach(file: &File) -> Result<std::path::PathBuf, Error> {
+/// with its last user). Returns the device path, `/dev/loopN`, and the
+/// open device: the caller keeps it open until the mount holds the device,
+/// or autoclear would detach it at once.
+pub fn loop_attach(file: &File) -> Result<(std::path::PathBuf, File), Error> {
     let control = open(Path::new("/dev/loop-control"))?;
     // A device found free can be taken by someone else before it is
     // configured (EBUSY); ask again a few times.
@@ -197,7 +199,7 @@ pub fn loop_attach(file: &File) -> Result<std::path::PathBuf, Error> {
         // the kernel only reads; both fds are open during the call.
         let ret = unsafe { libc::ioctl(dev.as_raw_fd(), LOOP_CONFIGURE as _, &config as *const LoopConfig) };
         if ret == 0 {
-            return Ok(device.into());
+            return Ok((device.into(), dev));
         }
         let source = std::io::Error::last_os_error();
         if source.raw_os_error() != Some(libc::EBUSY) {

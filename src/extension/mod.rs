@@ -45,8 +45,9 @@ const RELEASE_MAX: u64 = 64 << 10;
 const INDEX_MAX: u64 = 16 << 20;
 /// Files listed per extension for the conflict report; more is refused.
 const MAX_FILES: usize = 100_000;
-/// A fetched `NAME.raw` larger than this is refused.
-pub const FETCH_MAX: u64 = 256 << 20;
+/// A fetched `NAME.raw` larger than this is refused (the fetch child holds
+/// it in memory; the test VMs have 256 MiB).
+pub const FETCH_MAX: u64 = 64 << 20;
 /// How long one fetch may take, all retries included.
 const FETCH_DEADLINE: Duration = Duration::from_secs(300);
 
@@ -450,11 +451,13 @@ fn list_files(root: &Path, running: &str) -> Result<Vec<String>, Refusal> {
 fn mount_image(path: &Path, through_loop: bool, target: &Path) -> Result<(), Refusal> {
     let header = read_header(path).map_err(|source| Refusal::Open { path: path.to_owned(), source })?;
     let format = image::detect(&header).ok_or_else(|| Refusal::Format { path: path.to_owned() })?;
-    let device = if through_loop {
+    // The loop device stays open until the mount holds it (autoclear).
+    let (device, _held) = if through_loop {
         let file = File::open(path).map_err(|source| Refusal::Open { path: path.to_owned(), source })?;
-        crate::sys::loop_attach(&file).map_err(|source| Refusal::Loop { path: path.to_owned(), source })?
+        let (device, held) = crate::sys::loop_attach(&file).map_err(|source| Refusal::Loop { path: path.to_owned(), source })?;
+        (device, Some(held))
     } else {
-        path.to_owned()
+        (path.to_owned(), None)
     };
     let _ = std::fs::create_dir_all(target);
     let flags = MsFlags::MS_RDONLY | MsFlags::MS_NODEV | MsFlags::MS_NOSUID;

@@ -20,6 +20,7 @@ mod e2e_handover;
 mod e2e_modules;
 mod e2e_metal;
 mod e2e_workflow;
+mod extension;
 mod fuzz;
 mod initrd;
 mod install;
@@ -41,6 +42,9 @@ tasks:
   initrd [--workflow FILE] [--compression gzip|xz|zstd] [--init FILE] [--compress-modules]
                              build the iguana initrd; the last two lines are
                              `kernel: PATH` and `initrd: PATH`
+  extension --name NAME [--modules MOD,..] [--firmware FILE,..] [--etc DIR] --format cpio|erofs|squashfs
+                             build an extension from the test kernel's modules;
+                             the last line is `extension: PATH`
   boot [--init FILE] [--memory MIB] [--no-lease] [-- KERNEL-ARGS...]
                              boot the initrd once, console live
   e2e [--only NAME,..] [--jobs N] [--verbose] [--init FILE]
@@ -96,6 +100,7 @@ fn run() -> Result<()> {
             println!("modules: {}", k.modules.display());
         }),
         "initrd" => initrd::main(rest),
+        "extension" => extension::main(rest),
         "boot" => boot::main(rest),
         "e2e" => e2e::main(rest),
         "e2e-handover" => e2e_handover::main(rest),

@@ -59,6 +59,9 @@ const TOOLS: &[Tool] = &[
     // `cargo xtask dracut`: the dracut-module/ initrd.
     Tool { probe: Probe::Command("dracut"), package: "dracut" },
     Tool { probe: Probe::File("/etc/ssl/certs/ca-certificates.crt"), package: "ca-certificates" },
+    // `cargo xtask extension --format erofs|squashfs`.
+    Tool { probe: Probe::Command("mkfs.erofs"), package: "erofs-utils" },
+    Tool { probe: Probe::Command("mksquashfs"), package: "squashfs-tools" },
 ];
 
 /// Installs the missing host tools and the musl Rust target.
