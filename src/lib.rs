@@ -22,4 +22,5 @@ pub mod proxy;
 pub mod redact;
 pub mod net;
 pub mod sys;
+pub mod trust;
 pub mod workflow;
