@@ -21,6 +21,7 @@ pub mod image;
 pub mod inspect;
 pub mod plan;
 pub mod release;
+pub mod verify;
 
 use std::collections::BTreeSet;
 use std::fs::File;
@@ -78,8 +79,10 @@ pub enum Refusal {
     TooManyFiles,
     #[error("it carries etc/iguana/trust but is not itself verified by a trusted key")]
     UnverifiedTrust,
-    #[error("trust keys are present in {TRUST_DIR}; verifying extensions against them is not built yet")]
-    CannotVerify,
+    #[error("not verified")]
+    Unverified(#[from] verify::Unverified),
+    #[error("trust keys")]
+    Keys(#[source] std::sync::Arc<crate::trust::keys::Error>),
     #[error("fetch: {0}")]
     Fetch(String),
     #[error("{0}")]
@@ -234,7 +237,9 @@ fn read_header(path: &Path) -> std::io::Result<Vec<u8>> {
     Ok(header)
 }
 
-/// `iguana fetch` in a child, bounded in size and time, into WORK.
+/// `iguana fetch` in a child, bounded in size and time, into WORK; with
+/// trust keys also `URL.sig`, else `SHA256SUMS` and `SHA256SUMS.sig` from
+/// the same directory (absent ones are the verifier's to refuse).
 fn fetch(source: &Source) -> Result<Candidate, Refusal> {
     let url = match source {
         Source::Url(url) => url,
@@ -244,22 +249,34 @@ fn fetch(source: &Source) -> Result<Candidate, Refusal> {
         other => return Err(Refusal::Unsupported(format!("{} is not a network source", other.shown()))),
     };
     let name = name_from_url(url).ok_or_else(|| Refusal::Unsupported("the URL's last path component is not NAME.raw".into()))?;
-    let dir = Path::new(WORK).join(".fetched");
+    let dir = Path::new(WORK).join(".fetched").join(&name);
     let _ = std::fs::create_dir_all(&dir);
     let out = dir.join(format!("{name}.raw"));
-    let args: Vec<String> = vec![
-        "fetch".into(),
-        url.clone(),
-        "--out".into(),
-        out.display().to_string(),
-        "--max".into(),
-        FETCH_MAX.to_string(),
-    ];
     let started = Instant::now();
-    crate::child::run(&args, FETCH_DEADLINE).map_err(Refusal::Fetch)?;
+    fetch_file(url, &out, FETCH_MAX).map_err(Refusal::Fetch)?;
     let size = std::fs::metadata(&out).map(|m| m.len()).unwrap_or(0);
     tracing::info!("extension {name}: fetched {} ({size} bytes) in {:.2}s", source.shown(), started.elapsed().as_secs_f64());
+    if crate::trust::Keys::load_dir(Path::new(TRUST_DIR)).is_ok_and(|k| !k.is_empty()) {
+        let (base, query) = url.split_once('?').map_or((url.as_str(), None), |(b, q)| (b, Some(q)));
+        let with_query = |u: String| query.map_or(u.clone(), |q| format!("{u}?{q}"));
+        let sig = with_query(format!("{base}.sig"));
+        if fetch_file(&sig, &dir.join(format!("{name}.raw.sig")), SIG_MAX).is_err() {
+            let parent = base.rsplit_once('/').map_or(base, |(p, _)| p);
+            for file in ["SHA256SUMS", "SHA256SUMS.sig"] {
+                let _ = fetch_file(&with_query(format!("{parent}/{file}")), &dir.join(file), SIG_MAX);
+            }
+        }
+    }
     Ok(Candidate { name, shown: source.shown(), kind: Kind::Image(out) })
+}
+
+/// A signature or SHA256SUMS fetched is at most this large.
+const SIG_MAX: u64 = 1 << 20;
+
+fn fetch_file(url: &str, out: &Path, max: u64) -> Result<(), String> {
+    let args: Vec<String> =
+        vec!["fetch".into(), url.to_string(), "--out".into(), out.display().to_string(), "--max".into(), max.to_string()];
+    crate::child::run(&args, FETCH_DEADLINE)
 }
 
 /// `NAME` of `http://host/dir/NAME.raw?query`, if it is a valid name.
@@ -290,16 +307,26 @@ fn merge(candidates: Vec<Candidate>, required: bool, policy: &crate::modules::Po
             Fields::new()
         }
     };
-    let keys = trust_keys_present();
+    // Loaded for each merge: a verified extension of the first may have
+    // added keys for the second.
+    let keys = crate::trust::Keys::load_dir(Path::new(TRUST_DIR)).map_err(std::sync::Arc::new);
     let mut layers = Vec::new();
     let mut new_files = Vec::new();
     for candidate in candidates {
         let shown = if candidate.name.is_empty() { candidate.shown.clone() } else { candidate.name.clone() };
-        match admit(&candidate, &host, &running, keys, merged) {
-            Ok((layer, files)) => {
-                tracing::info!("extension {} admitted from {}", layer.name, candidate.shown);
-                if !keys {
-                    tracing::warn!("extension {}: unverified (no trust keys in {TRUST_DIR}), merged all the same", layer.name);
+        let admitted = match &keys {
+            Ok(keys) => admit(&candidate, &host, &running, keys, merged),
+            Err(e) => Err(Refusal::Keys(e.clone())),
+        };
+        match admitted {
+            Ok((layer, files, signer)) => {
+                match signer {
+                    Some(key) => tracing::info!("extension {} admitted from {}, verified by {key}", layer.name, candidate.shown),
+                    None => tracing::warn!(
+                        "extension {} admitted from {}: unverified (no trust keys in {TRUST_DIR}), merged all the same",
+                        layer.name,
+                        candidate.shown
+                    ),
                 }
                 merged.names.insert(layer.name.clone());
                 new_files.push((layer.name.clone(), files));
@@ -321,29 +348,30 @@ fn merge(candidates: Vec<Candidate>, required: bool, policy: &crate::modules::Po
     merged.stage += 1;
     mount_layers(&layers, &running, merged.stage, required)?;
     if layers.iter().any(|l| l.root.join("usr/lib/firmware").is_dir()) {
-        firmware_path();
+        firmware_path(&layers);
     }
     let names: Vec<&str> = layers.iter().map(|l| l.name.as_str()).collect();
     tracing::info!("phase extensions-merged {} in {:.2}s", names.join(","), started.elapsed().as_secs_f64());
     Ok(())
 }
 
-fn trust_keys_present() -> bool {
-    std::fs::read_dir(TRUST_DIR)
-        .map(|entries| entries.flatten().any(|e| e.file_name().to_string_lossy().ends_with(".pub")))
-        .unwrap_or(false)
-}
-
-/// Mounts (images) and checks one extension; on refusal its mount goes.
-fn admit(c: &Candidate, host: &Fields, running: &str, keys: bool, merged: &Merged) -> Result<(Layer, Vec<String>), Refusal> {
+/// Verifies (with keys), mounts (images) and checks one extension; on
+/// refusal its mount goes. Returns the layer, its files and the key that
+/// signed it.
+fn admit(c: &Candidate, host: &Fields, running: &str, keys: &crate::trust::Keys, merged: &Merged) -> Result<(Layer, Vec<String>, Option<String>), Refusal> {
     if !c.name.is_empty() && !crate::workflow::name::valid(&c.name) {
         return Err(Refusal::Name(c.name.clone()));
     }
-    if keys {
-        // Signature checks land with the trust keys (src/trust/); until
-        // then an extension cannot be verified, and keys mean it must be.
-        return Err(Refusal::CannotVerify);
-    }
+    // Before the kernel parses an image: only a signed one gets that far.
+    let signer = if keys.is_empty() {
+        None
+    } else {
+        Some(match &c.kind {
+            Kind::Image(path) => verify::image(keys, path)?,
+            Kind::Dir(path) => verify::tree(keys, path, MAX_FILES)?,
+            Kind::Device(_) => return Err(verify::Unverified::Unsigned("signature: a block device cannot carry one (use NAME.raw with NAME.raw.sig)".into()).into()),
+        })
+    };
     let (root, mounted) = match &c.kind {
         Kind::Dir(dir) => (dir.clone(), false),
         Kind::Image(path) | Kind::Device(path) => {
@@ -353,7 +381,7 @@ fn admit(c: &Candidate, host: &Fields, running: &str, keys: bool, merged: &Merge
             (target, true)
         }
     };
-    let result = check(c, &root, host, running);
+    let result = check(c, &root, host, running, signer.is_some());
     if result.is_err() && mounted {
         let _ = nix::mount::umount2(&root, nix::mount::MntFlags::MNT_DETACH);
     }
@@ -371,12 +399,12 @@ fn admit(c: &Candidate, host: &Fields, running: &str, keys: bool, merged: &Merge
         modules: root.join("usr/lib/modules").join(running).is_dir(),
         root,
     };
-    Ok((layer, files))
+    Ok((layer, files, signer))
 }
 
 /// The release file and the kernel release; returns the extension's name
 /// and the files it carries.
-fn check(c: &Candidate, root: &Path, host: &Fields, running: &str) -> Result<(String, Vec<String>), Refusal> {
+fn check(c: &Candidate, root: &Path, host: &Fields, running: &str, verified: bool) -> Result<(String, Vec<String>), Refusal> {
     let name = if c.name.is_empty() { release_name(root)? } else { c.name.clone() };
     if !crate::workflow::name::valid(&name) {
         return Err(Refusal::Name(name));
@@ -397,8 +425,8 @@ fn check(c: &Candidate, root: &Path, host: &Fields, running: &str) -> Result<(St
         }
     }
     let files = list_files(root, running)?;
-    if files.iter().any(|f| f.starts_with("etc/iguana/trust/")) {
-        // Only a verified extension may add keys; none is verified yet.
+    if !verified && files.iter().any(|f| f.starts_with("etc/iguana/trust/")) {
+        // Only an extension a trusted key signed may add keys.
         return Err(Refusal::UnverifiedTrust);
     }
     Ok((name, files))
@@ -522,12 +550,30 @@ fn write_index(index: &Path, modules_dir: &Path, layers: &[Layer], running: &str
 }
 
 /// The kernel's firmware loader looks in /lib/firmware; the merged
-/// /usr/lib/firmware is added as its custom path.
-fn firmware_path() {
+/// /usr/lib/firmware is added as its custom path. Each firmware file an
+/// extension brought is then looked up there, as the loader will.
+fn firmware_path(layers: &[Layer]) {
     const PARAM: &str = "/sys/module/firmware_class/parameters/path";
-    match std::fs::write(PARAM, "/usr/lib/firmware") {
-        Ok(()) => tracing::info!("extensions: firmware path /usr/lib/firmware ({PARAM})"),
-        Err(e) => tracing::warn!("extensions: write {PARAM}: {e}"),
+    const FIRMWARE: &str = "/usr/lib/firmware";
+    if let Err(e) = std::fs::write(PARAM, FIRMWARE) {
+        return tracing::warn!("extensions: write {PARAM}: {e}");
+    }
+    let path = std::fs::read_to_string(PARAM).unwrap_or_default();
+    for layer in layers {
+        let Ok(entries) = std::fs::read_dir(layer.root.join("usr/lib/firmware")) else { continue };
+        for entry in entries.flatten().take(64) {
+            let merged = Path::new(FIRMWARE).join(entry.file_name());
+            match std::fs::File::open(&merged).and_then(|f| f.metadata()) {
+                Ok(meta) => tracing::info!(
+                    "extension {}: firmware {} readable ({} bytes), firmware_class path {}",
+                    layer.name,
+                    merged.display(),
+                    meta.len(),
+                    path.trim()
+                ),
+                Err(e) => tracing::warn!("extension {}: firmware {}: {e}", layer.name, merged.display()),
+            }
+        }
     }
 }
 
@@ -578,21 +624,22 @@ mod tests {
         };
         let c = Candidate { name: "site".into(), shown: "x".into(), kind: Kind::Dir(root.to_owned()) };
         let err = |r: Result<(String, Vec<String>), Refusal>| chain(&r.unwrap_err());
-        assert_eq!(err(check(&c, root, &host, "6.1.0-1")), "no usr/lib/extension-release.d/extension-release.site");
+        assert_eq!(err(check(&c, root, &host, "6.1.0-1", false)), "no usr/lib/extension-release.d/extension-release.site");
         write("usr/lib/extension-release.d/extension-release.site", "ID=fedora\n");
-        assert_eq!(err(check(&c, root, &host, "6.1.0-1")), "ID=fedora does not match this initrd's ID=iguana");
+        assert_eq!(err(check(&c, root, &host, "6.1.0-1", false)), "ID=fedora does not match this initrd's ID=iguana");
         write("usr/lib/extension-release.d/extension-release.site", "ID=iguana\nIGUANA_LEVEL=1\n");
         write("etc/iguana/control.yaml", "jobs: {}\n");
         write("usr/lib/modules/6.1.0-1/modules.dep", "");
         write("usr/lib/modules/6.1.0-1/kernel/x.ko", "");
-        let (name, files) = check(&c, root, &host, "6.1.0-1").unwrap();
+        let (name, files) = check(&c, root, &host, "6.1.0-1", false).unwrap();
         assert_eq!(name, "site");
         assert_eq!(
             files,
             ["etc/iguana/control.yaml", "usr/lib/extension-release.d/extension-release.site", "usr/lib/modules/6.1.0-1/kernel/x.ko"]
         );
-        assert_eq!(err(check(&c, root, &host, "6.1.0-2")), "it carries modules for kernel 6.1.0-1, this is 6.1.0-2");
+        assert_eq!(err(check(&c, root, &host, "6.1.0-2", false)), "it carries modules for kernel 6.1.0-1, this is 6.1.0-2");
         write("etc/iguana/trust/site.pub", "");
-        assert_eq!(err(check(&c, root, &host, "6.1.0-1")), "it carries etc/iguana/trust but is not itself verified by a trusted key");
+        assert_eq!(err(check(&c, root, &host, "6.1.0-1", false)), "it carries etc/iguana/trust but is not itself verified by a trusted key");
+        assert!(check(&c, root, &host, "6.1.0-1", true).is_ok());
     }
 }

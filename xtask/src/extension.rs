@@ -67,12 +67,15 @@ pub struct Options {
     pub format: Format,
     /// The release file's `ID=` (tests build refused extensions with it).
     pub id: String,
+    /// Sign with this PEM private key (openssl): `NAME.raw.sig` beside an
+    /// image, `extensions/NAME.SHA256SUMS` + `.sig` inside a cpio.
+    pub sign_key: Option<PathBuf>,
     pub out: Option<PathBuf>,
 }
 
 impl Options {
     pub fn new(name: &str, format: Format) -> Self {
-        Options { name: name.into(), modules: Vec::new(), firmware: Vec::new(), etc: None, format, id: "iguana".into(), out: None }
+        Options { name: name.into(), modules: Vec::new(), firmware: Vec::new(), etc: None, format, id: "iguana".into(), sign_key: None, out: None }
     }
 }
 
@@ -90,6 +93,7 @@ pub fn main(args: &[String]) -> Result<()> {
             "--format" => format = Some(flag_value(&mut it, arg)?.parse()?),
             "--id" => opts.id = flag_value(&mut it, arg)?.into(),
             "--out" => opts.out = Some(flag_value(&mut it, arg)?.into()),
+            "--sign-key" => opts.sign_key = Some(flag_value(&mut it, arg)?.into()),
             other => bail!("extension: unknown argument {other:?}"),
         }
     }
@@ -146,6 +150,13 @@ pub fn build(opts: &Options) -> Result<PathBuf> {
             let root = format!("extensions/{}", opts.name);
             archive.dir(&root);
             add_tree(&mut archive, &staging, &staging, &root)?;
+            if let Some(key) = &opts.sign_key {
+                let sums = sha256sums(&staging)?;
+                let sums_file = out_dir.join(format!("{}.SHA256SUMS", opts.name));
+                fs::write(&sums_file, &sums)?;
+                archive.file(&format!("{root}.SHA256SUMS.sig"), 0o644, sign(key, &sums_file)?.into_bytes());
+                archive.file(&format!("{root}.SHA256SUMS"), 0o644, sums.into_bytes());
+            }
             fs::write(&out, archive.to_bytes()).with_context(|| format!("write {}", out.display()))?;
         }
         Format::Erofs => run_cmd(Command::new("mkfs.erofs").args(["--quiet", "--all-root", "-T0", "-zlz4hc"]).arg(&out).arg(&staging))?,
@@ -156,6 +167,27 @@ pub fn build(opts: &Options) -> Result<PathBuf> {
                 .args(["-all-root", "-noappend", "-quiet", "-no-progress", "-comp", "zstd", "-mkfs-time", "0", "-all-time", "0"]),
         )?,
     }
+    if let (Some(key), Format::Erofs | Format::Squashfs) = (&opts.sign_key, opts.format) {
+        let sig = PathBuf::from(format!("{}.sig", out.display()));
+        fs::write(&sig, sign(key, &out)?)?;
+    }
+    Ok(out)
+}
+
+/// `openssl dgst -sha256 -sign KEY FILE`, base64 (what `cosign
+/// sign-blob --key` writes): a signer that is not iguana's verifier.
+pub fn sign(key: &Path, file: &Path) -> Result<String> {
+    let der = crate::cmd_output_bytes(Command::new("openssl").args(["dgst", "-sha256", "-sign"]).arg(key).arg(file))?;
+    let der_file = PathBuf::from(format!("{}.der", file.display()));
+    fs::write(&der_file, der)?;
+    let b64 = crate::cmd_output(Command::new("openssl").args(["base64", "-A", "-in"]).arg(&der_file))?;
+    fs::remove_file(&der_file)?;
+    Ok(b64.trim().to_string())
+}
+
+/// `sha256sum` lines of every file under `root`, relative paths, sorted.
+fn sha256sums(root: &Path) -> Result<String> {
+    let out = crate::cmd_output(Command::new("sh").arg("-c").arg("find . -type f | sed 's|^./||' | LC_ALL=C sort | xargs -r sha256sum").current_dir(root))?;
     Ok(out)
 }
 

@@ -14,6 +14,7 @@ mod dracut;
 mod e2e;
 mod e2e_debug;
 mod e2e_dracut;
+mod e2e_extensions;
 mod e2e_faults;
 mod e2e_guards;
 mod e2e_handover;
@@ -171,6 +172,15 @@ pub fn cmd_output(cmd: &mut std::process::Command) -> Result<String> {
         );
     }
     Ok(String::from_utf8_lossy(&out.stdout).into_owned())
+}
+
+/// Runs a command and returns its stdout bytes, failing with its stderr.
+pub fn cmd_output_bytes(cmd: &mut std::process::Command) -> Result<Vec<u8>> {
+    let out = cmd.stdin(std::process::Stdio::null()).output().with_context(|| format!("spawn {cmd:?}"))?;
+    if !out.status.success() {
+        bail!("{cmd:?} failed: {}: {}", out.status, String::from_utf8_lossy(&out.stderr).trim());
+    }
+    Ok(out.stdout)
 }
 
 /// Takes the value after a `--flag`, failing when it is missing.
