@@ -10,9 +10,10 @@ use anyhow::{bail, Context};
 
 use super::{image, release};
 
-/// `iguana extension inspect FILE [--os-release FILE]`.
+/// `iguana extension inspect FILE [--os-release FILE] [--trust DIR]`.
 pub fn cli(args: &[String]) -> anyhow::Result<()> {
-    let usage = "usage: iguana extension inspect FILE [--os-release FILE]";
+    let usage = "usage: iguana extension inspect FILE [--os-release FILE] [--trust DIR]";
+    let mut trust = PathBuf::from(crate::trust::TRUST_DIR);
     let mut it = args.iter();
     if it.next().map(String::as_str) != Some("inspect") {
         bail!("{usage}");
@@ -22,22 +23,31 @@ pub fn cli(args: &[String]) -> anyhow::Result<()> {
     while let Some(arg) = it.next() {
         match arg.as_str() {
             "--os-release" => os_release = it.next().map(PathBuf::from).context(usage)?,
+            "--trust" => trust = it.next().map(PathBuf::from).context(usage)?,
             other if file.is_none() && !other.starts_with("--") => file = Some(PathBuf::from(other)),
             _ => bail!("{usage}"),
         }
     }
     let file = file.context(usage)?;
     let host = std::fs::read_to_string(&os_release).map(|t| release::parse(&t)).unwrap_or_default();
+    let keys = crate::trust::Keys::load_dir(&trust)?;
+    let verified = |result: Result<String, super::verify::Unverified>| match (keys.is_empty(), result) {
+        (true, _) => format!("verified: no trust keys in {}", trust.display()),
+        (false, Ok(key)) => format!("verified: yes, by {key}"),
+        (false, Err(e)) => format!("verified: no: {e}"),
+    };
     if file.is_dir() {
         let name = file.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
-        return print(&name, "directory", &file, &host);
+        let line = verified(super::verify::tree(&keys, &file, super::MAX_FILES));
+        return print(&name, "directory", &file, &host, &line);
     }
+    let line = verified(super::verify::image(&keys, &file));
     let header = super::read_header(&file).with_context(|| format!("read {}", file.display()))?;
     let format = image::detect(&header).with_context(|| format!("{}: neither erofs nor squashfs", file.display()))?;
     let name = file.file_name().map(|n| n.to_string_lossy().trim_end_matches(".raw").to_string()).unwrap_or_default();
     let dir = tempdir()?;
     super::mount_image(&file, true, &dir).map_err(|e| anyhow::anyhow!(crate::logging::chain(&e)))?;
-    let result = print(&name, format.fstype(), &dir, &host);
+    let result = print(&name, format.fstype(), &dir, &host, &line);
     let _ = nix::mount::umount2(&dir, nix::mount::MntFlags::MNT_DETACH);
     let _ = std::fs::remove_dir(&dir);
     result
@@ -49,7 +59,7 @@ fn tempdir() -> anyhow::Result<PathBuf> {
     Ok(dir)
 }
 
-fn print(name: &str, format: &str, root: &Path, host: &release::Fields) -> anyhow::Result<()> {
+fn print(name: &str, format: &str, root: &Path, host: &release::Fields, verified: &str) -> anyhow::Result<()> {
     println!("name: {name}");
     println!("format: {format}");
     let release_file = [release::release_path(name), release::confext_release_path(name)].into_iter().map(|r| root.join(r)).find(|p| p.is_file());
@@ -85,6 +95,6 @@ fn print(name: &str, format: &str, root: &Path, host: &release::Fields) -> anyho
         };
         println!("{kind}: {file}");
     }
-    println!("verified: no (signature checks are not built yet)");
+    println!("{verified}");
     Ok(())
 }

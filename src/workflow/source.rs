@@ -252,6 +252,17 @@ mod tests {
     }
 
     #[test]
+    fn a_body_over_the_limit_is_final() {
+        let port = serve(vec![(200, "0123456789")]);
+        let url = format!("http://127.0.0.1:{port}/x.raw");
+        assert_eq!(fetch_max(&url, 5, Path::new(CA_BUNDLE), 10).unwrap(), b"0123456789");
+        let port = serve(vec![(200, "0123456789")]);
+        let url = format!("http://127.0.0.1:{port}/x.raw");
+        let err = fetch_max(&url, 5, Path::new(CA_BUNDLE), 5).unwrap_err();
+        assert_eq!(format!("{err:#}"), format!("fetch {url}: the body is larger than the 5 byte limit"));
+    }
+
+    #[test]
     fn gives_up_after_the_last_try() {
         let port = serve(vec![(503, "a"), (503, "b")]);
         let url = format!("http://127.0.0.1:{port}/w.yaml");

@@ -37,17 +37,17 @@ const TIMEOUT: Duration = Duration::from_secs(180);
 /// The container: waits for the pvscsi disk (the SCSI scan is
 /// asynchronous), writes a marker to it and reads it back.
 const SCRIPT: &str = r#"i=0
-while [ ! -b /dev/sda ] && [ $i -lt 20 ]; do sleep 1; i=$((i+1)); done
+while [ ! -b /dev/sda ] && [ $i -lt 20 ]; do busybox sleep 1; i=$((i+1)); done
 if [ -b /dev/sda ]; then
-  echo "IGUANA-E2E sda present driver=$(basename "$(readlink /sys/block/sda/device/../../../driver)")"
+  echo "IGUANA-E2E sda present driver=$(busybox basename "$(busybox readlink /sys/block/sda/device/../../../driver)")"
   echo iguana-extension-wrote-this > /tmp/mark
-  dd if=/tmp/mark of=/dev/sda bs=512 count=1 conv=sync,fsync 2>/dev/null
-  if dd if=/dev/sda bs=512 count=1 2>/dev/null | grep -q iguana-extension-wrote-this; then echo 'IGUANA-E2E sda written and read back'; fi
+  busybox dd if=/tmp/mark of=/dev/sda bs=512 count=1 conv=sync,fsync 2>/dev/null
+  if busybox dd if=/dev/sda bs=512 count=1 2>/dev/null | grep -q iguana-extension-wrote-this; then echo 'IGUANA-E2E sda written and read back'; fi
 else
   echo 'IGUANA-E2E no sda'
 fi
 for n in /sys/class/net/*; do
-  [ -e "$n/device/driver" ] && echo "IGUANA-E2E nic $(basename "$n") driver=$(basename "$(readlink "$n/device/driver")")"
+  [ -e "$n/device/driver" ] && echo "IGUANA-E2E nic $(busybox basename "$n") driver=$(busybox basename "$(busybox readlink "$n/device/driver")")"
 done
 "#;
 
