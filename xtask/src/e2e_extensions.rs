@@ -82,7 +82,7 @@ struct Setup {
     base: PathBuf,
     registry: String,
     files: FileServer,
-    _registry: Registry,
+    _registry: Option<Registry>,
 }
 
 fn run() -> Result<Vec<(String, Result<Duration>)>> {
@@ -96,7 +96,7 @@ fn run() -> Result<Vec<(String, Result<Duration>)>> {
     Image::busybox_script(SCRIPT)?.build_and_push(&registry, "extdisk:latest")?;
     let reg = format!("10.0.2.2:{}", registry.port());
     let files = FileServer::start()?;
-    let setup = Setup { dir, kernel: built.kernel.vmlinuz.clone(), base: built.initrd.clone(), registry: reg, files, _registry: registry };
+    let setup = Setup { dir, kernel: built.kernel.vmlinuz.clone(), base: built.initrd.clone(), registry: reg, files, _registry: Some(registry) };
 
     let (signer, other) = (keypair(&setup.dir, "site")?, keypair(&setup.dir, "other")?);
     let cas = etc_dir(&setup.dir, "ca", &[("ssl/certs/ca-certificates.crt", &fs::read_to_string(&cert)?)])?;
@@ -337,4 +337,55 @@ fn cert_for_guest(dir: &Path) -> Result<(PathBuf, PathBuf)> {
             .stderr(std::process::Stdio::null()),
     )?;
     Ok((cert, key))
+}
+
+/// `cargo xtask bench extensions [--runs N]`: what merging an extension
+/// costs the boot, erofs against squashfs, with the base initrd as the
+/// peer, boots interleaved. The same `vmw_pvscsi` extension (3 modules)
+/// sits at /.extra/sysext/pvscsi.raw of an appended cpio; the guest has
+/// the pvscsi disk in every boot. Printed: medians of the guest's uptime
+/// at `phase modules-loaded` (kernel, initrd unpack, merge, coldplug) and
+/// of the merge itself (`phase extensions-merged ... in`).
+pub fn bench(runs: usize) -> Result<()> {
+    tools::ensure_tools()?;
+    let dir = target_dir().join("iguana-bench/extensions");
+    let _ = fs::remove_dir_all(&dir);
+    fs::create_dir_all(&dir)?;
+    let built = initrd::build(&Options::default())?;
+    let mut variants: Vec<(&str, PathBuf)> = vec![("base", built.initrd.clone())];
+    for (name, format) in [("erofs", Format::Erofs), ("squashfs", Format::Squashfs)] {
+        let image = build(&dir, &format!("pvscsi-{name}"), format, |o| o.modules = vec!["vmw_pvscsi".into()])?;
+        let cpio = files_cpio(&dir, name, &[(".extra/sysext/pvscsi.raw", &image)])?;
+        let size = fs::metadata(&image)?.len();
+        eprintln!("xtask: bench: {name} image {size} bytes");
+        variants.push((name, concat(&dir.join(format!("{name}.img")), &[built.initrd.clone(), cpio])?));
+    }
+    let files = FileServer::start()?;
+    let setup = Setup { dir: dir.clone(), kernel: built.kernel.vmlinuz.clone(), base: built.initrd.clone(), registry: String::new(), files, _registry: None };
+    let mut loaded: Vec<Vec<f64>> = vec![Vec::new(); variants.len()];
+    let mut merged: Vec<Vec<f64>> = vec![Vec::new(); variants.len()];
+    for run in 0..runs {
+        for (i, (name, initrd)) in variants.iter().enumerate() {
+            let outcome = boot_vm(&setup, initrd, &format!("rd.iguana.net_timeout=1 {COMMON_APPEND}"), Net::NoLease, true)?;
+            let at = |mark: &str| outcome.lines.iter().find(|l| l.text.contains(mark)).map(|l| l.text.clone());
+            let uptime = at("phase modules-loaded").and_then(|t| t.split(']').next()?.trim_start_matches('[').trim().parse::<f64>().ok());
+            let merge = at("phase extensions-merged").and_then(|t| t.rsplit(" in ").next()?.trim_end_matches('s').parse::<f64>().ok());
+            eprintln!("xtask: bench: run {} {name}: modules-loaded at {uptime:?} s, merge {merge:?} s", run + 1);
+            loaded[i].extend(uptime);
+            merged[i].extend(merge);
+        }
+    }
+    let median = |v: &mut Vec<f64>| {
+        v.sort_by(f64::total_cmp);
+        v.get(v.len() / 2).copied()
+    };
+    let base = median(&mut loaded[0].clone()).unwrap_or(f64::NAN);
+    println!("| initrd | `phase modules-loaded` (guest s) | vs base | merge (s) |");
+    println!("|---|---|---|---|");
+    for (i, (name, _)) in variants.iter().enumerate() {
+        let l = median(&mut loaded[i]).unwrap_or(f64::NAN);
+        let m = median(&mut merged[i]).map_or("—".to_string(), |m| format!("{m:.2}"));
+        println!("| {name} | {l:.2} | {:.2}x | {m} |", l / base);
+    }
+    Ok(())
 }

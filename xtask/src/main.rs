@@ -61,6 +61,8 @@ tasks:
                              boot-time phases, smallest RAM, sizes
   bench initrd [--init FILE] initrd size and unpack time per compression
   bench pull                 image pull and unpack throughput
+  bench extensions [--runs N]
+                             boot time an erofs / squashfs extension adds
   ci                         every check: host tests, then e2e
   dracut                     build the initrd with dracut and dracut-module/;
                              the last two lines are `kernel:` and `initrd:`
