@@ -154,7 +154,8 @@ fn get(agent: &ureq::Agent, url: &str, max: u64) -> Result<Vec<u8>, Attempt> {
     let mut response = agent.get(url).call().map_err(|e| classify(url, e))?;
     let status = response.status().as_u16();
     match status {
-        200 => response.body_mut().with_config().limit(max).read_to_vec().map_err(|e| match e {
+        // ureq refuses a body of exactly its limit: `max` bytes are allowed.
+        200 => response.body_mut().with_config().limit(max.saturating_add(1)).read_to_vec().map_err(|e| match e {
             ureq::Error::BodyExceedsLimit(_) => Attempt::Final(anyhow::anyhow!(
                 "fetch {}: the body is larger than the {max} byte limit",
                 redact_url(url)
@@ -258,8 +259,8 @@ mod tests {
         assert_eq!(fetch_max(&url, 5, Path::new(CA_BUNDLE), 10).unwrap(), b"0123456789");
         let port = serve(vec![(200, "0123456789")]);
         let url = format!("http://127.0.0.1:{port}/x.raw");
-        let err = fetch_max(&url, 5, Path::new(CA_BUNDLE), 5).unwrap_err();
-        assert_eq!(format!("{err:#}"), format!("fetch {url}: the body is larger than the 5 byte limit"));
+        let err = fetch_max(&url, 5, Path::new(CA_BUNDLE), 9).unwrap_err();
+        assert_eq!(format!("{err:#}"), format!("fetch {url}: the body is larger than the 9 byte limit"));
     }
 
     #[test]
