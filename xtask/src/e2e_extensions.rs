@@ -367,9 +367,10 @@ pub fn bench(runs: usize) -> Result<()> {
     for run in 0..runs {
         for (i, (name, initrd)) in variants.iter().enumerate() {
             let outcome = boot_vm(&setup, initrd, &format!("rd.iguana.net_timeout=1 {COMMON_APPEND}"), Net::NoLease, true)?;
+            let _ = fs::write(dir.join(format!("{name}-{}.log", run + 1)), outcome.transcript());
             let at = |mark: &str| outcome.lines.iter().find(|l| l.text.contains(mark)).map(|l| l.text.clone());
             let uptime = at("phase modules-loaded").and_then(|t| t.split(']').next()?.trim_start_matches('[').trim().parse::<f64>().ok());
-            let merge = at("phase extensions-merged").and_then(|t| t.rsplit(" in ").next()?.trim_end_matches('s').parse::<f64>().ok());
+            let merge = at("phase extensions-merged").and_then(|t| t.rsplit(" in ").next()?.trim().trim_end_matches('s').parse::<f64>().ok());
             eprintln!("xtask: bench: run {} {name}: modules-loaded at {uptime:?} s, merge {merge:?} s", run + 1);
             loaded[i].extend(uptime);
             merged[i].extend(merge);
