@@ -1,7 +1,7 @@
 //! PID 1: the boot, as the list of its phases.
 //!
-//! early mounts → logging → cmdline → modules → machine-id → network →
-//! workflow → handover. Each phase lives in its own module; this file only
+//! early mounts → logging → cmdline → extensions → modules → machine-id →
+//! network → (fetched extensions) → workflow → handover. Each phase lives in its own module; this file only
 //! orders them, logs `phase NAME` when each is reached (the boot benchmark
 //! reads those lines), and turns any failure into a safe end: the debug shell
 //! or a reboot. PID 1 never returns, never panics on purpose, and reaps
@@ -13,7 +13,7 @@ use std::time::{Duration, Instant};
 
 use crate::cmdline::{self, Failsafe};
 use crate::handover::{self, Requests};
-use crate::{early, logging, machine_id, modules, workflow};
+use crate::{early, extension, logging, machine_id, modules, workflow};
 
 /// Where iguana keeps its working state (a tmpfs: RAM is the disk here).
 const WORK: &str = "/run/iguana";
@@ -37,6 +37,10 @@ pub enum Error {
     ModuleArgs(#[from] modules::args::Error),
     #[error(transparent)]
     Workflow(#[from] workflow::Error),
+    #[error("kernel command line")]
+    ExtensionArgs(#[from] extension::args::Error),
+    #[error(transparent)]
+    Extension(#[from] extension::Error),
 }
 
 /// The whole life of PID 1.
@@ -106,6 +110,13 @@ fn boot(raw: &str, failsafe: Failsafe) -> Result<(), Error> {
         tracing::warn!("network arguments checked but not applied yet: {what}");
     }
 
+    let policy = modules::args::parse(raw)?;
+    // Drivers, firmware and site settings from an appended cpio or a
+    // device: merged before coldplug and before the workflow is chosen.
+    let extensions = extension::args::parse(raw)?;
+    let mut merged = extension::Merged::default();
+    extension::merge_local(&extensions, &policy, &mut merged)?;
+
     // Before net-up starts: it writes both when a lease says more.
     let _ = std::fs::write("/etc/hosts", "127.0.0.1 localhost\n::1 localhost\n");
     if !Path::new("/etc/resolv.conf").exists() {
@@ -115,7 +126,7 @@ fn boot(raw: &str, failsafe: Failsafe) -> Result<(), Error> {
     // modules load and the workflow is read (a DHCP exchange is mostly
     // waiting); the boot waits for it where the network is first needed.
     let mut net = Network(NetState::NotStarted);
-    load_modules(&modules::args::parse(raw)?, &mut |loaded: &[String]| {
+    load_modules(&policy, &mut |loaded: &[String]| {
         tracing::debug!("network drivers loaded ({}): starting net-up", loaded.join(" "));
         net.start(&args);
     });
@@ -125,9 +136,12 @@ fn boot(raw: &str, failsafe: Failsafe) -> Result<(), Error> {
     tracing::info!("phase machine-id {id} source={source:?}");
 
     // A remote control_url needs the network before the workflow is loaded;
-    // otherwise the workflow is read while DHCP goes on.
-    if args.control_url.as_deref().is_some_and(|u| u.starts_with("http")) {
+    // otherwise the workflow is read while DHCP goes on. So do extensions
+    // fetched from the network.
+    let fetched = extensions.sources.iter().any(extension::args::Source::needs_network);
+    if fetched || args.control_url.as_deref().is_some_and(|u| u.starts_with("http")) {
         net.up(&args)?;
+        extension::merge_network(&extensions, &policy, &mut merged)?;
     }
     let wf = workflow::load(&args, Path::new(BUILTIN_WORKFLOW), Path::new(WORK))?;
     net.up(&args)?;

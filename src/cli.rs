@@ -21,6 +21,8 @@ Run as PID 1 (the initrd's /init) it boots the machine. Otherwise:
   iguana net-up [--timeout SECS]   bring up the network with DHCP (used by PID 1)
   iguana sntp [--set] SERVER[:PORT]...
                                    ask NTP servers the time; --set sets the clock (used by PID 1)
+  iguana extension inspect FILE [--os-release FILE]
+                                   what an extension (NAME.raw or a tree) carries and whether it fits
   iguana --help | --version
 ";
 
@@ -49,6 +51,7 @@ pub fn main(args: &[String]) -> anyhow::Result<()> {
         "progress-relay" => crate::handover::progress::cli(rest),
         "kexec-load" => crate::handover::progress::cli_kexec_load(rest),
         "hotplug" => crate::modules::hotplug::cli(rest),
+        "extension" => crate::extension::inspect::cli(rest),
         other => bail!("unknown command {other:?} (see iguana --help)"),
     }
 }

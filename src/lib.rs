@@ -12,6 +12,7 @@ pub mod cmdline;
 pub mod container;
 pub mod early;
 pub mod entropy;
+pub mod extension;
 pub mod fsutil;
 pub mod handover;
 pub mod image;

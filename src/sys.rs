@@ -27,6 +27,13 @@ pub enum Error {
         #[source]
         source: std::io::Error,
     },
+    #[error("ioctl({device}, {request}): {source}")]
+    Loop {
+        device: String,
+        request: &'static str,
+        #[source]
+        source: std::io::Error,
+    },
     #[error("fcntl({fd}, F_GETFD): not an inherited descriptor")]
     InheritedFd {
         fd: RawFd,
@@ -153,4 +160,83 @@ pub unsafe extern "Rust" fn __getrandom_v03_custom(dest: *mut u8, len: usize) ->
     crate::entropy::fill(buf).map_err(|e| {
         e.raw_os_error().and_then(|n| u16::try_from(n).ok()).map_or(getrandom::Error::UNEXPECTED, getrandom::Error::new_custom)
     })
+}
+
+// <linux/loop.h>; the libc crate does not carry them.
+const LOOP_CTL_GET_FREE: libc::c_ulong = 0x4C82;
+const LOOP_CONFIGURE: libc::c_ulong = 0x4C0A;
+const LO_FLAGS_READ_ONLY: u32 = 1;
+const LO_FLAGS_AUTOCLEAR: u32 = 4;
+
+/// `struct loop_info64`.
+#[repr(C)]
+struct LoopInfo64 {
+    device: u64,
+    inode: u64,
+    rdevice: u64,
+    offset: u64,
+    sizelimit: u64,
+    number: u32,
+    encrypt_type: u32,
+    encrypt_key_size: u32,
+    flags: u32,
+    file_name: [u8; 64],
+    crypt_name: [u8; 64],
+    encrypt_key: [u8; 32],
+    init: [u64; 2],
+}
+
+/// `struct loop_config` (LOOP_CONFIGURE, Linux 5.8).
+#[repr(C)]
+struct LoopConfig {
+    fd: u32,
+    block_size: u32,
+    info: LoopInfo64,
+    reserved: [u64; 8],
+}
+
+/// A free loop device bound read-only to `file` (autoclear: it goes away
+/// with its last user). Returns the device path, `/dev/loopN`, and the
+/// open device: the caller keeps it open until the mount holds the device,
+/// or autoclear would detach it at once.
+pub fn loop_attach(file: &File) -> Result<(std::path::PathBuf, File), Error> {
+    let control = open(Path::new("/dev/loop-control"))?;
+    // A device found free can be taken by someone else before it is
+    // configured (EBUSY); ask again a few times.
+    let mut last = None;
+    for _ in 0..8 {
+        // SAFETY: LOOP_CTL_GET_FREE takes no argument and returns a number;
+        // the fd is open for the duration of the call.
+        let number = unsafe { libc::ioctl(control.as_raw_fd(), LOOP_CTL_GET_FREE as _) };
+        if number < 0 {
+            let source = std::io::Error::last_os_error();
+            return Err(Error::Loop { device: "/dev/loop-control".into(), request: "LOOP_CTL_GET_FREE", source });
+        }
+        let device = format!("/dev/loop{number}");
+        let dev = std::fs::OpenOptions::new()
+            .read(true)
+            .open(&device)
+            .map_err(|source| Error::Open { path: device.clone(), source })?;
+        // SAFETY: an all-zero loop_config is the C default (no offset, no
+        // size limit, no encryption); every field is plain data.
+        let mut config: LoopConfig = unsafe { std::mem::zeroed() };
+        config.fd = file.as_raw_fd() as u32;
+        config.info.flags = LO_FLAGS_READ_ONLY | LO_FLAGS_AUTOCLEAR;
+        // SAFETY: `config` is a live, properly laid out `struct loop_config`
+        // the kernel only reads; both fds are open during the call.
+        let ret = unsafe { libc::ioctl(dev.as_raw_fd(), LOOP_CONFIGURE as _, &config as *const LoopConfig) };
+        if ret == 0 {
+            return Ok((device.into(), dev));
+        }
+        let source = std::io::Error::last_os_error();
+        if source.raw_os_error() != Some(libc::EBUSY) {
+            return Err(Error::Loop { device, request: "LOOP_CONFIGURE", source });
+        }
+        last = Some(Error::Loop { device, request: "LOOP_CONFIGURE", source });
+    }
+    Err(last.unwrap_or(Error::Loop {
+        device: "/dev/loop-control".into(),
+        request: "LOOP_CTL_GET_FREE",
+        source: std::io::Error::from_raw_os_error(libc::EBUSY),
+    }))
 }

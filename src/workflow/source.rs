@@ -52,10 +52,11 @@ pub fn backoff(n: u32) -> Duration {
     Duration::from_secs(1u64 << n.saturating_sub(1).min(4))
 }
 
-/// `iguana fetch URL --out FILE [--tries N] [--ca FILE]`.
+/// `iguana fetch URL --out FILE [--tries N] [--ca FILE] [--max BYTES]`.
 pub fn cli_fetch(args: &[String]) -> anyhow::Result<()> {
-    let usage = "usage: iguana fetch URL --out FILE [--tries N] [--ca FILE]";
+    let usage = "usage: iguana fetch URL --out FILE [--tries N] [--ca FILE] [--max BYTES]";
     let mut url = None;
+    let mut max = MAX_SIZE;
     let mut out = None;
     let mut tries = 5u32;
     let mut ca = PathBuf::from(CA_BUNDLE);
@@ -65,6 +66,8 @@ pub fn cli_fetch(args: &[String]) -> anyhow::Result<()> {
             "--out" => out = it.next().map(PathBuf::from),
             "--tries" => tries = it.next().and_then(|v| v.parse().ok()).filter(|&n| n > 0).context(usage)?,
             "--ca" => ca = it.next().map(PathBuf::from).context(usage)?,
+            // Extension images are larger than workflows; PID 1 sets the bound.
+            "--max" => max = it.next().and_then(|v| v.parse().ok()).context(usage)?,
             other if url.is_none() && !other.starts_with("--") => url = Some(other.to_string()),
             other => bail!("unexpected argument {other:?}\n{usage}"),
         }
@@ -72,21 +75,26 @@ pub fn cli_fetch(args: &[String]) -> anyhow::Result<()> {
     let (Some(url), Some(out)) = (url, out) else { bail!("{usage}") };
     // Whatever an HTTP library quotes in its errors, the secrets go.
     let proxy = crate::proxy::Proxy::from_env().map(|p| p.url).unwrap_or_default();
-    let body = fetch(&url, tries, &ca).map_err(|e| anyhow::anyhow!(scrub(&format!("{e:#}"), &[&url, &proxy])))?;
+    let body = fetch_max(&url, tries, &ca, max).map_err(|e| anyhow::anyhow!(scrub(&format!("{e:#}"), &[&url, &proxy])))?;
     std::fs::write(&out, body).with_context(|| format!("write {}", out.display()))?;
     Ok(())
 }
 
 /// Fetches a control_url's contents, retrying transient failures.
 pub fn fetch(url: &str, tries: u32, ca: &Path) -> anyhow::Result<Vec<u8>> {
+    fetch_max(url, tries, ca, MAX_SIZE)
+}
+
+/// [`fetch`] with a body limit of `max` bytes.
+pub fn fetch_max(url: &str, tries: u32, ca: &Path, max: u64) -> anyhow::Result<Vec<u8>> {
     match locate(url).map_err(anyhow::Error::msg)? {
-        Location::File(path) => Ok(crate::fsutil::read_bounded(&path, MAX_SIZE)?),
+        Location::File(path) => Ok(crate::fsutil::read_bounded(&path, max)?),
         Location::Http(url) => {
             let agent = agent(&url, ca)?;
             let shown = redact_url(&url);
             let mut last = None;
             for n in 1..=tries {
-                match get(&agent, &url) {
+                match get(&agent, &url, max) {
                     Ok(body) => return Ok(body),
                     Err(Attempt::Final(e)) => return Err(e),
                     Err(Attempt::Retry(e)) => {
@@ -142,13 +150,14 @@ fn agent(url: &str, ca: &Path) -> anyhow::Result<ureq::Agent> {
     Ok(config.into())
 }
 
-fn get(agent: &ureq::Agent, url: &str) -> Result<Vec<u8>, Attempt> {
+fn get(agent: &ureq::Agent, url: &str, max: u64) -> Result<Vec<u8>, Attempt> {
     let mut response = agent.get(url).call().map_err(|e| classify(url, e))?;
     let status = response.status().as_u16();
     match status {
-        200 => response.body_mut().with_config().limit(MAX_SIZE).read_to_vec().map_err(|e| match e {
+        // ureq refuses a body of exactly its limit: `max` bytes are allowed.
+        200 => response.body_mut().with_config().limit(max.saturating_add(1)).read_to_vec().map_err(|e| match e {
             ureq::Error::BodyExceedsLimit(_) => Attempt::Final(anyhow::anyhow!(
-                "fetch {}: the body is larger than the {MAX_SIZE} byte limit for a workflow",
+                "fetch {}: the body is larger than the {max} byte limit",
                 redact_url(url)
             )),
             e => Attempt::Retry(anyhow::Error::new(e).context("read body")),
@@ -241,6 +250,17 @@ mod tests {
         let url = format!("http://127.0.0.1:{port}/w.yaml");
         let err = fetch(&url, 5, Path::new(CA_BUNDLE)).unwrap_err();
         assert_eq!(format!("{err:#}"), format!("fetch {url}: HTTP 404"));
+    }
+
+    #[test]
+    fn a_body_over_the_limit_is_final() {
+        let port = serve(vec![(200, "0123456789")]);
+        let url = format!("http://127.0.0.1:{port}/x.raw");
+        assert_eq!(fetch_max(&url, 5, Path::new(CA_BUNDLE), 10).unwrap(), b"0123456789");
+        let port = serve(vec![(200, "0123456789")]);
+        let url = format!("http://127.0.0.1:{port}/x.raw");
+        let err = fetch_max(&url, 5, Path::new(CA_BUNDLE), 9).unwrap_err();
+        assert_eq!(format!("{err:#}"), format!("fetch {url}: the body is larger than the 9 byte limit"));
     }
 
     #[test]

@@ -47,7 +47,7 @@ const RUNS: usize = 3;
 const MEMORY_STEPS: &[u32] = &[512, 256, 128, 96];
 const TIMEOUT: Duration = Duration::from_secs(120);
 
-const USAGE: &str = "usage: cargo xtask bench boot [--init FILE] [--runs N] [--no-memory] [--append ARGS] | bench initrd [--init FILE] | bench pull";
+const USAGE: &str = "usage: cargo xtask bench boot [--init FILE] [--runs N] [--no-memory] [--append ARGS] | bench initrd [--init FILE] | bench pull | bench extensions [--runs N]";
 
 /// What `bench boot` measures besides the timed boots.
 struct BootOptions {
@@ -78,6 +78,7 @@ pub fn main(args: &[String]) -> Result<()> {
         Some("boot") => boot(&opts, &boot_opts),
         Some("initrd") => compressions(&opts),
         Some("pull") => crate::bench_pull::main(),
+        Some("extensions") => crate::e2e_extensions::bench(boot_opts.runs),
         _ => bail!(USAGE),
     }
 }

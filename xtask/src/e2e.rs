@@ -528,10 +528,11 @@ pub fn main(args: &[String]) -> Result<()> {
     let modules_only = only.iter().any(|name| name == e2e_modules::NAME);
     let faults_only = only.iter().any(|name| name == crate::e2e_faults::NAME);
     let uki_only = only.iter().any(|name| name == crate::e2e_uki::NAME);
+    let extensions_only = only.iter().any(|name| name == crate::e2e_extensions::NAME);
     let only: Vec<String> = only
         .into_iter()
         .filter(|name| {
-            ![e2e_modules::NAME, crate::e2e_faults::NAME, crate::e2e_uki::NAME]
+            ![e2e_modules::NAME, crate::e2e_faults::NAME, crate::e2e_uki::NAME, crate::e2e_extensions::NAME]
                 .contains(&name.as_str())
         })
         .collect();
@@ -542,11 +543,16 @@ pub fn main(args: &[String]) -> Result<()> {
             names.push(e2e_modules::NAME);
             names.push(crate::e2e_faults::NAME);
             names.push(crate::e2e_uki::NAME);
+            names.push(crate::e2e_extensions::NAME);
             bail!("e2e: no scenario {name:?} (have {})", names.join(", "));
         }
     }
-    let everything =
-        only.is_empty() && metal.is_empty() && !modules_only && !faults_only && !uki_only;
+    let everything = only.is_empty()
+        && metal.is_empty()
+        && !modules_only
+        && !faults_only
+        && !uki_only
+        && !extensions_only;
     let scenarios: Vec<&Scenario> = SCENARIOS
         .iter()
         .filter(|s| everything || only.iter().any(|name| name == s.name))
@@ -558,6 +564,11 @@ pub fn main(args: &[String]) -> Result<()> {
     };
     if everything || modules_only {
         let (p, f) = e2e_modules::run_all(&opts)?;
+        passed += p;
+        failed.extend(f);
+    }
+    if everything || extensions_only {
+        let (p, f) = crate::e2e_extensions::run_all()?;
         passed += p;
         failed.extend(f);
     }

@@ -15,6 +15,8 @@
 //!   the other in turn, as distributions ship them, to test that iguana
 //!   loads both.
 //! - `/etc/ssl/certs/ca-certificates.crt`: the host's CA bundle.
+//! - `/usr/lib/os-release`: `ID=iguana`, `VERSION_ID=`, `IGUANA_LEVEL=`,
+//!   what extensions are checked against.
 //! - `/etc/iguana/control.yaml`: the `--workflow` file, when given.
 //! - `/dev/console` (5:1), so the kernel opens a console for init, and the
 //!   empty mount points `DIRS`.
@@ -53,6 +55,10 @@ pub const MODULES: &[&str] = &[
     // bond= and vlan= (net-up loads them when the command line asks).
     "bonding",
     "8021q",
+    // Extensions: NAME.raw images on loop devices (src/extension/).
+    "loop",
+    "erofs",
+    "squashfs",
 ];
 
 /// Empty directories PID 1 mounts on or writes to.
@@ -209,6 +215,8 @@ pub fn build(opts: &Options) -> Result<Built> {
     archive.file("init", 0o755, read(&init)?);
     add_busybox(&mut archive)?;
     archive.file(CA_BUNDLE, 0o644, read(Path::new(CA_BUNDLE))?);
+    // What an extension's release file is checked against.
+    archive.file("usr/lib/os-release", 0o644, crate::extension::os_release().into_bytes());
     if let Some(workflow) = &opts.workflow {
         archive.file("etc/iguana/control.yaml", 0o644, read(workflow)?);
     }
@@ -325,7 +333,7 @@ fn parse_modules_dep(text: &str) -> BTreeMap<String, (String, Vec<String>)> {
 
 /// The module files (paths relative to lib/modules/<release>) needed for
 /// `wanted`, and a note for each wanted name that needs no file.
-fn resolve_modules(dep: &str, builtin: &str, wanted: &[&str]) -> (BTreeSet<String>, Vec<String>) {
+pub(crate) fn resolve_modules(dep: &str, builtin: &str, wanted: &[&str]) -> (BTreeSet<String>, Vec<String>) {
     let modules = parse_modules_dep(dep);
     let by_path: BTreeMap<&str, &Vec<String>> = modules
         .values()
@@ -421,7 +429,7 @@ fn compress_module(module: &Path, xz: bool) -> Result<()> {
     run_cmd(command.arg(module))
 }
 
-fn decompress_module(src: &Path, dst: &Path) -> Result<()> {
+pub(crate) fn decompress_module(src: &Path, dst: &Path) -> Result<()> {
     let name = src.to_string_lossy();
     let tool = if name.ends_with(".ko.xz") {
         Some("xz")

@@ -14,6 +14,7 @@ mod dracut;
 mod e2e;
 mod e2e_debug;
 mod e2e_dracut;
+mod e2e_extensions;
 mod e2e_faults;
 mod e2e_guards;
 mod e2e_handover;
@@ -21,6 +22,7 @@ mod e2e_modules;
 mod e2e_uki;
 mod e2e_metal;
 mod e2e_workflow;
+mod extension;
 mod fuzz;
 mod initrd;
 mod install;
@@ -43,6 +45,9 @@ tasks:
   initrd [--workflow FILE] [--compression gzip|xz|zstd] [--init FILE] [--compress-modules]
                              build the iguana initrd; the last two lines are
                              `kernel: PATH` and `initrd: PATH`
+  extension --name NAME [--modules MOD,..] [--firmware FILE,..] [--etc DIR] --format cpio|erofs|squashfs
+                             build an extension from the test kernel's modules;
+                             the last line is `extension: PATH`
   boot [--init FILE] [--memory MIB] [--no-lease] [-- KERNEL-ARGS...]
                              boot the initrd once, console live
   e2e [--only NAME,..] [--jobs N] [--verbose] [--init FILE]
@@ -58,6 +63,8 @@ tasks:
                              boot-time phases, smallest RAM, sizes
   bench initrd [--init FILE] initrd size and unpack time per compression
   bench pull                 image pull and unpack throughput
+  bench extensions [--runs N]
+                             boot time an erofs / squashfs extension adds
   ci                         every check: host tests, then e2e
   dracut                     build the initrd with dracut and dracut-module/;
                              the last two lines are `kernel:` and `initrd:`
@@ -103,6 +110,7 @@ fn run() -> Result<()> {
             println!("modules: {}", k.modules.display());
         }),
         "initrd" => initrd::main(rest),
+        "extension" => extension::main(rest),
         "boot" => boot::main(rest),
         "e2e" => e2e::main(rest),
         "e2e-handover" => e2e_handover::main(rest),
@@ -173,6 +181,15 @@ pub fn cmd_output(cmd: &mut std::process::Command) -> Result<String> {
         );
     }
     Ok(String::from_utf8_lossy(&out.stdout).into_owned())
+}
+
+/// Runs a command and returns its stdout bytes, failing with its stderr.
+pub fn cmd_output_bytes(cmd: &mut std::process::Command) -> Result<Vec<u8>> {
+    let out = cmd.stdin(std::process::Stdio::null()).output().with_context(|| format!("spawn {cmd:?}"))?;
+    if !out.status.success() {
+        bail!("{cmd:?} failed: {}: {}", out.status, String::from_utf8_lossy(&out.stderr).trim());
+    }
+    Ok(out.stdout)
 }
 
 /// Takes the value after a `--flag`, failing when it is missing.

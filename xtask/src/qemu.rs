@@ -38,6 +38,9 @@ pub enum Net {
     /// hub of their own, so frames (802.1Q tags included) go from one to
     /// the other.
     UserThenPair,
+    /// QEMU user networking on a vmxnet3 NIC, a driver the base initrd
+    /// does not carry (the extensions e2e).
+    Vmxnet3,
 }
 
 /// Boot through UEFI firmware (OVMF) from FAT disks instead of QEMU's
@@ -193,6 +196,12 @@ impl VmConfig {
                 "hubport,id=n2,hubid=1".into(),
                 "-device".into(),
                 "virtio-net-pci,netdev=n2,romfile=".into(),
+            ]),
+            Net::Vmxnet3 => args.extend([
+                "-netdev".into(),
+                "user,id=n0".into(),
+                "-device".into(),
+                "vmxnet3,netdev=n0,romfile=".into(),
             ]),
         }
         args.extend(self.extra_args.iter().cloned());

@@ -65,6 +65,9 @@ const TOOLS: &[Tool] = &[
     Tool { probe: Probe::Command("objcopy"), package: "binutils" },
     Tool { probe: Probe::Command("sbsign"), package: "sbsigntool" },
     Tool { probe: Probe::File(crate::e2e_uki::OVMF_CODE_SECBOOT), package: "ovmf" },
+    // `cargo xtask extension --format erofs|squashfs`.
+    Tool { probe: Probe::Command("mkfs.erofs"), package: "erofs-utils" },
+    Tool { probe: Probe::Command("mksquashfs"), package: "squashfs-tools" },
     // pip installs the PIP_TOOLS with it.
     Tool { probe: Probe::Command("pip3"), package: "python3-pip" },
 ];

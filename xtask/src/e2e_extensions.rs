@@ -1,0 +1,392 @@
+//! `cargo xtask e2e --only extensions`: drivers, firmware and site settings
+//! from extensions, in four QEMU boots of the base initrd.
+//!
+//! The registry serves HTTPS with a certificate for 10.0.2.2 that only the
+//! `ca` extension (etc/ssl/certs/ca-certificates.crt) makes the guest
+//! trust, so every boot that pulls proves an etc/ merge too.
+//!
+//! - `ext-signed`: trust keys appended; a `vmw_pvscsi` erofs fetched over
+//!   HTTP with its `.sig` after network-up, coldplugged; the container
+//!   writes to the pvscsi disk and reads it back. Refused, each with one
+//!   line, the boot going on: wrong `ID=`, a corrupt image, an image signed
+//!   by another key. A firmware file is found through firmware_class's path.
+//! - `ext-appended`: no rd.iguana.* argument and a vmxnet3 NIC only; the
+//!   initrd is base + vmxnet3 cpio + pvscsi squashfs + site cpio (its
+//!   control.yaml is the workflow): DHCP works, the disk is written.
+//! - `ext-none-nic`: vmxnet3 only, base initrd: no interface to configure.
+//! - `ext-none-disk`: virtio NIC, pvscsi disk, no pvscsi extension: the
+//!   container sees no disk.
+
+use std::fs;
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::time::{Duration, Instant};
+
+use anyhow::{bail, Context, Result};
+use testkit::{FileServer, Image, Registry, RegistryOptions};
+
+use crate::e2e::{self, COMMON_APPEND};
+use crate::extension::{self as ext, Format};
+use crate::initrd::{self, Options};
+use crate::qemu::{Net, Outcome, Vm, VmConfig};
+use crate::{run_cmd, target_dir, tools};
+
+pub const NAME: &str = "extensions";
+const TIMEOUT: Duration = Duration::from_secs(180);
+
+/// The container: waits for the pvscsi disk (the SCSI scan is
+/// asynchronous), writes a marker to it and reads it back.
+const SCRIPT: &str = r#"i=0
+while [ ! -b /dev/sda ] && [ $i -lt 20 ]; do busybox sleep 1; i=$((i+1)); done
+if [ -b /dev/sda ]; then
+  echo "IGUANA-E2E sda present driver=$(busybox basename "$(busybox readlink /sys/block/sda/device/../../../driver)")"
+  echo iguana-extension-wrote-this > /tmp/mark
+  busybox dd if=/tmp/mark of=/dev/sda bs=512 count=1 conv=sync,fsync 2>/dev/null
+  if busybox dd if=/dev/sda bs=512 count=1 2>/dev/null | grep -q iguana-extension-wrote-this; then echo 'IGUANA-E2E sda written and read back'; fi
+else
+  echo 'IGUANA-E2E no sda'
+fi
+for n in /sys/class/net/*; do
+  [ -e "$n/device/driver" ] && echo "IGUANA-E2E nic $(busybox basename "$n") driver=$(busybox basename "$(busybox readlink "$n/device/driver")")"
+done
+"#;
+
+/// Runs the boots; returns the pass count and failed names like `e2e::run`.
+pub fn run_all() -> Result<(usize, Vec<String>)> {
+    let started = Instant::now();
+    match run() {
+        Ok(results) => {
+            let mut failed = Vec::new();
+            for (name, result) in &results {
+                match result {
+                    Ok(elapsed) => println!("PASS {name} ({elapsed:.1?})"),
+                    Err(err) => {
+                        println!("FAIL {name}: {err:#}");
+                        failed.push(name.clone());
+                    }
+                }
+            }
+            println!("{NAME}: {} boots in {:.1?}", results.len(), started.elapsed());
+            Ok((results.len() - failed.len(), failed))
+        }
+        Err(err) => {
+            println!("FAIL {NAME} ({:.1?}): {err:#}", started.elapsed());
+            Ok((0, vec![NAME.to_owned()]))
+        }
+    }
+}
+
+struct Setup {
+    dir: PathBuf,
+    kernel: PathBuf,
+    base: PathBuf,
+    registry: String,
+    files: FileServer,
+    _registry: Option<Registry>,
+}
+
+fn run() -> Result<Vec<(String, Result<Duration>)>> {
+    tools::ensure_tools()?;
+    let dir = target_dir().join("iguana-e2e/extensions");
+    let _ = fs::remove_dir_all(&dir);
+    fs::create_dir_all(&dir)?;
+    let built = initrd::build(&Options::default())?;
+    let (cert, key) = cert_for_guest(&dir)?;
+    let registry = Registry::start_with(RegistryOptions { tls: Some((cert.clone(), key)), ..Default::default() })?;
+    Image::busybox_script(SCRIPT)?.build_and_push(&registry, "extdisk:latest")?;
+    let reg = format!("10.0.2.2:{}", registry.port());
+    let files = FileServer::start()?;
+    let setup = Setup { dir, kernel: built.kernel.vmlinuz.clone(), base: built.initrd.clone(), registry: reg, files, _registry: Some(registry) };
+
+    let (signer, other) = (keypair(&setup.dir, "site")?, keypair(&setup.dir, "other")?);
+    let cas = etc_dir(&setup.dir, "ca", &[("ssl/certs/ca-certificates.crt", &fs::read_to_string(&cert)?)])?;
+    let site = etc_dir(
+        &setup.dir,
+        "site",
+        &[
+            ("ssl/certs/ca-certificates.crt", &fs::read_to_string(&cert)?),
+            ("iguana/control.yaml", &format!("name: site\njobs:\n  site:\n    container:\n      image: {}/extdisk\n", setup.registry)),
+        ],
+    )?;
+    let firmware = setup.dir.join("iguana-test-fw.bin");
+    fs::write(&firmware, b"firmware bytes for the e2e\n")?;
+
+    let mut results = Vec::new();
+    let mut boot = |name: &str, f: &dyn Fn(&Setup) -> Result<Outcome>, expect: &[&[&str]], reject: &[&[&str]]| {
+        let started = Instant::now();
+        let result = f(&setup).and_then(|outcome| {
+            let log = setup.dir.join(format!("{name}.log"));
+            let _ = fs::write(&log, outcome.transcript());
+            let strings = |l: &[&[&str]]| l.iter().map(|p| p.iter().map(|s| s.to_string()).collect()).collect::<Vec<Vec<String>>>();
+            for line in outcome.lines.iter().filter(|l| l.text.contains("phase extensions-merged") || l.text.contains(": fetched")) {
+                eprintln!("xtask: {name}: {}", line.text);
+            }
+            e2e::check(&outcome, &strings(expect), &strings(reject), TIMEOUT).with_context(|| format!("console: {}", log.display()))
+        });
+        results.push((name.to_string(), result.map(|()| started.elapsed())));
+    };
+
+    // 1. Keys present: everything must be signed.
+    let signed = |s: &Setup| -> Result<Outcome> {
+        let mut o = ext::Options::new("pvscsi", Format::Erofs);
+        o.modules = vec!["vmw_pvscsi".into()];
+        o.sign_key = Some(signer.0.clone());
+        o.out = Some(s.dir.join("pvscsi.raw"));
+        let pvscsi = ext::build(&o)?;
+        s.files.add("/ext/pvscsi.raw", fs::read(&pvscsi)?);
+        s.files.add("/ext/pvscsi.raw.sig", fs::read(s.dir.join("pvscsi.raw.sig"))?);
+        let mut parts = vec![s.base.clone(), trust_cpio(&s.dir, &signer.1)?];
+        parts.push(build(&s.dir, "ca", Format::Cpio, |o| {
+            o.etc = Some(cas.clone());
+            o.sign_key = Some(signer.0.clone());
+        })?);
+        parts.push(build(&s.dir, "fw", Format::Cpio, |o| {
+            o.firmware = vec![firmware.clone()];
+            o.sign_key = Some(signer.0.clone());
+        })?);
+        parts.push(build(&s.dir, "wrongid", Format::Cpio, |o| {
+            o.id = "fedora".into();
+            o.sign_key = Some(signer.0.clone());
+        })?);
+        // Images in an appended cpio, at systemd-stub's place.
+        let corrupt = build(&s.dir, "corrupt", Format::Erofs, |o| o.sign_key = None)?;
+        corrupt_image(&corrupt)?;
+        fs::write(s.dir.join("corrupt.raw.sig"), ext::sign(&signer.0, &corrupt)?)?;
+        let badsig = build(&s.dir, "badsig", Format::Squashfs, |o| o.sign_key = Some(other.0.clone()))?;
+        parts.push(files_cpio(&s.dir, "images", &[
+            (".extra/sysext/corrupt.raw", &corrupt),
+            (".extra/sysext/corrupt.raw.sig", &s.dir.join("corrupt.raw.sig")),
+            (".extra/sysext/badsig.raw", &badsig),
+            (".extra/sysext/badsig.raw.sig", &s.dir.join("badsig.raw.sig")),
+        ])?);
+        let initrd = concat(&s.dir.join("signed.img"), &parts)?;
+        let append = format!(
+            "rd.iguana.extensions=http://10.0.2.2:{}/ext/pvscsi.raw rd.iguana.containers={}/extdisk {COMMON_APPEND}",
+            s.files.port(),
+            s.registry
+        );
+        boot_vm(s, &initrd, &append, Net::User, true)
+    };
+    boot(
+        "ext-signed",
+        &signed,
+        &[
+            &["extension wrongid refused: ID=fedora does not match this initrd's ID=iguana"],
+            &["extension corrupt refused: mount", "corrupt or unreadable image"],
+            &["extension badsig refused: not verified", "badsig.raw.sig: the signature does not verify against the trusted keys"],
+            &["extension ca admitted", "verified by site.pub"],
+            &["extension fw: firmware /usr/lib/firmware/iguana-test-fw.bin readable (27 bytes), firmware_class path /usr/lib/firmware"],
+            &["extension pvscsi: fetched http://10.0.2.2:"],
+            &["extension pvscsi admitted", "verified by site.pub"],
+            &["extensions: coldplug loaded", "vmw_pvscsi"],
+            &["IGUANA-E2E sda present driver=vmw_pvscsi"],
+            &["IGUANA-E2E sda written and read back"],
+        ],
+        &[&["unverified"], &["panicked"], &["extension pvscsi refused"], &["extension ca refused"]],
+    );
+
+    // 2. No rd.iguana.* argument, vmxnet3 only, no keys.
+    let appended = |s: &Setup| -> Result<Outcome> {
+        let vmxnet3 = build(&s.dir, "vmxnet3", Format::Cpio, |o| o.modules = vec!["vmxnet3".into()])?;
+        let pvscsi = build(&s.dir, "pvscsi", Format::Squashfs, |o| o.modules = vec!["vmw_pvscsi".into()])?;
+        let pvscsi = files_cpio(&s.dir, "pvscsi-squashfs", &[(".extra/sysext/pvscsi.raw", &pvscsi)])?;
+        let site = build(&s.dir, "site", Format::Cpio, |o| o.etc = Some(site.clone()))?;
+        let initrd = concat(&s.dir.join("appended.img"), &[s.base.clone(), vmxnet3, pvscsi, site])?;
+        boot_vm(s, &initrd, "", Net::Vmxnet3, true)
+    };
+    boot(
+        "ext-appended",
+        &appended,
+        &[
+            &["extension vmxnet3 admitted from /extensions/vmxnet3: unverified"],
+            &["extension pvscsi admitted from /.extra/sysext/pvscsi.raw: unverified"],
+            &["module loaded", "module=vmxnet3"],
+            &["phase network-up"],
+            &["IGUANA-E2E nic eth0 driver=vmxnet3"],
+            &["IGUANA-E2E sda present driver=vmw_pvscsi"],
+            &["IGUANA-E2E sda written and read back"],
+        ],
+        &[&["refused"], &["panicked"]],
+    );
+
+    // 3. and 4.: the same hardware without the extensions.
+    let none_nic = |s: &Setup| boot_vm(s, &s.base, &format!("rd.iguana.containers={}/extdisk {COMMON_APPEND}", s.registry), Net::Vmxnet3, false);
+    boot("ext-none-nic", &none_nic, &[&["no Ethernet interface to configure (links: lo)"]], &[&["phase network-up"], &["panicked"]]);
+    let none_disk = |s: &Setup| -> Result<Outcome> {
+        let ca = build(&s.dir, "ca", Format::Cpio, |o| o.etc = Some(cas.clone()))?;
+        let initrd = concat(&s.dir.join("none-disk.img"), &[s.base.clone(), ca])?;
+        boot_vm(s, &initrd, &format!("rd.iguana.containers={}/extdisk {COMMON_APPEND}", s.registry), Net::User, true)
+    };
+    boot("ext-none-disk", &none_disk, &[&["IGUANA-E2E no sda"], &["IGUANA-E2E nic eth0 driver=virtio_net"]], &[&["IGUANA-E2E sda present"], &["panicked"]]);
+    Ok(results)
+}
+
+fn boot_vm(s: &Setup, initrd: &Path, append: &str, net: Net, pvscsi: bool) -> Result<Outcome> {
+    let mut config = VmConfig::new(s.kernel.clone(), initrd.to_owned(), append);
+    config.net = net;
+    if pvscsi {
+        let disk = s.dir.join(format!("{}.disk", initrd.file_stem().unwrap_or_default().to_string_lossy()));
+        fs::File::create(&disk)?.set_len(4 << 20)?;
+        config.extra_args = vec![
+            "-drive".into(),
+            format!("file={},if=none,id=pd,format=raw", disk.display()),
+            "-device".into(),
+            "pvscsi,id=pv".into(),
+            "-device".into(),
+            "scsi-hd,drive=pd,bus=pv.0".into(),
+        ];
+    }
+    let vm = Vm::start(&config)?;
+    Ok(vm.wait(TIMEOUT))
+}
+
+fn build(dir: &Path, name: &str, format: Format, set: impl FnOnce(&mut ext::Options)) -> Result<PathBuf> {
+    let mut o = ext::Options::new(name, format);
+    let suffix = if format == Format::Cpio { "cpio" } else { "raw" };
+    o.out = Some(dir.join(format!("{name}.{suffix}")));
+    set(&mut o);
+    ext::build(&o)
+}
+
+/// An etc/ tree with `files` (relative to etc/).
+fn etc_dir(dir: &Path, name: &str, files: &[(&str, &str)]) -> Result<PathBuf> {
+    let root = dir.join(format!("{name}.etc"));
+    for (path, text) in files {
+        let p = root.join(path);
+        fs::create_dir_all(p.parent().unwrap_or(&root))?;
+        fs::write(p, text)?;
+    }
+    Ok(root)
+}
+
+/// A cpio of `files` at the given paths (parents included).
+fn files_cpio(dir: &Path, name: &str, files: &[(&str, &Path)]) -> Result<PathBuf> {
+    let mut archive = crate::cpio::Archive::default();
+    for (path, src) in files {
+        let mut parent = String::new();
+        for part in path.split('/').collect::<Vec<_>>().split_last().map(|(_, p)| p.to_vec()).unwrap_or_default() {
+            parent = if parent.is_empty() { part.to_string() } else { format!("{parent}/{part}") };
+            archive.dir(&parent);
+        }
+        archive.file(path, 0o644, fs::read(src).with_context(|| format!("read {}", src.display()))?);
+    }
+    let out = dir.join(format!("{name}.cpio"));
+    fs::write(&out, archive.to_bytes())?;
+    Ok(out)
+}
+
+/// The public key as an appended cpio at /etc/iguana/trust/site.pub.
+fn trust_cpio(dir: &Path, public: &Path) -> Result<PathBuf> {
+    files_cpio(dir, "trust", &[("etc/iguana/trust/site.pub", public)])
+}
+
+/// Base initrd and extensions one after the other, as a boot loader given
+/// `initrd base.img site.cpio` loads them (each padded to 4 bytes).
+fn concat(out: &Path, parts: &[PathBuf]) -> Result<PathBuf> {
+    let mut bytes = Vec::new();
+    for part in parts {
+        bytes.extend(fs::read(part).with_context(|| format!("read {}", part.display()))?);
+        while bytes.len() % 4 != 0 {
+            bytes.push(0);
+        }
+    }
+    fs::write(out, bytes)?;
+    Ok(out.to_owned())
+}
+
+/// Damages an erofs image's superblock (checksummed) and cuts it short.
+fn corrupt_image(path: &Path) -> Result<()> {
+    let mut bytes = fs::read(path)?;
+    if bytes.len() < 4096 {
+        bail!("{}: too small to corrupt", path.display());
+    }
+    for b in &mut bytes[1024 + 16..1024 + 24] {
+        *b ^= 0xff;
+    }
+    bytes.truncate(4096);
+    fs::write(path, bytes)?;
+    Ok(())
+}
+
+/// An EC P-256 key pair by openssl: (private PEM, public PEM).
+fn keypair(dir: &Path, name: &str) -> Result<(PathBuf, PathBuf)> {
+    let (private, public) = (dir.join(format!("{name}.key")), dir.join(format!("{name}.pub")));
+    run_cmd(Command::new("openssl").args(["ecparam", "-name", "prime256v1", "-genkey", "-noout", "-out"]).arg(&private))?;
+    run_cmd(Command::new("openssl").args(["ec", "-pubout", "-in"]).arg(&private).arg("-out").arg(&public))?;
+    Ok((private, public))
+}
+
+/// A self-signed certificate for 10.0.2.2 (the host as the guest sees it)
+/// and 127.0.0.1; returns (cert.pem, key.pem).
+fn cert_for_guest(dir: &Path) -> Result<(PathBuf, PathBuf)> {
+    let (cfg, cert, key) = (dir.join("openssl.cnf"), dir.join("cert.pem"), dir.join("key.pem"));
+    fs::write(
+        &cfg,
+        "[req]\ndistinguished_name = dn\nx509_extensions = ext\nprompt = no\n[dn]\nCN = 10.0.2.2\n\
+         [ext]\nbasicConstraints = critical,CA:FALSE\nsubjectAltName = IP:10.0.2.2,IP:127.0.0.1\n\
+         keyUsage = critical,digitalSignature,keyEncipherment\nextendedKeyUsage = serverAuth\n",
+    )?;
+    run_cmd(
+        Command::new("openssl")
+            .args(["req", "-x509", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:prime256v1", "-nodes", "-days", "2", "-config"])
+            .arg(&cfg)
+            .arg("-keyout")
+            .arg(&key)
+            .arg("-out")
+            .arg(&cert)
+            .stderr(std::process::Stdio::null()),
+    )?;
+    Ok((cert, key))
+}
+
+/// `cargo xtask bench extensions [--runs N]`: what merging an extension
+/// costs the boot, erofs against squashfs, with the base initrd as the
+/// peer, boots interleaved. The same `vmw_pvscsi` extension (3 modules)
+/// sits at /.extra/sysext/pvscsi.raw of an appended cpio; the guest has
+/// the pvscsi disk in every boot. Printed: medians of the guest's uptime
+/// at `phase modules-loaded` (kernel, initrd unpack, merge, coldplug) and
+/// of the merge itself (`phase extensions-merged ... in`).
+pub fn bench(runs: usize) -> Result<()> {
+    tools::ensure_tools()?;
+    let dir = target_dir().join("iguana-bench/extensions");
+    let _ = fs::remove_dir_all(&dir);
+    fs::create_dir_all(&dir)?;
+    let built = initrd::build(&Options::default())?;
+    let mut variants: Vec<(&str, PathBuf)> = vec![("base", built.initrd.clone())];
+    for (name, format) in [("erofs", Format::Erofs), ("squashfs", Format::Squashfs)] {
+        let image = build(&dir, &format!("pvscsi-{name}"), format, |o| o.modules = vec!["vmw_pvscsi".into()])?;
+        let cpio = files_cpio(&dir, name, &[(".extra/sysext/pvscsi.raw", &image)])?;
+        let size = fs::metadata(&image)?.len();
+        eprintln!("xtask: bench: {name} image {size} bytes");
+        variants.push((name, concat(&dir.join(format!("{name}.img")), &[built.initrd.clone(), cpio])?));
+    }
+    let files = FileServer::start()?;
+    let setup = Setup { dir: dir.clone(), kernel: built.kernel.vmlinuz.clone(), base: built.initrd.clone(), registry: String::new(), files, _registry: None };
+    let mut loaded: Vec<Vec<f64>> = vec![Vec::new(); variants.len()];
+    let mut merged: Vec<Vec<f64>> = vec![Vec::new(); variants.len()];
+    for run in 0..runs {
+        for (i, (name, initrd)) in variants.iter().enumerate() {
+            let outcome = boot_vm(&setup, initrd, &format!("rd.iguana.net_timeout=1 {COMMON_APPEND}"), Net::NoLease, true)?;
+            let _ = fs::write(dir.join(format!("{name}-{}.log", run + 1)), outcome.transcript());
+            let at = |mark: &str| outcome.lines.iter().find(|l| l.text.contains(mark)).map(|l| l.text.clone());
+            let uptime = at("phase modules-loaded").and_then(|t| t.split(']').next()?.trim_start_matches('[').trim().parse::<f64>().ok());
+            let merge = at("phase extensions-merged").and_then(|t| t.rsplit(" in ").next()?.trim().trim_end_matches('s').parse::<f64>().ok());
+            eprintln!("xtask: bench: run {} {name}: modules-loaded at {uptime:?} s, merge {merge:?} s", run + 1);
+            loaded[i].extend(uptime);
+            merged[i].extend(merge);
+        }
+    }
+    let median = |v: &mut Vec<f64>| {
+        v.sort_by(f64::total_cmp);
+        v.get(v.len() / 2).copied()
+    };
+    let base = median(&mut loaded[0].clone()).unwrap_or(f64::NAN);
+    println!("| initrd | `phase modules-loaded` (guest s) | vs base | merge (s) |");
+    println!("|---|---|---|---|");
+    for (i, (name, _)) in variants.iter().enumerate() {
+        let l = median(&mut loaded[i]).unwrap_or(f64::NAN);
+        let m = median(&mut merged[i]).map_or("—".to_string(), |m| format!("{m:.2}"));
+        println!("| {name} | {l:.2} | {:.2}x | {m} |", l / base);
+    }
+    Ok(())
+}
