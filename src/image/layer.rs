@@ -71,6 +71,72 @@ impl Read for TarStream {
     }
 }
 
+/// Chunks of the uncompressed stream handed from the inflating thread to
+/// the unpacker, and how many may wait: the pipe holds at most 1 MiB.
+const PIPE_CHUNK: usize = 256 << 10;
+const PIPE_DEPTH: usize = 4;
+
+/// Decompresses and hashes `blob` on a thread of its own, so that the
+/// unpacker (tar parsing, file writes) runs beside the inflater on another
+/// core. Returns the uncompressed stream and the thread, which gives the
+/// `sha256:HEX` of the whole stream once it has read all of it.
+pub fn inflate_in_thread<R: Read + Send + 'static>(
+    blob: R,
+) -> io::Result<(PipeReader, std::thread::JoinHandle<io::Result<String>>)> {
+    let (tx, rx) = std::sync::mpsc::sync_channel::<io::Result<Vec<u8>>>(PIPE_DEPTH);
+    let thread = std::thread::Builder::new()
+        .name("inflate".into())
+        .spawn(move || {
+            let result = (|| {
+                let mut stream = TarStream::new(blob)?;
+                loop {
+                    let mut chunk = vec![0u8; PIPE_CHUNK];
+                    let n = stream.read(&mut chunk)?;
+                    if n == 0 {
+                        return stream.finish();
+                    }
+                    chunk.truncate(n);
+                    if tx.send(Ok(chunk)).is_err() {
+                        // The unpacker stopped (it failed): so do we.
+                        return Err(io::Error::other("unpacker gone"));
+                    }
+                }
+            })();
+            if let Err(e) = &result {
+                tx.send(Err(io::Error::new(e.kind(), e.to_string()))).ok();
+            }
+            result
+        })?;
+    Ok((PipeReader { rx, chunk: Vec::new(), at: 0 }, thread))
+}
+
+/// The reading end of [`inflate_in_thread`].
+pub struct PipeReader {
+    rx: std::sync::mpsc::Receiver<io::Result<Vec<u8>>>,
+    chunk: Vec<u8>,
+    at: usize,
+}
+
+impl Read for PipeReader {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        while self.at >= self.chunk.len() {
+            match self.rx.recv() {
+                Ok(chunk) => {
+                    self.chunk = chunk?;
+                    self.at = 0;
+                }
+                // The inflater ended: at the end of the stream.
+                Err(_) => return Ok(0),
+            }
+        }
+        let rest = self.chunk.get(self.at..).unwrap_or_default();
+        let n = rest.len().min(buf.len());
+        buf.get_mut(..n).unwrap_or_default().copy_from_slice(rest.get(..n).unwrap_or_default());
+        self.at += n;
+        Ok(n)
+    }
+}
+
 /// A zstd stream of one or more frames (ruzstd's decoder reads one frame).
 struct ZstdFrames<R: BufRead> {
     state: ZstdState<R>,
@@ -161,6 +227,24 @@ mod tests {
             ruzstd::encoding::CompressionLevel::Fastest,
         ));
         check(blob, Compression::Zstd);
+    }
+
+    #[test]
+    fn inflating_on_a_thread_gives_the_same_stream_and_digest() {
+        let big: Vec<u8> = (0..3 * PIPE_CHUNK + 17).map(|i| (i % 251) as u8).collect();
+        let mut gz = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::fast());
+        gz.write_all(&big).unwrap();
+        let (mut pipe, thread) = inflate_in_thread(io::Cursor::new(gz.finish().unwrap())).unwrap();
+        let mut out = Vec::new();
+        pipe.read_to_end(&mut out).unwrap();
+        assert!(out == big);
+        assert_eq!(thread.join().unwrap().unwrap(), sha(&big));
+
+        let mut corrupt = GZIP_MAGIC.to_vec();
+        corrupt.extend_from_slice(b"garbage garbage garbage");
+        let (mut pipe, thread) = inflate_in_thread(io::Cursor::new(corrupt)).unwrap();
+        assert!(pipe.read_to_end(&mut Vec::new()).is_err());
+        assert!(thread.join().unwrap().is_err());
     }
 
     #[test]

@@ -5,13 +5,15 @@
 //! so a failure here is a failed step, never a kernel panic. The flow:
 //! parse the reference ([`reference`]), fetch manifest and config and
 //! stream each layer blob to the blob store, verifying size and sha256
-//! ([`registry`]); then apply the layers in order into a staging directory
-//! ([`staging`]), checking each uncompressed stream against the config's
-//! diff_id ([`layer`]) and never writing outside the root ([`unpack`],
+//! ([`registry`]), while the layer is decompressed and unpacked behind the
+//! download ([`feed`], [`layer`]): the layers go in order into a staging
+//! directory ([`staging`]), each uncompressed stream checked against the
+//! config's diff_id and never written outside the root ([`unpack`],
 //! [`root`]). Only a fully verified tree is moved into place.
 //!
 //! PID 1's pulls (`--layers DIR`) unpack each layer into a directory of its
-//! own instead and mount the rootfs as an overlay of them ([`overlay`]); a
+//! own instead, all layers at the same time, and mount the rootfs as an
+//! overlay of them ([`overlay`]); a
 //! layer already there is neither downloaded nor unpacked again. When the
 //! overlay cannot be used, the flattened path above runs, and says why.
 //! Behind a mirror, the origin serves whatever blob the mirror fails on.
@@ -22,6 +24,7 @@
 mod auth;
 mod cli;
 mod config;
+mod feed;
 mod layer;
 pub mod manifest;
 pub mod overlay;
@@ -46,8 +49,9 @@ pub use unpack::{apply_layer_at, UnpackError, Whiteouts};
 
 use reference::ImageRef;
 use futures_util::StreamExt;
-use registry::{Connect, Registry};
-use std::collections::VecDeque;
+use feed::{Feed, FeedReader, LayersDone};
+use registry::{Connect, Download, Registry};
+use std::sync::Arc;
 use std::time::Instant;
 use staging::Staging;
 use std::ffi::OsStr;
@@ -267,9 +271,20 @@ pub async fn pull(opts: &PullOptions, image: &str, rootfs: &Path) -> Result<Imag
         };
         layers.push((desc, hex.to_string(), diff_id.clone()));
     }
-    install(opts, &sources, &name, &layers, rootfs)
-        .await
-        .map_err(|err| out_of_space(&name, needs, &opts.store, err))?;
+    let installed = match install(opts, &sources, &name, &layers, rootfs).await {
+        // A mirror's wrong bytes went to the unpacker as they came: the
+        // origin serves the image again from the start.
+        Err(err) if sources.origin.is_some() && is_wrong_content(&err) => {
+            let Sources { registry: mirror, origin } = sources;
+            let origin = origin.ok_or_else(|| Error::Task { image: name.clone(), digest: String::new() })?;
+            let why = anyhow::Error::from(err);
+            progress(&name, &format!("mirror {}: {why:#}; fetching it from {}", mirror.host(), origin.host()));
+            let sources = Sources { registry: origin, origin: None };
+            install(opts, &sources, &name, &layers, rootfs).await
+        }
+        other => other,
+    };
+    installed.map_err(|err| out_of_space(&name, needs, &opts.store, err))?;
     Ok(parsed.config)
 }
 
@@ -343,6 +358,16 @@ fn is_out_of_space(err: &(dyn std::error::Error + 'static)) -> bool {
         cause = e.source();
     }
     false
+}
+
+/// Whether `err` is a layer whose bytes were wrong (another digest, or
+/// more bytes than its descriptor says), as opposed to missing.
+fn is_wrong_content(err: &Error) -> bool {
+    match err {
+        Error::Download { source: RegistryError::Digest { .. }, .. } => true,
+        Error::Download { source: RegistryError::Size { expected, actual }, .. } => actual > expected,
+        _ => false,
+    }
 }
 
 /// The mount point of the filesystem holding `path` (the last ancestor on
@@ -457,7 +482,8 @@ async fn pull_layered(
         }
     }
     let paths = blob_paths(opts, &missing)?;
-    let result = download_and_apply(sources, name, Dest::Layers(&targets), &missing, &paths, opts.keep_blobs).await;
+    let done = LayersDone::new(missing.len());
+    let result = download_and_apply(sources, name, Dest::Layers(&targets, &done), &missing, &paths, opts.keep_blobs).await;
     remove_blobs(opts, &paths);
     match result {
         // Only a merged tree has that file: unpack flattened instead.
@@ -519,19 +545,31 @@ impl Sources {
         }
     }
 
+    /// Downloads the blob `desc` to `path` for `feed`'s reader, unless a
+    /// verified copy is there; whether it was downloaded. A mirror that
+    /// fails midway is continued by the origin from where it stopped.
     async fn fetch_blob(
         &self,
         name: &str,
         desc: &oci_client::manifest::OciDescriptor,
         path: &Path,
+        feed: &Arc<Feed>,
+        release: bool,
     ) -> Result<bool, RegistryError> {
-        match (self.registry.fetch_blob(desc, path).await, &self.origin) {
-            (Err(err), Some(origin)) => {
-                self.falling_back(name, "layer", &desc.digest, &err, origin);
-                origin.fetch_blob(desc, path).await
+        let Some(mut download) = Download::begin(desc, path, feed, release).await? else {
+            return Ok(false);
+        };
+        let mut result = self.registry.download(desc, &mut download).await;
+        if let (Err(err), Some(origin)) = (&result, &self.origin) {
+            // Wrong bytes already went to the unpacker: the caller starts
+            // the image over from the origin (see [`pull`]).
+            if !download.wrong_content() {
+                self.falling_back(name, "layer", &desc.digest, err, origin);
+                result = origin.download(desc, &mut download).await;
             }
-            (result, _) => result,
         }
+        download.finish(result)?;
+        Ok(true)
     }
 
     fn falling_back(&self, name: &str, what: &str, digest: &str, err: &RegistryError, origin: &Registry) {
@@ -611,11 +649,16 @@ async fn manifest_from(
     Ok((registry, manifest, digest))
 }
 
-/// Downloads up to [`PARALLEL_DOWNLOADS`] layers at once and applies each
-/// one, in layer order, as soon as it and all below it are in the store.
-/// Memory stays bounded: blobs stream to files, and the unpacker reads one.
-/// A blob is deleted as soon as its layer is unpacked, unless `keep_blobs`:
-/// on a tmpfs, blob and unpacked tree would otherwise both hold RAM.
+/// Downloads up to [`PARALLEL_DOWNLOADS`] layers at once while their
+/// unpackers read behind the downloads ([`feed`]): each layer's bytes go
+/// through the digest check into its blob's file and from there, at once,
+/// through the decompressor (a thread of its own) into the unpacker. Into
+/// layer directories, every layer unpacks at the same time as the others;
+/// onto a flattened tree, in layer order, a layer's download running ahead
+/// of its turn. Memory stays bounded: the file holds what the unpacker has
+/// not read yet (read bytes are released unless `keep_blobs`), and the pipe
+/// from decompressor to unpacker holds 1 MiB. A blob is deleted as soon as
+/// its layer is unpacked, unless `keep_blobs`.
 async fn download_and_apply(
     sources: &Sources,
     name: &str,
@@ -624,82 +667,101 @@ async fn download_and_apply(
     paths: &[PathBuf],
     keep_blobs: bool,
 ) -> Result<(), Error> {
-    let mut downloads = futures_util::stream::iter(layers.iter().zip(paths))
-        .enumerate()
-        .map(|(i, ((desc, _, diff_id), path))| async move {
-            let start = Instant::now();
-            let fetched = sources
-                .fetch_blob(name, desc, path)
-                .await
-                .map_err(|source| Error::Download {
-                    image: name.to_string(),
-                    digest: desc.digest.clone(),
-                    source,
-                })?;
-            let how = if fetched {
-                rate(desc.size, start.elapsed())
-            } else {
-                " (cached)".to_string()
-            };
-            progress(
-                name,
-                &format!("layer {} {}{how}", short(&desc.digest), human_size(desc.size)),
-            );
-            Ok::<_, Error>((i, desc.digest.clone(), PathBuf::clone(path), String::clone(diff_id)))
-        })
-        .buffered(PARALLEL_DOWNLOADS);
-    let mut ready: VecDeque<(usize, String, PathBuf, String)> = VecDeque::new();
-    let mut unpacking: Option<(String, PathBuf, UnpackTask)> = None;
-    let mut downloads_done = false;
-    let mut failed = None;
-    let meter = std::io::stderr().is_terminal().then(|| Meter::new(layers, paths));
-    let mut tick = tokio::time::interval(std::time::Duration::from_millis(250));
-    loop {
-        if unpacking.is_none() && failed.is_none() {
-            if let Some((i, digest, path, diff_id)) = ready.pop_front() {
-                let task = dest.spawn(i, name, &digest, path.clone(), diff_id)?;
-                unpacking = Some((digest, path, task));
-            }
+    use futures_util::TryStreamExt;
+    let feeds: Vec<Arc<Feed>> = layers.iter().map(|_| Feed::new()).collect();
+    let downloads_done = std::sync::atomic::AtomicBool::new(false);
+    let downloads = async {
+        let result = futures_util::stream::iter(layers.iter().zip(paths).zip(&feeds))
+            .map(|(((desc, _, _), path), feed)| async move {
+                // A download that fails or is cancelled fails its reader.
+                let _end = feed::EndOnDrop(Arc::clone(feed));
+                let start = Instant::now();
+                let fetched = sources
+                    .fetch_blob(name, desc, path, feed, !keep_blobs)
+                    .await
+                    .map_err(|source| Error::Download {
+                        image: name.to_string(),
+                        digest: desc.digest.clone(),
+                        source,
+                    })?;
+                let how = if fetched {
+                    rate(desc.size, start.elapsed())
+                } else {
+                    " (cached)".to_string()
+                };
+                progress(
+                    name,
+                    &format!("layer {} {}{how}", short(&desc.digest), human_size(desc.size)),
+                );
+                Ok::<_, Error>(())
+            })
+            .buffered(PARALLEL_DOWNLOADS)
+            .try_collect::<Vec<()>>()
+            .await;
+        // Layers whose download never started must not wait for it.
+        for feed in &feeds {
+            feed.end(false);
         }
-        // A failure waits for the running unpack: the staging directory
-        // is removed on return, and must not be written to meanwhile.
-        if unpacking.is_none() && (downloads_done || failed.is_some()) {
-            break;
-        }
-        tokio::select! {
-            _ = tick.tick(), if meter.is_some() && !downloads_done => {
-                if let Some(meter) = &meter {
-                    meter.show(name);
+        downloads_done.store(true, std::sync::atomic::Ordering::Relaxed);
+        result.map(|_| ())
+    };
+    let unpacks = async {
+        let spawn = |i: usize| {
+            let ((desc, _, diff_id), (feed, blob)) = (&layers[i], (&feeds[i], &paths[i]));
+            let blob = (!keep_blobs).then(|| blob.clone());
+            dest.spawn(i, name, &desc.digest, feed.reader(), diff_id.clone(), blob)
+        };
+        let join = |i: usize, done: Result<Result<(), Error>, tokio::task::JoinError>| match done {
+            Ok(result) => result.map_err(|e| (i, e)),
+            Err(_) => Err((i, Error::Task { image: name.to_string(), digest: layers[i].0.digest.clone() })),
+        };
+        match dest {
+            // In order: a layer's turn comes when the one below is applied.
+            Dest::Flat(_) => {
+                for i in 0..layers.len() {
+                    let task = spawn(i).map_err(|e| (i, e))?;
+                    join(i, task.await)?;
                 }
+                Ok(())
             }
-            next = downloads.next(), if !downloads_done && failed.is_none() => match next {
-                Some(Ok(blob)) => ready.push_back(blob),
-                Some(Err(err)) => failed = Some(err),
-                None => downloads_done = true,
-            },
-            done = async {
-                match unpacking.as_mut() {
-                    Some((_, _, task)) => task.await,
-                    None => std::future::pending().await,
-                }
-            }, if unpacking.is_some() => {
-                let (digest, blob) = unpacking.take().map(|(d, b, _)| (d, b)).unwrap_or_default();
-                match done {
-                    Ok(Ok(())) if !keep_blobs => {
-                        if let Err(e) = std::fs::remove_file(&blob) {
-                            tracing::debug!(blob = %blob.display(), %e, "remove unpacked blob");
-                        }
+            // All at once; every one is awaited, even after a failure.
+            Dest::Layers(..) => {
+                let tasks: Vec<_> = (0..layers.len()).map(spawn).collect();
+                let mut first = Ok(());
+                for (i, task) in tasks.into_iter().enumerate() {
+                    let done = match task {
+                        Ok(task) => join(i, task.await),
+                        Err(e) => Err((i, e)),
+                    };
+                    if first.is_ok() {
+                        first = done;
                     }
-                    Ok(Ok(())) => {}
-                    Ok(Err(err)) => failed = Some(err),
-                    Err(_) => failed = Some(Error::Task { image: name.to_string(), digest }),
                 }
+                first
             }
         }
-    }
-    match failed {
-        Some(err) => Err(err),
-        None => Ok(()),
+    };
+    let meter = async {
+        let Some(meter) = std::io::stderr().is_terminal().then(|| Meter::new(layers, paths)) else {
+            return std::future::pending().await;
+        };
+        let mut tick = tokio::time::interval(std::time::Duration::from_millis(250));
+        loop {
+            tick.tick().await;
+            if !downloads_done.load(std::sync::atomic::Ordering::Relaxed) {
+                meter.show(name);
+            }
+        }
+    };
+    let (downloaded, unpacked) = tokio::select! {
+        done = async { tokio::join!(downloads, unpacks) } => done,
+        () = meter => unreachable!("the meter never ends"),
+    };
+    match (downloaded, unpacked) {
+        // An unpack that failed for want of bytes: the download says why.
+        (Err(err), Err((i, _))) if feeds.get(i).is_some_and(|f| f.failed()) => Err(err),
+        (_, Err((_, err))) | (Err(err), Ok(())) => Err(err),
+        (Ok(()), Ok(())) => Ok(()),
     }
 }
 
@@ -711,8 +773,9 @@ type UnpackTask = tokio::task::JoinHandle<Result<(), Error>>;
 enum Dest<'a> {
     /// All layers in order onto one staging tree.
     Flat(&'a Staging),
-    /// Each layer into its own directory, one per layer given.
-    Layers(&'a [LayerDir]),
+    /// Each layer into its own directory, one per layer given, all at
+    /// once: each waits for those below when it needs their trees.
+    Layers(&'a [LayerDir], &'a Arc<LayersDone>),
 }
 
 /// A layer's directory in the layer store and the directories of the
@@ -723,17 +786,25 @@ struct LayerDir {
 }
 
 impl Dest<'_> {
-    /// Starts unpacking one downloaded layer, the `index`th given, on a
-    /// blocking thread.
+    /// Starts unpacking the `index`th layer given from its blob as it
+    /// downloads, on a blocking thread; then deletes the `delete` blob.
     fn spawn(
         self,
         index: usize,
         image: &str,
         digest: &str,
-        blob: PathBuf,
+        blob: FeedReader,
         diff_id: String,
+        delete: Option<PathBuf>,
     ) -> Result<UnpackTask, Error> {
         let (image, digest) = (image.to_string(), digest.to_string());
+        let delete = move || {
+            if let Some(blob) = delete {
+                if let Err(e) = std::fs::remove_file(&blob) {
+                    tracing::debug!(blob = %blob.display(), %e, "remove unpacked blob");
+                }
+            }
+        };
         match self {
             Dest::Flat(staging) => {
                 let root = staging.root().map_err(|source| Error::ReadLayer {
@@ -742,27 +813,53 @@ impl Dest<'_> {
                     source,
                 })?;
                 Ok(tokio::task::spawn_blocking(move || {
-                    apply(&image, &digest, &blob, &diff_id, &root, Whiteouts::Apply)
+                    apply(&image, &digest, blob, &diff_id, &root, Whiteouts::Apply).map(|()| delete())
                 }))
             }
-            Dest::Layers(targets) => {
+            Dest::Layers(targets, done) => {
+                // Set on every way out, so layers above never wait forever.
+                let verdict = LayerVerdict(Arc::clone(done), index, false);
                 let Some(LayerDir { dir, lowers }) = targets.get(index) else {
                     return Err(Error::Task { image, digest });
                 };
                 let (dir, lowers) = (dir.clone(), lowers.clone());
                 Ok(tokio::task::spawn_blocking(move || {
-                    apply_to_layer_dir(&image, &digest, &blob, &diff_id, &dir, &lowers)
+                    let mut verdict = verdict;
+                    let waiter = Arc::clone(&verdict.0);
+                    let ready: root::LowersReady = Box::new(move || waiter.wait_below(index));
+                    let result = apply_to_layer_dir(&image, &digest, blob, &diff_id, &dir, &lowers, ready);
+                    verdict.2 = result.is_ok();
+                    drop(verdict);
+                    result.map(|()| delete())
                 }))
             }
         }
     }
 }
 
+/// Tells the layers above how layer `.1` went (`.2`) when dropped.
+struct LayerVerdict(Arc<LayersDone>, usize, bool);
+
+impl Drop for LayerVerdict {
+    fn drop(&mut self) {
+        self.0.set(self.1, self.2);
+    }
+}
+
 /// Unpacks one layer into its directory `dir` (`STORE/sha256-CHAINID`) on
-/// top of `lowers`: first into a temporary directory, renamed into place
-/// once the diff_id has verified, so a layer directory that exists is
-/// always complete.
-fn apply_to_layer_dir(image: &str, digest: &str, blob: &Path, diff_id: &str, dir: &Path, lowers: &[PathBuf]) -> Result<(), Error> {
+/// top of `lowers`, which may still be unpacking (`ready` waits for them):
+/// first into a temporary directory, renamed into place once blob digest
+/// and diff_id have verified and the lowers are complete, so a layer
+/// directory that exists is always complete.
+fn apply_to_layer_dir(
+    image: &str,
+    digest: &str,
+    blob: FeedReader,
+    diff_id: &str,
+    dir: &Path,
+    lowers: &[PathBuf],
+    ready: root::LowersReady,
+) -> Result<(), Error> {
     let (Some(store), Some(name)) = (dir.parent(), dir.file_name()) else {
         return Err(Error::BadDiffId { image: image.to_string(), diff_id: diff_id.to_string() });
     };
@@ -778,9 +875,12 @@ fn apply_to_layer_dir(image: &str, digest: &str, blob: &Path, diff_id: &str, dir
     std::fs::create_dir(&tmp).map_err(dir_err("create", &tmp))?;
     let applied = std::fs::File::open(store)
         .and_then(|store| root::Root::open_at(store.as_fd(), OsStr::new(&tmp_name)))
-        .and_then(|root| root.with_lowers(lowers))
+        .map(|root| root.with_lowers_later(lowers, ready))
         .map_err(dir_err("open", &tmp))
-        .and_then(|root| apply(image, digest, blob, diff_id, &root, Whiteouts::Overlay));
+        .and_then(|root| {
+            apply(image, digest, blob, diff_id, &root, Whiteouts::Overlay)?;
+            root.finish().map_err(dir_err("give the root the lower layers' owner and mode in", &tmp))
+        });
     let result = applied.and_then(|()| match std::fs::rename(&tmp, &dir) {
         // Another pull put the same layer there first: the same content.
         Err(e) if dir.is_dir() => {
@@ -810,11 +910,12 @@ fn rate(bytes: i64, elapsed: std::time::Duration) -> String {
     format!(" in {secs:.1} s ({}/s)", human_size(per_sec))
 }
 
-/// Applies one verified blob onto the staging root and checks its diff_id.
+/// Applies one blob, read as it downloads, onto `root` and checks its
+/// diff_id. The blob's end is reached only once its digest has verified.
 fn apply(
     image: &str,
     digest: &str,
-    blob: &Path,
+    blob: FeedReader,
     diff_id: &str,
     root: &root::Root,
     whiteouts: Whiteouts,
@@ -824,14 +925,20 @@ fn apply(
         digest: digest.into(),
         source,
     };
-    let file = std::fs::File::open(blob).map_err(read_err)?;
-    let stream = layer::TarStream::new(file).map_err(read_err)?;
-    let stream = unpack::apply_layer_as(root, stream, whiteouts).map_err(|source| Error::Unpack {
+    // On an unpack error the inflater is left to end on its own: it stops
+    // at its next chunk, or when the download ends.
+    let (pipe, inflater) = layer::inflate_in_thread(blob).map_err(read_err)?;
+    let mut pipe = unpack::apply_layer_as(root, pipe, whiteouts).map_err(|source| Error::Unpack {
         image: image.into(),
         digest: digest.into(),
         source,
     })?;
-    let actual = stream.finish().map_err(read_err)?;
+    // What the tar parser left: the end-of-archive padding.
+    io::copy(&mut pipe, &mut io::sink()).map_err(read_err)?;
+    let actual = inflater
+        .join()
+        .map_err(|_| Error::Task { image: image.into(), digest: digest.into() })?
+        .map_err(read_err)?;
     if actual != diff_id {
         return Err(Error::DiffId {
             image: image.into(),

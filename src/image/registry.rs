@@ -1,11 +1,12 @@
 //! Talking to the registry with oci-client: resolve the manifest (an image
 //! index resolves to linux/<this arch>), fetch the config, and stream layer
-//! blobs to files, verifying size and sha256 on the way.
+//! blobs to files, verifying size and sha256 on the way, while their
+//! unpacker reads behind the download ([`super::feed`]).
 //!
 //! Transient failures (connection refused or reset, timeouts, 5xx, 429) are
 //! retried with backoff ([`super::retry`]); a layer download broken off
 //! midway resumes with a Range request from the bytes already written and
-//! verified-so-far, or starts over if the registry ignores the Range. A
+//! hashed, or skips those bytes if the registry ignores the Range. A
 //! transfer that stalls (no byte for [`Retry::stall`]) is broken off and
 //! retried the same way; one whose every byte arrived and verified is kept
 //! even if the connection fails afterwards.
@@ -30,10 +31,9 @@ use std::path::{Path, PathBuf};
 use std::pin::Pin;
 use std::task::{Context, Poll};
 use std::time::Duration;
-use tokio::io::{AsyncReadExt, AsyncSeekExt, AsyncWrite, AsyncWriteExt, BufWriter};
-
-/// Bytes of a blob collected before one write to its file.
-const WRITE_BUFFER: usize = 1 << 20;
+use super::feed::Feed;
+use std::sync::Arc;
+use tokio::io::{AsyncReadExt, AsyncWrite, AsyncWriteExt};
 
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(30);
 /// Configs are small JSON documents; anything bigger is not one.
@@ -302,7 +302,7 @@ impl Registry {
             .run(&what, || async {
                 let mut out = Verifying::new(Vec::new(), size);
                 let result = self.client.pull_blob(&self.reference, desc, &mut out).await;
-                out.check(
+                out.verdict(
                     result.map_err(|e| RegistryError::from_oci(&self.registry, e)),
                     hex,
                 )?;
@@ -311,39 +311,15 @@ impl Registry {
             .await
     }
 
-    /// Streams the blob `desc` into `dest` (via `dest.partial-PID`), unless
-    /// a verified copy is already there. Returns whether it was downloaded.
-    pub async fn fetch_blob(
-        &self,
-        desc: &OciDescriptor,
-        dest: &Path,
-    ) -> Result<bool, RegistryError> {
-        let (hex, size) = check_descriptor(desc)?;
-        let store_err = |step, path: &Path| {
-            let path = path.to_path_buf();
-            move |source| RegistryError::Store { step, path, source }
-        };
-        if file_matches(dest, hex, size)
-            .await
-            .map_err(store_err("read cached blob", dest))?
-        {
-            return Ok(false);
-        }
-        // Per-process name: concurrent pulls sharing a store never write
-        // into each other's partial file; the rename publishes atomically,
-        // and only after the digest matched.
-        let partial = dest.with_extension(format!("partial-{}", std::process::id()));
-        let file = tokio::fs::File::create(&partial)
-            .await
-            .map_err(store_err("create", &partial))?;
-        // tokio hands every write to a blocking thread: coalesce the
-        // network's small chunks into large writes.
-        let mut out = Verifying::new(BufWriter::with_capacity(WRITE_BUFFER, file), size);
+    /// Downloads the rest of `download`'s blob (all of it, or what an
+    /// earlier attempt or source left), with retries, and verifies it.
+    pub async fn download(&self, desc: &OciDescriptor, download: &mut Download) -> Result<(), RegistryError> {
         let what = format!("{}: download {}", self.registry, desc.digest);
+        let size = download.size;
+        let out = &mut download.out;
         let mut attempt = 1;
-        let checked = loop {
-            let result = self.stream_blob(desc, &mut out, &partial).await;
-            match result {
+        let result = loop {
+            match self.stream_blob(desc, out, &download.partial).await {
                 Err(err) if out.written < size && self.retry.again(attempt, &err) => {
                     self.retry.pause(attempt, &what, &err).await;
                     attempt += 1;
@@ -353,26 +329,12 @@ impl Registry {
                 // error is ours: the bytes may not be in the file.)
                 Err(err) if out.written == size && !matches!(err, RegistryError::Store { .. }) => {
                     tracing::debug!("{what}: {err} after the last byte");
-                    break out.check(Ok(()), hex);
+                    break Ok(());
                 }
-                result => break out.check(result, hex),
+                result => break result,
             }
         };
-        let checked = match checked {
-            Ok(()) => out.flush().await.map_err(store_err("write", &partial)),
-            Err(err) => Err(err),
-        };
-        if let Err(err) = checked {
-            tokio::fs::remove_file(&partial).await.ok();
-            return Err(err);
-        }
-        // No fsync: the store is a cache whose blobs are hashed again
-        // before reuse (`file_matches`), so one torn by a crash is just
-        // downloaded again; syncing ~100 MiB layers cost seconds.
-        tokio::fs::rename(&partial, dest)
-            .await
-            .map_err(store_err("rename", &partial))?;
-        Ok(true)
+        out.verdict(result, &download.hex)
     }
 
     /// One attempt: appends the rest of the blob to `out`, asking for the
@@ -380,7 +342,7 @@ impl Registry {
     async fn stream_blob(
         &self,
         desc: &OciDescriptor,
-        out: &mut Verifying<BufWriter<tokio::fs::File>>,
+        out: &mut Verifying<Spool>,
         path: &Path,
     ) -> Result<(), RegistryError> {
         let oci_err = |e| RegistryError::from_oci(&self.registry, e);
@@ -413,14 +375,12 @@ impl Registry {
             .await
             .map_err(|_| stalled("response"))?
             .map_err(oci_err)?;
-        let mut stream = match response {
-            BlobResponse::Partial(stream) => stream,
-            BlobResponse::Full(stream) => {
-                if out.written > 0 {
-                    out.restart().await.map_err(write_err)?;
-                }
-                stream
-            }
+        // A registry that ignores the Range sends the whole blob again: the
+        // bytes we have are skipped (the unpacker has read them already);
+        // the digest of what we kept still decides.
+        let (mut stream, mut skip) = match response {
+            BlobResponse::Partial(stream) => (stream, 0),
+            BlobResponse::Full(stream) => (stream, usize::try_from(written).unwrap_or(usize::MAX)),
         };
         while let Some(chunk) = tokio::time::timeout(stall, stream.next())
             .await
@@ -430,22 +390,126 @@ impl Registry {
                 registry: self.registry.clone(),
                 reason: root_cause(&e),
             })?;
-            out.write_all(&chunk).await.map_err(write_err)?;
+            let drop = skip.min(chunk.len());
+            skip -= drop;
+            out.write_all(chunk.get(drop..).unwrap_or_default()).await.map_err(write_err)?;
         }
-        out.flush().await.map_err(write_err)?;
         Ok(())
     }
 }
 
-impl Verifying<BufWriter<tokio::fs::File>> {
-    /// Empties the file to take a whole blob again.
-    async fn restart(&mut self) -> io::Result<()> {
-        self.inner.flush().await?;
-        self.inner.get_mut().set_len(0).await?;
-        self.inner.seek(io::SeekFrom::Start(0)).await?;
-        self.hasher = Sha256::new();
-        self.written = 0;
-        Ok(())
+/// A layer blob being downloaded into `DEST.partial-PID` (a per-process
+/// name: concurrent pulls sharing a store never write into each other's
+/// partial file), its bytes handed to its [`Feed`] as they are written.
+/// One download may be continued by another source (the origin behind a
+/// mirror) from where the first left off.
+pub struct Download {
+    out: Verifying<Spool>,
+    partial: PathBuf,
+    dest: PathBuf,
+    hex: String,
+    size: u64,
+    feed: Arc<Feed>,
+}
+
+impl Download {
+    /// Starts downloading `desc` to `dest`; `None` when a verified copy is
+    /// already there, which `feed` then reads. `release`: the feed's reader
+    /// may free the bytes it has read (the blob is not kept).
+    pub async fn begin(desc: &OciDescriptor, dest: &Path, feed: &Arc<Feed>, release: bool) -> Result<Option<Download>, RegistryError> {
+        let (hex, size) = check_descriptor(desc)?;
+        let store_err = |step, path: &Path| {
+            let path = path.to_path_buf();
+            move |source| RegistryError::Store { step, path, source }
+        };
+        if file_matches(dest, hex, size)
+            .await
+            .map_err(store_err("read cached blob", dest))?
+        {
+            let file = std::fs::File::open(dest).map_err(store_err("open cached blob", dest))?;
+            feed.open(file, size, false);
+            feed.end(true);
+            return Ok(None);
+        }
+        let partial = dest.with_extension(format!("partial-{}", std::process::id()));
+        let file = std::fs::OpenOptions::new()
+            .read(true)
+            .write(true)
+            .create(true)
+            .truncate(true)
+            .open(&partial)
+            .map_err(store_err("create", &partial))?;
+        let reader = file.try_clone().map_err(store_err("open", &partial))?;
+        feed.open(reader, 0, release);
+        let spool = Spool { file, len: 0, feed: Arc::clone(feed) };
+        Ok(Some(Download {
+            out: Verifying::new(spool, size),
+            partial,
+            dest: dest.to_path_buf(),
+            hex: hex.to_string(),
+            size,
+            feed: Arc::clone(feed),
+        }))
+    }
+
+    /// Whether what came is wrong rather than incomplete (too many bytes,
+    /// or all of them with another digest): continuing cannot mend it.
+    pub fn wrong_content(&self) -> bool {
+        self.out.overflow || (self.out.written == self.size && self.out.digest_hex() != self.hex)
+    }
+
+    /// Publishes a verified blob under its name and lets the reader reach
+    /// the end; a failed one is removed and its reader fails.
+    pub fn finish(self, verified: Result<(), RegistryError>) -> Result<(), RegistryError> {
+        let published = verified.and_then(|()| {
+            // No fsync: the store is a cache whose blobs are hashed again
+            // before reuse (`file_matches`), so one torn by a crash is just
+            // downloaded again; syncing ~100 MiB layers cost seconds.
+            std::fs::rename(&self.partial, &self.dest).map_err(|source| RegistryError::Store {
+                step: "rename",
+                path: self.partial.clone(),
+                source,
+            })
+        });
+        if published.is_err() {
+            std::fs::remove_file(&self.partial).ok();
+        }
+        self.feed.end(published.is_ok());
+        published
+    }
+}
+
+impl Drop for Download {
+    fn drop(&mut self) {
+        // Unfinished (cancelled): the reader must not wait for more.
+        self.feed.end(false);
+    }
+}
+
+/// The blob's partial file: written as the bytes come (a tmpfs or page
+/// cache write does not block for long), each write announced to the feed.
+struct Spool {
+    file: std::fs::File,
+    len: u64,
+    feed: Arc<Feed>,
+}
+
+impl AsyncWrite for Spool {
+    fn poll_write(self: Pin<&mut Self>, _: &mut Context<'_>, buf: &[u8]) -> Poll<io::Result<usize>> {
+        use std::io::Write;
+        let this = self.get_mut();
+        this.file.write_all(buf)?;
+        this.len += buf.len() as u64;
+        this.feed.advance(this.len);
+        Poll::Ready(Ok(buf.len()))
+    }
+
+    fn poll_flush(self: Pin<&mut Self>, _: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Poll::Ready(Ok(()))
+    }
+
+    fn poll_shutdown(self: Pin<&mut Self>, _: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Poll::Ready(Ok(()))
     }
 }
 
@@ -500,22 +564,19 @@ impl<W> Verifying<W> {
         }
     }
 
-    /// Our own size and digest verdict first (it is the precise one: a
-    /// transfer that fails over a digest mismatch only says "mismatch"),
-    /// then the transfer's result.
-    fn check(
-        &mut self,
-        transfer: Result<(), RegistryError>,
-        hex: &str,
-    ) -> Result<(), RegistryError> {
+    /// The sha256 hex of what was written so far.
+    fn digest_hex(&self) -> String {
+        hex::encode(self.hasher.clone().finalize())
+    }
+
+    /// [`Self::check`] that leaves the writer as it is (a download may be
+    /// continued by another source after a failed verdict).
+    fn verdict(&self, transfer: Result<(), RegistryError>, hex: &str) -> Result<(), RegistryError> {
         if self.overflow {
-            return Err(RegistryError::Size {
-                expected: self.limit,
-                actual: self.written + 1,
-            });
+            return Err(RegistryError::Size { expected: self.limit, actual: self.written + 1 });
         }
         if self.written == self.limit {
-            let actual = hex::encode(std::mem::take(&mut self.hasher).finalize());
+            let actual = self.digest_hex();
             if actual != hex {
                 return Err(RegistryError::Digest {
                     expected: format!("sha256:{hex}"),
@@ -525,10 +586,7 @@ impl<W> Verifying<W> {
         }
         transfer?;
         if self.written != self.limit {
-            return Err(RegistryError::Size {
-                expected: self.limit,
-                actual: self.written,
-            });
+            return Err(RegistryError::Size { expected: self.limit, actual: self.written });
         }
         Ok(())
     }
@@ -635,19 +693,19 @@ mod tests {
         let hex_ok = hex::encode(Sha256::digest(b"abc"));
         let mut w = Verifying::new(Vec::new(), 3);
         w.write_all(b"abc").await.unwrap();
-        assert!(w.check(Ok(()), &hex_ok).is_ok());
+        assert!(w.verdict(Ok(()), &hex_ok).is_ok());
 
         let mut w = Verifying::new(Vec::new(), 2);
         assert!(w.write_all(b"abc").await.is_err());
         assert!(matches!(
-            w.check(Ok(()), &hex_ok),
+            w.verdict(Ok(()), &hex_ok),
             Err(RegistryError::Size { .. })
         ));
 
         let mut w = Verifying::new(Vec::new(), 3);
         w.write_all(b"abd").await.unwrap();
         assert!(matches!(
-            w.check(Ok(()), &hex_ok),
+            w.verdict(Ok(()), &hex_ok),
             Err(RegistryError::Digest { .. })
         ));
     }

@@ -104,9 +104,20 @@ const OVERLAY_OPAQUE: &str = "trusted.overlay.opaque";
 /// An open root directory; every lookup is resolved inside it.
 pub struct Root {
     fd: OwnedFd,
-    /// Layer directories below this one, top first (overlay form only).
-    lowers: Vec<OwnedFd>,
+    /// Layer directories below this one, top first (overlay form only),
+    /// opened when first needed.
+    lowers: std::cell::OnceCell<Vec<OwnedFd>>,
+    lower_paths: Vec<PathBuf>,
+    /// Waits until the layers below are complete: they may be unpacking
+    /// at the same time as this one.
+    ready: Option<LowersReady>,
+    /// The root still takes its owner and mode from the lowers at
+    /// [`Root::finish`]: no `./` entry gave them.
+    root_inherits: std::cell::Cell<bool>,
 }
+
+/// Returns once the lower layers are complete, or fails if one failed.
+pub type LowersReady = Box<dyn Fn() -> io::Result<()> + Send>;
 
 impl Root {
     /// Opens the directory `path` as a root.
@@ -116,28 +127,76 @@ impl Root {
             OFlags::PATH | OFlags::DIRECTORY | OFlags::CLOEXEC,
             Mode::empty(),
         )?;
-        Ok(Root { fd, lowers: Vec::new() })
+        Ok(Root::with_fd(fd))
     }
 
     /// Opens the directory `name` in `dir` as a root, not following a symlink.
     pub fn open_at(dir: BorrowedFd<'_>, name: &OsStr) -> io::Result<Root> {
         let flags = OFlags::PATH | OFlags::DIRECTORY | OFlags::NOFOLLOW | OFlags::CLOEXEC;
         let fd = rfs::openat(dir, name, flags, Mode::empty())?;
-        Ok(Root { fd, lowers: Vec::new() })
+        Ok(Root::with_fd(fd))
     }
 
     /// A root for one layer of an overlay whose lower layers are the
     /// directories `lowers` (top first): directories made for missing
     /// parents, and the root itself until a `./` entry, take the owner and
     /// mode the lowers' merged view has at the same path.
+    #[cfg_attr(not(test), allow(dead_code))]
     pub fn with_lowers(mut self, lowers: &[PathBuf]) -> io::Result<Root> {
-        let flags = OFlags::PATH | OFlags::DIRECTORY | OFlags::CLOEXEC;
-        self.lowers = lowers
-            .iter()
-            .map(|path| rfs::open(path, flags, Mode::empty()).map_err(io::Error::from))
-            .collect::<io::Result<_>>()?;
+        self.lower_paths = lowers.to_vec();
         self.inherit(self.fd.as_fd(), OsStr::new("."), Path::new(""))?;
         Ok(self)
+    }
+
+    /// [`Root::with_lowers`] for lowers that may still be unpacking: the
+    /// first directory made for a missing parent waits for them (`ready`),
+    /// and the root takes its owner and mode at [`Root::finish`].
+    pub fn with_lowers_later(mut self, lowers: &[PathBuf], ready: LowersReady) -> Root {
+        self.lower_paths = lowers.to_vec();
+        self.ready = Some(ready);
+        self.root_inherits.set(true);
+        self
+    }
+
+    /// A `./` entry gave the root its owner and mode.
+    pub fn root_entry_seen(&self) {
+        self.root_inherits.set(false);
+    }
+
+    /// Gives the root the lowers' owner and mode if no `./` entry did
+    /// (after waiting for the lowers, with [`Root::with_lowers_later`]).
+    pub fn finish(&self) -> io::Result<()> {
+        if self.root_inherits.replace(false) {
+            self.inherit(self.fd.as_fd(), OsStr::new("."), Path::new(""))?;
+        }
+        Ok(())
+    }
+
+    fn with_fd(fd: OwnedFd) -> Root {
+        Root {
+            fd,
+            lowers: std::cell::OnceCell::new(),
+            lower_paths: Vec::new(),
+            ready: None,
+            root_inherits: std::cell::Cell::new(false),
+        }
+    }
+
+    /// The lower layers, opened (once they are complete) on first use.
+    fn lowers(&self) -> io::Result<&[OwnedFd]> {
+        if let Some(lowers) = self.lowers.get() {
+            return Ok(lowers);
+        }
+        if let Some(ready) = &self.ready {
+            ready()?;
+        }
+        let flags = OFlags::PATH | OFlags::DIRECTORY | OFlags::CLOEXEC;
+        let opened = self
+            .lower_paths
+            .iter()
+            .map(|path| rfs::open(path, flags, Mode::empty()).map_err(io::Error::from))
+            .collect::<io::Result<Vec<_>>>()?;
+        Ok(self.lowers.get_or_init(|| opened))
     }
 
     pub fn fd(&self) -> BorrowedFd<'_> {
@@ -199,7 +258,10 @@ impl Root {
     /// `rel` decides; a whiteout or file on the way, or an opaque directory
     /// above `rel`, hides the layers below.
     fn lower_dir(&self, rel: &Path) -> io::Result<Option<(u32, u32, u32)>> {
-        for lower in &self.lowers {
+        if self.lower_paths.is_empty() {
+            return Ok(None);
+        }
+        for lower in self.lowers()? {
             match lookup_in_layer(lower.as_fd(), rel)? {
                 Lookup::Dir(st) => return Ok(Some(st)),
                 Lookup::Hidden => return Ok(None),

@@ -267,6 +267,7 @@ impl Layer<'_> {
     fn root_dir(&mut self, meta: &Meta) -> Result<(), EntryError> {
         let fd = root::open_dir_at(self.root.fd(), OsStr::new(".")).map_err(sys("openat root"))?;
         self.set_owner_mode(fd.as_fd(), meta)?;
+        self.root.root_entry_seen();
         self.dir_times.push((None, meta.mtime.clone()));
         Ok(())
     }

@@ -47,7 +47,7 @@ const RUNS: usize = 3;
 const MEMORY_STEPS: &[u32] = &[512, 256, 128, 96];
 const TIMEOUT: Duration = Duration::from_secs(120);
 
-const USAGE: &str = "usage: cargo xtask bench boot [--init FILE] [--runs N] [--no-memory] [--append ARGS] | bench initrd [--init FILE] | bench pull | bench extensions [--runs N]";
+const USAGE: &str = "usage: cargo xtask bench boot [--init FILE] [--runs N] [--no-memory] [--append ARGS] | bench initrd [--init FILE] | bench pull [--runs N] [--baseline FILE] [--big] | bench extensions [--runs N]";
 
 /// What `bench boot` measures besides the timed boots.
 struct BootOptions {
@@ -60,6 +60,9 @@ struct BootOptions {
 }
 
 pub fn main(args: &[String]) -> Result<()> {
+    if args.first().map(String::as_str) == Some("pull") {
+        return crate::bench_pull::main(args.get(1..).unwrap_or_default());
+    }
     let mut opts = Options::default();
     let mut boot_opts = BootOptions { runs: RUNS, memory: true, append: String::new() };
     let mut rest = args.iter().skip(1);
@@ -77,7 +80,6 @@ pub fn main(args: &[String]) -> Result<()> {
     match args.first().map(String::as_str) {
         Some("boot") => boot(&opts, &boot_opts),
         Some("initrd") => compressions(&opts),
-        Some("pull") => crate::bench_pull::main(),
         Some("extensions") => crate::e2e_extensions::bench(boot_opts.runs),
         _ => bail!(USAGE),
     }

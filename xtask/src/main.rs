@@ -62,7 +62,8 @@ tasks:
   bench boot [--init FILE] [--runs N] [--no-memory] [--append ARGS]
                              boot-time phases, smallest RAM, sizes
   bench initrd [--init FILE] initrd size and unpack time per compression
-  bench pull                 image pull and unpack throughput
+  bench pull [--runs N] [--baseline FILE] [--big]
+                             image pull: flat vs skopeo+umoci, per-layer vs podman
   bench extensions [--runs N]
                              boot time an erofs / squashfs extension adds
   ci                         every check: host tests, then e2e

@@ -35,6 +35,9 @@ const TOOLS: &[Tool] = &[
     Tool { probe: Probe::Command("docker-registry"), package: "docker-registry" },
     Tool { probe: Probe::Command("umoci"), package: "umoci" },
     Tool { probe: Probe::Command("skopeo"), package: "skopeo" },
+    // `bench pull`: the peer of the boot's per-layer pull, and peak RSS.
+    Tool { probe: Probe::Command("podman"), package: "podman" },
+    Tool { probe: Probe::File("/usr/bin/time"), package: "time" },
     // The initrd and the test images copy its static binary from /bin/busybox.
     Tool { probe: Probe::Package, package: "busybox-static" },
     Tool { probe: Probe::Command("depmod"), package: "kmod" },
