@@ -47,7 +47,7 @@ const RUNS: usize = 3;
 const MEMORY_STEPS: &[u32] = &[512, 256, 128, 96];
 const TIMEOUT: Duration = Duration::from_secs(120);
 
-const USAGE: &str = "usage: cargo xtask bench boot [--init FILE] [--runs N] [--no-memory] [--append ARGS] | bench initrd [--init FILE] | bench pull";
+const USAGE: &str = "usage: cargo xtask bench boot [--init FILE] [--runs N] [--no-memory] [--append ARGS] | bench initrd [--init FILE] | bench pull | bench fleet [--machines N] [--image-mb M]";
 
 /// What `bench boot` measures besides the timed boots.
 struct BootOptions {
@@ -60,6 +60,9 @@ struct BootOptions {
 }
 
 pub fn main(args: &[String]) -> Result<()> {
+    if args.first().map(String::as_str) == Some("fleet") {
+        return crate::bench_fleet::main(&args[1..]);
+    }
     let mut opts = Options::default();
     let mut boot_opts = BootOptions { runs: RUNS, memory: true, append: String::new() };
     let mut rest = args.iter().skip(1);

@@ -53,7 +53,11 @@ pub fn main(args: &[String]) -> Result<()> {
         // Each row of the fault matrix counts as one test.
         let (fp, fnames) = crate::e2e_faults::run_all(&Options::default())?;
         names.extend(fnames);
-        let mp = mp + tp + fp;
+        let (xp, xnames) = crate::e2e_pxe::run_all()?;
+        names.extend(xnames);
+        let (dp2, dnames2) = crate::demo::run_all()?;
+        names.extend(dnames2);
+        let mp = mp + tp + fp + xp + dp2;
         Ok((p + hp + dp + mp, names))
     }) {
         Ok((p, names)) => {

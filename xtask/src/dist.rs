@@ -18,7 +18,7 @@ use anyhow::{bail, Context, Result};
 use crate::{cmd_output, dracut, initrd, target_dir, tools};
 
 /// Files summed in SHA256SUMS, in this order.
-const SUMMED: &[&str] = &["vmlinuz", "iguana-initrd", "ipxe.script", "kernel-args.txt"];
+pub const SUMMED: &[&str] = &["vmlinuz", "iguana-initrd", "ipxe.script", "kernel-args.txt"];
 
 const IPXE_SCRIPT: &str = r#"#!ipxe
 # iguana: boot the kernel and initrd next to this script.
@@ -26,9 +26,12 @@ const IPXE_SCRIPT: &str = r#"#!ipxe
 #   ${base-url}   where vmlinuz and iguana-initrd are served, e.g. http://pxe.lan/iguana
 #   ${registry}   the registry the containers come from, e.g. registry.lan:5000
 #   ${image}      the image to run, e.g. ${registry}/installer:latest
+#   ${extra-args} more kernel arguments, if any, e.g.
+#                 rd.iguana.insecure_registries=${registry} for a lab registry
+#                 without TLS, rd.iguana.registry_mirror=, rd.iguana.report_url=
 # Use rd.iguana.control_url=${base-url}/workflow.yaml instead of
 # rd.iguana.containers to run a workflow file; see kernel-args.txt.
-kernel ${base-url}/vmlinuz initrd=iguana-initrd console=tty0 console=ttyS0,115200 rd.iguana.containers=${image}
+kernel ${base-url}/vmlinuz initrd=iguana-initrd console=tty0 console=ttyS0,115200 rd.iguana.containers=${image} ${extra-args}
 initrd ${base-url}/iguana-initrd
 boot
 "#;
@@ -66,6 +69,16 @@ pub fn main(args: &[String]) -> Result<()> {
             other => bail!("dist: unknown argument {other:?}"),
         }
     }
+    let dir = build(use_dracut)?;
+    for name in SUMMED.iter().chain(&["SHA256SUMS"]) {
+        println!("{}", dir.join(name).display());
+    }
+    Ok(())
+}
+
+/// Builds the artifacts into `target/dist/` (the e2e `pxe` scenario boots
+/// them); returns that directory.
+pub fn build(use_dracut: bool) -> Result<std::path::PathBuf> {
     tools::ensure_tools()?;
     let (vmlinuz, initrd) = if use_dracut {
         let built = dracut::build()?;
@@ -76,10 +89,7 @@ pub fn main(args: &[String]) -> Result<()> {
     };
     let dir = target_dir().join("dist");
     write(&dir, &vmlinuz, &initrd)?;
-    for name in SUMMED.iter().chain(&["SHA256SUMS"]) {
-        println!("{}", dir.join(name).display());
-    }
-    Ok(())
+    Ok(dir)
 }
 
 /// Fills `dir` with the artifacts and their SHA256SUMS.

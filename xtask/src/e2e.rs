@@ -10,7 +10,9 @@
 //!
 //! The metal-image-install boots (`e2e_metal`) run here too and take
 //! `--only` names of their own (`metal-install`, `metal-md5-mismatch`), and
-//! so does the fault matrix (`e2e_faults`, `--only faults`).
+//! so does the fault matrix (`e2e_faults`, `--only faults`), and the
+//! network boot of two guests by iPXE (`e2e_pxe`, `--only pxe`), and the
+//! demo's check (`demo`, `--only demo`).
 //!
 //! Container output reaches the console prefixed by its job name
 //! (`[a] ...`), so all matching is by substring, never by position, and
@@ -526,20 +528,22 @@ pub fn main(args: &[String]) -> Result<()> {
         only.into_iter().partition(|name| crate::e2e_metal::NAMES.contains(&name.as_str()));
     let modules_only = only.iter().any(|name| name == e2e_modules::NAME);
     let faults_only = only.iter().any(|name| name == crate::e2e_faults::NAME);
-    let only: Vec<String> = only
-        .into_iter()
-        .filter(|name| name != e2e_modules::NAME && name != crate::e2e_faults::NAME)
-        .collect();
+    let pxe_only = only.iter().any(|name| name == crate::e2e_pxe::NAME);
+    let demo_only = only.iter().any(|name| name == crate::demo::NAME);
+    let own = [e2e_modules::NAME, crate::e2e_faults::NAME, crate::e2e_pxe::NAME, crate::demo::NAME];
+    let only: Vec<String> = only.into_iter().filter(|name| !own.contains(&name.as_str())).collect();
     for name in &only {
         if !SCENARIOS.iter().any(|s| s.name == name) {
             let mut names: Vec<&str> = SCENARIOS.iter().map(|s| s.name).collect();
             names.extend(crate::e2e_metal::NAMES);
             names.push(e2e_modules::NAME);
             names.push(crate::e2e_faults::NAME);
+            names.push(crate::e2e_pxe::NAME);
+            names.push(crate::demo::NAME);
             bail!("e2e: no scenario {name:?} (have {})", names.join(", "));
         }
     }
-    let everything = only.is_empty() && metal.is_empty() && !modules_only && !faults_only;
+    let everything = only.is_empty() && metal.is_empty() && !modules_only && !faults_only && !pxe_only && !demo_only;
     let scenarios: Vec<&Scenario> = SCENARIOS
         .iter()
         .filter(|s| everything || only.iter().any(|name| name == s.name))
@@ -556,6 +560,16 @@ pub fn main(args: &[String]) -> Result<()> {
     }
     if everything || faults_only {
         let (p, f) = crate::e2e_faults::run_all(&opts)?;
+        passed += p;
+        failed.extend(f);
+    }
+    if everything || pxe_only {
+        let (p, f) = crate::e2e_pxe::run_all()?;
+        passed += p;
+        failed.extend(f);
+    }
+    if everything || demo_only {
+        let (p, f) = crate::demo::run_all()?;
         passed += p;
         failed.extend(f);
     }

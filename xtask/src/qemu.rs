@@ -54,6 +54,17 @@ pub struct VmConfig {
     pub echo: Option<String>,
     /// Keep QEMU's stdin (the guest's serial input) open for `Vm::type_text`.
     pub interactive: bool,
+    /// Network boot instead of `-kernel`/`-initrd`/`-append` (which are then
+    /// ignored): the NIC keeps QEMU's iPXE ROM, and the user network's DHCP
+    /// hands it `bootfile` from the TFTP directory `tftp`. `net` must be `User`.
+    pub pxe: Option<Pxe>,
+}
+
+/// Where iPXE finds its first script (`-netdev user,tftp=,bootfile=`).
+#[derive(Debug, Clone)]
+pub struct Pxe {
+    pub tftp: PathBuf,
+    pub bootfile: String,
 }
 
 impl VmConfig {
@@ -67,6 +78,7 @@ impl VmConfig {
             extra_args: Vec::new(),
             echo: None,
             interactive: false,
+            pxe: None,
         }
     }
 
@@ -91,6 +103,19 @@ impl VmConfig {
         .map(|s| (*s).to_owned())
         .collect();
         args.extend(["-m".into(), self.memory_mib.to_string()]);
+        if let Some(pxe) = &self.pxe {
+            // The ROM (Debian's ipxe-qemu, efi-virtio.rom) does DHCP, TFTP, HTTP.
+            args.extend([
+                "-boot".into(),
+                "order=n".into(),
+                "-netdev".into(),
+                format!("user,id=n0,tftp={},bootfile={}", pxe.tftp.display(), pxe.bootfile),
+                "-device".into(),
+                "virtio-net-pci,netdev=n0".into(),
+            ]);
+            args.extend(self.extra_args.iter().cloned());
+            return args;
+        }
         args.extend(["-kernel".into(), self.kernel.display().to_string()]);
         args.extend(["-initrd".into(), self.initrd.display().to_string()]);
         let append = format!("console=ttyS0 panic=-1 {}", self.append);

@@ -59,6 +59,8 @@ const TOOLS: &[Tool] = &[
     // `cargo xtask dracut`: the dracut-module/ initrd.
     Tool { probe: Probe::Command("dracut"), package: "dracut" },
     Tool { probe: Probe::File("/etc/ssl/certs/ca-certificates.crt"), package: "ca-certificates" },
+    // The e2e `pxe` scenario network-boots with QEMU's iPXE ROM for virtio-net.
+    Tool { probe: Probe::File("/usr/lib/ipxe/qemu/efi-virtio.rom"), package: "ipxe-qemu" },
 ];
 
 /// Installs the missing host tools and the musl Rust target.
