@@ -182,7 +182,7 @@ fn timeline(events: &[serde_json::Value]) -> String {
 
 /// A few telling fields of an event's data, where present.
 fn summary(data: &serde_json::Value) -> String {
-    const KEYS: &[&str] = &["kernel_release", "image", "state", "exit_code", "duration_ms", "reason", "action", "target"];
+    const KEYS: &[&str] = &["kernel_release", "iguana_version", "image", "state", "exit_code", "duration_secs", "reason", "error", "action"];
     KEYS.iter()
         .filter_map(|key| {
             let value = &data[*key];

@@ -14,7 +14,10 @@
 //! `rd.iguana.registry_mirror=`); each runs the container, which checks that
 //! its command line is ipxe.script's, its machine id, network.json and the
 //! network, and both power off by themselves. The mirror must then hold the
-//! image's blobs, and no guest may have fallen back to the origin.
+//! image's blobs, and no guest may have fallen back to the origin. Both
+//! report to one event sink (rd.iguana.report_url, testkit's
+//! `EventReceiver`): each machine's events, told apart by their `source`,
+//! must run from `boot.started` to `handover` in order.
 //! Consoles: `target/iguana-e2e/pxe-<n>.log`.
 
 use std::fs;
@@ -25,7 +28,7 @@ use std::process::Command;
 use std::time::{Duration, Instant};
 
 use anyhow::{bail, Context, Result};
-use testkit::{FileServer, Image, Registry, RegistryOptions};
+use testkit::{EventReceiver, FileServer, Image, Registry, RegistryOptions};
 
 use crate::dist::SUMMED;
 use crate::qemu::{Pxe, Vm, VmConfig};
@@ -44,7 +47,7 @@ const SITE_SCRIPT: &str = "#!ipxe
 set base-url http://10.0.2.2:{HTTP}
 set registry 10.0.2.2:{ORIGIN}
 set image ${registry}/pxe
-set extra-args rd.iguana.insecure_registries=${registry},10.0.2.2:{MIRROR} rd.iguana.registry_mirror=${registry}=10.0.2.2:{MIRROR} rd.iguana.reboot_timeout=0
+set extra-args rd.iguana.insecure_registries=${registry},10.0.2.2:{MIRROR} rd.iguana.registry_mirror=${registry}=10.0.2.2:{MIRROR} rd.iguana.report_url=http://10.0.2.2:{EVENTS} rd.iguana.reboot_timeout=0
 chain ${base-url}/ipxe.script
 ";
 
@@ -54,6 +57,9 @@ echo "IGUANA-PXE machine-id $(cat /iguana/machine-id)"
 if grep -q '"10.0.2.15/24"' /iguana/network.json; then echo "IGUANA-PXE network.json ok"; else echo "IGUANA-PXE network.json bad"; fi
 if wget -q -O /dev/null "http://$REGISTRY/v2/"; then echo "IGUANA-PXE network ok"; else echo "IGUANA-PXE network bad"; fi
 "#;
+
+/// The events each machine must send, in this order (others may come between).
+const EVENTS: &[&str] = &["boot.started", "network.up", "job.started", "job.finished", "workflow.finished", "handover"];
 
 /// Lines every guest's console must show.
 const EXPECT: &[&str] = &[
@@ -100,12 +106,14 @@ fn run() -> Result<()> {
     }
     check_served(files.port(), &out.join("pxe-served"))?;
 
+    let sink = EventReceiver::start(0)?;
     let tftp = out.join("pxe-tftp");
     fs::create_dir_all(&tftp)?;
     let site = SITE_SCRIPT
         .replace("{HTTP}", &files.port().to_string())
         .replace("{ORIGIN}", &origin.port().to_string())
-        .replace("{MIRROR}", &mirror.port().to_string());
+        .replace("{MIRROR}", &mirror.port().to_string())
+        .replace("{EVENTS}", &sink.port().to_string());
     fs::write(tftp.join("site.ipxe"), site)?;
 
     let mut config = VmConfig::new(dist.join("vmlinuz"), dist.join("iguana-initrd"), "");
@@ -139,9 +147,29 @@ fn run() -> Result<()> {
     if machine_ids.len() == GUESTS && machine_ids[0] == machine_ids[1] {
         bail!("both guests have the same machine id: {}", machine_ids[0]);
     }
+    check_events(&sink.events())?;
     let cached = blobs_in(&mirror.storage_dir())?;
     if cached < 2 {
         bail!("the mirror holds {cached} blobs after both boots: the pulls did not go through it");
+    }
+    Ok(())
+}
+
+/// Two machines (two `source`s) reported, each from boot to handover.
+fn check_events(events: &[serde_json::Value]) -> Result<()> {
+    let mut sources: Vec<&str> = events.iter().filter_map(|e| e["source"].as_str()).collect();
+    sources.sort_unstable();
+    sources.dedup();
+    if sources.len() != GUESTS {
+        bail!("events came from {} sources, not {GUESTS}: {sources:?}", sources.len());
+    }
+    for source in sources {
+        let types: Vec<&str> = events.iter().filter(|e| e["source"] == source).filter_map(|e| e["type"].as_str()).collect();
+        let mut rest = types.iter();
+        if let Some(missing) = EVENTS.iter().find(|want| !rest.any(|t| t == *want)) {
+            bail!("{source} sent {types:?}: no {missing:?} in the order {EVENTS:?}");
+        }
+        eprintln!("xtask:   events of {source}: {}", types.join(", "));
     }
     Ok(())
 }
