@@ -1,6 +1,8 @@
 //! `iguana report` against a real HTTP receiver on 127.0.0.1 (testkit's
 //! EventReceiver): frames in on stdin as PID 1 writes them, CloudEvents out.
 
+#![allow(clippy::tests_outside_test_module)]
+
 use std::io::Write;
 use std::process::{Command, Stdio};
 use std::time::Duration;

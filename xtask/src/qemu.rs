@@ -54,6 +54,9 @@ pub struct VmConfig {
     pub echo: Option<String>,
     /// Keep QEMU's stdin (the guest's serial input) open for `Vm::type_text`.
     pub interactive: bool,
+    /// A guest reboot restarts the guest (RAM kept: a warm reboot) instead
+    /// of ending QEMU; the caller then ends the VM itself.
+    pub reboot: bool,
 }
 
 impl VmConfig {
@@ -67,6 +70,7 @@ impl VmConfig {
             extra_args: Vec::new(),
             echo: None,
             interactive: false,
+            reboot: false,
         }
     }
 
@@ -82,7 +86,6 @@ impl VmConfig {
             "stdio",
             "-monitor",
             "none",
-            "-no-reboot",
             // Entropy, so nothing in the guest waits for the crng.
             "-device",
             "virtio-rng-pci",
@@ -90,6 +93,9 @@ impl VmConfig {
         .iter()
         .map(|s| (*s).to_owned())
         .collect();
+        if !self.reboot {
+            args.push("-no-reboot".into());
+        }
         args.extend(["-m".into(), self.memory_mib.to_string()]);
         args.extend(["-kernel".into(), self.kernel.display().to_string()]);
         args.extend(["-initrd".into(), self.initrd.display().to_string()]);
@@ -276,6 +282,21 @@ impl Vm {
             }
         }
         None
+    }
+
+    /// Kills QEMU now; what the console showed so far.
+    pub fn stop(mut self) -> Outcome {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+        // What the readers had already passed on.
+        while let Ok(Some(line)) = self.lines.try_recv() {
+            self.seen.push(line);
+        }
+        Outcome {
+            lines: std::mem::take(&mut self.seen),
+            exited: None,
+            elapsed: self.started.elapsed(),
+        }
     }
 
     /// Collects the console until QEMU exits, or kills it at `timeout`.
