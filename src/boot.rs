@@ -13,11 +13,15 @@ use std::time::{Duration, Instant};
 
 use crate::cmdline::{self, Failsafe};
 use crate::handover::{self, Requests};
-use crate::{early, logging, machine_id, modules, workflow};
+use crate::{early, logging, machine_id, modules, report, workflow};
 
 /// Where iguana keeps its working state (a tmpfs: RAM is the disk here).
 const WORK: &str = "/run/iguana";
 const BUILTIN_WORKFLOW: &str = "/etc/iguana/control.yaml";
+/// Where a job's container may say why it failed (`job.finished`'s `reason`).
+const REASON: &str = "/iguana/reason";
+/// network.json is read up to this for the `network.up` event.
+const NETWORK_EVENT_MAX: u64 = 64 << 10;
 /// network.json larger than this is not read for NTP servers.
 const NETWORK_JSON_MAX: u64 = 1 << 20;
 
@@ -87,14 +91,40 @@ pub fn run() -> ! {
         },
     };
     let action = handover::decide(failure.as_deref(), failsafe, &requests);
+    report_end(failure.as_deref(), &action);
     handover::execute(&action, &mut handover::Real::new(kernel_env));
     halt()
+}
+
+/// Before the handover: the failure summary for the next boot (pstore),
+/// the last events, and a bounded wait for their delivery.
+fn report_end(failure: Option<&str>, action: &handover::Action) {
+    use crate::report::{self, pid1, pstore};
+    if let Some(error) = failure {
+        let job = pid1::failed_job();
+        let step = job.as_ref().map_or("boot".to_string(), |j| format!("job {}", j.job));
+        let log = job.as_ref().map(|j| report::sender::read_tail(&j.log, 16 << 10)).unwrap_or_default();
+        let reason = job.as_ref().and_then(|j| j.reason.as_deref());
+        pstore::write_summary(&pstore::summary(&step, error, reason, &String::from_utf8_lossy(&log)));
+    }
+    let what = match action {
+        handover::Action::Reboot { .. } => "reboot",
+        handover::Action::Poweroff => "poweroff",
+        handover::Action::Kexec => "kexec",
+        handover::Action::Shell { .. } => "shell",
+        handover::Action::HandOver { .. } => "switch_root",
+    };
+    pid1::emit(report::workflow_finished(failure));
+    pid1::emit(report::handover(what, failure));
+    pid1::finish(pid1::FLUSH_LIMIT);
 }
 
 /// The phases after early setup.
 fn boot(raw: &str, failsafe: Failsafe) -> Result<(), Error> {
     let args = cmdline::parse(raw)?;
     tracing::debug!("cmdline: {args:?}");
+    let _ = std::fs::create_dir_all(WORK);
+    report::pid1::configure(args.report_url.as_deref(), args.report_token.as_deref(), args.ca.as_deref());
     for e in early::resize_tmpfs(&args.tmpfs_size) {
         tracing::warn!("{}", logging::chain(&e));
     }
@@ -107,9 +137,22 @@ fn boot(raw: &str, failsafe: Failsafe) -> Result<(), Error> {
     }
 
     load_modules(&modules::args::parse(raw)?);
+    // After the modules: ramoops and efi-pstore fill /sys/fs/pstore when they load.
+    let previous = report::pstore::take_previous(Path::new(report::pstore::PSTORE));
+    if let Some(summary) = &previous {
+        tracing::warn!("previous boot failed: {}", summary.replace('\n', " | "));
+        if let Err(e) = std::fs::write(report::pstore::COPY, format!("{summary}\n")) {
+            tracing::warn!("write {}: {e}", report::pstore::COPY);
+        }
+    }
 
     let (id, source) = machine_id::provision(&[Path::new("/etc/machine-id"), Path::new("/iguana/machine-id")])?;
     tracing::info!("phase machine-id {id} source={source:?}");
+    report::pid1::set_machine_id(&id);
+    report::pid1::emit(report::boot_started(&report::machine::identity(raw)));
+    if let Some(summary) = &previous {
+        report::pid1::emit(report::previous_boot_failed(summary));
+    }
 
     let _ = std::fs::write("/etc/hosts", "127.0.0.1 localhost\n::1 localhost\n");
     if !Path::new("/etc/resolv.conf").exists() {
@@ -122,9 +165,11 @@ fn boot(raw: &str, failsafe: Failsafe) -> Result<(), Error> {
         network_up(&args)?;
     }
     let wf = workflow::load(&args, Path::new(BUILTIN_WORKFLOW), Path::new(WORK))?;
+    report::pid1::workflow_url(wf.report.as_deref());
     if !remote {
         network_up(&args)?;
     }
+    report::pid1::start();
 
     let ctx = workflow::Context {
         insecure_registries: &args.insecure_registries,
@@ -132,6 +177,7 @@ fn boot(raw: &str, failsafe: Failsafe) -> Result<(), Error> {
         ca: args.ca.as_deref(),
         work: Path::new(WORK),
         debug: failsafe.debug,
+        reason: Some(Path::new(REASON)),
     };
     let results = workflow::run(&ctx, &wf)?;
     tracing::info!("phase workflow-done jobs={}", results.len());
@@ -158,7 +204,15 @@ fn load_modules(policy: &modules::Policy) {
         Ok(report) => tracing::debug!("coldplug: {report:?}"),
         Err(e) => tracing::warn!("{}", logging::chain(&e)),
     }
-    if let Err(e) = modules::load_named(&dir, &["overlay", "af_packet"], policy) {
+    // pstore backends: ramoops when the command line places it, efi-pstore on UEFI.
+    let mut named = vec!["overlay", "af_packet"];
+    if policy.params.contains_key("ramoops") {
+        named.push("ramoops");
+    }
+    if Path::new("/sys/firmware/efi").exists() {
+        named.push("efi_pstore");
+    }
+    if let Err(e) = modules::load_named(&dir, &named, policy) {
         tracing::warn!("{}", logging::chain(&e));
     }
     if let Some(Err(e)) = uevents.map(modules::hotplug::Listener::start_child) {
@@ -180,6 +234,9 @@ fn network_up(cmdline: &cmdline::Cmdline) -> Result<(), Error> {
     // net-up gives up after its own --timeout; PID 1 kills it a little later.
     crate::child::run(&args, timeout.saturating_add(Duration::from_secs(30))).map_err(Error::Network)?;
     tracing::info!("phase network-up");
+    let json = crate::fsutil::read_bounded(Path::new("/run/iguana/network.json"), NETWORK_EVENT_MAX).unwrap_or_default();
+    let network = serde_json::from_slice(&json).unwrap_or(serde_json::Value::Null);
+    report::pid1::emit(report::network_up(network));
     crate::clock::ensure(&cmdline.ntp, || {
         // Written by the net-up child: read with a bound all the same.
         let json = crate::fsutil::read_bounded(Path::new("/run/iguana/network.json"), NETWORK_JSON_MAX)

@@ -21,6 +21,9 @@ Run as PID 1 (the initrd's /init) it boots the machine. Otherwise:
   iguana net-up [--timeout SECS]   bring up the network with DHCP (used by PID 1)
   iguana sntp [--set] SERVER[:PORT]...
                                    ask NTP servers the time; --set sets the clock (used by PID 1)
+  iguana report URL --machine-id ID [--token-file FILE] [--ca FILE] [--heartbeat SECS]
+                                   POST the CloudEvents read from stdin, one JSON frame a
+                                   line, with retries (used by PID 1)
   iguana --help | --version
 ";
 
@@ -49,6 +52,7 @@ pub fn main(args: &[String]) -> anyhow::Result<()> {
         "progress-relay" => crate::handover::progress::cli(rest),
         "kexec-load" => crate::handover::progress::cli_kexec_load(rest),
         "hotplug" => crate::modules::hotplug::cli(rest),
+        "report" => crate::report::sender::cli(rest),
         other => bail!("unknown command {other:?} (see iguana --help)"),
     }
 }
@@ -130,7 +134,7 @@ fn run(args: &[String]) -> anyhow::Result<()> {
         return Ok(());
     }
     let work = std::path::Path::new("/run/iguana");
-    let ctx = crate::workflow::Context { insecure_registries: &[], registry_mirrors: &[], ca: None, work, debug };
+    let ctx = crate::workflow::Context { insecure_registries: &[], registry_mirrors: &[], ca: None, work, debug, reason: None };
     let results = crate::workflow::run(&ctx, &wf)?;
     for (job, outcome) in results {
         println!("{job}: {outcome:?}");

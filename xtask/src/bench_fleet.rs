@@ -6,7 +6,8 @@
 //! layers, at M MiB); a counting proxy in front of it (testkit's
 //! `BlobProxy`, watching every blob) tells what the origin served. N
 //! `iguana pull` processes run at once, each with its own store and rootfs
-//! on tmpfs (/dev/shm), as separate machines would. Three rounds:
+//! on tmpfs (/dev/shm), as separate machines would; the binary is the
+//! initrd's (static, musl). Three rounds:
 //!
 //! - `no mirror` (the peer): every machine pulls from the origin;
 //! - `mirror`: a docker-registry in proxy mode (`proxy: remoteurl:`) in
@@ -26,7 +27,7 @@ use std::time::{Duration, Instant};
 use anyhow::{bail, Context, Result};
 use testkit::{BlobFault, BlobProxy, Registry, RegistryOptions};
 
-use crate::bench_pull::{bench_image_of, build_iguana, check_rootfs_of};
+use crate::bench_pull::{bench_image_of, check_rootfs_of};
 use crate::flag_value;
 
 const MACHINES: usize = 20;
@@ -85,7 +86,8 @@ pub fn main(args: &[String]) -> Result<()> {
         bail!("bench fleet: --machines must be at least 1 and --image-mb at least 20");
     }
     crate::tools::ensure_tools()?;
-    let iguana = build_iguana()?;
+    // The static binary the initrd carries: what each machine runs.
+    let iguana = crate::initrd::build_iguana()?;
     // Half the image incompressible (10 MiB files), half real host files.
     let random_files = (image_mb / 20).max(1) as usize;
     let real_bytes = (image_mb - random_files as u64 * 10) << 20;

@@ -63,7 +63,7 @@ fn image_mb() -> u64 {
 }
 
 /// `cargo build --release -p iguana` for the host; the binary's path.
-pub fn build_iguana() -> Result<PathBuf> {
+fn build_iguana() -> Result<PathBuf> {
     let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
     let status = Command::new(cargo)
         .args(["build", "--release", "-p", "iguana", "--bin", "iguana"])

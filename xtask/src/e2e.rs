@@ -30,6 +30,7 @@ use testkit::{Image, Registry};
 
 use crate::e2e_guards;
 use crate::e2e_modules;
+use crate::e2e_report;
 use crate::e2e_workflow as wf;
 use crate::initrd::{self, Built, Options};
 use crate::qemu::{Net, Outcome, Vm, VmConfig, KERNEL_PANIC};
@@ -285,9 +286,12 @@ pub const SCENARIOS: &[Scenario] = &[
         reject: &[&["IGUANA-E2E year 2001"], &["clock not set"]],
         timeout: BOOT_TIMEOUT,
     },
+    // Also the status events: every event of the workflow in order, through
+    // a receiver refusing the first ones (e2e_report::check_workflow).
     Scenario {
         name: "workflow",
-        append: "rd.iguana.control_url=http://10.0.2.2:{WF}/workflow.yaml rd.iguana.insecure_registries={REG}",
+        append: "rd.iguana.control_url=http://10.0.2.2:{WF}/workflow.yaml rd.iguana.insecure_registries={REG} \
+                 rd.iguana.report_url=http://10.0.2.2:{EV}/events rd.iguana.report_token={TOKEN}",
         net: Net::User,
         expect: &[
             &[wf::MARK_ENV],
@@ -299,6 +303,16 @@ pub const SCENARIOS: &[Scenario] = &[
         ],
         reject: &[&[wf::MARK_DEPENDENT_RAN], &["workflow stopped"]],
         timeout: BOOT_TIMEOUT,
+    },
+    // Two boots: the first fails and reboots warm, the second tells why
+    // (ramoops; e2e_report::run_previous_boot).
+    Scenario {
+        name: e2e_report::PREVIOUS_BOOT,
+        append: "rd.iguana.containers={REG}/nope rd.iguana.insecure_registries={REG} {RAMOOPS}",
+        net: Net::User,
+        expect: &[],
+        reject: &[],
+        timeout: Duration::from_secs(240),
     },
     // URL secrets on the kernel command line (userinfo and query of the
     // control_url, the proxy's credentials) never reach iguana's lines nor a
@@ -444,6 +458,8 @@ pub struct Fixture {
     pub workflow_port: u16,
     /// SNTP server on 127.0.0.1 telling the host's time (`clock-sntp`).
     pub sntp: testkit::SntpServer,
+    /// The status event receiver of the `workflow` boot.
+    pub events: testkit::EventReceiver,
 }
 
 impl Fixture {
@@ -465,12 +481,14 @@ impl Fixture {
         eprintln!("xtask: registry {} with {} images", registry.host(), count);
         let workflow_port = wf::serve(wf::workflow(&guest_registry))?;
         let sntp = testkit::SntpServer::real_time("127.0.0.1:0").context("start SNTP server")?;
+        let events = testkit::EventReceiver::start(e2e_report::FAIL_FIRST).context("start event receiver")?;
         Ok(Fixture {
             built,
             _registry: registry,
             guest_registry,
             workflow_port,
             sntp,
+            events,
         })
     }
 
@@ -654,6 +672,9 @@ fn run_one(
             .replace("{WF}", &fixture.workflow_port.to_string())
             .replace("{NTP}", &fixture.sntp.port().to_string())
             .replace("{YEAR}", &this_year())
+            .replace("{EV}", &fixture.events.port().to_string())
+            .replace("{TOKEN}", e2e_report::TOKEN)
+            .replace("{RAMOOPS}", e2e_report::RAMOOPS)
     };
     let mut config = fixture.vm(&format!("{} {COMMON_APPEND}", subst(scenario.append)));
     config.net = scenario.net;
@@ -663,8 +684,15 @@ fn run_one(
     if verbose {
         config.echo = Some(format!("[{}] ", scenario.name));
     }
+    if scenario.name == e2e_report::PREVIOUS_BOOT {
+        return e2e_report::run_previous_boot(config, log, scenario.timeout);
+    }
     let outcome = Vm::start(&config)?.wait(scenario.timeout);
     let _ = fs::write(log, outcome.transcript());
+    if scenario.name == "workflow" {
+        e2e_report::check_workflow(&fixture.events, &outcome)
+            .map_err(|e| anyhow::anyhow!("{e:#}\n  console: {}", log.display()))?;
+    }
     let subst_all = |lines: &[&[&str]]| -> Vec<Vec<String>> {
         lines
             .iter()

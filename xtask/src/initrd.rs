@@ -53,6 +53,10 @@ pub const MODULES: &[&str] = &[
     // bond= and vlan= (net-up loads them when the command line asks).
     "bonding",
     "8021q",
+    // pstore backends, loaded by PID 1 when the command line places
+    // ramoops (`ramoops.mem_address=`) or the machine booted by UEFI.
+    "ramoops",
+    "efi_pstore",
 ];
 
 /// Empty directories PID 1 mounts on or writes to.

@@ -20,6 +20,7 @@ mod e2e_guards;
 mod e2e_handover;
 mod e2e_modules;
 mod e2e_pxe;
+mod e2e_report;
 mod e2e_metal;
 mod e2e_workflow;
 mod fuzz;

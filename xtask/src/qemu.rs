@@ -58,6 +58,9 @@ pub struct VmConfig {
     /// ignored): the NIC keeps QEMU's iPXE ROM, and the user network's DHCP
     /// hands it `bootfile` from the TFTP directory `tftp`. `net` must be `User`.
     pub pxe: Option<Pxe>,
+    /// A guest reboot restarts the guest (RAM kept: a warm reboot) instead
+    /// of ending QEMU; the caller then ends the VM itself.
+    pub reboot: bool,
 }
 
 /// Where iPXE finds its first script (`-netdev user,tftp=,bootfile=`).
@@ -79,6 +82,7 @@ impl VmConfig {
             echo: None,
             interactive: false,
             pxe: None,
+            reboot: false,
         }
     }
 
@@ -94,7 +98,6 @@ impl VmConfig {
             "stdio",
             "-monitor",
             "none",
-            "-no-reboot",
             // Entropy, so nothing in the guest waits for the crng.
             "-device",
             "virtio-rng-pci",
@@ -102,6 +105,9 @@ impl VmConfig {
         .iter()
         .map(|s| (*s).to_owned())
         .collect();
+        if !self.reboot {
+            args.push("-no-reboot".into());
+        }
         args.extend(["-m".into(), self.memory_mib.to_string()]);
         if let Some(pxe) = &self.pxe {
             // The ROM (Debian's ipxe-qemu, efi-virtio.rom) does DHCP, TFTP, HTTP.
@@ -301,6 +307,21 @@ impl Vm {
             }
         }
         None
+    }
+
+    /// Kills QEMU now; what the console showed so far.
+    pub fn stop(mut self) -> Outcome {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+        // What the readers had already passed on.
+        while let Ok(Some(line)) = self.lines.try_recv() {
+            self.seen.push(line);
+        }
+        Outcome {
+            lines: std::mem::take(&mut self.seen),
+            exited: None,
+            elapsed: self.started.elapsed(),
+        }
     }
 
     /// Collects the console until QEMU exits, or kills it at `timeout`.
