@@ -10,8 +10,10 @@
 //! initrd's (static, musl). Three rounds:
 //!
 //! - `no mirror` (the peer): every machine pulls from the origin;
-//! - `mirror`: a docker-registry in proxy mode (`proxy: remoteurl:`) in
-//!   front of the origin, cold, is each machine's mirror;
+//! - `mirror (cold)`: a docker-registry in proxy mode (`proxy: remoteurl:`)
+//!   in front of the origin, empty, is each machine's mirror;
+//! - `mirror warmed by 1 pull`: a fresh mirror, one pull through it to the
+//!   end (its origin bytes counted, its time not), then the fleet;
 //! - `mirror killed`: the same with a fresh mirror killed 5 s in; every
 //!   pull must still complete, from the origin.
 //!
@@ -43,6 +45,8 @@ const REPOSITORY: &str = "bench/fleet";
 enum Mode {
     NoMirror,
     Mirror,
+    /// The mirror first warmed by one pull, then the fleet.
+    MirrorWarmed,
     MirrorKilled,
 }
 
@@ -50,7 +54,8 @@ impl Mode {
     fn label(self) -> &'static str {
         match self {
             Mode::NoMirror => "no mirror (peer)",
-            Mode::Mirror => "mirror",
+            Mode::Mirror => "mirror (cold)",
+            Mode::MirrorWarmed => "mirror warmed by 1 pull",
             Mode::MirrorKilled => "mirror killed at 5 s",
         }
     }
@@ -100,7 +105,7 @@ pub fn main(args: &[String]) -> Result<()> {
     let env = Env { iguana: &iguana, counter: &counter, scratch: &scratch, removed: &removed, random_files, machines };
 
     let mut rounds = Vec::new();
-    for mode in [Mode::NoMirror, Mode::Mirror, Mode::MirrorKilled] {
+    for mode in [Mode::NoMirror, Mode::Mirror, Mode::MirrorWarmed, Mode::MirrorKilled] {
         eprintln!("xtask: bench fleet: {machines} machines, {}", mode.label());
         let round = run_round(&env, mode);
         fs::remove_dir_all(&scratch).ok();
@@ -144,12 +149,8 @@ fn run_round(env: &Env, mode: Mode) -> Result<Round> {
     let mirror_host = mirror.as_ref().map(Registry::host);
     let served_before = env.counter.served().len();
     let reference = format!("{origin}/{REPOSITORY}:v1");
-
-    let mut children: Vec<(Child, PathBuf, Option<f64>)> = Vec::new();
-    let started = Instant::now();
-    for n in 0..env.machines {
-        let dir = env.scratch.join(format!("machine{n:02}"));
-        fs::create_dir_all(&dir).with_context(|| format!("create {}", dir.display()))?;
+    let pull = |dir: &Path| -> Result<Child> {
+        fs::create_dir_all(dir).with_context(|| format!("create {}", dir.display()))?;
         let log = fs::File::create(dir.join("pull.log"))?;
         let mut cmd = Command::new(env.iguana);
         cmd.arg("pull").arg(&reference).arg("--rootfs").arg(dir.join("rootfs")).arg("--store").arg(dir.join("store"));
@@ -157,8 +158,22 @@ fn run_round(env: &Env, mode: Mode) -> Result<Round> {
             Some(m) => cmd.args(["--mirror", &format!("{origin}={m}"), "--insecure-registry", &format!("{origin},{m}")]),
             None => cmd.args(["--insecure-registry", &origin]),
         };
-        let child = cmd.stdin(Stdio::null()).stdout(Stdio::null()).stderr(log).spawn().context("spawn iguana pull")?;
-        children.push((child, dir, None));
+        cmd.stdin(Stdio::null()).stdout(Stdio::null()).stderr(log).spawn().context("spawn iguana pull")
+    };
+    if mode == Mode::MirrorWarmed {
+        let dir = env.scratch.join("warm");
+        let status = pull(&dir)?.wait()?;
+        if !status.success() {
+            bail!("the warming pull failed: {status}: {}", last_line(&fs::read_to_string(dir.join("pull.log")).unwrap_or_default()));
+        }
+        fs::remove_dir_all(&dir).ok();
+    }
+
+    let mut children: Vec<(Child, PathBuf, Option<f64>)> = Vec::new();
+    let started = Instant::now();
+    for n in 0..env.machines {
+        let dir = env.scratch.join(format!("machine{n:02}"));
+        children.push((pull(&dir)?, dir, None));
     }
     let mut done_at_kill = None;
     let mut failures = Vec::new();
@@ -278,12 +293,16 @@ fn print_report(machines: usize, origin: &str, image_bytes: u64, rounds: &[(Mode
             r.done_at_kill.map_or(String::new(), |d| format!("; {d} machines were done when the mirror died"))
         );
     }
-    if let (Some(peer), Some((_, mirror))) = (peer, rounds.get(1)) {
-        println!(
-            "  ratio mirror/peer: wall {:.2}, origin bytes {:.2}",
-            mirror.wall / peer.wall,
-            mirror.origin_bytes as f64 / peer.origin_bytes.max(1) as f64
-        );
+    for (mode, r) in rounds.iter().skip(1) {
+        if let Some(peer) = peer {
+            println!(
+                "  ratio {}/peer: wall {:.2}, p95 {:.2}, origin bytes {:.2}",
+                mode.label(),
+                r.wall / peer.wall,
+                percentile(&r.times, 0.95) / percentile(&peer.times, 0.95),
+                r.origin_bytes as f64 / peer.origin_bytes.max(1) as f64
+            );
+        }
     }
 }
 

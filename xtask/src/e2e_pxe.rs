@@ -189,9 +189,11 @@ fn check_served(port: u16, dir: &Path) -> Result<()> {
 
 /// `GET path` on 127.0.0.1:port (HTTP/1.0): the body of a 200.
 fn http_get(port: u16, path: &str) -> Result<Vec<u8>> {
-    let mut stream = TcpStream::connect(("127.0.0.1", port))?;
+    let mut stream = TcpStream::connect(("127.0.0.1", port)).with_context(|| format!("connect 127.0.0.1:{port}"))?;
     stream.set_read_timeout(Some(Duration::from_secs(30)))?;
-    write!(stream, "GET {path} HTTP/1.0\r\nHost: 127.0.0.1\r\n\r\n")?;
+    // One write: the file server reads the request with one read.
+    let request = format!("GET {path} HTTP/1.0\r\nHost: 127.0.0.1\r\n\r\n");
+    stream.write_all(request.as_bytes()).with_context(|| format!("GET {path}"))?;
     let mut raw = Vec::new();
     stream.read_to_end(&mut raw).with_context(|| format!("GET {path}"))?;
     let end = raw.windows(4).position(|w| w == b"\r\n\r\n").with_context(|| format!("GET {path}: no header end"))?;
