@@ -55,21 +55,22 @@ struct Args {
     url: String,
     machine_id: String,
     token_file: Option<PathBuf>,
-    ca: PathBuf,
+    /// Extra roots beside the initrd's CA bundle (`rd.iguana.ca=`).
+    ca: Option<PathBuf>,
     heartbeat: Duration,
 }
 
 fn parse(args: &[String]) -> anyhow::Result<Args> {
     let usage = "usage: iguana report URL --machine-id ID [--token-file FILE] [--ca FILE] [--heartbeat SECS]";
     let (mut url, mut machine_id, mut token_file) = (None, None, None);
-    let mut ca = PathBuf::from(crate::workflow::source::CA_BUNDLE);
+    let mut ca = None;
     let mut heartbeat = Duration::from_secs(60);
     let mut it = args.iter();
     while let Some(arg) = it.next() {
         match arg.as_str() {
             "--machine-id" => machine_id = it.next().cloned(),
             "--token-file" => token_file = it.next().map(PathBuf::from),
-            "--ca" => ca = it.next().map(PathBuf::from).context(usage)?,
+            "--ca" => ca = Some(it.next().map(PathBuf::from).context(usage)?),
             "--heartbeat" => heartbeat = Duration::from_secs(it.next().and_then(|v| v.parse().ok()).context(usage)?),
             other if url.is_none() && !other.starts_with("--") => url = Some(other.to_string()),
             other => bail!("unexpected argument {other:?}\n{usage}"),
@@ -91,7 +92,7 @@ pub fn cli(args: &[String]) -> anyhow::Result<()> {
         }
         None => None,
     };
-    let agent = agent(&args.url, &args.ca)?;
+    let agent = agent(&args.url, args.ca.as_deref())?;
     let shared = Arc::new((Mutex::new(Shared { queue: Queue::new(QUEUE_CAP), closed: false, running: None }), Condvar::new()));
     let reader = Arc::clone(&shared);
     std::thread::spawn(move || read_frames(std::io::stdin().lock(), &reader));
@@ -256,11 +257,16 @@ pub fn read_tail(path: &Path, limit: u64) -> Vec<u8> {
     read().unwrap_or_default()
 }
 
-fn agent(url: &str, ca: &Path) -> anyhow::Result<ureq::Agent> {
+/// The initrd's CA bundle (when present) and `extra` are trusted for https.
+fn agent(url: &str, extra: Option<&Path>) -> anyhow::Result<ureq::Agent> {
     use ureq::tls::{parse_pem, PemItem, RootCerts, TlsConfig};
     let mut tls = TlsConfig::builder();
     if url.starts_with("https://") {
-        let pem = crate::fsutil::read_bounded(ca, 16 << 20).with_context(|| format!("read CA bundle {}", ca.display()))?;
+        let bundle = Path::new(crate::workflow::source::CA_BUNDLE);
+        let mut pem = crate::fsutil::read_bounded(bundle, 16 << 20).unwrap_or_default();
+        if let Some(extra) = extra {
+            pem.extend(crate::fsutil::read_bounded(extra, 16 << 20).with_context(|| format!("read CA file {}", extra.display()))?);
+        }
         let certs: Vec<_> = parse_pem(&pem)
             .filter_map(|item| match item {
                 Ok(PemItem::Certificate(c)) => Some(c),
@@ -268,7 +274,7 @@ fn agent(url: &str, ca: &Path) -> anyhow::Result<ureq::Agent> {
             })
             .collect();
         if certs.is_empty() {
-            bail!("CA bundle {} has no certificates", ca.display());
+            bail!("no CA certificates in {} or rd.iguana.ca", bundle.display());
         }
         tls = tls.root_certs(RootCerts::Specific(Arc::new(certs)));
     }
