@@ -248,9 +248,9 @@ fn image_bytes(origin: &Registry) -> Result<u64> {
     if resp.status != 200 {
         bail!("GET the bench image's manifest: HTTP {}", resp.status);
     }
-    let manifest: serde_yaml::Value = serde_yaml::from_slice(&resp.body).context("parse the manifest")?;
-    let size = |v: &serde_yaml::Value| v["size"].as_u64().unwrap_or(0);
-    let layers = manifest["layers"].as_sequence().map(|l| l.iter().map(size).sum()).unwrap_or(0);
+    let manifest: serde_json::Value = serde_json::from_slice(&resp.body).context("parse the manifest")?;
+    let size = |v: &serde_json::Value| v["size"].as_u64().unwrap_or(0);
+    let layers = manifest["layers"].as_array().map(|l| l.iter().map(size).sum()).unwrap_or(0);
     Ok(size(&manifest["config"]) + layers)
 }
 

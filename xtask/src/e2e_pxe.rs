@@ -135,9 +135,10 @@ fn run() -> Result<()> {
             .chain(outcome.kernel_panicked().then(|| "kernel panic".to_owned()))
             .chain((!outcome.exited_by_itself()).then(|| format!("still running after {TIMEOUT:?}")))
             .collect();
-        match problems.is_empty() {
-            true => eprintln!("xtask:   pxe guest {} done in {:.1?}", n + 1, outcome.elapsed),
-            false => errors.push(format!("guest {}: {} (console {})", n + 1, problems.join("; "), log.display())),
+        if problems.is_empty() {
+            eprintln!("xtask:   pxe guest {} done in {:.1?}", n + 1, outcome.elapsed);
+        } else {
+            errors.push(format!("guest {}: {} (console {})", n + 1, problems.join("; "), log.display()));
         }
         machine_ids.extend(outcome.find(&["IGUANA-PXE machine-id "]).map(|l| l.text.clone()));
     }
