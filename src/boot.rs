@@ -13,11 +13,15 @@ use std::time::{Duration, Instant};
 
 use crate::cmdline::{self, Failsafe};
 use crate::handover::{self, Requests};
-use crate::{early, extension, logging, machine_id, modules, workflow};
+use crate::{early, extension, logging, machine_id, modules, report, workflow};
 
 /// Where iguana keeps its working state (a tmpfs: RAM is the disk here).
 const WORK: &str = "/run/iguana";
 const BUILTIN_WORKFLOW: &str = "/etc/iguana/control.yaml";
+/// Where a job's container may say why it failed (`job.finished`'s `reason`).
+const REASON: &str = "/iguana/reason";
+/// network.json is read up to this for the `network.up` event.
+const NETWORK_EVENT_MAX: u64 = 64 << 10;
 /// network.json larger than this is not read for NTP servers.
 const NETWORK_JSON_MAX: u64 = 1 << 20;
 
@@ -91,14 +95,40 @@ pub fn run() -> ! {
         },
     };
     let action = handover::decide(failure.as_deref(), failsafe, &requests);
+    report_end(failure.as_deref(), &action);
     handover::execute(&action, &mut handover::Real::new(kernel_env));
     halt()
+}
+
+/// Before the handover: the failure summary for the next boot (pstore),
+/// the last events, and a bounded wait for their delivery.
+fn report_end(failure: Option<&str>, action: &handover::Action) {
+    use crate::report::{self, pid1, pstore};
+    if let Some(error) = failure {
+        let job = pid1::failed_job();
+        let step = job.as_ref().map_or("boot".to_string(), |j| format!("job {}", j.job));
+        let log = job.as_ref().map(|j| report::sender::read_tail(&j.log, 16 << 10)).unwrap_or_default();
+        let reason = job.as_ref().and_then(|j| j.reason.as_deref());
+        pstore::write_summary(&pstore::summary(&step, error, reason, &String::from_utf8_lossy(&log)));
+    }
+    let what = match action {
+        handover::Action::Reboot { .. } => "reboot",
+        handover::Action::Poweroff => "poweroff",
+        handover::Action::Kexec => "kexec",
+        handover::Action::Shell { .. } => "shell",
+        handover::Action::HandOver { .. } => "switch_root",
+    };
+    pid1::emit(report::workflow_finished(failure));
+    pid1::emit(report::handover(what, failure));
+    pid1::finish(pid1::FLUSH_LIMIT);
 }
 
 /// The phases after early setup.
 fn boot(raw: &str, failsafe: Failsafe) -> Result<(), Error> {
     let args = cmdline::parse(raw)?;
     tracing::debug!("cmdline: {args:?}");
+    let _ = std::fs::create_dir_all(WORK);
+    report::pid1::configure(args.report_url.as_deref(), args.report_token.as_deref(), args.ca.as_deref());
     for e in early::resize_tmpfs(&args.tmpfs_size) {
         tracing::warn!("{}", logging::chain(&e));
     }
@@ -131,9 +161,22 @@ fn boot(raw: &str, failsafe: Failsafe) -> Result<(), Error> {
         net.start(&args);
     });
     net.start(&args);
+    // After the modules: ramoops and efi-pstore fill /sys/fs/pstore when they load.
+    let previous = report::pstore::take_previous(Path::new(report::pstore::PSTORE));
+    if let Some(summary) = &previous {
+        tracing::warn!("previous boot failed: {}", summary.replace('\n', " | "));
+        if let Err(e) = std::fs::write(report::pstore::COPY, format!("{summary}\n")) {
+            tracing::warn!("write {}: {e}", report::pstore::COPY);
+        }
+    }
 
     let (id, source) = machine_id::provision(&[Path::new("/etc/machine-id"), Path::new("/iguana/machine-id")])?;
     tracing::info!("phase machine-id {id} source={source:?}");
+    report::pid1::set_machine_id(&id);
+    report::pid1::emit(report::boot_started(&report::machine::identity(raw)));
+    if let Some(summary) = &previous {
+        report::pid1::emit(report::previous_boot_failed(summary));
+    }
 
     // A remote control_url needs the network before the workflow is loaded;
     // otherwise the workflow is read while DHCP goes on. So do extensions
@@ -144,7 +187,9 @@ fn boot(raw: &str, failsafe: Failsafe) -> Result<(), Error> {
         extension::merge_network(&extensions, &policy, &mut merged)?;
     }
     let wf = workflow::load(&args, Path::new(BUILTIN_WORKFLOW), Path::new(WORK))?;
+    report::pid1::workflow_url(wf.report.as_deref());
     net.up(&args)?;
+    report::pid1::start();
 
     let ctx = workflow::Context {
         insecure_registries: &args.insecure_registries,
@@ -152,6 +197,7 @@ fn boot(raw: &str, failsafe: Failsafe) -> Result<(), Error> {
         ca: args.ca.as_deref(),
         work: Path::new(WORK),
         debug: failsafe.debug,
+        reason: Some(Path::new(REASON)),
     };
     let results = workflow::run(&ctx, &wf)?;
     tracing::info!("phase workflow-done jobs={}", results.len());
@@ -175,7 +221,16 @@ fn load_modules(policy: &modules::Policy, network_ready: &mut dyn FnMut(&[String
     let uevents = modules::hotplug::Listener::open()
         .map_err(|e| tracing::warn!("no hotplug: {}", logging::chain(&e)))
         .ok();
-    match modules::coldplug(&dir, Path::new("/sys"), policy, &["overlay"], network_ready) {
+    // Besides the drivers: overlay for the rootfs, and the pstore backends,
+    // ramoops when the command line places it, efi-pstore on UEFI.
+    let mut named = vec!["overlay"];
+    if policy.params.contains_key("ramoops") {
+        named.push("ramoops");
+    }
+    if Path::new("/sys/firmware/efi").exists() {
+        named.push("efi_pstore");
+    }
+    match modules::coldplug(&dir, Path::new("/sys"), policy, &named, network_ready) {
         Ok(report) => tracing::debug!("coldplug: {report}"),
         Err(e) => tracing::warn!("{}", logging::chain(&e)),
     }
@@ -224,6 +279,8 @@ impl Network {
             _ => return Ok(()),
         }
         tracing::info!("phase network-up");
+        let json = crate::fsutil::read_bounded(Path::new("/run/iguana/network.json"), NETWORK_EVENT_MAX).unwrap_or_default();
+        report::pid1::emit(report::network_up(serde_json::from_slice(&json).unwrap_or(serde_json::Value::Null)));
         crate::clock::ensure(&cmdline.ntp, || {
             // Written by the net-up child: read with a bound all the same.
             let json = crate::fsutil::read_bounded(Path::new("/run/iguana/network.json"), NETWORK_JSON_MAX)

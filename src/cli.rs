@@ -23,6 +23,9 @@ Run as PID 1 (the initrd's /init) it boots the machine. Otherwise:
                                    ask NTP servers the time; --set sets the clock (used by PID 1)
   iguana extension inspect FILE [--os-release FILE]
                                    what an extension (NAME.raw or a tree) carries and whether it fits
+  iguana report URL --machine-id ID [--token-file FILE] [--ca FILE] [--heartbeat SECS]
+                                   POST the CloudEvents read from stdin, one JSON frame a
+                                   line, with retries (used by PID 1)
   iguana --help | --version
 ";
 
@@ -52,6 +55,7 @@ pub fn main(args: &[String]) -> anyhow::Result<()> {
         "kexec-load" => crate::handover::progress::cli_kexec_load(rest),
         "hotplug" => crate::modules::hotplug::cli(rest),
         "extension" => crate::extension::inspect::cli(rest),
+        "report" => crate::report::sender::cli(rest),
         other => bail!("unknown command {other:?} (see iguana --help)"),
     }
 }
@@ -133,7 +137,7 @@ fn run(args: &[String]) -> anyhow::Result<()> {
         return Ok(());
     }
     let work = std::path::Path::new("/run/iguana");
-    let ctx = crate::workflow::Context { insecure_registries: &[], registry_mirrors: &[], ca: None, work, debug };
+    let ctx = crate::workflow::Context { insecure_registries: &[], registry_mirrors: &[], ca: None, work, debug, reason: None };
     let results = crate::workflow::run(&ctx, &wf)?;
     for (job, outcome) in results {
         println!("{job}: {outcome:?}");

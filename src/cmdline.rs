@@ -43,6 +43,11 @@ pub struct Cmdline {
     /// `rd.iguana.tmpfs_size=MOUNT=SIZE[,..]`: sizes of the /run, /iguana
     /// and /tmp tmpfs instead of [`crate::early::TMPFS_SIZES`].
     pub tmpfs_size: Vec<(String, String)>,
+    /// `rd.iguana.report_url=`: where status events go (http or https).
+    pub report_url: Option<String>,
+    /// `rd.iguana.report_token=`: bearer token for the report_url; never
+    /// shown (left out of `Debug`).
+    pub report_token: Option<String>,
 }
 
 impl Default for Cmdline {
@@ -59,6 +64,8 @@ impl Default for Cmdline {
             proxy: None,
             no_proxy: Vec::new(),
             tmpfs_size: Vec::new(),
+            report_url: None,
+            report_token: None,
         }
     }
 }
@@ -77,6 +84,8 @@ impl std::fmt::Debug for Cmdline {
             .field("ntp", &self.ntp)
             .field("proxy", &redact(&self.proxy))
             .field("no_proxy", &self.no_proxy)
+            .field("report_url", &redact(&self.report_url))
+            .field("report_token", &self.report_token.as_ref().map(|_| "***"))
             .finish()
     }
 }
@@ -102,6 +111,8 @@ const NTP: &str = "rd.iguana.ntp";
 const PROXY: &str = "rd.iguana.proxy";
 const NO_PROXY: &str = "rd.iguana.no_proxy";
 const TMPFS_SIZE: &str = "rd.iguana.tmpfs_size";
+const REPORT_URL: &str = "rd.iguana.report_url";
+pub const REPORT_TOKEN: &str = "rd.iguana.report_token";
 
 /// Reads the running kernel's command line.
 pub fn read_proc_cmdline() -> std::io::Result<String> {
@@ -197,6 +208,7 @@ pub fn parse(line: &str) -> Result<Cmdline, Error> {
     let mut net_timeout = None;
     let (mut mirrors, mut ca) = (None, None);
     let (mut ntp, mut proxy, mut no_proxy, mut tmpfs_size) = (None, None, None, None);
+    let (mut report_url, mut report_token) = (None, None);
     for (key, value) in split(line) {
         match key.as_str() {
             CONTAINERS => containers = Some(value.unwrap_or_default()),
@@ -209,6 +221,8 @@ pub fn parse(line: &str) -> Result<Cmdline, Error> {
             PROXY => proxy = Some(value.unwrap_or_default()),
             NO_PROXY => no_proxy = Some(value.unwrap_or_default()),
             TMPFS_SIZE => tmpfs_size = Some(value.unwrap_or_default()),
+            REPORT_URL => report_url = Some(value.unwrap_or_default()),
+            REPORT_TOKEN => report_token = Some(value.unwrap_or_default()),
             "rd.iguana.debug" | "rd.debug" => cmdline.debug = flag(value.as_deref()),
             _ => {}
         }
@@ -246,6 +260,21 @@ pub fn parse(line: &str) -> Result<Cmdline, Error> {
             return Err(Error::Invalid { key: CA, item: value, what: "absolute path" });
         }
         cmdline.ca = Some(value);
+    }
+    if let Some(value) = report_url {
+        let web = value.starts_with("http://") || value.starts_with("https://");
+        if !web || value.chars().any(|c| c.is_control() || c.is_whitespace()) {
+            let item = crate::redact::redact_url(&value);
+            return Err(Error::Invalid { key: REPORT_URL, item, what: "report URL (http:// or https://)" });
+        }
+        cmdline.report_url = Some(value);
+    }
+    if let Some(value) = report_token {
+        // The value itself is never quoted in an error.
+        if value.is_empty() {
+            return Err(Error::Empty { key: REPORT_TOKEN });
+        }
+        cmdline.report_token = Some(value);
     }
     if let Some(value) = ntp {
         cmdline.ntp = list(NTP, &value, "NTP server (host[:port] or [IPv6]:port)", |s| crate::clock::parse_server(s).is_some())?;
@@ -459,6 +488,29 @@ mod tests {
             ("rd.iguana.registry_mirror=a=b,,c=d", "rd.iguana.registry_mirror: item 2 is empty in \"a=b,,c=d\""),
             ("rd.iguana.ca", "rd.iguana.ca: empty value"),
             ("rd.iguana.ca=ca.pem", "rd.iguana.ca: \"ca.pem\" is not a valid absolute path"),
+        ];
+        for (line, message) in cases {
+            assert_eq!(parse(line).map_err(|e| e.to_string()), Err(message.to_string()), "{line}");
+        }
+    }
+
+    #[test]
+    fn report_url_and_token() {
+        check(
+            "console=ttyS0 rd.iguana.report_url=https://events.lan/iguana rd.iguana.report_token=s3cr3t",
+            with(|c| {
+                c.report_url = Some("https://events.lan/iguana".into());
+                c.report_token = Some("s3cr3t".into());
+            }),
+        );
+        let shown = format!("{:?}", parse("rd.iguana.report_url=http://u:pw@h/e rd.iguana.report_token=s3cr3t").unwrap());
+        assert!(shown.contains("report_url: Some(\"http://***@h/e\")") && shown.contains("report_token: Some(\"***\")"), "{shown}");
+        assert!(!shown.contains("s3cr3t") && !shown.contains("pw"), "{shown}");
+        let cases: &[(&str, &str)] = &[
+            ("rd.iguana.report_url=", "rd.iguana.report_url: \"\" is not a valid report URL (http:// or https://)"),
+            ("rd.iguana.report_url=ftp://h/e", "rd.iguana.report_url: \"ftp://h/e\" is not a valid report URL (http:// or https://)"),
+            ("rd.iguana.report_url=h:9?k=v", "rd.iguana.report_url: \"h:9?***\" is not a valid report URL (http:// or https://)"),
+            ("rd.iguana.report_token=", "rd.iguana.report_token: empty value"),
         ];
         for (line, message) in cases {
             assert_eq!(parse(line).map_err(|e| e.to_string()), Err(message.to_string()), "{line}");

@@ -58,6 +58,9 @@ pub const STEPS: &[Step] = &[
     Step::Mount { source: "run", target: "/run", fstype: "tmpfs", flags: NOSUID_NODEV, data: "mode=0755,size=50%" },
     Step::Dir { path: "/sys/fs/cgroup", mode: 0o555 },
     Step::Mount { source: "cgroup2", target: "/sys/fs/cgroup", fstype: "cgroup2", flags: NOSUID_NODEV_NOEXEC, data: "nsdelegate" },
+    // What the kernel kept of the previous boot (ramoops, efi-pstore).
+    Step::Dir { path: "/sys/fs/pstore", mode: 0o750 },
+    Step::Mount { source: "pstore", target: "/sys/fs/pstore", fstype: "pstore", flags: NOSUID_NODEV_NOEXEC, data: "" },
     Step::Dir { path: "/tmp", mode: 0o1777 },
     Step::Mount { source: "tmp", target: "/tmp", fstype: "tmpfs", flags: NOSUID_NODEV, data: "mode=1777,size=10%" },
     Step::Dir { path: "/iguana", mode: 0o755 },

@@ -21,6 +21,7 @@ pub mod machine_id;
 pub mod modules;
 pub mod proxy;
 pub mod redact;
+pub mod report;
 pub mod net;
 pub mod sys;
 pub mod trust;

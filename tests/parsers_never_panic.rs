@@ -133,3 +133,18 @@ fn uevent_parser_never_panics() {
         }
     });
 }
+
+#[test]
+fn pstore_and_report_parsers_never_panic() {
+    let dumps = [
+        "Shutdown#1 Part1\n<7>[   30.1] iguana-failure: begin\n<7>[   30.2] iguana-failure: step: job nope\n<7>[   30.3] iguana-failure: error: é boom\n<7>[   30.4] iguana-failure: end\n",
+        "<6>[ 1.0] iguana: x\niguana-failure: begin\niguana-failure:",
+    ];
+    run("pstore", &seeds(&[], &dumps), 20_000, |data| {
+        let text = String::from_utf8_lossy(data);
+        let _ = iguana::report::pstore::parse(&text);
+        let _ = iguana::report::redact_cmdline(&text);
+        let _ = iguana::report::machine::mem_total(&text);
+        let _ = iguana::report::pstore::summary("job é", &text, Some(&text), &text);
+    });
+}

@@ -5,4 +5,4 @@ echo "kernel $(busybox uname -r), machine id $(cat /iguana/machine-id)"
 echo "iguana=$iguana is in my environment"
 busybox ip -4 -o addr show | grep -v ' lo '
 echo "I can see the host's disks:"; ls /dev | grep -E '^(vd|sd|nvme)' || echo "(none attached)"
-echo "demo done: iguana reboots the machine next (no mountlist, no kernelAction)"
+echo "hello done: the install job comes next"

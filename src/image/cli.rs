@@ -13,7 +13,7 @@
 //! happened; progress lines go to stderr.
 
 use super::auth::{AuthFile, DEFAULT_AUTH_FILE};
-use super::{pull, PullOptions, Retry};
+use super::{PullOptions, Retry};
 use anyhow::Context;
 use std::path::{Path, PathBuf};
 
@@ -162,7 +162,7 @@ pub fn cli_pull(args: &[String]) -> anyhow::Result<()> {
         .enable_all()
         .build()
         .context("start tokio runtime")?;
-    let result = runtime.block_on(pull(&opts, &args.image, &args.rootfs));
+    let result = runtime.block_on(crate::image::pull_resolved(&opts, &args.image, &args.rootfs));
     if temporary {
         // A pull that failed before its first blob never created the store.
         let removed = std::fs::remove_dir_all(&store)
@@ -175,12 +175,22 @@ pub fn cli_pull(args: &[String]) -> anyhow::Result<()> {
             );
         }
     }
-    let config = result?;
+    let (config, digest) = result?;
     if let Some(path) = &args.config_out {
         write_atomic(path, &serde_json::to_vec_pretty(&config)?)
             .with_context(|| format!("write image config to {}", path.display()))?;
+        // The manifest digest the reference resolved to, for the job.started event.
+        let digest_path = digest_file(path);
+        write_atomic(&digest_path, digest.as_bytes()).with_context(|| format!("write {}", digest_path.display()))?;
     }
     Ok(())
+}
+
+/// `FILE.digest` beside `--config-out FILE`: the resolved manifest digest.
+pub fn digest_file(config_out: &Path) -> PathBuf {
+    let mut name = config_out.as_os_str().to_owned();
+    name.push(".digest");
+    PathBuf::from(name)
 }
 
 /// `.NAME.blobs` beside the rootfs, on the same filesystem.

@@ -38,7 +38,7 @@ mod unpack;
 mod unpack_tests;
 
 pub use auth::{AuthError, AuthFile, Credentials, DEFAULT_AUTH_FILE};
-pub use cli::cli_pull;
+pub use cli::{cli_pull, digest_file};
 pub use config::ImageConfig;
 pub use overlay::{read_layer_list, sibling};
 pub use reference::ReferenceError;
@@ -208,6 +208,11 @@ pub enum Error {
 /// Pulls `image` and unpacks it into `rootfs` (created if missing; must be
 /// empty). Returns the config the container should run with.
 pub async fn pull(opts: &PullOptions, image: &str, rootfs: &Path) -> Result<ImageConfig, Error> {
+    pull_resolved(opts, image, rootfs).await.map(|(config, _)| config)
+}
+
+/// [`pull`], also returning the manifest digest the reference resolved to.
+pub async fn pull_resolved(opts: &PullOptions, image: &str, rootfs: &Path) -> Result<(ImageConfig, String), Error> {
     let name = image.to_string();
     let reference = ImageRef::parse(image).map_err(|source| Error::Reference {
         image: name.clone(),
@@ -285,7 +290,7 @@ pub async fn pull(opts: &PullOptions, image: &str, rootfs: &Path) -> Result<Imag
         other => other,
     };
     installed.map_err(|err| out_of_space(&name, needs, &opts.store, err))?;
-    Ok(parsed.config)
+    Ok((parsed.config, manifest_digest.to_string()))
 }
 
 /// Downloads and unpacks the layers into `rootfs`: an overlay of layer

@@ -22,6 +22,7 @@ use std::time::{Duration, Instant};
 use indexmap::IndexMap;
 
 use crate::cmdline::Cmdline;
+use crate::report;
 use crate::container::{self, Bind, Dirs, Exit, ImageConfig, Job, Stdin, Supervisor, Timeout};
 use schema::{Container, Workflow};
 use volumes::Source;
@@ -35,6 +36,8 @@ const CONFIG_MAX_SIZE: u64 = 4 << 20;
 pub const DEFAULT_PULL_TIMEOUT: Duration = Duration::from_secs(30 * 60);
 /// The control_url fetch: 5 tries of at most 30 s each plus their backoff.
 const FETCH_TIMEOUT: Duration = Duration::from_secs(5 * 60);
+/// /iguana/reason is read up to this.
+const REASON_MAX: u64 = 4 << 10;
 
 #[derive(Debug, thiserror::Error)]
 pub enum Error {
@@ -118,7 +121,7 @@ pub fn from_images(images: &[String]) -> Workflow {
         };
         jobs.insert(name, job);
     }
-    Workflow { name: Some("rd.iguana.containers".into()), description: None, env: Default::default(), jobs: schema::Unique(jobs) }
+    Workflow { name: Some("rd.iguana.containers".into()), description: None, env: Default::default(), jobs: schema::Unique(jobs), report: None }
 }
 
 /// At most 64 characters, so that a `-N` suffix keeps it within the rule.
@@ -154,6 +157,9 @@ pub struct Context<'a> {
     pub ca: Option<&'a str>,
     pub work: &'a Path,
     pub debug: bool,
+    /// Where a container may leave why it failed (`/iguana/reason` in PID
+    /// 1): removed before each job, read (bounded) into `job.finished`.
+    pub reason: Option<&'a Path>,
 }
 
 impl Context<'_> {
@@ -179,10 +185,18 @@ pub fn run(ctx: &Context<'_>, wf: &Workflow) -> Result<Vec<(String, Outcome)>, E
         if !unmet.is_empty() {
             let why = format!("needs {} which did not succeed", join(&unmet));
             tracing::warn!("job {id} skipped: {why}");
+            let skipped = report::Finished { state: "skipped", exit_code: None, duration_secs: 0.0, error: Some(why.clone()), reason: None };
+            report::pid1::emit(report::job_finished(id, &skipped));
             results.push((id.clone(), Outcome::Skipped(why)));
             continue;
         }
-        match run_job(ctx, wf, id, job) {
+        if let Some(reason) = ctx.reason {
+            let _ = std::fs::remove_file(reason);
+        }
+        let started = Instant::now();
+        let result = run_job(ctx, wf, id, job);
+        report_finished(ctx, id, &result, started.elapsed());
+        match result {
             Ok(()) => {
                 tracing::info!("job {id} succeeded");
                 results.push((id.clone(), Outcome::Succeeded));
@@ -208,6 +222,32 @@ pub fn run(ctx: &Context<'_>, wf: &Workflow) -> Result<Vec<(String, Outcome)>, E
     match stopped {
         Some(e) => Err(Error::Stopped(Box::new(e))),
         None => Ok(results),
+    }
+}
+
+/// `job.finished` (with the end of the job's log), then the whole log.
+fn report_finished(ctx: &Context<'_>, id: &str, result: &Result<(), Error>, took: Duration) {
+    let (state, exit_code) = match result {
+        Ok(()) => ("success", Some(0)),
+        Err(Error::Failed { exit: Exit::TimedOut(_), .. }) => ("timeout", None),
+        Err(Error::Failed { exit: Exit::Code(code), .. }) => ("failed", Some(*code)),
+        Err(_) => ("failed", None),
+    };
+    let reason = ctx
+        .reason
+        .and_then(|path| crate::fsutil::read_bounded(path, REASON_MAX).ok())
+        .map(|bytes| String::from_utf8_lossy(&bytes).trim().to_string())
+        .filter(|r| !r.is_empty());
+    let error = result.as_ref().err().map(|e| crate::logging::chain(e));
+    let log = ctx.work.join("logs").join(format!("{id}.log"));
+    let log = log.is_file().then_some(log);
+    if result.is_err() {
+        report::pid1::note_failed_job(id, log.as_deref().unwrap_or(Path::new("")), reason.as_deref());
+    }
+    let finished = report::Finished { state, exit_code, duration_secs: took.as_secs_f64(), error, reason };
+    report::pid1::emit_with_tail(report::job_finished(id, &finished), log.clone());
+    if let Some(log) = log {
+        report::pid1::put_log(id, &log);
     }
 }
 
@@ -241,6 +281,7 @@ fn run_job(ctx: &Context<'_>, wf: &Workflow, id: &str, job: &schema::Job) -> Res
     }
     if result.is_ok() {
         result = prepare(ctx, wf, id, &job.container, deadline)
+            .inspect(|_| report_started(ctx, id, &job.container.image))
             .and_then(|j| container::start(&j, &dirs, Stdin::Console).map_err(Error::from))
             .map(|running| {
                 sup.add(running);
@@ -263,6 +304,13 @@ fn run_job(ctx: &Context<'_>, wf: &Workflow, id: &str, job: &schema::Job) -> Res
         images::release(&ctx.work.join("images"), &pulled, &images::images_after(wf, id));
     }
     result
+}
+
+/// `job.started`, with the digest the pull resolved the image to.
+fn report_started(ctx: &Context<'_>, id: &str, image: &str) {
+    let digest_file = crate::image::digest_file(&ctx.work.join("images").join(id).join("config.json"));
+    let digest = crate::fsutil::read_bounded(&digest_file, 256).ok().map(|b| String::from_utf8_lossy(&b).trim().to_string());
+    report::pid1::emit(report::job_started(id, image, digest.as_deref()));
 }
 
 /// Pulls a container's image and resolves its env and volumes.
@@ -358,6 +406,7 @@ mod tests {
             ca: Some("/etc/iguana/ca.pem"),
             work: Path::new("/run/iguana"),
             debug: false,
+            reason: None,
         };
         let args = pull_args(&ctx, "busybox", Path::new("/r"), Path::new("/c.json"));
         assert_eq!(
@@ -374,7 +423,7 @@ mod tests {
     #[test]
     fn a_pull_past_the_job_deadline_is_killed() {
         let dir = tempfile::tempdir().unwrap();
-        let ctx = Context { insecure_registries: &[], registry_mirrors: &[], ca: None, work: dir.path(), debug: false };
+        let ctx = Context { insecure_registries: &[], registry_mirrors: &[], ca: None, work: dir.path(), debug: false, reason: None };
         let err = pull(&ctx, "slow", "127.0.0.1:1/never:v1", Some(Instant::now())).unwrap_err();
         assert_eq!(err.to_string(), "job slow: iguana pull not started: its deadline had passed");
     }

@@ -23,6 +23,8 @@ pub struct Workflow {
     #[serde(default)]
     pub env: Env,
     pub jobs: Unique<Job>,
+    /// Ours: where status events go (`rd.iguana.report_url=` wins).
+    pub report: Option<String>,
 }
 
 #[derive(Debug, Clone, PartialEq, Deserialize)]
@@ -291,6 +293,11 @@ fn validate(w: &Workflow) -> Result<(), Error> {
     if w.jobs.0.is_empty() {
         return Err(Error::NoJobs);
     }
+    if let Some(url) = &w.report {
+        if !(url.starts_with("http://") || url.starts_with("https://")) || url.chars().any(char::is_whitespace) {
+            return Err(invalid("report".into(), format!("{:?} is not an http:// or https:// URL", crate::redact::redact_url(url))));
+        }
+    }
     for (i, (id, job)) in w.jobs.0.iter().enumerate() {
         let path = format!("jobs.{id}");
         if !name::valid(id) {
@@ -404,6 +411,13 @@ mod tests {
         }
     }
 
+    #[test]
+    fn report_url() {
+        let ok = parse(b"report: http://10.0.2.2:8080/events\njobs:\n  a:\n    container: {image: r/a}\n").unwrap();
+        assert_eq!(ok.report.as_deref(), Some("http://10.0.2.2:8080/events"));
+        check_err("report: ftp://h/e?t=x\njobs:\n  a:\n    container: {image: r/a}\n", "report: \"ftp://h/e?***\" is not an http:// or https:// URL");
+    }
+
     /// Upstream's own example files parse unchanged.
     /// YAML aliases replay their anchor: a file under the size limit must
     /// not expand into gigabytes in PID 1 (the "billion laughs" of YAML).
@@ -450,7 +464,7 @@ mod tests {
             ("name: x\n", "missing field `jobs`"),
             ("jobs: {}\n", "jobs: no jobs"),
             ("jobs:\n  a:\n    container: {image: r/a}\n    contaner: {}\n", "unknown field `contaner`, expected one of `container`, `services`, `needs`, `continue_on_error`, `steps`, `timeout` at line 4 column 5"),
-            ("name: x\njobz: {}\n", "unknown field `jobz`, expected one of `name`, `description`, `env`, `jobs` at line 2 column 1"),
+            ("name: x\njobz: {}\n", "unknown field `jobz`, expected one of `name`, `description`, `env`, `jobs`, `report` at line 2 column 1"),
             ("jobs:\n  a:\n    container: {image: \"\"}\n", "jobs.a.container.image: empty image"),
             ("jobs:\n  a:\n    container: {image: r/a}\n    needs: [zz]\n", "jobs.a.needs: unknown job \"zz\""),
             ("jobs:\n  a:\n    container: {image: r/a}\n    needs: b\n  b:\n    container: {image: r/b}\n", "jobs.a.needs: job \"b\" does not run before \"a\""),

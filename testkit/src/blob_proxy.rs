@@ -31,6 +31,8 @@ pub enum BlobFault {
 /// One response of the blob, as served.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Served {
+    /// The request's path (`/v2/NAME/blobs/sha256:HEX`).
+    pub path: String,
     /// The request's `Range` header, if any (`bytes=N-`).
     pub range: Option<String>,
     /// The registry's status code (200, 206).
@@ -54,7 +56,8 @@ const STALL_HOLD: Duration = Duration::from_secs(60);
 
 impl BlobProxy {
     /// Proxies to the registry on `127.0.0.1:upstream`; `digest`
-    /// (`sha256:HEX`) is the blob it watches.
+    /// (`sha256:HEX`) is the blob it watches (`sha256:` alone watches every
+    /// blob: a counter of what a registry serves).
     pub fn start(upstream: u16, digest: &str, fault: BlobFault) -> anyhow::Result<BlobProxy> {
         let listener = TcpListener::bind("127.0.0.1:0").context("bind 127.0.0.1:0")?;
         let port = listener.local_addr()?.port();
@@ -142,6 +145,7 @@ fn serve(client: TcpStream, upstream: u16, blob: &str, fault: BlobFault, log: &M
     let index = {
         let mut served = log.lock().map_err(|_| anyhow::anyhow!("log poisoned"))?;
         served.push(Served {
+            path: path.to_string(),
             range: header(&request, "range").map(String::from),
             status,
             bytes: 0,

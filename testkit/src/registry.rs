@@ -25,6 +25,9 @@ pub struct RegistryOptions {
     /// Require bearer tokens from this token server (`auth: token:`); the
     /// user and password are what the token server wants.
     pub token: Option<TokenAuth>,
+    /// Run as a pull-through cache (distribution's proxy mode) of the
+    /// registry at this URL (`http://127.0.0.1:PORT`): a site's mirror.
+    pub proxy_remote: Option<String>,
 }
 
 /// The registry's side of the bearer-token flow.
@@ -90,12 +93,16 @@ impl Registry {
             ),
             None => String::new(),
         };
+        let proxy = match &opts.proxy_remote {
+            Some(url) => format!("proxy:\n  remoteurl: {url}\n"),
+            None => String::new(),
+        };
         let config = format!(
             "version: 0.1\n\
              log:\n  level: info\n  accesslog:\n    disabled: true\n\
              storage:\n  filesystem:\n    rootdirectory: {storage}\n  delete:\n    enabled: true\n  redirect:\n    disable: true\n\
              http:\n  addr: 127.0.0.1:{port}\n{tls}\
-             {auth}",
+             {auth}{proxy}",
             storage = dir.path().join("storage").display(),
         );
         fs::write(dir.path().join("config.yml"), config)?;

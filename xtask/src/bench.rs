@@ -47,7 +47,7 @@ const RUNS: usize = 3;
 const MEMORY_STEPS: &[u32] = &[512, 256, 128, 96];
 const TIMEOUT: Duration = Duration::from_secs(120);
 
-const USAGE: &str = "usage: cargo xtask bench boot [--init FILE] [--runs N] [--no-memory] [--append ARGS] | bench initrd [--init FILE] | bench pull [--runs N] [--baseline FILE] [--big] | bench extensions [--runs N]";
+const USAGE: &str = "usage: cargo xtask bench boot [--init FILE] [--runs N] [--no-memory] [--append ARGS] | bench initrd [--init FILE] | bench pull [--runs N] [--baseline FILE] [--big] | bench extensions [--runs N] | bench fleet [--machines N] [--image-mb M]";
 
 /// What `bench boot` measures besides the timed boots.
 struct BootOptions {
@@ -62,6 +62,9 @@ struct BootOptions {
 pub fn main(args: &[String]) -> Result<()> {
     if args.first().map(String::as_str) == Some("pull") {
         return crate::bench_pull::main(args.get(1..).unwrap_or_default());
+    }
+    if args.first().map(String::as_str) == Some("fleet") {
+        return crate::bench_fleet::main(&args[1..]);
     }
     let mut opts = Options::default();
     let mut boot_opts = BootOptions { runs: RUNS, memory: true, append: String::new() };

@@ -286,14 +286,20 @@ fn build_iguana() -> Result<PathBuf> {
 
 /// The image, and the layer-1 path that layer 3 whites out.
 fn bench_image() -> Result<(Image, String)> {
+    bench_image_of(REAL_FILES_BYTES, RANDOM_FILES)
+}
+
+/// The bench image at another size: up to `real_bytes` of host files in
+/// layer 1, `random_files` files of 10 MiB in layer 2 (`bench fleet`).
+pub fn bench_image_of(real_bytes: u64, random_files: usize) -> Result<(Image, String)> {
     let mut real = Layer::new();
     let mut total = 0;
     let mut first = None;
-    collect(Path::new("/usr/share"), &mut real, &mut total, &mut first)?;
+    collect(Path::new("/usr/share"), &mut real, &mut total, &mut first, real_bytes)?;
     let removed = first.context("no regular files in /usr/share")?;
     let mut random = Layer::new().dir("random", 0o755);
     let mut seed = 0x9e37_79b9_7f4a_7c15u64;
-    for i in 0..RANDOM_FILES {
+    for i in 0..random_files {
         random = random.file(&format!("random/{i:02}.bin"), noise(&mut seed, RANDOM_FILE_BYTES), 0o644);
     }
     let small = Layer::new()
@@ -306,22 +312,22 @@ fn bench_image() -> Result<(Image, String)> {
 }
 
 /// Adds regular files under `dir` (sorted, depth first) until `total`
-/// reaches [`REAL_FILES_BYTES`]; directories are created implicitly.
-fn collect(dir: &Path, layer: &mut Layer, total: &mut u64, first: &mut Option<String>) -> Result<()> {
+/// reaches `limit`; directories are created implicitly.
+fn collect(dir: &Path, layer: &mut Layer, total: &mut u64, first: &mut Option<String>, limit: u64) -> Result<()> {
     let mut entries: Vec<_> = match fs::read_dir(dir) {
         Ok(e) => e.filter_map(|e| e.ok()).map(|e| e.path()).collect(),
         Err(_) => return Ok(()),
     };
     entries.sort();
     for path in entries {
-        if *total >= REAL_FILES_BYTES {
+        if *total >= limit {
             break;
         }
         let Ok(meta) = fs::symlink_metadata(&path) else { continue };
         let rel = path.strip_prefix("/").unwrap_or(&path).to_string_lossy().into_owned();
         if meta.is_dir() {
             *layer = std::mem::take(layer).dir(&rel, 0o755);
-            collect(&path, layer, total, first)?;
+            collect(&path, layer, total, first, limit)?;
         } else if meta.is_file() {
             let Ok(content) = fs::read(&path) else { continue };
             *total += content.len() as u64;
@@ -483,13 +489,19 @@ fn run(cmd: &mut Command) -> Result<()> {
 
 /// Both results must hold the same tree: layer 3 applied on top.
 fn check_rootfs(rootfs: &Path, removed: &str) -> Result<()> {
+    check_rootfs_of(rootfs, removed, RANDOM_FILES)
+}
+
+/// [`check_rootfs`] for an image of [`bench_image_of`] with `random_files`.
+pub fn check_rootfs_of(rootfs: &Path, removed: &str, random_files: usize) -> Result<()> {
     let motd = fs::read_to_string(rootfs.join("etc/motd")).with_context(|| format!("{}: etc/motd", rootfs.display()))?;
     if motd != "pulled by iguana\n" || rootfs.join(removed).exists() {
         bail!("{}: layers not applied as expected", rootfs.display());
     }
-    let size = fs::metadata(rootfs.join("random/14.bin"))?.len();
+    let last = format!("random/{:02}.bin", random_files.saturating_sub(1));
+    let size = fs::metadata(rootfs.join(&last)).with_context(|| format!("{}: {last}", rootfs.display()))?.len();
     if size != RANDOM_FILE_BYTES as u64 {
-        bail!("{}: random/14.bin has {size} bytes", rootfs.display());
+        bail!("{}: {last} has {size} bytes", rootfs.display());
     }
     Ok(())
 }

@@ -56,7 +56,13 @@ pub fn main(args: &[String]) -> Result<()> {
         // Each row of the fault matrix counts as one test.
         let (fp, fnames) = crate::e2e_faults::run_all(&Options::default())?;
         names.extend(fnames);
-        let mp = mp + tp + fp;
+        let (xp, xnames) = crate::e2e_pxe::run_all()?;
+        names.extend(xnames);
+        let (dp2, dnames2) = crate::demo::run_all()?;
+        names.extend(dnames2);
+        let (ep, enames) = crate::e2e_extensions::run_all()?;
+        names.extend(enames);
+        let mp = mp + tp + fp + xp + dp2 + ep;
         Ok((p + hp + dp + mp, names))
     }) {
         Ok((p, names)) => {

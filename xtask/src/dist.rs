@@ -21,7 +21,7 @@ use anyhow::{bail, Context, Result};
 use crate::{cmd_output, dracut, flag_value, initrd, target_dir, tools, uki};
 
 /// Files summed in SHA256SUMS, in this order.
-const SUMMED: &[&str] = &["vmlinuz", "iguana-initrd", "ipxe.script", "kernel-args.txt"];
+pub const SUMMED: &[&str] = &["vmlinuz", "iguana-initrd", "ipxe.script", "kernel-args.txt"];
 
 const IPXE_SCRIPT: &str = r#"#!ipxe
 # iguana: boot the kernel and initrd next to this script.
@@ -29,9 +29,12 @@ const IPXE_SCRIPT: &str = r#"#!ipxe
 #   ${base-url}   where vmlinuz and iguana-initrd are served, e.g. http://pxe.lan/iguana
 #   ${registry}   the registry the containers come from, e.g. registry.lan:5000
 #   ${image}      the image to run, e.g. ${registry}/installer:latest
+#   ${extra-args} more kernel arguments, if any, e.g.
+#                 rd.iguana.insecure_registries=${registry} for a lab registry
+#                 without TLS, rd.iguana.registry_mirror=, rd.iguana.report_url=
 # Use rd.iguana.control_url=${base-url}/workflow.yaml instead of
 # rd.iguana.containers to run a workflow file; see kernel-args.txt.
-kernel ${base-url}/vmlinuz initrd=iguana-initrd console=tty0 console=ttyS0,115200 rd.iguana.containers=${image}
+kernel ${base-url}/vmlinuz initrd=iguana-initrd console=tty0 console=ttyS0,115200 rd.iguana.containers=${image} ${extra-args}
 initrd ${base-url}/iguana-initrd
 boot
 "#;
@@ -50,6 +53,8 @@ const KERNEL_ARGS: &[(&str, &str, &str)] = &[
     ("rd.iguana.no_proxy=ITEM[,...]", "-", "rd.iguana.no_proxy=.lan,10.0.0.0/8"),
     ("rd.iguana.reboot_timeout=SECS", "10", "rd.iguana.reboot_timeout=30"),
     ("rd.iguana.tmpfs_size=MOUNT=SIZE[,...] (run, iguana, tmp)", "run=50%,iguana=20%,tmp=10%", "rd.iguana.tmpfs_size=run=75%,tmp=64m"),
+    ("rd.iguana.report_url=URL (status events, CloudEvents)", "-", "rd.iguana.report_url=https://events.lan/iguana"),
+    ("rd.iguana.report_token=TOKEN (prefer /etc/iguana/report-token in the initrd)", "-", "rd.iguana.report_token=s3cr3t"),
     ("rd.iguana.debug", "off", "rd.iguana.debug"),
     ("rd.debug", "off", "rd.debug"),
     ("init=/path", "/sbin/init", "init=/usr/lib/systemd/systemd"),
@@ -86,21 +91,12 @@ pub fn main(args: &[String]) -> Result<()> {
     if !make_uki && (cmdline.is_some() || sign.is_some()) {
         bail!("dist: --cmdline and --sign are for the unified kernel image: add --uki");
     }
-    tools::ensure_tools()?;
-    let (vmlinuz, initrd) = if use_dracut {
-        let built = dracut::build()?;
-        (built.kernel.vmlinuz, built.initrd)
-    } else {
-        let built = initrd::build(&initrd::Options::default())?;
-        (built.kernel.vmlinuz, built.initrd)
-    };
-    let dir = target_dir().join("dist");
-    write(&dir, &vmlinuz, &initrd)?;
+    let dir = build(use_dracut)?;
     let mut summed = SUMMED.to_vec();
     if make_uki {
         let efi = dir.join(UKI);
         let cmdline = cmdline.as_deref().unwrap_or(uki::DEFAULT_CMDLINE);
-        uki::build(&vmlinuz, &initrd, cmdline, &efi)?;
+        uki::build(&dir.join("vmlinuz"), &dir.join("iguana-initrd"), cmdline, &efi)?;
         if let Some((key, cert)) = &sign {
             uki::sign(&efi, Path::new(key), Path::new(cert))?;
         }
@@ -111,6 +107,22 @@ pub fn main(args: &[String]) -> Result<()> {
         println!("{}", dir.join(name).display());
     }
     Ok(())
+}
+
+/// Builds the artifacts into `target/dist/` (the e2e `pxe` scenario boots
+/// them); returns that directory.
+pub fn build(use_dracut: bool) -> Result<std::path::PathBuf> {
+    tools::ensure_tools()?;
+    let (vmlinuz, initrd) = if use_dracut {
+        let built = dracut::build()?;
+        (built.kernel.vmlinuz, built.initrd)
+    } else {
+        let built = initrd::build(&initrd::Options::default())?;
+        (built.kernel.vmlinuz, built.initrd)
+    };
+    let dir = target_dir().join("dist");
+    write(&dir, &vmlinuz, &initrd)?;
+    Ok(dir)
 }
 
 /// Fills `dir` with the artifacts and their SHA256SUMS.

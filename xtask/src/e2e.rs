@@ -11,7 +11,9 @@
 //! The metal-image-install boots (`e2e_metal`) run here too and take
 //! `--only` names of their own (`metal-install`, `metal-md5-mismatch`), and
 //! so does the fault matrix (`e2e_faults`, `--only faults`), and the
-//! unified kernel image under Secure Boot (`e2e_uki`, `--only uki-secure-boot`).
+//! unified kernel image under Secure Boot (`e2e_uki`, `--only uki-secure-boot`),
+//! a network boot of two guests by iPXE (`e2e_pxe`, `--only pxe`), and the
+//! demo's check (`demo`, `--only demo`).
 //!
 //! Container output reaches the console prefixed by its job name
 //! (`[a] ...`), so all matching is by substring, never by position, and
@@ -29,6 +31,7 @@ use testkit::{Image, Registry};
 
 use crate::e2e_guards;
 use crate::e2e_modules;
+use crate::e2e_report;
 use crate::e2e_workflow as wf;
 use crate::initrd::{self, Built, Options};
 use crate::qemu::{Net, Outcome, Vm, VmConfig, KERNEL_PANIC};
@@ -284,9 +287,12 @@ pub const SCENARIOS: &[Scenario] = &[
         reject: &[&["IGUANA-E2E year 2001"], &["clock not set"]],
         timeout: BOOT_TIMEOUT,
     },
+    // Also the status events: every event of the workflow in order, through
+    // a receiver refusing the first ones (e2e_report::check_workflow).
     Scenario {
         name: "workflow",
-        append: "rd.iguana.control_url=http://10.0.2.2:{WF}/workflow.yaml rd.iguana.insecure_registries={REG}",
+        append: "rd.iguana.control_url=http://10.0.2.2:{WF}/workflow.yaml rd.iguana.insecure_registries={REG} \
+                 rd.iguana.report_url=http://10.0.2.2:{EV}/events rd.iguana.report_token={TOKEN}",
         net: Net::User,
         expect: &[
             &[wf::MARK_ENV],
@@ -298,6 +304,16 @@ pub const SCENARIOS: &[Scenario] = &[
         ],
         reject: &[&[wf::MARK_DEPENDENT_RAN], &["workflow stopped"]],
         timeout: BOOT_TIMEOUT,
+    },
+    // Two boots: the first fails and reboots warm, the second tells why
+    // (ramoops; e2e_report::run_previous_boot).
+    Scenario {
+        name: e2e_report::PREVIOUS_BOOT,
+        append: "rd.iguana.containers={REG}/nope rd.iguana.insecure_registries={REG} {RAMOOPS}",
+        net: Net::User,
+        expect: &[],
+        reject: &[],
+        timeout: Duration::from_secs(240),
     },
     // URL secrets on the kernel command line (userinfo and query of the
     // control_url, the proxy's credentials) never reach iguana's lines nor a
@@ -443,6 +459,8 @@ pub struct Fixture {
     pub workflow_port: u16,
     /// SNTP server on 127.0.0.1 telling the host's time (`clock-sntp`).
     pub sntp: testkit::SntpServer,
+    /// The status event receiver of the `workflow` boot.
+    pub events: testkit::EventReceiver,
 }
 
 impl Fixture {
@@ -464,12 +482,14 @@ impl Fixture {
         eprintln!("xtask: registry {} with {} images", registry.host(), count);
         let workflow_port = wf::serve(wf::workflow(&guest_registry))?;
         let sntp = testkit::SntpServer::real_time("127.0.0.1:0").context("start SNTP server")?;
+        let events = testkit::EventReceiver::start(e2e_report::FAIL_FIRST).context("start event receiver")?;
         Ok(Fixture {
             built,
             _registry: registry,
             guest_registry,
             workflow_port,
             sntp,
+            events,
         })
     }
 
@@ -529,13 +549,17 @@ pub fn main(args: &[String]) -> Result<()> {
     let faults_only = only.iter().any(|name| name == crate::e2e_faults::NAME);
     let uki_only = only.iter().any(|name| name == crate::e2e_uki::NAME);
     let extensions_only = only.iter().any(|name| name == crate::e2e_extensions::NAME);
-    let only: Vec<String> = only
-        .into_iter()
-        .filter(|name| {
-            ![e2e_modules::NAME, crate::e2e_faults::NAME, crate::e2e_uki::NAME, crate::e2e_extensions::NAME]
-                .contains(&name.as_str())
-        })
-        .collect();
+    let pxe_only = only.iter().any(|name| name == crate::e2e_pxe::NAME);
+    let demo_only = only.iter().any(|name| name == crate::demo::NAME);
+    let own = [
+        e2e_modules::NAME,
+        crate::e2e_faults::NAME,
+        crate::e2e_uki::NAME,
+        crate::e2e_extensions::NAME,
+        crate::e2e_pxe::NAME,
+        crate::demo::NAME,
+    ];
+    let only: Vec<String> = only.into_iter().filter(|name| !own.contains(&name.as_str())).collect();
     for name in &only {
         if !SCENARIOS.iter().any(|s| s.name == name) {
             let mut names: Vec<&str> = SCENARIOS.iter().map(|s| s.name).collect();
@@ -544,6 +568,8 @@ pub fn main(args: &[String]) -> Result<()> {
             names.push(crate::e2e_faults::NAME);
             names.push(crate::e2e_uki::NAME);
             names.push(crate::e2e_extensions::NAME);
+            names.push(crate::e2e_pxe::NAME);
+            names.push(crate::demo::NAME);
             bail!("e2e: no scenario {name:?} (have {})", names.join(", "));
         }
     }
@@ -552,7 +578,9 @@ pub fn main(args: &[String]) -> Result<()> {
         && !modules_only
         && !faults_only
         && !uki_only
-        && !extensions_only;
+        && !extensions_only
+        && !pxe_only
+        && !demo_only;
     let scenarios: Vec<&Scenario> = SCENARIOS
         .iter()
         .filter(|s| everything || only.iter().any(|name| name == s.name))
@@ -574,6 +602,16 @@ pub fn main(args: &[String]) -> Result<()> {
     }
     if everything || faults_only {
         let (p, f) = crate::e2e_faults::run_all(&opts)?;
+        passed += p;
+        failed.extend(f);
+    }
+    if everything || pxe_only {
+        let (p, f) = crate::e2e_pxe::run_all()?;
+        passed += p;
+        failed.extend(f);
+    }
+    if everything || demo_only {
+        let (p, f) = crate::demo::run_all()?;
         passed += p;
         failed.extend(f);
     }
@@ -663,6 +701,9 @@ fn run_one(
             .replace("{WF}", &fixture.workflow_port.to_string())
             .replace("{NTP}", &fixture.sntp.port().to_string())
             .replace("{YEAR}", &this_year())
+            .replace("{EV}", &fixture.events.port().to_string())
+            .replace("{TOKEN}", e2e_report::TOKEN)
+            .replace("{RAMOOPS}", e2e_report::RAMOOPS)
     };
     let mut config = fixture.vm(&format!("{} {COMMON_APPEND}", subst(scenario.append)));
     config.net = scenario.net;
@@ -672,8 +713,15 @@ fn run_one(
     if verbose {
         config.echo = Some(format!("[{}] ", scenario.name));
     }
+    if scenario.name == e2e_report::PREVIOUS_BOOT {
+        return e2e_report::run_previous_boot(config, log, scenario.timeout);
+    }
     let outcome = Vm::start(&config)?.wait(scenario.timeout);
     let _ = fs::write(log, outcome.transcript());
+    if scenario.name == "workflow" {
+        e2e_report::check_workflow(&fixture.events, &outcome)
+            .map_err(|e| anyhow::anyhow!("{e:#}\n  console: {}", log.display()))?;
+    }
     let subst_all = |lines: &[&[&str]]| -> Vec<Vec<String>> {
         lines
             .iter()

@@ -55,7 +55,7 @@ jobs:
     container:
       image: {reg}/shenv
       env:
-        SCRIPT: "echo IGUANA-E2E broken runs; exit 3"
+        SCRIPT: "echo IGUANA-E2E broken runs; echo disk too small > /iguana/reason; exit 3"
     continue_on_error: true
   dependent:
     container:

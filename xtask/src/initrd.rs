@@ -59,6 +59,10 @@ pub const MODULES: &[&str] = &[
     "loop",
     "erofs",
     "squashfs",
+    // pstore backends, loaded by PID 1 when the command line places
+    // ramoops (`ramoops.mem_address=`) or the machine booted by UEFI.
+    "ramoops",
+    "efi_pstore",
 ];
 
 /// Empty directories PID 1 mounts on or writes to.

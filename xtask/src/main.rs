@@ -4,6 +4,7 @@
 //! but Rust to run `cargo xtask ci`.
 
 mod bench;
+mod bench_fleet;
 mod bench_pull;
 mod boot;
 mod ci;
@@ -20,6 +21,8 @@ mod e2e_guards;
 mod e2e_handover;
 mod e2e_modules;
 mod e2e_uki;
+mod e2e_pxe;
+mod e2e_report;
 mod e2e_metal;
 mod e2e_workflow;
 mod extension;
@@ -54,11 +57,15 @@ tasks:
                              boot QEMU guests against a local registry
                              (`--only modules`: compressed modules, hotplug,
                              blacklist and module parameters in one boot;
-                             `--only faults`: the fault matrix, two boots)
+                             `--only faults`: the fault matrix, two boots;
+                             `--only pxe`: two guests network-booted by iPXE;
+                             `--only demo`: the demo's check)
   e2e-handover [--only NAME] switch_root, kexec, bad mountlist in QEMU
   e2e-metal [--only NAME,..] examples/metal-image-install/ in QEMU (also in e2e)
-  demo [--memory MIB] [--init FILE]
-                             boot one guest and show its console live
+  demo [--memory MIB] [--init FILE] [--check]
+                             install onto a virtual disk and switch_root into
+                             it, console live, then the events as a timeline
+                             (`--check`: quiet, fails unless it all happened)
   bench boot [--init FILE] [--runs N] [--no-memory] [--append ARGS]
                              boot-time phases, smallest RAM, sizes
   bench initrd [--init FILE] initrd size and unpack time per compression
@@ -66,6 +73,9 @@ tasks:
                              image pull: flat vs skopeo+umoci, per-layer vs podman
   bench extensions [--runs N]
                              boot time an erofs / squashfs extension adds
+  bench fleet [--machines N] [--image-mb M]
+                             N (20) concurrent pulls through a pull-through
+                             cache, then with the cache killed at 5 s
   ci                         every check: host tests, then e2e
   dracut                     build the initrd with dracut and dracut-module/;
                              the last two lines are `kernel:` and `initrd:`

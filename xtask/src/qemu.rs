@@ -105,6 +105,20 @@ pub struct VmConfig {
     pub interactive: bool,
     /// Boot through UEFI firmware from disks (kernel, initrd and append unused).
     pub uefi: Option<Uefi>,
+    /// Network boot instead of `-kernel`/`-initrd`/`-append` (which are then
+    /// ignored): the NIC keeps QEMU's iPXE ROM, and the user network's DHCP
+    /// hands it `bootfile` from the TFTP directory `tftp`. `net` must be `User`.
+    pub pxe: Option<Pxe>,
+    /// A guest reboot restarts the guest (RAM kept: a warm reboot) instead
+    /// of ending QEMU; the caller then ends the VM itself.
+    pub reboot: bool,
+}
+
+/// Where iPXE finds its first script (`-netdev user,tftp=,bootfile=`).
+#[derive(Debug, Clone)]
+pub struct Pxe {
+    pub tftp: PathBuf,
+    pub bootfile: String,
 }
 
 impl VmConfig {
@@ -119,6 +133,8 @@ impl VmConfig {
             echo: None,
             interactive: false,
             uefi: None,
+            pxe: None,
+            reboot: false,
         }
     }
 
@@ -134,7 +150,6 @@ impl VmConfig {
             "stdio",
             "-monitor",
             "none",
-            "-no-reboot",
             // Entropy, so nothing in the guest waits for the crng.
             "-device",
             "virtio-rng-pci",
@@ -142,7 +157,23 @@ impl VmConfig {
         .iter()
         .map(|s| (*s).to_owned())
         .collect();
+        if !self.reboot {
+            args.push("-no-reboot".into());
+        }
         args.extend(["-m".into(), self.memory_mib.to_string()]);
+        if let Some(pxe) = &self.pxe {
+            // The ROM (Debian's ipxe-qemu, efi-virtio.rom) does DHCP, TFTP, HTTP.
+            args.extend([
+                "-boot".into(),
+                "order=n".into(),
+                "-netdev".into(),
+                format!("user,id=n0,tftp={},bootfile={}", pxe.tftp.display(), pxe.bootfile),
+                "-device".into(),
+                "virtio-net-pci,netdev=n0".into(),
+            ]);
+            args.extend(self.extra_args.iter().cloned());
+            return args;
+        }
         if let Some(uefi) = &self.uefi {
             args.extend(uefi.args());
         } else {
@@ -338,6 +369,21 @@ impl Vm {
             }
         }
         None
+    }
+
+    /// Kills QEMU now; what the console showed so far.
+    pub fn stop(mut self) -> Outcome {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+        // What the readers had already passed on.
+        while let Ok(Some(line)) = self.lines.try_recv() {
+            self.seen.push(line);
+        }
+        Outcome {
+            lines: std::mem::take(&mut self.seen),
+            exited: None,
+            elapsed: self.started.elapsed(),
+        }
     }
 
     /// Collects the console until QEMU exits, or kills it at `timeout`.

@@ -71,6 +71,8 @@ const TOOLS: &[Tool] = &[
     // `cargo xtask extension --format erofs|squashfs`.
     Tool { probe: Probe::Command("mkfs.erofs"), package: "erofs-utils" },
     Tool { probe: Probe::Command("mksquashfs"), package: "squashfs-tools" },
+    // The e2e `pxe` scenario network-boots with QEMU's iPXE ROM for virtio-net.
+    Tool { probe: Probe::File("/usr/lib/ipxe/qemu/efi-virtio.rom"), package: "ipxe-qemu" },
     // pip installs the PIP_TOOLS with it.
     Tool { probe: Probe::Command("pip3"), package: "python3-pip" },
 ];
