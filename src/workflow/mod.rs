@@ -9,6 +9,7 @@
 //! (`iguana pull`) so that async code and untrusted registry data never run
 //! inside PID 1; the containers are run by PID 1 itself.
 
+pub mod expires;
 mod images;
 pub mod name;
 pub mod plan;
@@ -118,7 +119,7 @@ pub fn from_images(images: &[String]) -> Workflow {
         };
         jobs.insert(name, job);
     }
-    Workflow { name: Some("rd.iguana.containers".into()), description: None, env: Default::default(), jobs: schema::Unique(jobs) }
+    Workflow { name: Some("rd.iguana.containers".into()), description: None, expires: None, env: Default::default(), jobs: schema::Unique(jobs) }
 }
 
 /// At most 64 characters, so that a `-N` suffix keeps it within the rule.
