@@ -2,6 +2,7 @@
 //! checked against them. With at least one key in [`keys::TRUST_DIR`],
 //! everything that runs or is merged must be signed by one of them.
 
+pub mod blob;
 pub mod keys;
 
 pub use keys::{Keys, PublicKey, TRUST_DIR};
