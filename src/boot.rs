@@ -35,6 +35,8 @@ pub enum Error {
     NetArgs(#[from] crate::net::args::Error),
     #[error("kernel command line")]
     ModuleArgs(#[from] modules::args::Error),
+    #[error("trust keys")]
+    Trust(#[from] crate::trust::keys::Error),
     #[error(transparent)]
     Workflow(#[from] workflow::Error),
 }
@@ -115,16 +117,23 @@ fn boot(raw: &str, failsafe: Failsafe) -> Result<(), Error> {
     if !Path::new("/etc/resolv.conf").exists() {
         let _ = std::fs::write("/etc/resolv.conf", "");
     }
+    // Loaded once, from the initrd: nothing on the command line changes
+    // what is trusted.
+    let keys = crate::trust::load_for_boot()?;
     // A remote control_url needs the network before the workflow is loaded;
     // otherwise the network is only brought up when there is a job to pull.
     let remote = args.control_url.as_deref().is_some_and(|u| u.starts_with("http"));
     if remote {
         network_up(&args)?;
     }
-    let wf = workflow::load(&args, Path::new(BUILTIN_WORKFLOW), Path::new(WORK))?;
+    let loaded = workflow::load(&args, Path::new(BUILTIN_WORKFLOW), Path::new(WORK), &keys)?;
     if !remote {
         network_up(&args)?;
     }
+    // After the clock phase: `expires:` is checked against a clock we trust.
+    let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_secs());
+    workflow::check_expiry(&loaded, now, crate::clock::build_epoch())?;
+    let wf = loaded.workflow;
 
     let ctx = workflow::Context {
         insecure_registries: &args.insecure_registries,

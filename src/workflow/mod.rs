@@ -23,6 +23,7 @@ use std::time::{Duration, Instant};
 use indexmap::IndexMap;
 
 use crate::cmdline::Cmdline;
+use crate::trust::Keys;
 use crate::container::{self, Bind, Dirs, Exit, ImageConfig, Job, Stdin, Supervisor, Timeout};
 use schema::{Container, Workflow};
 use volumes::Source;
@@ -48,6 +49,10 @@ pub enum Error {
     Read { origin: String, #[source] source: crate::fsutil::Error },
     #[error("workflow {origin}: {source}")]
     Parse { origin: String, #[source] source: schema::Error },
+    #[error("workflow {origin}: refused")]
+    Signature { origin: String, #[source] source: crate::trust::blob::Error },
+    #[error("workflow {origin}: refused")]
+    Expired { origin: String, #[source] source: expires::Expired },
     #[error("job {job}: {reason}")]
     Pull { job: String, image: String, reason: String },
     #[error("job {job}: image config")]
@@ -64,9 +69,36 @@ pub enum Error {
     Stopped(#[source] Box<Error>),
 }
 
+/// A workflow as loaded, with what the boot needs to know about its origin.
+#[derive(Debug)]
+pub struct Loaded {
+    pub workflow: Workflow,
+    /// Where it came from, as lines show it (a redacted URL or a path).
+    pub origin: String,
+    /// Whether the initrd's trust vouches for its content: signed by one of
+    /// its keys (a control_url) or part of the initrd itself (the built-in
+    /// file). Never with no keys, and never for `rd.iguana.containers`
+    /// (the kernel command line is as untrusted as the network).
+    pub verified: bool,
+}
+
 /// Where the workflow comes from, in upstream's fallback order. Fetching a
-/// remote control_url happens in a child (`iguana fetch`).
-pub fn load(args: &Cmdline, builtin: &Path, work: &Path) -> Result<Workflow, Error> {
+/// remote control_url happens in a child (`iguana fetch`). With `keys`, a
+/// control_url needs a signature by one of them beside it (`URL.sig` or
+/// `URL.sigstore.json`), fetched by the same child under the same deadline.
+pub fn load(args: &Cmdline, builtin: &Path, work: &Path, keys: &Keys) -> Result<Loaded, Error> {
+    load_with(args, builtin, work, keys, &|fetch| crate::child::run(fetch, FETCH_TIMEOUT))
+}
+
+/// [`load`] with the way `iguana fetch ARGS...` is run (in PID 1: a child
+/// under `FETCH_TIMEOUT`; the host tests run the built binary).
+pub fn load_with(
+    args: &Cmdline,
+    builtin: &Path,
+    work: &Path,
+    keys: &Keys,
+    run_fetch: &dyn Fn(&[String]) -> Result<(), String>,
+) -> Result<Loaded, Error> {
     if let Some(url) = &args.control_url {
         let shown = crate::redact::redact_url(url);
         let fetch_err = |reason: String| Error::Fetch { url: shown.clone(), reason };
@@ -75,24 +107,60 @@ pub fn load(args: &Cmdline, builtin: &Path, work: &Path) -> Result<Workflow, Err
             source::Location::Http(_) => {
                 let out = work.join("control.yaml");
                 let _ = std::fs::create_dir_all(work);
-                let fetch = vec!["fetch".into(), url.clone(), "--out".into(), out.display().to_string()];
-                crate::child::run(&fetch, FETCH_TIMEOUT).map_err(crate::clock::with_hint).map_err(fetch_err)?;
+                let mut fetch = vec!["fetch".into(), url.clone(), "--out".into(), out.display().to_string()];
+                if !keys.is_empty() {
+                    fetch.push("--signature".into());
+                }
+                run_fetch(&fetch).map_err(crate::clock::with_hint).map_err(fetch_err)?;
                 out
             }
         };
         let text = crate::fsutil::read_bounded(&path, source::MAX_SIZE)
             .map_err(|source| Error::Read { origin: shown.clone(), source })?;
-        return schema::parse(&text).map_err(|source| Error::Parse { origin: shown, source });
+        // Checked before the YAML parser sees a byte of it.
+        if !keys.is_empty() {
+            let (key, sig) = crate::trust::blob::verify_beside(keys, &path, &text, &shown)
+                .map_err(|source| Error::Signature { origin: shown.clone(), source })?;
+            tracing::info!("workflow {shown}: signed by {} ({})", key.name, sig_kind(&sig));
+        }
+        let workflow = schema::parse(&text).map_err(|source| Error::Parse { origin: shown.clone(), source })?;
+        return Ok(Loaded { workflow, origin: shown, verified: !keys.is_empty() });
     }
     if !args.containers.is_empty() {
-        return Ok(from_images(&args.containers));
+        if !keys.is_empty() {
+            tracing::info!("rd.iguana.containers: from the command line, unsigned; each image needs its own signature");
+        }
+        return Ok(Loaded { workflow: from_images(&args.containers), origin: "rd.iguana.containers".into(), verified: false });
     }
     let origin = builtin.display().to_string();
     match crate::fsutil::read_bounded(builtin, source::MAX_SIZE) {
-        Ok(text) => schema::parse(&text).map_err(|source| Error::Parse { origin, source }),
+        Ok(text) => match schema::parse(&text) {
+            // Part of the initrd: as trusted as the keys beside it.
+            Ok(workflow) => Ok(Loaded { workflow, origin, verified: !keys.is_empty() }),
+            Err(source) => Err(Error::Parse { origin, source }),
+        },
         Err(e) if e.is_not_found() => Err(Error::Nothing(origin)),
         Err(source) => Err(Error::Read { origin, source }),
     }
+}
+
+/// `.sig` or `.sigstore.json`, from a signature file's path.
+fn sig_kind(path: &Path) -> &'static str {
+    let name = path.to_string_lossy();
+    crate::trust::blob::SUFFIXES.into_iter().find(|s| name.ends_with(s)).unwrap_or("signature")
+}
+
+/// Refuses a workflow past its `expires:` at wall clock `now` for an
+/// iguana built at `build` (seconds since 1970; see `expires::check`).
+/// Called after the clock phase.
+pub fn check_expiry(loaded: &Loaded, now: u64, build: u64) -> Result<(), Error> {
+    let Some(expires) = &loaded.workflow.expires else { return Ok(()) };
+    match expires::check(expires, now, build) {
+        Ok(Some(note)) => tracing::warn!("workflow {}: {note}", loaded.origin),
+        Ok(None) => tracing::info!("workflow {}: valid until {expires}", loaded.origin),
+        Err(source) => return Err(Error::Expired { origin: loaded.origin.clone(), source }),
+    }
+    Ok(())
 }
 
 /// One job per image, named after the image's last path component; a name
@@ -444,7 +512,7 @@ mod tests {
             ("jobs:\n  a:\n    container: {image: r/a}\n    services: {\".\": {image: r/s}}\n", "jobs.a.services..: service id"),
         ] {
             std::fs::write(&url, yaml).unwrap();
-            let err = load(&args, Path::new("/nonexistent"), dir.path()).unwrap_err();
+            let err = load(&args, Path::new("/nonexistent"), dir.path(), &Keys::default()).unwrap_err();
             assert!(matches!(err, Error::Parse { .. }), "{err:?}");
             assert!(err.to_string().contains(located), "{err}");
         }
@@ -452,7 +520,7 @@ mod tests {
         args.control_url = None;
         let builtin = dir.path().join("control.yaml");
         std::fs::write(&builtin, "jobs:\n  \"..\":\n    container: {image: r/a}\n").unwrap();
-        let err = load(&args, &builtin, dir.path()).unwrap_err();
+        let err = load(&args, &builtin, dir.path(), &Keys::default()).unwrap_err();
         assert!(err.to_string().contains("jobs...: job id"), "{err}");
     }
 
@@ -469,7 +537,7 @@ mod tests {
         nix::unistd::mkfifo(&fifo, nix::sys::stat::Mode::from_bits_truncate(0o600)).unwrap();
         for (path, message) in [(&big, "larger than the 1048576 byte limit"), (&fifo, "not a regular file")] {
             let args = Cmdline { control_url: Some(format!("file://{}", path.display())), ..Cmdline::default() };
-            let err = load(&args, Path::new("/nonexistent"), dir.path()).unwrap_err();
+            let err = load(&args, Path::new("/nonexistent"), dir.path(), &Keys::default()).unwrap_err();
             let chain = crate::logging::chain(&err);
             assert!(chain.contains(message) && chain.contains(&path.display().to_string()), "{chain}");
         }
@@ -489,22 +557,22 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let builtin = dir.path().join("control.yaml");
         let mut args = Cmdline::default();
-        let err = load(&args, &builtin, dir.path()).unwrap_err();
+        let err = load(&args, &builtin, dir.path(), &Keys::default()).unwrap_err();
         assert!(err.to_string().starts_with("nothing to run"), "{err}");
 
         std::fs::write(&builtin, "jobs:\n  builtin:\n    container: {image: r/builtin}\n").unwrap();
-        assert_eq!(load(&args, &builtin, dir.path()).unwrap().jobs.0.keys().collect::<Vec<_>>(), ["builtin"]);
+        assert_eq!(load(&args, &builtin, dir.path(), &Keys::default()).unwrap().workflow.jobs.0.keys().collect::<Vec<_>>(), ["builtin"]);
 
         args.containers = vec!["r/a".into()];
-        assert_eq!(load(&args, &builtin, dir.path()).unwrap().jobs.0.keys().collect::<Vec<_>>(), ["a"]);
+        assert_eq!(load(&args, &builtin, dir.path(), &Keys::default()).unwrap().workflow.jobs.0.keys().collect::<Vec<_>>(), ["a"]);
 
         let url = dir.path().join("url.yaml");
         std::fs::write(&url, "jobs:\n  fromurl:\n    container: {image: r/u}\n").unwrap();
         args.control_url = Some(format!("file://{}", url.display()));
-        assert_eq!(load(&args, &builtin, dir.path()).unwrap().jobs.0.keys().collect::<Vec<_>>(), ["fromurl"]);
+        assert_eq!(load(&args, &builtin, dir.path(), &Keys::default()).unwrap().workflow.jobs.0.keys().collect::<Vec<_>>(), ["fromurl"]);
 
         std::fs::write(&url, "jobs: {}\n").unwrap();
-        let err = load(&args, &builtin, dir.path()).unwrap_err();
+        let err = load(&args, &builtin, dir.path(), &Keys::default()).unwrap_err();
         assert_eq!(err.to_string(), format!("workflow file://{}: jobs: no jobs", url.display()));
     }
 }

@@ -7,6 +7,7 @@
 //! one gives an error that names the package.
 
 mod blob_proxy;
+mod blob_signer;
 mod fault;
 mod files;
 mod http;
@@ -18,6 +19,7 @@ pub mod sntp;
 mod token;
 
 pub use blob_proxy::{BlobFault, BlobProxy, Served};
+pub use blob_signer::BlobKey;
 pub use fault::{push_plain_image, FaultProxy};
 pub use files::FileServer;
 pub use http::base64;
