@@ -244,3 +244,52 @@ fn sha256(bytes: &[u8]) -> String {
     use sha2::Digest;
     hex::encode(sha2::Sha256::digest(bytes))
 }
+
+/// `iguana validate --key K FILE...`: whether each workflow is signed
+/// (a `.sig` or `.sigstore.json` beside it, by one of the keys) and when it
+/// expires; a signature that does not verify, or an expired workflow, fails.
+#[test]
+fn validate_says_whether_a_workflow_is_signed() {
+    let dir = tempfile::tempdir().unwrap();
+    let key = BlobKey::generate(dir.path(), "cosign").unwrap();
+    let other = BlobKey::generate(dir.path(), "other").unwrap();
+    let write = |name: &str, text: &str| {
+        let path = dir.path().join(name);
+        std::fs::write(&path, text).unwrap();
+        path.display().to_string()
+    };
+    let signed = write("signed.yaml", WORKFLOW);
+    write("signed.yaml.sig", &key.sign(WORKFLOW.as_bytes()).unwrap());
+    let bundled = write("bundled.yaml", WORKFLOW);
+    std::fs::write(dir.path().join("bundled.yaml.sigstore.json"), key.bundle(WORKFLOW.as_bytes()).unwrap()).unwrap();
+    let unsigned = write("unsigned.yaml", WORKFLOW);
+    let changed = write("changed.yaml", &WORKFLOW.replace("r/a", "r/b"));
+    write("changed.yaml.sig", &key.sign(WORKFLOW.as_bytes()).unwrap());
+    let later = format!("expires: 2099-01-01T00:00:00Z\n{WORKFLOW}");
+    let expiring = write("expiring.yaml", &later);
+    write("expiring.yaml.sig", &key.sign(later.as_bytes()).unwrap());
+    let old = format!("expires: 2020-01-01T00:00:00Z\n{WORKFLOW}");
+    let expired = write("expired.yaml", &old);
+    write("expired.yaml.sig", &key.sign(old.as_bytes()).unwrap());
+    let pub_key = key.public().display().to_string();
+    let other_key = other.public().display().to_string();
+
+    // (args, exit code, a line of the output)
+    let cases: Vec<(Vec<&str>, i32, String)> = vec![
+        (vec!["--key", &pub_key, &signed], 0, format!("{signed}: ok (1 jobs), signed by {pub_key} ({signed}.sig)")),
+        (vec!["--key", &pub_key, &bundled], 0, format!("{bundled}: ok (1 jobs), signed by {pub_key} ({bundled}.sigstore.json)")),
+        (vec!["--key", &pub_key, &unsigned], 0, format!("{unsigned}: ok (1 jobs), not signed")),
+        (vec!["--key", &pub_key, &changed], 1, format!("{changed}: ok (1 jobs), signature {changed}.sig: signature by an unknown key")),
+        (vec!["--key", &other_key, &signed], 1, format!("{signed}: ok (1 jobs), signature {signed}.sig: signature by an unknown key")),
+        (vec!["--key", &other_key, "--key", &pub_key, &signed], 0, format!("signed by {pub_key}")),
+        (vec!["--key", &pub_key, &expiring], 0, format!("{expiring}: ok (1 jobs), signed by {pub_key} ({expiring}.sig), expires 2099-01-01T00:00:00Z")),
+        (vec!["--key", &pub_key, &expired], 1, format!("{expired}: ok (1 jobs), signed by {pub_key} ({expired}.sig), expired at 2020-01-01T00:00:00Z (it is ")),
+        (vec!["--key", &signed, &signed], 1, format!("trust key {signed}: no PEM PUBLIC KEY block")),
+    ];
+    for (args, code, line) in cases {
+        let out = Command::new(env!("CARGO_BIN_EXE_iguana")).arg("validate").args(&args).output().unwrap();
+        let text = String::from_utf8_lossy(&out.stdout).into_owned() + &String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(code), "{args:?}: {text}");
+        assert!(text.contains(&line), "{args:?}: {text} lacks {line:?}");
+    }
+}

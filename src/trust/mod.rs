@@ -24,3 +24,35 @@ pub fn load_for_boot() -> Result<Keys, keys::Error> {
     }
     Ok(keys)
 }
+
+/// The keys a host command checks with: each `--key FILE` given, else the
+/// `*.pub` in [`TRUST_DIR`].
+pub fn keys_for_cli(files: &[std::path::PathBuf]) -> Result<Keys, keys::Error> {
+    if files.is_empty() {
+        return Keys::load_dir(std::path::Path::new(TRUST_DIR));
+    }
+    let mut keys = Vec::new();
+    for path in files {
+        let pem = crate::fsutil::read_bounded(path, 64 << 10)
+            .map_err(|source| keys::Error::ReadKey { path: path.clone(), source })?;
+        keys.push(PublicKey::from_pem(&path.display().to_string(), &pem)?);
+    }
+    Ok(Keys::new(keys))
+}
+
+/// What `iguana validate` says about the signature beside `file`, and
+/// whether that is fine: signed by a key, not signed (fine: a note), or a
+/// signature that does not verify (not fine).
+pub fn signature_note(keys: &Keys, file: &std::path::Path, bytes: &[u8]) -> (String, bool) {
+    match blob::beside(file) {
+        Ok(None) => ("not signed".to_string(), true),
+        Ok(Some((path, _))) if keys.is_empty() => {
+            (format!("signature {} not checked: no keys (--key KEY.pub or {TRUST_DIR})", path.display()), true)
+        }
+        Ok(Some((path, signature))) => match blob::verify(keys, bytes, &signature) {
+            Ok(key) => (format!("signed by {} ({})", key.name, path.display()), true),
+            Err(e) => (format!("signature {}: {e}", path.display()), false),
+        },
+        Err(e) => (crate::logging::chain(&e), false),
+    }
+}

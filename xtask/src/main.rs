@@ -39,6 +39,7 @@ tasks:
   tools                      install missing host tools (apt-get, rustup)
   kernel                     fetch and unpack the pinned Debian cloud kernel
   initrd [--workflow FILE] [--compression gzip|xz|zstd] [--init FILE] [--compress-modules]
+         [--trust KEY.pub]...
                              build the iguana initrd; the last two lines are
                              `kernel: PATH` and `initrd: PATH`
   boot [--init FILE] [--memory MIB] [--no-lease] [-- KERNEL-ARGS...]
