@@ -224,6 +224,35 @@ mod tests {
         }
     }
 
+    /// Real cosign output: the DSSE signature over the PAE verifies with
+    /// the signer's key, and the bundle is still refused, because it is an
+    /// attestation (`cosign attest`), not a signature.
+    #[test]
+    fn a_real_cosign_attestation_bundle_is_not_a_signature() {
+        let json = include_bytes!("fixtures/cosign-oci-attestation.sigstore.json");
+        let pem = include_bytes!("fixtures/cosign-oci-attestation.pub");
+        let keys = Keys::new(vec![crate::trust::PublicKey::from_pem("cosign-test.pub", pem).unwrap()]);
+        let d = "sha256:732112270d7e59418a8c080b134b24cabd67d250d0d0147a97ed95ba5c280aa4";
+        let parsed = bundle::parse(json).unwrap();
+        assert_eq!(parsed.verify_dsse(&keys).unwrap().name, "cosign-test.pub");
+        let attestation = Err(Reason::Attestation("https://cosign.sigstore.dev/attestation/v1".into()));
+        assert_eq!(check(&keys, d, &Candidate::Bundle(json.to_vec())), attestation);
+        // One flipped byte in the signed payload: no key made it.
+        let text = String::from_utf8(json.to_vec()).unwrap();
+        let Bundle::Dsse { payload, .. } = &parsed else { panic!("not DSSE") };
+        let tampered = payload.iter().map(|b| if *b == b'7' { b'8' } else { *b }).collect::<Vec<u8>>();
+        use base64::Engine as _;
+        let (b64, b64_tampered) = (
+            base64::engine::general_purpose::STANDARD.encode(payload),
+            base64::engine::general_purpose::STANDARD.encode(&tampered),
+        );
+        assert!(text.contains(&b64));
+        let tampered_json = text.replace(&b64, &b64_tampered);
+        assert_eq!(check(&keys, d, &Candidate::Bundle(tampered_json.into_bytes())), Err(Reason::UnknownKey));
+        // Another key: unknown.
+        assert_eq!(check(&Keys::default(), d, &Candidate::Bundle(json.to_vec())), Err(Reason::UnknownKey));
+    }
+
     #[test]
     fn places_and_refusals() {
         assert_eq!(Place::Referrers.describe(D), "referrers");

@@ -7,12 +7,14 @@
 //! one gives an error that names the package.
 
 mod blob_proxy;
+pub mod cosign;
 mod fault;
 mod files;
 mod http;
 mod image;
 mod mirror;
 mod proxy;
+mod referrers;
 mod registry;
 pub mod sntp;
 mod token;
@@ -24,6 +26,7 @@ pub use http::base64;
 pub use image::{Entry, Image, Layer};
 pub use mirror::{Breakage, BrokenMirror};
 pub use proxy::HttpProxy;
+pub use referrers::ReferrersFront;
 pub use registry::{cert_valid_between, self_signed_cert, Registry, RegistryOptions, TokenAuth};
 pub use sntp::SntpServer;
 pub use token::TokenServer;
