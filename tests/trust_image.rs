@@ -57,7 +57,7 @@ fn pull(reference: &str, trust: &Path, extra: &[&str]) -> (bool, String, bool) {
 fn assert_accepted(reference: &str, trust: &Path, extra: &[&str], signed_at: &str) {
     let (ok, out, unpacked) = pull(reference, trust, extra);
     assert!(ok && unpacked, "{reference} not pulled: {out}");
-    assert!(out.contains(&format!("signed by cosign.pub ({signed_at})")), "{out}");
+    assert!(out.contains(&format!("signed by cosign.pub ({signed_at} on ")), "{out}");
 }
 
 /// The refusal line, and nothing of the image in the rootfs.
@@ -215,21 +215,40 @@ fn mirror_serving_another_signature_refused() {
     let (signer, other) = (Signer::new().unwrap(), Signer::new().unwrap());
     let trust = trust_dir(&signer);
     let (reference, d) = image(&origin, "app:v1", "v1");
-    let (_, dm) = image(&mirror, "app:v1", "v1");
-    assert_eq!(d, dm, "the same image on both");
     let (payload, signature) = signer.legacy(&d, &reference).unwrap();
     origin.push_legacy_signatures("app", &d, &[(payload.clone(), Some(signature.clone()))]).unwrap();
-    let (bad_payload, bad_signature) = other.legacy(&d, &reference).unwrap();
-    mirror.push_legacy_signatures("app", &d, &[(bad_payload, Some(bad_signature))]).unwrap();
     let via_mirror = format!("{}={}", origin.host(), mirror.host());
     let insecure = mirror.host();
     let extra = ["--mirror", &via_mirror, "--insecure-registry", &insecure];
-    assert_refused(&reference, &d, trust.path(), &extra, "signature by an unknown key");
-    // The mirror serving the origin's signature: the same verdict as the origin's.
-    mirror.push_legacy_signatures("app", &d, &[(payload, Some(signature))]).unwrap();
+
+    // The mirror serves another image under the tag, with its own signature.
+    let (_, evil) = image(&mirror, "app:v1", "evil");
+    let (bad_payload, bad_signature) = other.legacy(&evil, &reference).unwrap();
+    mirror.push_legacy_signatures("app", &evil, &[(bad_payload, Some(bad_signature))]).unwrap();
+    let hex = hex_of(&evil);
+    let why = format!(
+        "mirror {}: signature by an unknown key; origin {}: no signature found at referrers, sha256-{hex}, sha256-{hex}.sig",
+        mirror.host(),
+        origin.host()
+    );
+    assert_refused(&reference, &evil, trust.path(), &extra, &why);
+
+    // The same image on the mirror with another key's signature, or with
+    // none: the verdict is the origin's.
+    let (_, dm) = image(&mirror, "app:v1", "v1");
+    assert_eq!(d, dm, "the same image on both");
     let (ok, out, unpacked) = pull(&reference, trust.path(), &extra);
     assert!(ok && unpacked, "{out}");
     assert!(out.contains(&format!("manifest {d} from {}", mirror.host())), "{out}");
+    assert!(out.contains(&format!("on {})", origin.host())), "{out}");
+    let (other_payload, other_signature) = other.legacy(&d, &reference).unwrap();
+    mirror.push_legacy_signatures("app", &d, &[(other_payload, Some(other_signature))]).unwrap();
+    let (ok, out, unpacked) = pull(&reference, trust.path(), &extra);
+    assert!(ok && unpacked && out.contains(&format!("on {})", origin.host())), "{out}");
+    // A mirror serving the origin's signature is enough on its own.
+    mirror.push_legacy_signatures("app", &d, &[(payload, Some(signature))]).unwrap();
+    let (ok, out, unpacked) = pull(&reference, trust.path(), &extra);
+    assert!(ok && unpacked && out.contains(&format!("on {})", mirror.host())), "{out}");
 }
 
 #[test]

@@ -221,7 +221,7 @@ pub async fn pull(opts: &PullOptions, image: &str, rootfs: &Path) -> Result<Imag
     })?;
     let (sources, manifest, manifest_digest, pulled) = resolve(opts, &name, &reference).await?;
     // --- trust: before the config or any layer is fetched.
-    check_signature(opts, &sources.registry, &name, &reference, &pulled).await?;
+    check_signature(opts, &sources, &name, &reference, &pulled).await?;
     // --- end trust
     progress(
         &name,
@@ -600,10 +600,12 @@ async fn resolve(
 
 /// With trusted keys, refuses `pulled` (the digest of the manifest or index
 /// pulled) unless one of them signed it, or it is the digest a verified
-/// workflow pinned. Without keys, nothing is checked.
+/// workflow pinned. Without keys, nothing is checked. Signatures are looked
+/// up where the manifest came from; behind a mirror that has none that
+/// check, at the origin too, so the verdict on D is the origin's.
 async fn check_signature(
     opts: &PullOptions,
-    registry: &Registry,
+    sources: &Sources,
     name: &str,
     reference: &ImageRef,
     pulled: &str,
@@ -622,13 +624,21 @@ async fn check_signature(
             None => Err(refuse("pinned by a verified workflow but the reference has no digest".into())),
         };
     }
-    match signatures::verify(registry, &opts.keys, pulled).await {
-        Ok(accepted) => {
-            progress(name, &format!("{pulled} signed by {} ({})", accepted.key, accepted.place.describe(pulled)));
-            Ok(())
-        }
-        Err(err) => Err(refuse(err.to_string())),
-    }
+    let registry = &sources.registry;
+    let (accepted, host) = match (signatures::verify(registry, &opts.keys, pulled).await, &sources.origin) {
+        (Ok(accepted), _) => (accepted, registry.host()),
+        (Err(err), None) => return Err(refuse(err.to_string())),
+        (Err(err), Some(origin)) => match signatures::verify(origin, &opts.keys, pulled).await {
+            Ok(accepted) => (accepted, origin.host()),
+            Err(at_origin) => {
+                let (mirror, origin) = (registry.host(), origin.host());
+                return Err(refuse(format!("mirror {mirror}: {err}; origin {origin}: {at_origin}")));
+            }
+        },
+    };
+    let place = accepted.place.describe(pulled);
+    progress(name, &format!("{pulled} signed by {} ({place} on {host})", accepted.key));
+    Ok(())
 }
 
 /// A client for the image `reference` on `host` (a mirror or the origin).
