@@ -17,6 +17,9 @@ Run as PID 1 (the initrd's /init) it boots the machine. Otherwise:
                                    says whether FILE.sig or FILE.sigstore.json is a
                                    signature by one of the keys (default /etc/iguana/trust)
                                    and when the workflow expires
+  iguana verify IMAGE [--key KEY.pub]... [--insecure-registry HOST:PORT]...
+                                   check that IMAGE is signed by a key (default: the keys
+                                   in /etc/iguana/trust) and print by which
   iguana run [--dry-run] [--debug] [--newroot DIR] FILE
                                    run a workflow (as root, with cgroup2); --dry-run
                                    prints the plan: jobs, images, env, volumes,
@@ -51,6 +54,7 @@ pub fn main(args: &[String]) -> anyhow::Result<()> {
         "fetch" => crate::workflow::source::cli_fetch(rest),
         "sntp" => crate::clock::cli_sntp(rest),
         "validate" => validate(rest),
+        "verify" => crate::trust::cli::verify(rest),
         "run" => run(rest),
         "progress-relay" => crate::handover::progress::cli(rest),
         "kexec-load" => crate::handover::progress::cli_kexec_load(rest),

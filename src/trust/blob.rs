@@ -316,6 +316,7 @@ ghpUislQMsy7+0DYIOkNBamZqwJTsMRlm/REPa83cCEVjNWzifK9LJHULQ==
         // Read with a bound.
         std::fs::write(with_suffix(&file, ".sig"), vec![b'A'; usize::try_from(SIG_LIMIT).unwrap() + 1]).unwrap();
         let err = verify_beside(&keys, &file, WORKFLOW, "w").unwrap_err();
-        assert!(crate::logging::chain(&err).contains("larger than the 65536 byte limit"), "{err}");
+        let cause = std::error::Error::source(&err).map(ToString::to_string).unwrap_or_default();
+        assert!(cause.contains("larger than the 65536 byte limit"), "{err}: {cause}");
     }
 }

@@ -8,12 +8,14 @@
 
 mod blob_proxy;
 mod blob_signer;
+pub mod cosign;
 mod fault;
 mod files;
 mod http;
 mod image;
 mod mirror;
 mod proxy;
+mod referrers;
 mod registry;
 pub mod sntp;
 mod token;
@@ -26,6 +28,7 @@ pub use http::base64;
 pub use image::{Entry, Image, Layer};
 pub use mirror::{Breakage, BrokenMirror};
 pub use proxy::HttpProxy;
+pub use referrers::ReferrersFront;
 pub use registry::{cert_valid_between, self_signed_cert, Registry, RegistryOptions, TokenAuth};
 pub use sntp::SntpServer;
 pub use token::TokenServer;
