@@ -133,15 +133,15 @@ fn boot(raw: &str, failsafe: Failsafe) -> Result<(), Error> {
     // After the clock phase: `expires:` is checked against a clock we trust.
     let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_secs());
     workflow::check_expiry(&loaded, now, crate::clock::build_epoch())?;
-    let wf = loaded.workflow;
-
     let ctx = workflow::Context {
         insecure_registries: &args.insecure_registries,
         registry_mirrors: &args.registry_mirrors,
         ca: args.ca.as_deref(),
         work: Path::new(WORK),
         debug: failsafe.debug,
+        verified: loaded.verified,
     };
+    let wf = loaded.workflow;
     let results = workflow::run(&ctx, &wf)?;
     tracing::info!("phase workflow-done jobs={}", results.len());
     Ok(())

@@ -20,6 +20,9 @@ Run as PID 1 (the initrd's /init) it boots the machine. Otherwise:
   iguana verify IMAGE [--key KEY.pub]... [--insecure-registry HOST:PORT]...
                                    check that IMAGE is signed by a key (default: the keys
                                    in /etc/iguana/trust) and print by which
+  iguana verify --file FILE [--sig S | --bundle B] [--key KEY.pub]...
+                                   the same for a file (a workflow): its .sig or cosign
+                                   blob bundle, by default the one beside it
   iguana run [--dry-run] [--debug] [--newroot DIR] FILE
                                    run a workflow (as root, with cgroup2); --dry-run
                                    prints the plan: jobs, images, env, volumes,
@@ -172,7 +175,7 @@ fn run(args: &[String]) -> anyhow::Result<()> {
         return Ok(());
     }
     let work = std::path::Path::new("/run/iguana");
-    let ctx = crate::workflow::Context { insecure_registries: &[], registry_mirrors: &[], ca: None, work, debug };
+    let ctx = crate::workflow::Context { insecure_registries: &[], registry_mirrors: &[], ca: None, work, debug, verified: false };
     let results = crate::workflow::run(&ctx, &wf)?;
     for (job, outcome) in results {
         println!("{job}: {outcome:?}");

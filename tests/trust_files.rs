@@ -158,7 +158,7 @@ fn a_control_url_needs_a_signature_by_a_trusted_key() {
         (format!("{base}/other-bundle/w.yaml"), Err(format!("workflow {base}/other-bundle/w.yaml: refused: signature by an unknown key"))),
         (
             format!("{base}/garbage/w.yaml"),
-            Err(format!("workflow {base}/garbage/w.yaml: refused: bundle is not JSON: invalid type: integer `1`, expected a string at line 1 column 15")),
+            Err(format!("workflow {base}/garbage/w.yaml: refused: bundle is not JSON of a sigstore bundle")),
         ),
     ];
     for (url, want) in &cases {
@@ -291,5 +291,50 @@ fn validate_says_whether_a_workflow_is_signed() {
         let text = String::from_utf8_lossy(&out.stdout).into_owned() + &String::from_utf8_lossy(&out.stderr);
         assert_eq!(out.status.code(), Some(code), "{args:?}: {text}");
         assert!(text.contains(&line), "{args:?}: {text} lacks {line:?}");
+    }
+}
+
+/// `iguana verify --file F [--sig S | --bundle B] [--key K]`: the check
+/// PID 1 makes, on a host; also on the real sigstore bundle fixture.
+#[test]
+fn verify_file_checks_a_signature_with_the_given_keys() {
+    let dir = tempfile::tempdir().unwrap();
+    let key = BlobKey::generate(dir.path(), "cosign").unwrap();
+    let other = BlobKey::generate(dir.path(), "other").unwrap();
+    let file = dir.path().join("w.yaml");
+    std::fs::write(&file, WORKFLOW).unwrap();
+    let sig = dir.path().join("detached.sig");
+    std::fs::write(&sig, key.sign(WORKFLOW.as_bytes()).unwrap()).unwrap();
+    let bundle = dir.path().join("detached.sigstore.json");
+    std::fs::write(&bundle, key.bundle(WORKFLOW.as_bytes()).unwrap()).unwrap();
+    let changed = dir.path().join("changed.yaml");
+    std::fs::write(&changed, WORKFLOW.replace("r/a", "r/b")).unwrap();
+    std::fs::write(dir.path().join("changed.yaml.sigstore.json"), key.bundle(WORKFLOW.as_bytes()).unwrap()).unwrap();
+    let fixture = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/sigstore-conformance");
+    let (f, s, b, k, o, c) = (
+        file.display().to_string(),
+        sig.display().to_string(),
+        bundle.display().to_string(),
+        key.public().display().to_string(),
+        other.public().display().to_string(),
+        changed.display().to_string(),
+    );
+    let real = |name: &str| fixture.join(name).display().to_string();
+    let (real_file, real_key) = (real("a.txt"), real("key.pub"));
+    // (args, exit code, the output's start)
+    let cases: Vec<(Vec<&str>, i32, String)> = vec![
+        (vec!["--file", &f, "--sig", &s, "--key", &k], 0, format!("{f}: signed by {k} ({s})")),
+        (vec!["--file", &f, "--bundle", &b, "--key", &k], 0, format!("{f}: signed by {k} ({b})")),
+        (vec!["--file", &f, "--sig", &s, "--key", &o], 1, format!("error: {f}: {s}: signature by an unknown key")),
+        (vec!["--file", &f, "--key", &k], 1, format!("error: {f}: no signature: neither {f}.sig nor {f}.sigstore.json")),
+        (vec!["--file", &c, "--key", &k], 1, format!("error: {c}: {c}.sigstore.json: bundle is for sha256:")),
+        (vec!["--file", &real_file, "--key", &real_key], 0, format!("{real_file}: signed by {real_key} ({real_file}.sigstore.json)")),
+        (vec!["--file", &real_file, "--key", &k], 1, format!("error: {real_file}: {real_file}.sigstore.json: signature by an unknown key")),
+    ];
+    for (args, code, start) in cases {
+        let out = Command::new(env!("CARGO_BIN_EXE_iguana")).arg("verify").args(&args).output().unwrap();
+        let text = String::from_utf8_lossy(&out.stdout).into_owned() + &String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(code), "{args:?}: {text}");
+        assert!(text.starts_with(&start), "{args:?}: {text:?} does not start with {start:?}");
     }
 }

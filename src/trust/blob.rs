@@ -7,8 +7,9 @@
 //!   its third byte is 0x02);
 //! - `FILE.sigstore.json`: a sigstore bundle (cosign v3's default,
 //!   `application/vnd.dev.sigstore.bundle.v0.3+json`) whose
-//!   `messageSignature.messageDigest` must be the file's digest and whose
-//!   signature must be over the file. Its transparency-log entry and
+//!   `messageSignature.messageDigest` must be the file's SHA-256 and whose
+//!   signature must be over the file (parsed by [`super::bundle`], as image
+//!   bundles are). Its transparency-log entry and
 //!   timestamps are ignored: verification is offline and by key, like
 //!   `cosign verify-blob --key K --insecure-ignore-tlog`.
 //!
@@ -17,8 +18,7 @@
 
 use std::path::{Path, PathBuf};
 
-use serde::Deserialize;
-
+use super::bundle::{self, Bundle, BundleError};
 use super::keys::{decode_base64, Keys, PublicKey};
 
 /// The suffixes a signature beside a file has, in the order they are tried.
@@ -55,18 +55,10 @@ pub enum Error {
     Empty,
     #[error("signature is neither base64 nor DER")]
     Encoding,
-    #[error("bundle is not JSON: {0}")]
-    BundleJson(String),
-    #[error("bundle media type {0:?} is not a sigstore bundle")]
-    MediaType(String),
+    #[error(transparent)]
+    Bundle(#[from] BundleError),
     #[error("bundle holds a DSSE envelope (an attestation), not a signature of the file")]
     Dsse,
-    #[error("bundle has no messageSignature")]
-    NoMessageSignature,
-    #[error("bundle has no messageSignature.messageDigest")]
-    NoDigest,
-    #[error("bundle digest algorithm {0:?} is not SHA2_256, SHA2_384 or SHA2_512")]
-    DigestAlgorithm(String),
     #[error("bundle is for {bundle}, the file is {file}")]
     DigestMismatch { bundle: String, file: String },
     #[error("signature by an unknown key")]
@@ -106,60 +98,25 @@ fn sig_bytes(bytes: &[u8]) -> Result<Vec<u8>, Error> {
     Err(Error::Encoding)
 }
 
-#[derive(Deserialize)]
-#[serde(rename_all = "camelCase")]
-struct Bundle {
-    #[serde(default)]
-    media_type: String,
-    message_signature: Option<MessageSignature>,
-    dsse_envelope: Option<serde::de::IgnoredAny>,
-}
-
-#[derive(Deserialize)]
-#[serde(rename_all = "camelCase")]
-struct MessageSignature {
-    message_digest: Option<MessageDigest>,
-    #[serde(default)]
-    signature: String,
-}
-
-#[derive(Deserialize)]
-struct MessageDigest {
-    #[serde(default)]
-    algorithm: String,
-    #[serde(default)]
-    digest: String,
-}
-
-/// The bundle's signature bytes, once its digest is the file's.
+/// The bundle's signature bytes, once its digest is the file's (the
+/// parser is the one image bundles go through, [`super::bundle`]).
 fn bundle_signature(json: &[u8], file: &[u8]) -> Result<Vec<u8>, Error> {
-    let bundle: Bundle = serde_json::from_slice(json).map_err(|e| Error::BundleJson(e.to_string()))?;
-    if !bundle.media_type.starts_with("application/vnd.dev.sigstore.bundle") {
-        return Err(Error::MediaType(bundle.media_type));
+    match bundle::parse(json)? {
+        Bundle::MessageSignature { digest_sha256, signature } => {
+            let actual = ring::digest::digest(&ring::digest::SHA256, file);
+            if digest_sha256 != actual.as_ref() {
+                return Err(Error::DigestMismatch {
+                    bundle: format!("sha256:{}", hex::encode(digest_sha256)),
+                    file: format!("sha256:{}", hex::encode(actual.as_ref())),
+                });
+            }
+            if signature.is_empty() {
+                return Err(Error::Empty);
+            }
+            Ok(signature)
+        }
+        Bundle::Dsse { .. } => Err(Error::Dsse),
     }
-    let Some(message) = bundle.message_signature else {
-        return Err(if bundle.dsse_envelope.is_some() { Error::Dsse } else { Error::NoMessageSignature });
-    };
-    let digest = message.message_digest.ok_or(Error::NoDigest)?;
-    let (name, algorithm) = match digest.algorithm.as_str() {
-        "SHA2_256" => ("sha256", &ring::digest::SHA256),
-        "SHA2_384" => ("sha384", &ring::digest::SHA384),
-        "SHA2_512" => ("sha512", &ring::digest::SHA512),
-        other => return Err(Error::DigestAlgorithm(other.to_string())),
-    };
-    let actual = ring::digest::digest(algorithm, file);
-    let claimed = decode_base64(digest.digest.trim()).unwrap_or_default();
-    if claimed != actual.as_ref() {
-        return Err(Error::DigestMismatch {
-            bundle: format!("{name}:{}", hex::encode(&claimed)),
-            file: format!("{name}:{}", hex::encode(actual.as_ref())),
-        });
-    }
-    let signature = message.signature.trim();
-    if signature.is_empty() {
-        return Err(Error::Empty);
-    }
-    decode_base64(signature).ok_or(Error::Encoding)
 }
 
 /// The signature beside `file` (`FILE.sig`, else `FILE.sigstore.json`)
@@ -272,18 +229,18 @@ ghpUislQMsy7+0DYIOkNBamZqwJTsMRlm/REPa83cCEVjNWzifK9LJHULQ==
             ),
             ("bundle without digest", &both, REAL_FILE, real_bundle_with(|v| {
                 v["messageSignature"].as_object_mut().unwrap().remove("messageDigest");
-            }), Err("bundle has no messageSignature.messageDigest")),
+            }), Err("bundle is not JSON of a sigstore bundle")),
             ("bundle md5", &both, REAL_FILE, real_bundle_with(|v| v["messageSignature"]["messageDigest"]["algorithm"] = "MD5".into()),
-             Err("bundle digest algorithm \"MD5\" is not SHA2_256")),
+             Err("bundle message digest is not SHA2_256")),
             ("bundle media type", &both, REAL_FILE, real_bundle_with(|v| v["mediaType"] = "application/json".into()),
              Err("bundle media type \"application/json\" is not a sigstore bundle")),
             ("bundle DSSE", &both, REAL_FILE, real_bundle_with(|v| {
                 let o = v.as_object_mut().unwrap();
                 o.remove("messageSignature");
-                o.insert("dsseEnvelope".into(), serde_json::json!({"payload": "", "payloadType": "application/vnd.in-toto+json", "signatures": []}));
+                o.insert("dsseEnvelope".into(), serde_json::json!({"payload": "", "payloadType": "application/vnd.in-toto+json", "signatures": [{"sig": "AQI="}]}));
             }), Err("bundle holds a DSSE envelope (an attestation), not a signature of the file")),
-            ("bundle empty object", &both, REAL_FILE, Signature::Bundle(b"{}".to_vec()), Err("bundle media type \"\" is not a sigstore bundle")),
-            ("bundle not JSON", &both, REAL_FILE, Signature::Bundle(b"\x00garbage".to_vec()), Err("bundle is not JSON: ")),
+            ("bundle empty object", &both, REAL_FILE, Signature::Bundle(b"{}".to_vec()), Err("bundle is not JSON of a sigstore bundle")),
+            ("bundle not JSON", &both, REAL_FILE, Signature::Bundle(b"\x00garbage".to_vec()), Err("bundle is not JSON of a sigstore bundle")),
             ("bundle sig empty", &both, REAL_FILE, real_bundle_with(|v| v["messageSignature"]["signature"] = "".into()), Err("empty signature")),
         ];
         for (case, keys, file, signature, want) in cases {

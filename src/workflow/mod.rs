@@ -223,6 +223,11 @@ pub struct Context<'a> {
     pub ca: Option<&'a str>,
     pub work: &'a Path,
     pub debug: bool,
+    /// The workflow is verified (`Loaded::verified`): an image it pins by
+    /// digest is covered by its signature (`iguana pull
+    /// --pinned-by-verified-workflow`, which checks the pulled digest is
+    /// the pinned one).
+    pub verified: bool,
 }
 
 impl Context<'_> {
@@ -406,6 +411,9 @@ fn pull_args(ctx: &Context<'_>, image: &str, rootfs: &Path, config_path: &Path) 
         args.push("--ca".into());
         args.push(ca.to_string());
     }
+    if ctx.verified && image.contains("@sha256:") {
+        args.push("--pinned-by-verified-workflow".into());
+    }
     // Blobs are deleted after each pull to save RAM, kept for inspection in debug.
     if ctx.debug {
         args.push("--keep-blobs".into());
@@ -427,6 +435,7 @@ mod tests {
             ca: Some("/etc/iguana/ca.pem"),
             work: Path::new("/run/iguana"),
             debug: false,
+            verified: false,
         };
         let args = pull_args(&ctx, "busybox", Path::new("/r"), Path::new("/c.json"));
         assert_eq!(
@@ -438,12 +447,19 @@ mod tests {
         ctx.ca = None;
         let args = pull_args(&ctx, "busybox", Path::new("/r"), Path::new("/c.json"));
         assert!(args.join(" ").ends_with("--mirror docker.io=10.0.2.2:5001 --keep-blobs"), "{args:?}");
+        // Only a verified workflow's digest pins are covered by its signature.
+        let pinned = "r/a@sha256:0123456789abcdef0123456789abcdef0123456789abcdef0123456789abcdef";
+        let covered = |ctx: &Context<'_>, image| pull_args(ctx, image, Path::new("/r"), Path::new("/c.json")).iter().any(|a| a == "--pinned-by-verified-workflow");
+        assert!(!covered(&ctx, pinned));
+        ctx.verified = true;
+        assert!(covered(&ctx, pinned));
+        assert!(!covered(&ctx, "r/a:v1"));
     }
 
     #[test]
     fn a_pull_past_the_job_deadline_is_killed() {
         let dir = tempfile::tempdir().unwrap();
-        let ctx = Context { insecure_registries: &[], registry_mirrors: &[], ca: None, work: dir.path(), debug: false };
+        let ctx = Context { insecure_registries: &[], registry_mirrors: &[], ca: None, work: dir.path(), debug: false, verified: false };
         let err = pull(&ctx, "slow", "127.0.0.1:1/never:v1", Some(Instant::now())).unwrap_err();
         assert_eq!(err.to_string(), "job slow: iguana pull not started: its deadline had passed");
     }
@@ -550,6 +566,43 @@ mod tests {
         std::fs::write(&config, &json).unwrap();
         let chain = crate::logging::chain(&read_config("a", &config).unwrap_err());
         assert_eq!(chain, format!("job a: image config: {}: larger than the 4194304 byte limit", config.display()));
+    }
+
+    /// With keys, the built-in workflow (part of the initrd) is verified,
+    /// `rd.iguana.containers` (the untrusted command line) never is, and an
+    /// unsigned control_url is refused; without keys nothing is verified.
+    #[test]
+    fn only_signed_or_built_in_workflows_are_verified() {
+        let dir = tempfile::tempdir().unwrap();
+        let builtin = dir.path().join("control.yaml");
+        std::fs::write(&builtin, "jobs:\n  builtin:\n    container: {image: r/builtin}\n").unwrap();
+        let url = dir.path().join("url.yaml");
+        std::fs::write(&url, "jobs:\n  fromurl:\n    container: {image: r/u}\n").unwrap();
+        let pem = include_bytes!("../../tests/fixtures/sigstore-conformance/key.pub");
+        let keys = Keys::new(vec![crate::trust::PublicKey::from_pem("k.pub", pem).unwrap()]);
+        let (none, builtin_only) = (Keys::default(), Cmdline::default());
+        let containers = Cmdline { containers: vec!["r/a".into()], ..Cmdline::default() };
+        let control_url = Cmdline { control_url: Some(format!("file://{}", url.display())), ..Cmdline::default() };
+        // (command line, keys, Ok(verified) or the error)
+        let cases: Vec<(&Cmdline, &Keys, Result<bool, String>)> = vec![
+            (&builtin_only, &keys, Ok(true)),
+            (&builtin_only, &none, Ok(false)),
+            (&containers, &keys, Ok(false)),
+            (&containers, &none, Ok(false)),
+            (&control_url, &none, Ok(false)),
+            (
+                &control_url,
+                &keys,
+                Err(format!(
+                    "workflow file://{0}: refused: no signature: neither file://{0}.sig nor file://{0}.sigstore.json",
+                    url.display()
+                )),
+            ),
+        ];
+        for (args, keys, want) in cases {
+            let got = load(args, &builtin, dir.path(), keys).map(|l| l.verified).map_err(|e| crate::logging::chain(&e));
+            assert_eq!(got, want, "{args:?} with {} keys", keys.len());
+        }
     }
 
     #[test]
