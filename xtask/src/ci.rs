@@ -53,7 +53,9 @@ pub fn main(args: &[String]) -> Result<()> {
         // Each row of the fault matrix counts as one test.
         let (fp, fnames) = crate::e2e_faults::run_all(&Options::default())?;
         names.extend(fnames);
-        let mp = mp + tp + fp;
+        let (sp, snames) = crate::e2e_trust::run_all()?;
+        names.extend(snames);
+        let mp = mp + tp + fp + sp;
         Ok((p + hp + dp + mp, names))
     }) {
         Ok((p, names)) => {

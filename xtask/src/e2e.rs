@@ -526,9 +526,10 @@ pub fn main(args: &[String]) -> Result<()> {
         only.into_iter().partition(|name| crate::e2e_metal::NAMES.contains(&name.as_str()));
     let modules_only = only.iter().any(|name| name == e2e_modules::NAME);
     let faults_only = only.iter().any(|name| name == crate::e2e_faults::NAME);
+    let trust_only = only.iter().any(|name| name == crate::e2e_trust::NAME);
     let only: Vec<String> = only
         .into_iter()
-        .filter(|name| name != e2e_modules::NAME && name != crate::e2e_faults::NAME)
+        .filter(|name| name != e2e_modules::NAME && name != crate::e2e_faults::NAME && name != crate::e2e_trust::NAME)
         .collect();
     for name in &only {
         if !SCENARIOS.iter().any(|s| s.name == name) {
@@ -536,10 +537,11 @@ pub fn main(args: &[String]) -> Result<()> {
             names.extend(crate::e2e_metal::NAMES);
             names.push(e2e_modules::NAME);
             names.push(crate::e2e_faults::NAME);
+            names.push(crate::e2e_trust::NAME);
             bail!("e2e: no scenario {name:?} (have {})", names.join(", "));
         }
     }
-    let everything = only.is_empty() && metal.is_empty() && !modules_only && !faults_only;
+    let everything = only.is_empty() && metal.is_empty() && !modules_only && !faults_only && !trust_only;
     let scenarios: Vec<&Scenario> = SCENARIOS
         .iter()
         .filter(|s| everything || only.iter().any(|name| name == s.name))
@@ -551,6 +553,11 @@ pub fn main(args: &[String]) -> Result<()> {
     };
     if everything || modules_only {
         let (p, f) = e2e_modules::run_all()?;
+        passed += p;
+        failed.extend(f);
+    }
+    if everything || trust_only {
+        let (p, f) = crate::e2e_trust::run_all()?;
         passed += p;
         failed.extend(f);
     }

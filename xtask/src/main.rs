@@ -19,6 +19,7 @@ mod e2e_guards;
 mod e2e_handover;
 mod e2e_modules;
 mod e2e_metal;
+mod e2e_trust;
 mod e2e_workflow;
 mod fuzz;
 mod initrd;
