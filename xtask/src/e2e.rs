@@ -435,7 +435,7 @@ echo "{NETS} vlan: $(busybox grep '|' /proc/net/vlan/config | busybox tr -s ' ' 
 pub struct Fixture {
     pub built: Built,
     /// Kept alive for the boots: dropping it stops the registry.
-    _registry: Registry,
+    pub registry: Registry,
     /// `10.0.2.2:PORT`: the registry seen from the guest.
     pub guest_registry: String,
     /// Port on 127.0.0.1 serving the workflow scenario's file.
@@ -465,7 +465,7 @@ impl Fixture {
         let sntp = testkit::SntpServer::real_time("127.0.0.1:0").context("start SNTP server")?;
         Ok(Fixture {
             built,
-            _registry: registry,
+            registry,
             guest_registry,
             workflow_port,
             sntp,
