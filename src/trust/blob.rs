@@ -193,7 +193,8 @@ ghpUislQMsy7+0DYIOkNBamZqwJTsMRlm/REPa83cCEVjNWzifK9LJHULQ==
         let mut workflow_changed = WORKFLOW.to_vec();
         *workflow_changed.last_mut().unwrap() = b' ';
         // (case, keys, file, signature, Ok(key name) or the error)
-        let cases: Vec<(&str, &Keys, &[u8], Signature, Result<&str, &str>)> = vec![
+        type Case<'a> = (&'a str, &'a Keys, &'a [u8], Signature, Result<&'a str, &'a str>);
+        let cases: Vec<Case> = vec![
             ("sig base64", &both, WORKFLOW, Signature::Sig(SIG.into()), Ok("cosign.pub")),
             ("sig with newline", &both, WORKFLOW, Signature::Sig(format!("{SIG}\n").into()), Ok("cosign.pub")),
             ("sig raw DER", &both, WORKFLOW, Signature::Sig(der.clone()), Ok("cosign.pub")),

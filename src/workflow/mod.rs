@@ -50,9 +50,9 @@ pub enum Error {
     #[error("workflow {origin}: {source}")]
     Parse { origin: String, #[source] source: schema::Error },
     #[error("workflow {origin}: refused")]
-    Signature { origin: String, #[source] source: crate::trust::blob::Error },
+    Signature { origin: String, #[source] source: Box<crate::trust::blob::Error> },
     #[error("workflow {origin}: refused")]
-    Expired { origin: String, #[source] source: expires::Expired },
+    Expired { origin: String, #[source] source: Box<expires::Expired> },
     #[error("job {job}: {reason}")]
     Pull { job: String, image: String, reason: String },
     #[error("job {job}: image config")]
@@ -120,7 +120,7 @@ pub fn load_with(
         // Checked before the YAML parser sees a byte of it.
         if !keys.is_empty() {
             let (key, sig) = crate::trust::blob::verify_beside(keys, &path, &text, &shown)
-                .map_err(|source| Error::Signature { origin: shown.clone(), source })?;
+                .map_err(|source| Error::Signature { origin: shown.clone(), source: Box::new(source) })?;
             tracing::info!("workflow {shown}: signed by {} ({})", key.name, sig_kind(&sig));
         }
         let workflow = schema::parse(&text).map_err(|source| Error::Parse { origin: shown.clone(), source })?;
@@ -158,7 +158,7 @@ pub fn check_expiry(loaded: &Loaded, now: u64, build: u64) -> Result<(), Error> 
     match expires::check(expires, now, build) {
         Ok(Some(note)) => tracing::warn!("workflow {}: {note}", loaded.origin),
         Ok(None) => tracing::info!("workflow {}: valid until {expires}", loaded.origin),
-        Err(source) => return Err(Error::Expired { origin: loaded.origin.clone(), source }),
+        Err(source) => return Err(Error::Expired { origin: loaded.origin.clone(), source: Box::new(source) }),
     }
     Ok(())
 }
