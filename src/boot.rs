@@ -39,6 +39,8 @@ pub enum Error {
     NetArgs(#[from] crate::net::args::Error),
     #[error("kernel command line")]
     ModuleArgs(#[from] modules::args::Error),
+    #[error("trust keys")]
+    Trust(#[from] crate::trust::keys::Error),
     #[error(transparent)]
     Workflow(#[from] workflow::Error),
     #[error("kernel command line")]
@@ -178,6 +180,9 @@ fn boot(raw: &str, failsafe: Failsafe) -> Result<(), Error> {
         report::pid1::emit(report::previous_boot_failed(summary));
     }
 
+    // Loaded once, from the initrd: nothing on the command line changes
+    // what is trusted.
+    let keys = crate::trust::load_for_boot()?;
     // A remote control_url needs the network before the workflow is loaded;
     // otherwise the workflow is read while DHCP goes on. So do extensions
     // fetched from the network.
@@ -186,11 +191,13 @@ fn boot(raw: &str, failsafe: Failsafe) -> Result<(), Error> {
         net.up(&args)?;
         extension::merge_network(&extensions, &policy, &mut merged)?;
     }
-    let wf = workflow::load(&args, Path::new(BUILTIN_WORKFLOW), Path::new(WORK))?;
-    report::pid1::workflow_url(wf.report.as_deref());
+    let loaded = workflow::load(&args, Path::new(BUILTIN_WORKFLOW), Path::new(WORK), &keys)?;
+    report::pid1::workflow_url(loaded.workflow.report.as_deref());
     net.up(&args)?;
     report::pid1::start();
-
+    // After the clock phase: `expires:` is checked against a clock we trust.
+    let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_secs());
+    workflow::check_expiry(&loaded, now, crate::clock::build_epoch())?;
     let ctx = workflow::Context {
         insecure_registries: &args.insecure_registries,
         registry_mirrors: &args.registry_mirrors,
@@ -198,7 +205,9 @@ fn boot(raw: &str, failsafe: Failsafe) -> Result<(), Error> {
         work: Path::new(WORK),
         debug: failsafe.debug,
         reason: Some(Path::new(REASON)),
+        verified: loaded.verified,
     };
+    let wf = loaded.workflow;
     let results = workflow::run(&ctx, &wf)?;
     tracing::info!("phase workflow-done jobs={}", results.len());
     Ok(())

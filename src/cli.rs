@@ -12,12 +12,24 @@ Run as PID 1 (the initrd's /init) it boots the machine. Otherwise:
   iguana pull IMAGE --rootfs DIR [--insecure-registry HOST:PORT]... [--config-out FILE]
               [--store DIR] [--keep-blobs] [--auth-file FILE] [--mirror REGISTRY=MIRROR]... [--ca PEM]...
                                    pull an image and unpack it into DIR
-  iguana validate FILE...          check workflow files; errors name line and column
+  iguana validate [--key KEY.pub]... FILE...
+                                   check workflow files; errors name line and column;
+                                   says whether FILE.sig or FILE.sigstore.json is a
+                                   signature by one of the keys (default /etc/iguana/trust)
+                                   and when the workflow expires
+  iguana verify IMAGE [--key KEY.pub]... [--insecure-registry HOST:PORT]...
+                                   check that IMAGE is signed by a key (default: the keys
+                                   in /etc/iguana/trust) and print by which
+  iguana verify --file FILE [--sig S | --bundle B] [--key KEY.pub]...
+                                   the same for a file (a workflow): its .sig or cosign
+                                   blob bundle, by default the one beside it
   iguana run [--dry-run] [--debug] [--newroot DIR] FILE
                                    run a workflow (as root, with cgroup2); --dry-run
                                    prints the plan: jobs, images, env, volumes,
                                    services, needs and what would be skipped
-  iguana fetch URL --out FILE      fetch a control_url with retries (used by PID 1)
+  iguana fetch URL --out FILE [--signature]
+                                   fetch a control_url (and URL.sig or URL.sigstore.json)
+                                   with retries (used by PID 1)
   iguana net-up [--timeout SECS]   bring up the network with DHCP (used by PID 1)
   iguana sntp [--set] SERVER[:PORT]...
                                    ask NTP servers the time; --set sets the clock (used by PID 1)
@@ -50,6 +62,7 @@ pub fn main(args: &[String]) -> anyhow::Result<()> {
         "fetch" => crate::workflow::source::cli_fetch(rest),
         "sntp" => crate::clock::cli_sntp(rest),
         "validate" => validate(rest),
+        "verify" => crate::trust::cli::verify(rest),
         "run" => run(rest),
         "progress-relay" => crate::handover::progress::cli(rest),
         "kexec-load" => crate::handover::progress::cli_kexec_load(rest),
@@ -89,17 +102,49 @@ fn cmdline(args: &[String]) -> anyhow::Result<()> {
     Ok(())
 }
 
-fn validate(files: &[String]) -> anyhow::Result<()> {
-    if files.is_empty() {
-        bail!("usage: iguana validate FILE...");
+fn validate(args: &[String]) -> anyhow::Result<()> {
+    let usage = "usage: iguana validate [--key KEY.pub]... FILE...";
+    let mut key_files = Vec::new();
+    let mut files = Vec::new();
+    let mut it = args.iter();
+    while let Some(arg) = it.next() {
+        match arg.as_str() {
+            "--key" => key_files.push(std::path::PathBuf::from(it.next().context(usage)?)),
+            other if other.starts_with("--") => bail!("unexpected argument {other:?}\n{usage}"),
+            file => files.push(file.to_string()),
+        }
     }
+    if files.is_empty() {
+        bail!("{usage}");
+    }
+    let keys = crate::trust::keys_for_cli(&key_files)?;
+    let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_secs());
     let mut failed = 0;
-    for file in files {
+    for file in &files {
         let result = std::fs::read(file)
             .map_err(anyhow::Error::from)
-            .and_then(|bytes| crate::workflow::schema::parse(&bytes).map_err(anyhow::Error::from));
+            .and_then(|bytes| Ok((crate::workflow::schema::parse(&bytes)?, bytes)));
         match result {
-            Ok(wf) => println!("{file}: ok ({} jobs)", wf.jobs.0.len()),
+            Ok((wf, bytes)) => {
+                let mut line = format!("{file}: ok ({} jobs)", wf.jobs.0.len());
+                let (note, ok) = crate::trust::signature_note(&keys, std::path::Path::new(file), &bytes);
+                line.push_str(&format!(", {note}"));
+                let mut good = ok;
+                if let Some(expires) = &wf.expires {
+                    // The host's clock is taken as it is (build date 0).
+                    match crate::workflow::expires::check(expires, now, 0) {
+                        Ok(_) => line.push_str(&format!(", expires {expires}")),
+                        Err(e) => {
+                            line.push_str(&format!(", {e}"));
+                            good = false;
+                        }
+                    }
+                }
+                println!("{line}");
+                if !good {
+                    failed += 1;
+                }
+            }
             Err(e) => {
                 println!("{file}: {e}");
                 failed += 1;
@@ -137,7 +182,7 @@ fn run(args: &[String]) -> anyhow::Result<()> {
         return Ok(());
     }
     let work = std::path::Path::new("/run/iguana");
-    let ctx = crate::workflow::Context { insecure_registries: &[], registry_mirrors: &[], ca: None, work, debug, reason: None };
+    let ctx = crate::workflow::Context { insecure_registries: &[], registry_mirrors: &[], ca: None, work, debug, reason: None, verified: false };
     let results = crate::workflow::run(&ctx, &wf)?;
     for (job, outcome) in results {
         println!("{job}: {outcome:?}");

@@ -25,7 +25,7 @@ fn validate_accepts_upstream_files_and_locates_errors() {
         (&["validate", "examples/agama.yaml", "examples/control.yaml"], 0, "examples/control.yaml: ok (2 jobs)"),
         (&["validate", &bad], 1, "unknown field `needz`, expected one of `container`, `services`, `needs`, `continue_on_error`, `steps`, `timeout` at line 4 column 5"),
         (&["validate", "/nonexistent.yaml"], 1, "/nonexistent.yaml: No such file or directory"),
-        (&["validate"], 1, "usage: iguana validate FILE..."),
+        (&["validate"], 1, "usage: iguana validate [--key KEY.pub]... FILE..."),
     ];
     for (args, code, text) in cases {
         let (got_code, got) = iguana(args);

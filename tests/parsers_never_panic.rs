@@ -148,3 +148,23 @@ fn pstore_and_report_parsers_never_panic() {
         let _ = iguana::report::pstore::summary("job é", &text, Some(&text), &text);
     });
 }
+
+#[test]
+fn signature_parsers_never_panic() {
+    use iguana::trust::image::{check, check_statement, Candidate};
+    use iguana::trust::{bundle, simple, Keys};
+    let d = "sha256:0123456789abcdef0123456789abcdef0123456789abcdef0123456789abcdef";
+    let files = [
+        "src/trust/fixtures/cosign-oci-attestation.sigstore.json",
+        "fuzz/corpus/signature/simple-signing.json",
+        "fuzz/corpus/signature/statement.json",
+    ];
+    let keys = Keys::default();
+    run("signature", &seeds(&files, &[]), 20_000, |data| {
+        let _ = bundle::parse(data);
+        let _ = simple::check(data, d);
+        let _ = check_statement(data, d);
+        // Without a trusted key nothing is ever accepted.
+        assert!(check(&keys, d, &Candidate::Bundle(data.to_vec())).is_err());
+    });
+}

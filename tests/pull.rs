@@ -15,6 +15,15 @@ mod proxy;
 #[path = "../src/image/mod.rs"]
 mod image;
 
+// The image module checks signatures with the trust module's keys.
+#[allow(dead_code, unused_imports)]
+#[path = "../src/trust/mod.rs"]
+mod trust;
+
+#[allow(dead_code)]
+#[path = "../src/fsutil.rs"]
+mod fsutil;
+
 use image::{cli_pull, pull, ImageConfig, PullOptions, Retry};
 use std::time::Duration;
 use std::fs;

@@ -17,6 +17,15 @@ mod proxy;
 #[path = "../src/image/mod.rs"]
 mod image;
 
+// The image module checks signatures with the trust module's keys.
+#[allow(dead_code, unused_imports)]
+#[path = "../src/trust/mod.rs"]
+mod trust;
+
+#[allow(dead_code)]
+#[path = "../src/fsutil.rs"]
+mod fsutil;
+
 use image::{pull, PullOptions, Retry};
 use std::collections::BTreeMap;
 use std::fs;

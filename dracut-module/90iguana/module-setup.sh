@@ -14,6 +14,11 @@
 #
 # IGUANA_BINARY overrides /usr/bin/iguana (the xtask builds the binary in its
 # target directory and does not install it on the build host).
+#
+# Trust anchors: every /etc/iguana/trust/*.pub of the build host (a PEM
+# public key, as `cosign generate-key-pair` writes cosign.pub) goes to the
+# same place in the initrd; with one, iguana runs only signed workflows and
+# images. IGUANA_TRUST_DIR overrides the directory.
 
 # Only when asked for with -m/--add iguana.
 check() {
@@ -46,6 +51,15 @@ install() {
     chmod 0755 "${initdir}/init"
 
     inst_simple /etc/ssl/certs/ca-certificates.crt
+
+    local trust="${IGUANA_TRUST_DIR:-/etc/iguana/trust}" key
+    if [[ -d $trust ]]; then
+        inst_dir /etc/iguana/trust
+        for key in "$trust"/*.pub; do
+            [[ -f $key ]] || continue
+            inst_simple "$key" "/etc/iguana/trust/${key##*/}"
+        done
+    fi
 
     # The debug shell (rd.iguana.debug) and the kernel's modprobe helper.
     if inst_multiple -o busybox && [[ -e ${initdir}/usr/bin/busybox || -e ${initdir}/bin/busybox ]]; then

@@ -19,7 +19,7 @@ use std::path::{Path, PathBuf};
 
 const USAGE: &str = "usage: iguana pull IMAGE --rootfs DIR [--insecure-registry HOST:PORT]... \
 [--config-out FILE] [--store DIR] [--keep-blobs] [--auth-file FILE] [--mirror REGISTRY=MIRROR]... [--ca PEM]... \
-[--layers DIR]";
+[--layers DIR] [--trust-dir DIR] [--pinned-by-verified-workflow]";
 
 /// A command line that does not make sense.
 #[derive(Debug, PartialEq, Eq, thiserror::Error)]
@@ -39,6 +39,8 @@ struct Args {
     mirrors: Vec<(String, String)>,
     ca: Vec<PathBuf>,
     layers: Option<PathBuf>,
+    trust_dir: Option<PathBuf>,
+    pinned_by_verified_workflow: bool,
 }
 
 /// Parses the arguments that follow `pull`.
@@ -48,6 +50,7 @@ fn parse(args: &[String]) -> Result<Args, UsageError> {
     let mut insecure_registries = Vec::new();
     let (mut keep_blobs, mut auth_file, mut mirrors, mut ca) = (false, None, Vec::new(), Vec::new());
     let mut layers = None;
+    let (mut trust_dir, mut pinned_by_verified_workflow) = (None, false);
     let mut it = args.iter();
     while let Some(arg) = it.next() {
         let (flag, inline) = match arg.split_once('=') {
@@ -74,6 +77,8 @@ fn parse(args: &[String]) -> Result<Args, UsageError> {
             "--auth-file" => auth_file = Some(PathBuf::from(value()?)),
             "--ca" => ca.push(PathBuf::from(value()?)),
             "--layers" => layers = Some(PathBuf::from(value()?)),
+            "--trust-dir" => trust_dir = Some(PathBuf::from(value()?)),
+            "--pinned-by-verified-workflow" if inline.is_none() => pinned_by_verified_workflow = true,
             "--mirror" => {
                 for item in value()?.split(',').filter(|s| !s.is_empty()) {
                     match item.split_once('=') {
@@ -101,6 +106,8 @@ fn parse(args: &[String]) -> Result<Args, UsageError> {
         mirrors,
         ca,
         layers,
+        trust_dir,
+        pinned_by_verified_workflow,
     })
 }
 
@@ -157,6 +164,8 @@ pub fn cli_pull(args: &[String]) -> anyhow::Result<()> {
         keep_blobs: args.keep_blobs,
         layers: args.layers.clone(),
         retry: Retry::default(),
+        keys: load_keys(args.trust_dir.as_deref())?,
+        pinned_by_verified_workflow: args.pinned_by_verified_workflow,
     };
     let runtime = tokio::runtime::Builder::new_current_thread()
         .enable_all()
@@ -191,6 +200,13 @@ pub fn digest_file(config_out: &Path) -> PathBuf {
     let mut name = config_out.as_os_str().to_owned();
     name.push(".digest");
     PathBuf::from(name)
+}
+
+/// The trusted keys of `--trust-dir`, default the initrd's
+/// [`crate::trust::TRUST_DIR`]; a missing directory is no keys.
+fn load_keys(dir: Option<&Path>) -> anyhow::Result<crate::trust::Keys> {
+    let dir = dir.unwrap_or(Path::new(crate::trust::TRUST_DIR));
+    Ok(crate::trust::Keys::load_dir(dir)?)
 }
 
 /// `.NAME.blobs` beside the rootfs, on the same filesystem.
@@ -229,6 +245,8 @@ mod tests {
             mirrors: vec![],
             ca: vec![],
             layers: None,
+            trust_dir: None,
+            pinned_by_verified_workflow: false,
         }
     }
 
@@ -284,6 +302,8 @@ mod tests {
                 "--ca=/ca2.pem",
                 "--layers",
                 "/run/iguana/layers",
+                "--trust-dir=/k",
+                "--pinned-by-verified-workflow",
             ],
             Ok(Args {
                 keep_blobs: true,
@@ -295,6 +315,8 @@ mod tests {
                 ],
                 ca: vec!["/ca.pem".into(), "/ca2.pem".into()],
                 layers: Some("/run/iguana/layers".into()),
+                trust_dir: Some("/k".into()),
+                pinned_by_verified_workflow: true,
                 ..args("r.example/app", "/r")
             }),
         );

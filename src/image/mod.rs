@@ -32,6 +32,7 @@ mod reference;
 mod registry;
 mod retry;
 mod root;
+pub mod signatures;
 mod staging;
 mod unpack;
 #[cfg(test)]
@@ -81,6 +82,12 @@ pub struct PullOptions {
     /// for a flattened rootfs.
     pub layers: Option<PathBuf>,
     pub retry: Retry,
+    /// Trusted keys: when there is one, the pulled digest must be signed
+    /// by one of them before anything of the image is fetched.
+    pub keys: crate::trust::Keys,
+    /// The reference is pinned by digest in a verified workflow: that
+    /// signature covers it (checked: the pulled digest is the pinned one).
+    pub pinned_by_verified_workflow: bool,
 }
 
 /// Layers downloaded at the same time.
@@ -180,6 +187,9 @@ pub enum Error {
         #[source]
         source: io::Error,
     },
+    /// One line: the image, D, why.
+    #[error("image {image}: {digest} refused: {reason}")]
+    Unsigned { image: String, digest: String, reason: String },
     #[error("image {image}: unpack task of layer {digest} died")]
     Task { image: String, digest: String },
     #[error("image {image}: diff_id {diff_id:?} is not a sha256 digest")]
@@ -218,7 +228,10 @@ pub async fn pull_resolved(opts: &PullOptions, image: &str, rootfs: &Path) -> Re
         image: name.clone(),
         source,
     })?;
-    let (sources, manifest, manifest_digest) = resolve(opts, &name, &reference).await?;
+    let (sources, manifest, manifest_digest, pulled) = resolve(opts, &name, &reference).await?;
+    // --- trust: before the config or any layer is fetched.
+    check_signature(opts, &sources, &name, &reference, &pulled).await?;
+    // --- end trust
     progress(
         &name,
         &format!(
@@ -597,7 +610,7 @@ async fn resolve(
     opts: &PullOptions,
     name: &str,
     reference: &ImageRef,
-) -> Result<(Sources, oci_client::manifest::OciImageManifest, String), Error> {
+) -> Result<(Sources, oci_client::manifest::OciImageManifest, String, String), Error> {
     let mirrors = opts
         .mirrors
         .iter()
@@ -613,19 +626,62 @@ async fn resolve(
     };
     for (_, mirror) in mirrors {
         match manifest_from(opts, reference, mirror, mirror_retry).await {
-            Ok((registry, manifest, digest)) => {
+            Ok((registry, manifest, digest, pulled)) => {
                 let origin = connect(opts, reference, &reference.registry, opts.retry)
                     .map_err(manifest_err)?;
                 let sources = Sources { registry, origin: Some(origin) };
-                return Ok((sources, manifest, digest));
+                return Ok((sources, manifest, digest, pulled));
             }
             Err(err) => progress(name, &format!("mirror {mirror}: {err}; trying the next source")),
         }
     }
-    let (registry, manifest, digest) = manifest_from(opts, reference, &reference.registry, opts.retry)
+    let (registry, manifest, digest, pulled) = manifest_from(opts, reference, &reference.registry, opts.retry)
         .await
         .map_err(manifest_err)?;
-    Ok((Sources { registry, origin: None }, manifest, digest))
+    Ok((Sources { registry, origin: None }, manifest, digest, pulled))
+}
+
+/// With trusted keys, refuses `pulled` (the digest of the manifest or index
+/// pulled) unless one of them signed it, or it is the digest a verified
+/// workflow pinned. Without keys, nothing is checked. Signatures are looked
+/// up where the manifest came from; behind a mirror that has none that
+/// check, at the origin too, so the verdict on D is the origin's.
+async fn check_signature(
+    opts: &PullOptions,
+    sources: &Sources,
+    name: &str,
+    reference: &ImageRef,
+    pulled: &str,
+) -> Result<(), Error> {
+    if opts.keys.is_empty() {
+        return Ok(());
+    }
+    let refuse = |reason: String| Error::Unsigned { image: name.to_string(), digest: pulled.to_string(), reason };
+    if opts.pinned_by_verified_workflow {
+        return match reference.digest.as_deref() {
+            Some(pinned) if pinned == pulled => {
+                progress(name, &format!("{pulled} pinned by the verified workflow"));
+                Ok(())
+            }
+            Some(pinned) => Err(refuse(format!("pinned digest is {pinned}"))),
+            None => Err(refuse("pinned by a verified workflow but the reference has no digest".into())),
+        };
+    }
+    let registry = &sources.registry;
+    let (accepted, host) = match (signatures::verify(registry, &opts.keys, pulled).await, &sources.origin) {
+        (Ok(accepted), _) => (accepted, registry.host()),
+        (Err(err), None) => return Err(refuse(err.to_string())),
+        (Err(err), Some(origin)) => match signatures::verify(origin, &opts.keys, pulled).await {
+            Ok(accepted) => (accepted, origin.host()),
+            Err(at_origin) => {
+                let (mirror, origin) = (registry.host(), origin.host());
+                return Err(refuse(format!("mirror {mirror}: {err}; origin {origin}: {at_origin}")));
+            }
+        },
+    };
+    let place = accepted.place.describe(pulled);
+    progress(name, &format!("{pulled} signed by {} ({place} on {host})", accepted.key));
+    Ok(())
 }
 
 /// A client for the image `reference` on `host` (a mirror or the origin).
@@ -648,10 +704,10 @@ async fn manifest_from(
     reference: &ImageRef,
     host: &str,
     retry: Retry,
-) -> Result<(Registry, oci_client::manifest::OciImageManifest, String), RegistryError> {
+) -> Result<(Registry, oci_client::manifest::OciImageManifest, String, String), RegistryError> {
     let registry = connect(opts, reference, host, retry)?;
-    let (manifest, digest) = registry.manifest().await?;
-    Ok((registry, manifest, digest))
+    let (manifest, digest, pulled) = registry.manifest().await?;
+    Ok((registry, manifest, digest, pulled))
 }
 
 /// Downloads up to [`PARALLEL_DOWNLOADS`] layers at once while their

@@ -89,7 +89,7 @@ impl RegistryError {
     }
 
     /// Condenses an oci-client error to its essential part.
-    fn from_oci(registry: &str, err: OciDistributionError) -> RegistryError {
+    pub(super) fn from_oci(registry: &str, err: OciDistributionError) -> RegistryError {
         use OciDistributionError as E;
         match err {
             E::RegistryError { envelope, .. }
@@ -259,12 +259,14 @@ impl Registry {
 
     /// The image manifest and its digest; an index resolves to the entry
     /// for linux on this architecture. Bodies are parsed by the pure
-    /// [`super::manifest::parse`].
-    pub async fn manifest(&self) -> Result<(OciImageManifest, String), RegistryError> {
+    /// [`super::manifest::parse`]. The third value is the sha256 of the
+    /// first body pulled (the index when there is one): what cosign signs.
+    pub async fn manifest(&self) -> Result<(OciImageManifest, String, String), RegistryError> {
         use super::manifest::{parse, Manifest};
         let (body, digest) = self.manifest_raw(&self.reference).await?;
+        let pulled = format!("sha256:{}", hex::encode(Sha256::digest(&body)));
         let entries = match parse(&body).map_err(RegistryError::Manifest)? {
-            Manifest::Image(manifest) => return Ok((*manifest, digest)),
+            Manifest::Image(manifest) => return Ok((*manifest, digest, pulled)),
             Manifest::Index(entries) => entries,
         };
         let Some(chosen) = linux_this_arch(&entries) else {
@@ -272,9 +274,15 @@ impl Registry {
         };
         let (body, digest) = self.manifest_raw(&self.reference.clone_with_digest(chosen)).await?;
         match parse(&body).map_err(RegistryError::Manifest)? {
-            Manifest::Image(manifest) => Ok((*manifest, digest)),
+            Manifest::Image(manifest) => Ok((*manifest, digest, pulled)),
             Manifest::Index(_) => Err(RegistryError::Response("an image index entry is another index".into())),
         }
+    }
+
+    /// The oci-client, reference and credentials, for the signature
+    /// lookups of [`super::signatures`].
+    pub(super) fn oci(&self) -> (&Client, &oci_client::Reference, &RegistryAuth) {
+        (&self.client, &self.reference, &self.auth)
     }
 
     /// The body and digest of `manifests/REF`, with retries.

@@ -9,6 +9,7 @@
 //! (`iguana pull`) so that async code and untrusted registry data never run
 //! inside PID 1; the containers are run by PID 1 itself.
 
+pub mod expires;
 mod images;
 pub mod name;
 pub mod plan;
@@ -23,6 +24,7 @@ use indexmap::IndexMap;
 
 use crate::cmdline::Cmdline;
 use crate::report;
+use crate::trust::Keys;
 use crate::container::{self, Bind, Dirs, Exit, ImageConfig, Job, Stdin, Supervisor, Timeout};
 use schema::{Container, Workflow};
 use volumes::Source;
@@ -50,6 +52,10 @@ pub enum Error {
     Read { origin: String, #[source] source: crate::fsutil::Error },
     #[error("workflow {origin}: {source}")]
     Parse { origin: String, #[source] source: schema::Error },
+    #[error("workflow {origin}: refused")]
+    Signature { origin: String, #[source] source: Box<crate::trust::blob::Error> },
+    #[error("workflow {origin}: refused")]
+    Expired { origin: String, #[source] source: Box<expires::Expired> },
     #[error("job {job}: {reason}")]
     Pull { job: String, image: String, reason: String },
     #[error("job {job}: image config")]
@@ -66,9 +72,36 @@ pub enum Error {
     Stopped(#[source] Box<Error>),
 }
 
+/// A workflow as loaded, with what the boot needs to know about its origin.
+#[derive(Debug)]
+pub struct Loaded {
+    pub workflow: Workflow,
+    /// Where it came from, as lines show it (a redacted URL or a path).
+    pub origin: String,
+    /// Whether the initrd's trust vouches for its content: signed by one of
+    /// its keys (a control_url) or part of the initrd itself (the built-in
+    /// file). Never with no keys, and never for `rd.iguana.containers`
+    /// (the kernel command line is as untrusted as the network).
+    pub verified: bool,
+}
+
 /// Where the workflow comes from, in upstream's fallback order. Fetching a
-/// remote control_url happens in a child (`iguana fetch`).
-pub fn load(args: &Cmdline, builtin: &Path, work: &Path) -> Result<Workflow, Error> {
+/// remote control_url happens in a child (`iguana fetch`). With `keys`, a
+/// control_url needs a signature by one of them beside it (`URL.sig` or
+/// `URL.sigstore.json`), fetched by the same child under the same deadline.
+pub fn load(args: &Cmdline, builtin: &Path, work: &Path, keys: &Keys) -> Result<Loaded, Error> {
+    load_with(args, builtin, work, keys, &|fetch| crate::child::run(fetch, FETCH_TIMEOUT))
+}
+
+/// [`load`] with the way `iguana fetch ARGS...` is run (in PID 1: a child
+/// under `FETCH_TIMEOUT`; the host tests run the built binary).
+pub fn load_with(
+    args: &Cmdline,
+    builtin: &Path,
+    work: &Path,
+    keys: &Keys,
+    run_fetch: &dyn Fn(&[String]) -> Result<(), String>,
+) -> Result<Loaded, Error> {
     if let Some(url) = &args.control_url {
         let shown = crate::redact::redact_url(url);
         let fetch_err = |reason: String| Error::Fetch { url: shown.clone(), reason };
@@ -77,24 +110,60 @@ pub fn load(args: &Cmdline, builtin: &Path, work: &Path) -> Result<Workflow, Err
             source::Location::Http(_) => {
                 let out = work.join("control.yaml");
                 let _ = std::fs::create_dir_all(work);
-                let fetch = vec!["fetch".into(), url.clone(), "--out".into(), out.display().to_string()];
-                crate::child::run(&fetch, FETCH_TIMEOUT).map_err(crate::clock::with_hint).map_err(fetch_err)?;
+                let mut fetch = vec!["fetch".into(), url.clone(), "--out".into(), out.display().to_string()];
+                if !keys.is_empty() {
+                    fetch.push("--signature".into());
+                }
+                run_fetch(&fetch).map_err(crate::clock::with_hint).map_err(fetch_err)?;
                 out
             }
         };
         let text = crate::fsutil::read_bounded(&path, source::MAX_SIZE)
             .map_err(|source| Error::Read { origin: shown.clone(), source })?;
-        return schema::parse(&text).map_err(|source| Error::Parse { origin: shown, source });
+        // Checked before the YAML parser sees a byte of it.
+        if !keys.is_empty() {
+            let (key, sig) = crate::trust::blob::verify_beside(keys, &path, &text, &shown)
+                .map_err(|source| Error::Signature { origin: shown.clone(), source: Box::new(source) })?;
+            tracing::info!("workflow {shown}: signed by {} ({})", key.name, sig_kind(&sig));
+        }
+        let workflow = schema::parse(&text).map_err(|source| Error::Parse { origin: shown.clone(), source })?;
+        return Ok(Loaded { workflow, origin: shown, verified: !keys.is_empty() });
     }
     if !args.containers.is_empty() {
-        return Ok(from_images(&args.containers));
+        if !keys.is_empty() {
+            tracing::info!("rd.iguana.containers: from the command line, unsigned; each image needs its own signature");
+        }
+        return Ok(Loaded { workflow: from_images(&args.containers), origin: "rd.iguana.containers".into(), verified: false });
     }
     let origin = builtin.display().to_string();
     match crate::fsutil::read_bounded(builtin, source::MAX_SIZE) {
-        Ok(text) => schema::parse(&text).map_err(|source| Error::Parse { origin, source }),
+        Ok(text) => match schema::parse(&text) {
+            // Part of the initrd: as trusted as the keys beside it.
+            Ok(workflow) => Ok(Loaded { workflow, origin, verified: !keys.is_empty() }),
+            Err(source) => Err(Error::Parse { origin, source }),
+        },
         Err(e) if e.is_not_found() => Err(Error::Nothing(origin)),
         Err(source) => Err(Error::Read { origin, source }),
     }
+}
+
+/// `.sig` or `.sigstore.json`, from a signature file's path.
+fn sig_kind(path: &Path) -> &'static str {
+    let name = path.to_string_lossy();
+    crate::trust::blob::SUFFIXES.into_iter().find(|s| name.ends_with(s)).unwrap_or("signature")
+}
+
+/// Refuses a workflow past its `expires:` at wall clock `now` for an
+/// iguana built at `build` (seconds since 1970; see `expires::check`).
+/// Called after the clock phase.
+pub fn check_expiry(loaded: &Loaded, now: u64, build: u64) -> Result<(), Error> {
+    let Some(expires) = &loaded.workflow.expires else { return Ok(()) };
+    match expires::check(expires, now, build) {
+        Ok(Some(note)) => tracing::warn!("workflow {}: {note}", loaded.origin),
+        Ok(None) => tracing::info!("workflow {}: valid until {expires}", loaded.origin),
+        Err(source) => return Err(Error::Expired { origin: loaded.origin.clone(), source: Box::new(source) }),
+    }
+    Ok(())
 }
 
 /// One job per image, named after the image's last path component; a name
@@ -121,7 +190,7 @@ pub fn from_images(images: &[String]) -> Workflow {
         };
         jobs.insert(name, job);
     }
-    Workflow { name: Some("rd.iguana.containers".into()), description: None, env: Default::default(), jobs: schema::Unique(jobs), report: None }
+    Workflow { name: Some("rd.iguana.containers".into()), description: None, expires: None, env: Default::default(), jobs: schema::Unique(jobs), report: None }
 }
 
 /// At most 64 characters, so that a `-N` suffix keeps it within the rule.
@@ -160,6 +229,11 @@ pub struct Context<'a> {
     /// Where a container may leave why it failed (`/iguana/reason` in PID
     /// 1): removed before each job, read (bounded) into `job.finished`.
     pub reason: Option<&'a Path>,
+    /// The workflow is verified (`Loaded::verified`): an image it pins by
+    /// digest is covered by its signature (`iguana pull
+    /// --pinned-by-verified-workflow`, which checks the pulled digest is
+    /// the pinned one).
+    pub verified: bool,
 }
 
 impl Context<'_> {
@@ -385,6 +459,9 @@ fn pull_args(ctx: &Context<'_>, image: &str, rootfs: &Path, config_path: &Path) 
         args.push("--ca".into());
         args.push(ca.to_string());
     }
+    if ctx.verified && image.contains("@sha256:") {
+        args.push("--pinned-by-verified-workflow".into());
+    }
     // Blobs are deleted after each pull to save RAM, kept for inspection in debug.
     if ctx.debug {
         args.push("--keep-blobs".into());
@@ -407,6 +484,7 @@ mod tests {
             work: Path::new("/run/iguana"),
             debug: false,
             reason: None,
+            verified: false,
         };
         let args = pull_args(&ctx, "busybox", Path::new("/r"), Path::new("/c.json"));
         assert_eq!(
@@ -418,12 +496,19 @@ mod tests {
         ctx.ca = None;
         let args = pull_args(&ctx, "busybox", Path::new("/r"), Path::new("/c.json"));
         assert!(args.join(" ").ends_with("--mirror docker.io=10.0.2.2:5001 --keep-blobs"), "{args:?}");
+        // Only a verified workflow's digest pins are covered by its signature.
+        let pinned = "r/a@sha256:0123456789abcdef0123456789abcdef0123456789abcdef0123456789abcdef";
+        let covered = |ctx: &Context<'_>, image| pull_args(ctx, image, Path::new("/r"), Path::new("/c.json")).iter().any(|a| a == "--pinned-by-verified-workflow");
+        assert!(!covered(&ctx, pinned));
+        ctx.verified = true;
+        assert!(covered(&ctx, pinned));
+        assert!(!covered(&ctx, "r/a:v1"));
     }
 
     #[test]
     fn a_pull_past_the_job_deadline_is_killed() {
         let dir = tempfile::tempdir().unwrap();
-        let ctx = Context { insecure_registries: &[], registry_mirrors: &[], ca: None, work: dir.path(), debug: false, reason: None };
+        let ctx = Context { insecure_registries: &[], registry_mirrors: &[], ca: None, work: dir.path(), debug: false, reason: None, verified: false };
         let err = pull(&ctx, "slow", "127.0.0.1:1/never:v1", Some(Instant::now())).unwrap_err();
         assert_eq!(err.to_string(), "job slow: iguana pull not started: its deadline had passed");
     }
@@ -492,7 +577,7 @@ mod tests {
             ("jobs:\n  a:\n    container: {image: r/a}\n    services: {\".\": {image: r/s}}\n", "jobs.a.services..: service id"),
         ] {
             std::fs::write(&url, yaml).unwrap();
-            let err = load(&args, Path::new("/nonexistent"), dir.path()).unwrap_err();
+            let err = load(&args, Path::new("/nonexistent"), dir.path(), &Keys::default()).unwrap_err();
             assert!(matches!(err, Error::Parse { .. }), "{err:?}");
             assert!(err.to_string().contains(located), "{err}");
         }
@@ -500,7 +585,7 @@ mod tests {
         args.control_url = None;
         let builtin = dir.path().join("control.yaml");
         std::fs::write(&builtin, "jobs:\n  \"..\":\n    container: {image: r/a}\n").unwrap();
-        let err = load(&args, &builtin, dir.path()).unwrap_err();
+        let err = load(&args, &builtin, dir.path(), &Keys::default()).unwrap_err();
         assert!(err.to_string().contains("jobs...: job id"), "{err}");
     }
 
@@ -517,7 +602,7 @@ mod tests {
         nix::unistd::mkfifo(&fifo, nix::sys::stat::Mode::from_bits_truncate(0o600)).unwrap();
         for (path, message) in [(&big, "larger than the 1048576 byte limit"), (&fifo, "not a regular file")] {
             let args = Cmdline { control_url: Some(format!("file://{}", path.display())), ..Cmdline::default() };
-            let err = load(&args, Path::new("/nonexistent"), dir.path()).unwrap_err();
+            let err = load(&args, Path::new("/nonexistent"), dir.path(), &Keys::default()).unwrap_err();
             let chain = crate::logging::chain(&err);
             assert!(chain.contains(message) && chain.contains(&path.display().to_string()), "{chain}");
         }
@@ -532,27 +617,64 @@ mod tests {
         assert_eq!(chain, format!("job a: image config: {}: larger than the 4194304 byte limit", config.display()));
     }
 
+    /// With keys, the built-in workflow (part of the initrd) is verified,
+    /// `rd.iguana.containers` (the untrusted command line) never is, and an
+    /// unsigned control_url is refused; without keys nothing is verified.
+    #[test]
+    fn only_signed_or_built_in_workflows_are_verified() {
+        let dir = tempfile::tempdir().unwrap();
+        let builtin = dir.path().join("control.yaml");
+        std::fs::write(&builtin, "jobs:\n  builtin:\n    container: {image: r/builtin}\n").unwrap();
+        let url = dir.path().join("url.yaml");
+        std::fs::write(&url, "jobs:\n  fromurl:\n    container: {image: r/u}\n").unwrap();
+        let pem = include_bytes!("../../tests/fixtures/sigstore-conformance/key.pub");
+        let keys = Keys::new(vec![crate::trust::PublicKey::from_pem("k.pub", pem).unwrap()]);
+        let (none, builtin_only) = (Keys::default(), Cmdline::default());
+        let containers = Cmdline { containers: vec!["r/a".into()], ..Cmdline::default() };
+        let control_url = Cmdline { control_url: Some(format!("file://{}", url.display())), ..Cmdline::default() };
+        // (command line, keys, Ok(verified) or the error)
+        let cases: Vec<(&Cmdline, &Keys, Result<bool, String>)> = vec![
+            (&builtin_only, &keys, Ok(true)),
+            (&builtin_only, &none, Ok(false)),
+            (&containers, &keys, Ok(false)),
+            (&containers, &none, Ok(false)),
+            (&control_url, &none, Ok(false)),
+            (
+                &control_url,
+                &keys,
+                Err(format!(
+                    "workflow file://{0}: refused: no signature: neither file://{0}.sig nor file://{0}.sigstore.json",
+                    url.display()
+                )),
+            ),
+        ];
+        for (args, keys, want) in cases {
+            let got = load(args, &builtin, dir.path(), keys).map(|l| l.verified).map_err(|e| crate::logging::chain(&e));
+            assert_eq!(got, want, "{args:?} with {} keys", keys.len());
+        }
+    }
+
     #[test]
     fn load_follows_the_fallback_order() {
         let dir = tempfile::tempdir().unwrap();
         let builtin = dir.path().join("control.yaml");
         let mut args = Cmdline::default();
-        let err = load(&args, &builtin, dir.path()).unwrap_err();
+        let err = load(&args, &builtin, dir.path(), &Keys::default()).unwrap_err();
         assert!(err.to_string().starts_with("nothing to run"), "{err}");
 
         std::fs::write(&builtin, "jobs:\n  builtin:\n    container: {image: r/builtin}\n").unwrap();
-        assert_eq!(load(&args, &builtin, dir.path()).unwrap().jobs.0.keys().collect::<Vec<_>>(), ["builtin"]);
+        assert_eq!(load(&args, &builtin, dir.path(), &Keys::default()).unwrap().workflow.jobs.0.keys().collect::<Vec<_>>(), ["builtin"]);
 
         args.containers = vec!["r/a".into()];
-        assert_eq!(load(&args, &builtin, dir.path()).unwrap().jobs.0.keys().collect::<Vec<_>>(), ["a"]);
+        assert_eq!(load(&args, &builtin, dir.path(), &Keys::default()).unwrap().workflow.jobs.0.keys().collect::<Vec<_>>(), ["a"]);
 
         let url = dir.path().join("url.yaml");
         std::fs::write(&url, "jobs:\n  fromurl:\n    container: {image: r/u}\n").unwrap();
         args.control_url = Some(format!("file://{}", url.display()));
-        assert_eq!(load(&args, &builtin, dir.path()).unwrap().jobs.0.keys().collect::<Vec<_>>(), ["fromurl"]);
+        assert_eq!(load(&args, &builtin, dir.path(), &Keys::default()).unwrap().workflow.jobs.0.keys().collect::<Vec<_>>(), ["fromurl"]);
 
         std::fs::write(&url, "jobs: {}\n").unwrap();
-        let err = load(&args, &builtin, dir.path()).unwrap_err();
+        let err = load(&args, &builtin, dir.path(), &Keys::default()).unwrap_err();
         assert_eq!(err.to_string(), format!("workflow file://{}: jobs: no jobs", url.display()));
     }
 }

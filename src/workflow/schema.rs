@@ -3,7 +3,8 @@
 //! `parse` is pure: text in, a validated `Workflow` or an error out. YAML
 //! syntax errors and unknown keys carry serde_yaml's line and column; errors
 //! found after parsing name the key path (`jobs.install.needs`). Every key of
-//! upstream's schema is kept; our one addition is `jobs.<id>.timeout`.
+//! upstream's schema is kept; our additions are `jobs.<id>.timeout` and the
+//! top-level `expires:` (RFC 3339, see `expires.rs`).
 
 use std::time::Duration;
 
@@ -11,6 +12,7 @@ use indexmap::IndexMap;
 use serde::de::{self, Deserializer, MapAccess, Visitor};
 use serde::Deserialize;
 
+use super::expires::Expires;
 use super::name;
 use super::volumes::{self, Volume};
 
@@ -20,6 +22,8 @@ use super::volumes::{self, Volume};
 pub struct Workflow {
     pub name: Option<String>,
     pub description: Option<String>,
+    /// Ours: after this time (RFC 3339) the workflow is refused.
+    pub expires: Option<Expires>,
     #[serde(default)]
     pub env: Env,
     pub jobs: Unique<Job>,
@@ -455,6 +459,12 @@ mod tests {
         assert_eq!(w.jobs.0["a"].container.env.entries(), ["N=1", "B=true"]);
         assert_eq!(w.jobs.0["b"].needs, Needs(vec!["a".into()]));
         assert_eq!(w.jobs.0["b"].timeout(), Some(Duration::from_secs(600)));
+        assert_eq!(w.expires, None);
+        // Quoted or not, YAML gives `expires` to us as text.
+        for yaml in ["expires: 2027-01-31T12:00:00Z\n", "expires: \"2027-01-31T13:00:00+01:00\"\n"] {
+            let w = parse(format!("{yaml}jobs:\n  a:\n    container: {{image: r/a}}\n").as_bytes()).unwrap();
+            assert_eq!(w.expires.map(|e| e.at), Some(1_801_396_800), "{yaml}");
+        }
     }
 
     #[test]
@@ -464,7 +474,9 @@ mod tests {
             ("name: x\n", "missing field `jobs`"),
             ("jobs: {}\n", "jobs: no jobs"),
             ("jobs:\n  a:\n    container: {image: r/a}\n    contaner: {}\n", "unknown field `contaner`, expected one of `container`, `services`, `needs`, `continue_on_error`, `steps`, `timeout` at line 4 column 5"),
-            ("name: x\njobz: {}\n", "unknown field `jobz`, expected one of `name`, `description`, `env`, `jobs`, `report` at line 2 column 1"),
+            ("name: x\njobz: {}\n", "unknown field `jobz`, expected one of `name`, `description`, `expires`, `env`, `jobs`, `report` at line 2 column 1"),
+            ("expires: tomorrow\njobs:\n  a:\n    container: {image: r/a}\n", "expires: \"tomorrow\" is not an RFC 3339 time (too short), e.g. 2027-01-31T12:00:00Z"),
+            ("expires: 2027-01-31\njobs:\n  a:\n    container: {image: r/a}\n", "is not an RFC 3339 time"),
             ("jobs:\n  a:\n    container: {image: \"\"}\n", "jobs.a.container.image: empty image"),
             ("jobs:\n  a:\n    container: {image: r/a}\n    needs: [zz]\n", "jobs.a.needs: unknown job \"zz\""),
             ("jobs:\n  a:\n    container: {image: r/a}\n    needs: b\n  b:\n    container: {image: r/b}\n", "jobs.a.needs: job \"b\" does not run before \"a\""),

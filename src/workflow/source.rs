@@ -10,6 +10,14 @@
 //! redirected to `http://` (never followed: the workflow would arrive
 //! unauthenticated). URLs are shown without userinfo and query
 //! (`redact_url`), which may carry credentials or tokens.
+//!
+//! With `--signature` (PID 1 passes it when the initrd has trust keys) the
+//! same child, under the same deadline, also fetches the signature beside
+//! the file: `URL.sig`, else `URL.sigstore.json` (the suffix goes on the
+//! path; a query string stays: `w.yaml?token=t` → `w.yaml.sig?token=t`),
+//! saved as `FILE.sig` or `FILE.sigstore.json`. A 404 or 410 there means
+//! "not this form"; when both are absent nothing is saved and PID 1 refuses
+//! the workflow as unsigned.
 
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -52,21 +60,39 @@ pub fn backoff(n: u32) -> Duration {
     Duration::from_secs(1u64 << n.saturating_sub(1).min(4))
 }
 
-/// `iguana fetch URL --out FILE [--tries N] [--ca FILE] [--max BYTES]`.
+/// The URL of the signature beside `url`: `suffix` appended to the path,
+/// before the query (which is kept: it may be what authorizes the request);
+/// a fragment is dropped (it is never sent).
+pub fn signature_url(url: &str, suffix: &str) -> String {
+    let url = url.split('#').next().unwrap_or(url);
+    // The query starts at the first `?` after the authority: a `?` in
+    // userinfo would be percent-encoded.
+    let after_scheme = url.find("://").map_or(0, |i| i + 3);
+    match url[after_scheme..].find('?') {
+        Some(at) => {
+            let (path, query) = url.split_at(after_scheme + at);
+            format!("{path}{suffix}{query}")
+        }
+        None => format!("{url}{suffix}"),
+    }
+}
+
+/// `iguana fetch URL --out FILE [--signature] [--tries N] [--ca FILE] [--max BYTES]`.
 pub fn cli_fetch(args: &[String]) -> anyhow::Result<()> {
-    let usage = "usage: iguana fetch URL --out FILE [--tries N] [--ca FILE] [--max BYTES]";
+    let usage = "usage: iguana fetch URL --out FILE [--signature] [--tries N] [--ca FILE] [--max BYTES]";
     let mut url = None;
-    let mut max = MAX_SIZE;
     let mut out = None;
+    let mut signature = false;
     let mut tries = 5u32;
     let mut ca = PathBuf::from(CA_BUNDLE);
+    let mut max = MAX_SIZE;
     let mut it = args.iter();
     while let Some(arg) = it.next() {
         match arg.as_str() {
             "--out" => out = it.next().map(PathBuf::from),
+            "--signature" => signature = true,
             "--tries" => tries = it.next().and_then(|v| v.parse().ok()).filter(|&n| n > 0).context(usage)?,
             "--ca" => ca = it.next().map(PathBuf::from).context(usage)?,
-            // Extension images are larger than workflows; PID 1 sets the bound.
             "--max" => max = it.next().and_then(|v| v.parse().ok()).context(usage)?,
             other if url.is_none() && !other.starts_with("--") => url = Some(other.to_string()),
             other => bail!("unexpected argument {other:?}\n{usage}"),
@@ -75,8 +101,21 @@ pub fn cli_fetch(args: &[String]) -> anyhow::Result<()> {
     let (Some(url), Some(out)) = (url, out) else { bail!("{usage}") };
     // Whatever an HTTP library quotes in its errors, the secrets go.
     let proxy = crate::proxy::Proxy::from_env().map(|p| p.url).unwrap_or_default();
-    let body = fetch_max(&url, tries, &ca, max).map_err(|e| anyhow::anyhow!(scrub(&format!("{e:#}"), &[&url, &proxy])))?;
+    let scrubbed = |e: anyhow::Error| anyhow::anyhow!(scrub(&format!("{e:#}"), &[&url, &proxy]));
+    let body = fetch_max(&url, tries, &ca, max).map_err(scrubbed)?;
+    for suffix in crate::trust::blob::SUFFIXES {
+        let _ = std::fs::remove_file(crate::trust::blob::with_suffix(&out, suffix));
+    }
     std::fs::write(&out, body).with_context(|| format!("write {}", out.display()))?;
+    if signature {
+        for suffix in crate::trust::blob::SUFFIXES {
+            if let Some(body) = fetch_optional(&signature_url(&url, suffix), tries, &ca).map_err(scrubbed)? {
+                let path = crate::trust::blob::with_suffix(&out, suffix);
+                std::fs::write(&path, body).with_context(|| format!("write {}", path.display()))?;
+                break;
+            }
+        }
+    }
     Ok(())
 }
 
@@ -87,14 +126,28 @@ pub fn fetch(url: &str, tries: u32, ca: &Path) -> anyhow::Result<Vec<u8>> {
 
 /// [`fetch`] with a body limit of `max` bytes.
 pub fn fetch_max(url: &str, tries: u32, ca: &Path, max: u64) -> anyhow::Result<Vec<u8>> {
+    fetch_with(url, tries, ca, false, max)?.ok_or_else(|| anyhow::anyhow!("fetch {}: not found", redact_url(url)))
+}
+
+/// [`fetch`] for a file that may be absent (a signature in one of its two
+/// forms): HTTP 404 or 410, or a missing local file, is `None`.
+pub fn fetch_optional(url: &str, tries: u32, ca: &Path) -> anyhow::Result<Option<Vec<u8>>> {
+    fetch_with(url, tries, ca, true, MAX_SIZE)
+}
+
+fn fetch_with(url: &str, tries: u32, ca: &Path, optional: bool, max: u64) -> anyhow::Result<Option<Vec<u8>>> {
     match locate(url).map_err(anyhow::Error::msg)? {
-        Location::File(path) => Ok(crate::fsutil::read_bounded(&path, max)?),
+        Location::File(path) => match crate::fsutil::read_bounded(&path, max) {
+            Ok(body) => Ok(Some(body)),
+            Err(e) if optional && e.is_not_found() => Ok(None),
+            Err(e) => Err(e.into()),
+        },
         Location::Http(url) => {
             let agent = agent(&url, ca)?;
             let shown = redact_url(&url);
             let mut last = None;
             for n in 1..=tries {
-                match get(&agent, &url, max) {
+                match get(&agent, &url, optional, max) {
                     Ok(body) => return Ok(body),
                     Err(Attempt::Final(e)) => return Err(e),
                     Err(Attempt::Retry(e)) => {
@@ -150,12 +203,14 @@ fn agent(url: &str, ca: &Path) -> anyhow::Result<ureq::Agent> {
     Ok(config.into())
 }
 
-fn get(agent: &ureq::Agent, url: &str, max: u64) -> Result<Vec<u8>, Attempt> {
+/// One GET; `optional`: a 404 or 410 is `None`, not an error.
+fn get(agent: &ureq::Agent, url: &str, optional: bool, max: u64) -> Result<Option<Vec<u8>>, Attempt> {
     let mut response = agent.get(url).call().map_err(|e| classify(url, e))?;
     let status = response.status().as_u16();
     match status {
+        404 | 410 if optional => Ok(None),
         // ureq refuses a body of exactly its limit: `max` bytes are allowed.
-        200 => response.body_mut().with_config().limit(max.saturating_add(1)).read_to_vec().map_err(|e| match e {
+        200 => response.body_mut().with_config().limit(max.saturating_add(1)).read_to_vec().map(Some).map_err(|e| match e {
             ureq::Error::BodyExceedsLimit(_) => Attempt::Final(anyhow::anyhow!(
                 "fetch {}: the body is larger than the {max} byte limit",
                 redact_url(url)
@@ -212,6 +267,24 @@ mod tests {
         for (url, want) in cases {
             assert_eq!(locate(url), want.clone().map_err(str::to_string), "{url}");
         }
+    }
+
+    #[test]
+    fn signature_urls_keep_the_query() {
+        let cases: &[(&str, &str)] = &[
+            ("http://10.0.2.2:8080/w.yaml", "http://10.0.2.2:8080/w.yaml.sig"),
+            ("https://h/w.yaml?token=s3cr3t", "https://h/w.yaml.sig?token=s3cr3t"),
+            ("https://h/w.yaml?a=1?b=2", "https://h/w.yaml.sig?a=1?b=2"),
+            ("https://u:p@h/w.yaml?t=1#frag", "https://u:p@h/w.yaml.sig?t=1"),
+            ("https://h/w.yaml#frag", "https://h/w.yaml.sig"),
+            ("https://h/?x", "https://h/.sig?x"),
+            ("file:///etc/w.yaml", "file:///etc/w.yaml.sig"),
+            ("/etc/w.yaml", "/etc/w.yaml.sig"),
+        ];
+        for (url, want) in cases {
+            assert_eq!(signature_url(url, ".sig"), *want, "{url}");
+        }
+        assert_eq!(signature_url("http://h/w?q", ".sigstore.json"), "http://h/w.sigstore.json?q");
     }
 
     #[test]

@@ -474,7 +474,7 @@ impl Registry {
     }
 
     /// PUTs a manifest or index as `name:tag`; returns the reference.
-    fn put_manifest(&self, name: &str, tag: &str, media_type: &str, body: &[u8]) -> anyhow::Result<String> {
+    pub fn put_manifest(&self, name: &str, tag: &str, media_type: &str, body: &[u8]) -> anyhow::Result<String> {
         let path = format!("/v2/{name}/manifests/{tag}");
         let resp = self.request("PUT", &path, &[("Content-Type", media_type.into())], body)?;
         if resp.status != 201 {

@@ -8,24 +8,29 @@
 
 mod blob_proxy;
 mod events;
+mod blob_signer;
+pub mod cosign;
 mod fault;
 mod files;
 mod http;
 mod image;
 mod mirror;
 mod proxy;
+mod referrers;
 mod registry;
 pub mod sntp;
 mod token;
 
 pub use blob_proxy::{BlobFault, BlobProxy, Served};
 pub use events::{EventReceiver, Request as ReceivedRequest};
+pub use blob_signer::BlobKey;
 pub use fault::{push_plain_image, FaultProxy};
 pub use files::FileServer;
 pub use http::base64;
 pub use image::{Entry, Image, Layer};
 pub use mirror::{Breakage, BrokenMirror};
 pub use proxy::HttpProxy;
+pub use referrers::ReferrersFront;
 pub use registry::{cert_valid_between, self_signed_cert, Registry, RegistryOptions, TokenAuth};
 pub use sntp::SntpServer;
 pub use token::TokenServer;

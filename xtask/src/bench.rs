@@ -47,7 +47,7 @@ const RUNS: usize = 3;
 const MEMORY_STEPS: &[u32] = &[512, 256, 128, 96];
 const TIMEOUT: Duration = Duration::from_secs(120);
 
-const USAGE: &str = "usage: cargo xtask bench boot [--init FILE] [--runs N] [--no-memory] [--append ARGS] | bench initrd [--init FILE] | bench pull [--runs N] [--baseline FILE] [--big] | bench extensions [--runs N] | bench fleet [--machines N] [--image-mb M]";
+const USAGE: &str = "usage: cargo xtask bench boot [--init FILE] [--runs N] [--no-memory] [--append ARGS] [--trust] | bench initrd [--init FILE] | bench pull [--runs N] [--baseline FILE] [--big] | bench extensions [--runs N] | bench fleet [--machines N] [--image-mb M]";
 
 /// What `bench boot` measures besides the timed boots.
 struct BootOptions {
@@ -57,6 +57,9 @@ struct BootOptions {
     /// More kernel arguments, e.g. `rd.driver.blacklist=virtio_rng` to boot
     /// without a hardware entropy source.
     append: String,
+    /// A trust key in the initrd and the image signed with it (cosign
+    /// legacy signature): what verification adds to the boot.
+    trust: bool,
 }
 
 pub fn main(args: &[String]) -> Result<()> {
@@ -67,7 +70,7 @@ pub fn main(args: &[String]) -> Result<()> {
         return crate::bench_fleet::main(&args[1..]);
     }
     let mut opts = Options::default();
-    let mut boot_opts = BootOptions { runs: RUNS, memory: true, append: String::new() };
+    let mut boot_opts = BootOptions { runs: RUNS, memory: true, append: String::new(), trust: false };
     let mut rest = args.iter().skip(1);
     while let Some(flag) = rest.next() {
         match flag.as_str() {
@@ -76,6 +79,7 @@ pub fn main(args: &[String]) -> Result<()> {
                 boot_opts.runs = rest.next().and_then(|n| n.parse().ok()).filter(|n| *n > 0).ok_or_else(|| anyhow::anyhow!(USAGE))?;
             }
             "--no-memory" => boot_opts.memory = false,
+            "--trust" => boot_opts.trust = true,
             "--append" => boot_opts.append = rest.next().ok_or_else(|| anyhow::anyhow!(USAGE))?.clone(),
             _ => bail!(USAGE),
         }
@@ -99,13 +103,22 @@ struct Run {
 
 fn boot(opts: &Options, boot_opts: &BootOptions) -> Result<()> {
     tools::ensure_tools()?;
-    let fixture = Fixture::new(opts, |_| {
+    let signer = boot_opts.trust.then(testkit::cosign::Signer::new).transpose()?;
+    let mut opts = opts.clone();
+    opts.trust.extend(signer.as_ref().map(|s| s.public_key()));
+    let fixture = Fixture::new(&opts, |_| {
         Ok(vec![(
             "a",
             Image::busybox_script(&format!("echo '{MARK_A_RAN}'\n"))?,
         )])
     })?;
     let reg = fixture.guest_registry.clone();
+    if let Some(signer) = &signer {
+        let digest = fixture.registry.descriptor("a", "latest")?["digest"].as_str().unwrap_or_default().to_string();
+        let (payload, signature) = signer.legacy(&digest, &format!("{reg}/a:latest"))?;
+        fixture.registry.push_legacy_signatures("a", &digest, &[(payload, Some(signature))])?;
+        eprintln!("xtask: bench with a trust key; image a signed ({digest})");
+    }
     let append = format!(
         "rd.iguana.containers={reg}/a rd.iguana.insecure_registries={reg} {} {}",
         e2e::COMMON_APPEND,

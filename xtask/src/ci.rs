@@ -62,7 +62,9 @@ pub fn main(args: &[String]) -> Result<()> {
         names.extend(dnames2);
         let (ep, enames) = crate::e2e_extensions::run_all()?;
         names.extend(enames);
-        let mp = mp + tp + fp + xp + dp2 + ep;
+        let (sp, snames) = crate::e2e_trust::run_all()?;
+        names.extend(snames);
+        let mp = mp + tp + fp + xp + dp2 + ep + sp;
         Ok((p + hp + dp + mp, names))
     }) {
         Ok((p, names)) => {

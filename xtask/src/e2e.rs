@@ -452,7 +452,7 @@ echo "{NETS} vlan: $(busybox grep '|' /proc/net/vlan/config | busybox tr -s ' ' 
 pub struct Fixture {
     pub built: Built,
     /// Kept alive for the boots: dropping it stops the registry.
-    _registry: Registry,
+    pub registry: Registry,
     /// `10.0.2.2:PORT`: the registry seen from the guest.
     pub guest_registry: String,
     /// Port on 127.0.0.1 serving the workflow scenario's file.
@@ -485,7 +485,7 @@ impl Fixture {
         let events = testkit::EventReceiver::start(e2e_report::FAIL_FIRST).context("start event receiver")?;
         Ok(Fixture {
             built,
-            _registry: registry,
+            registry,
             guest_registry,
             workflow_port,
             sntp,
@@ -551,6 +551,7 @@ pub fn main(args: &[String]) -> Result<()> {
     let extensions_only = only.iter().any(|name| name == crate::e2e_extensions::NAME);
     let pxe_only = only.iter().any(|name| name == crate::e2e_pxe::NAME);
     let demo_only = only.iter().any(|name| name == crate::demo::NAME);
+    let trust_only = only.iter().any(|name| name == crate::e2e_trust::NAME);
     let own = [
         e2e_modules::NAME,
         crate::e2e_faults::NAME,
@@ -558,6 +559,7 @@ pub fn main(args: &[String]) -> Result<()> {
         crate::e2e_extensions::NAME,
         crate::e2e_pxe::NAME,
         crate::demo::NAME,
+        crate::e2e_trust::NAME,
     ];
     let only: Vec<String> = only.into_iter().filter(|name| !own.contains(&name.as_str())).collect();
     for name in &only {
@@ -570,6 +572,7 @@ pub fn main(args: &[String]) -> Result<()> {
             names.push(crate::e2e_extensions::NAME);
             names.push(crate::e2e_pxe::NAME);
             names.push(crate::demo::NAME);
+            names.push(crate::e2e_trust::NAME);
             bail!("e2e: no scenario {name:?} (have {})", names.join(", "));
         }
     }
@@ -580,7 +583,8 @@ pub fn main(args: &[String]) -> Result<()> {
         && !uki_only
         && !extensions_only
         && !pxe_only
-        && !demo_only;
+        && !demo_only
+        && !trust_only;
     let scenarios: Vec<&Scenario> = SCENARIOS
         .iter()
         .filter(|s| everything || only.iter().any(|name| name == s.name))
@@ -597,6 +601,11 @@ pub fn main(args: &[String]) -> Result<()> {
     }
     if everything || extensions_only {
         let (p, f) = crate::e2e_extensions::run_all()?;
+        passed += p;
+        failed.extend(f);
+    }
+    if everything || trust_only {
+        let (p, f) = crate::e2e_trust::run_all()?;
         passed += p;
         failed.extend(f);
     }

@@ -18,6 +18,8 @@
 //! - `/usr/lib/os-release`: `ID=iguana`, `VERSION_ID=`, `IGUANA_LEVEL=`,
 //!   what extensions are checked against.
 //! - `/etc/iguana/control.yaml`: the `--workflow` file, when given.
+//! - `/etc/iguana/trust/NAME.pub`: each `--trust NAME.pub` (PEM public
+//!   keys): with one, iguana runs only what they signed.
 //! - `/dev/console` (5:1), so the kernel opens a console for init, and the
 //!   empty mount points `DIRS`.
 
@@ -144,6 +146,8 @@ pub struct Options {
     pub init: Option<PathBuf>,
     /// Ship the modules compressed, alternately with xz and zstd.
     pub compress_modules: bool,
+    /// Public keys for `/etc/iguana/trust/` (`--trust KEY.pub`, repeatable).
+    pub trust: Vec<PathBuf>,
 }
 
 impl Default for Options {
@@ -157,6 +161,7 @@ impl Default for Options {
             compression: Compression::Zstd,
             init: None,
             compress_modules: false,
+            trust: Vec::new(),
         }
     }
 }
@@ -178,6 +183,7 @@ pub fn main(args: &[String]) -> Result<()> {
             "--compression" => opts.compression = flag_value(&mut args, arg)?.parse()?,
             "--init" => opts.init = Some(flag_value(&mut args, arg)?.into()),
             "--compress-modules" => opts.compress_modules = true,
+            "--trust" => opts.trust.push(flag_value(&mut args, arg)?.into()),
             other => bail!("initrd: unknown argument {other:?}"),
         }
     }
@@ -224,11 +230,16 @@ pub fn build(opts: &Options) -> Result<Built> {
     if let Some(workflow) = &opts.workflow {
         archive.file("etc/iguana/control.yaml", 0o644, read(workflow)?);
     }
+    add_trust(&mut archive, &opts.trust)?;
     add_modules(&mut archive, &kernel, &out_dir.join("modules"), opts.compress_modules)?;
 
     let raw = archive.to_bytes();
     // Its own name, so a later default build does not overwrite it.
-    let stem = if opts.compress_modules { "initrd-kmodz" } else { "initrd" };
+    let stem = match (opts.compress_modules, opts.trust.is_empty()) {
+        (true, _) => "initrd-kmodz",
+        (false, false) => "initrd-trust",
+        (false, true) => "initrd",
+    };
     let initrd = out_dir.join(format!("{stem}.cpio.{}", opts.compression.extension()));
     compress(&mut command, &raw, &initrd)?;
     let size = fs::metadata(&initrd)?.len();
@@ -276,6 +287,34 @@ fn check_kernel_config(kernel: &Kernel, key: &str) -> Result<()> {
             kernel.config.display()
         );
     }
+    Ok(())
+}
+
+/// `/etc/iguana/trust/NAME.pub` for each key file. Only a PEM public key
+/// named `*.pub` goes in (iguana reads no other name there, and fails its
+/// boot on a file that is not a key: better to fail here).
+fn add_trust(archive: &mut Archive, keys: &[PathBuf]) -> Result<()> {
+    if keys.is_empty() {
+        return Ok(());
+    }
+    archive.add("etc/iguana/trust", Entry::Dir { mode: 0o755 });
+    for key in keys {
+        let name = key
+            .file_name()
+            .and_then(|n| n.to_str())
+            .filter(|n| n.ends_with(".pub") && !n.starts_with('.'))
+            .with_context(|| format!("--trust {}: the key file's name must end in .pub", key.display()))?;
+        let pem = read(key)?;
+        if !String::from_utf8_lossy(&pem).contains("-----BEGIN PUBLIC KEY-----") {
+            bail!("--trust {}: not a PEM public key (-----BEGIN PUBLIC KEY-----)", key.display());
+        }
+        let path = format!("etc/iguana/trust/{name}");
+        if archive.contains(&path) {
+            bail!("--trust {}: a key named {name} is already in the initrd", key.display());
+        }
+        archive.file(&path, 0o644, pem);
+    }
+    eprintln!("xtask: {} trust keys in /etc/iguana/trust", keys.len());
     Ok(())
 }
 

@@ -24,6 +24,7 @@ mod e2e_uki;
 mod e2e_pxe;
 mod e2e_report;
 mod e2e_metal;
+mod e2e_trust;
 mod e2e_workflow;
 mod extension;
 mod fuzz;
@@ -46,6 +47,7 @@ tasks:
   tools                      install missing host tools (apt-get, rustup)
   kernel                     fetch and unpack the pinned Debian cloud kernel
   initrd [--workflow FILE] [--compression gzip|xz|zstd] [--init FILE] [--compress-modules]
+         [--trust KEY.pub]...
                              build the iguana initrd; the last two lines are
                              `kernel: PATH` and `initrd: PATH`
   extension --name NAME [--modules MOD,..] [--firmware FILE,..] [--etc DIR] --format cpio|erofs|squashfs

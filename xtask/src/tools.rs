@@ -52,6 +52,9 @@ const TOOLS: &[Tool] = &[
     Tool { probe: Probe::Command("mkfs.ext4"), package: "e2fsprogs" },
     // The TLS registry test makes its self-signed certificate with it.
     Tool { probe: Probe::Command("openssl"), package: "openssl" },
+    // The signed-workflow tests sign with openssl and write cosign blob
+    // bundles with Python's cryptography (testkit::BlobKey).
+    Tool { probe: Probe::Package, package: "python3-cryptography" },
     // The IPv6 netns test serves router advertisements and DHCPv6 with it.
     Tool { probe: Probe::Command("dnsmasq"), package: "dnsmasq-base" },
     // The metal-image-install e2e: the OS tarball is lz4-compressed; the

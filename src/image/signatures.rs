@@ -1,0 +1,231 @@
+//! Fetching an image's cosign signatures from the registry that served its
+//! manifest, before any layer: the OCI 1.1 referrers API (artifact type
+//! `application/vnd.dev.sigstore.bundle.v0.3+json`), the fallback index at
+//! tag `sha256-<hex>`, then the legacy tag `sha256-<hex>.sig`, in that
+//! order, stopping at the first signature that checks. Every fetched body
+//! is capped as Talos caps it; the verdict is the pure
+//! [`crate::trust::image`]'s, so a mirror serving the signatures can add
+//! noise but never make an unsigned digest pass.
+
+use super::registry::{Registry, RegistryError};
+use crate::trust::bundle::ARTIFACT_TYPE;
+use crate::trust::image::{Accepted, Candidate, Place, Refusal, Verdict};
+use crate::trust::Keys;
+use futures_util::StreamExt;
+use oci_client::errors::{OciDistributionError, OciErrorCode};
+use oci_client::manifest::{OciDescriptor, OciImageIndex, OciImageManifest};
+use sha2::{Digest, Sha256};
+
+/// Largest signature manifest or index read.
+pub const MAX_MANIFEST: usize = 128 << 10;
+/// Largest bundle or simple-signing payload read.
+pub const MAX_BLOB: i64 = 1 << 20;
+/// Most signature layers (or referrers) looked at per place.
+pub const MAX_LAYERS: usize = 100;
+
+/// The media type of a legacy simple-signing payload layer.
+pub const SIMPLE_SIGNING: &str = "application/vnd.dev.cosign.simplesigning.v1+json";
+/// The layer annotation holding a legacy signature.
+pub const SIGNATURE_ANNOTATION: &str = "dev.cosignproject.cosign/signature";
+
+const OCI_MANIFEST: &str = "application/vnd.oci.image.manifest.v1+json";
+const DOCKER_MANIFEST: &str = "application/vnd.docker.distribution.manifest.v2+json";
+const OCI_INDEX: &str = "application/vnd.oci.image.index.v1+json";
+
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    /// Looked everywhere; nothing signs D with a trusted key.
+    #[error("{0}")]
+    Refused(Refusal),
+    /// The registry failed at a place (not a "not found"): no verdict.
+    #[error("look up signatures at {place}: {source}")]
+    Registry { place: String, source: RegistryError },
+}
+
+/// The signature of `d` (`sha256:<hex>`) by one of `keys`, or why there is none.
+pub async fn verify(registry: &Registry, keys: &Keys, d: &str) -> Result<Accepted, Error> {
+    let (client, reference, auth) = registry.oci();
+    client.store_auth_if_needed(reference.resolve_registry(), auth).await;
+    let mut verdict = Verdict::default();
+    for place in Place::ALL {
+        let candidates = match place {
+            Place::Referrers => referrers(registry, d).await,
+            Place::FallbackTag => fallback_tag(registry, d).await,
+            Place::LegacyTag => legacy(registry, d).await,
+        }
+        .map_err(|source| Error::Registry { place: place.describe(d), source })?;
+        if let Some(accepted) = verdict.add(keys, d, place, &candidates) {
+            return Ok(accepted);
+        }
+    }
+    Err(Error::Refused(verdict.refusal(d)))
+}
+
+fn oci_err(registry: &Registry, err: OciDistributionError) -> RegistryError {
+    RegistryError::from_oci(registry.host(), err)
+}
+
+/// Whether an error means "nothing there".
+fn not_found(err: &OciDistributionError) -> bool {
+    match err {
+        OciDistributionError::ImageManifestNotFoundError(_) => true,
+        OciDistributionError::ServerError { code: 404, .. } => true,
+        OciDistributionError::RegistryError { envelope, .. } => envelope
+            .errors
+            .iter()
+            .any(|e| matches!(e.code, OciErrorCode::ManifestUnknown | OciErrorCode::NameUnknown)),
+        _ => false,
+    }
+}
+
+/// A manifest by tag or digest, capped; `None` when there is none.
+async fn manifest(registry: &Registry, at: &str, types: &[&str]) -> Result<Option<Vec<u8>>, RegistryError> {
+    let (client, reference, auth) = registry.oci();
+    let target = if at.starts_with("sha256:") {
+        reference.clone_with_digest(at.to_owned())
+    } else {
+        oci_client::Reference::with_tag(
+            reference.registry().to_owned(),
+            reference.repository().to_owned(),
+            at.to_owned(),
+        )
+    };
+    match client.pull_manifest_raw(&target, auth, types).await {
+        Ok((body, _)) if body.len() > MAX_MANIFEST => Err(RegistryError::Response(format!(
+            "signature manifest {at} is {} bytes, more than {MAX_MANIFEST}",
+            body.len()
+        ))),
+        Ok((body, _)) => Ok(Some(body.to_vec())),
+        Err(err) if not_found(&err) => Ok(None),
+        Err(err) => Err(oci_err(registry, err)),
+    }
+}
+
+/// A blob of at most [`MAX_BLOB`] bytes, checked against its descriptor.
+async fn blob(registry: &Registry, desc: &OciDescriptor) -> Result<Vec<u8>, String> {
+    if desc.size < 0 || desc.size > MAX_BLOB {
+        return Err(format!("signature blob {} is {} bytes, more than {MAX_BLOB}", desc.digest, desc.size));
+    }
+    let (client, reference, _) = registry.oci();
+    let mut stream = client
+        .pull_blob_stream(reference, desc)
+        .await
+        .map_err(|e| format!("fetch signature blob {}: {}", desc.digest, oci_err(registry, e)))?;
+    let mut out = Vec::new();
+    while let Some(chunk) = stream.next().await {
+        let chunk = chunk.map_err(|e| format!("fetch signature blob {}: {e}", desc.digest))?;
+        if out.len() + chunk.len() > desc.size as usize {
+            return Err(format!("signature blob {} is larger than its descriptor says", desc.digest));
+        }
+        out.extend_from_slice(&chunk);
+    }
+    let actual = format!("sha256:{}", hex::encode(Sha256::digest(&out)));
+    if out.len() as i64 != desc.size || actual != desc.digest {
+        return Err(format!("signature blob {} does not match its descriptor", desc.digest));
+    }
+    Ok(out)
+}
+
+/// The bundles of an artifact manifest (cosign v3: one layer, the bundle).
+async fn bundles_of(registry: &Registry, manifest_digest: &str) -> Result<Vec<Candidate>, RegistryError> {
+    let Some(body) = manifest(registry, manifest_digest, &[OCI_MANIFEST]).await? else {
+        return Ok(vec![Candidate::Unreadable(format!("referrer {manifest_digest} is missing"))]);
+    };
+    let Ok(parsed) = serde_json::from_slice::<OciImageManifest>(&body) else {
+        return Ok(vec![Candidate::Unreadable(format!("referrer {manifest_digest} is not an OCI manifest"))]);
+    };
+    let mut out = Vec::new();
+    for layer in parsed.layers.iter().filter(|l| l.media_type == ARTIFACT_TYPE).take(MAX_LAYERS) {
+        out.push(match blob(registry, layer).await {
+            Ok(json) => Candidate::Bundle(json),
+            Err(why) => Candidate::Unreadable(why),
+        });
+    }
+    Ok(out)
+}
+
+/// The bundle referrers listed in an index.
+async fn from_index(registry: &Registry, index: &OciImageIndex, at: &str) -> Result<Vec<Candidate>, RegistryError> {
+    let listed: Vec<_> = index
+        .manifests
+        .iter()
+        .filter(|m| m.artifact_type.as_deref() == Some(ARTIFACT_TYPE))
+        .collect();
+    if listed.len() > MAX_LAYERS {
+        return Ok(vec![Candidate::Unreadable(format!("{at} lists {} bundles, more than {MAX_LAYERS}", listed.len()))]);
+    }
+    let mut out = Vec::new();
+    for entry in listed {
+        out.extend(bundles_of(registry, &entry.digest).await?);
+    }
+    Ok(out)
+}
+
+async fn referrers(registry: &Registry, d: &str) -> Result<Vec<Candidate>, RegistryError> {
+    let (client, reference, _) = registry.oci();
+    let subject = reference.clone_with_digest(d.to_owned());
+    // oci-client reads the `sha256-<hex>` tag itself when the registry has
+    // no referrers API (404); the next place then reads it again, harmlessly.
+    match client.pull_referrers(&subject, Some(ARTIFACT_TYPE)).await {
+        Ok(index) => from_index(registry, &index, "referrers").await,
+        Err(err) if not_found(&err) => Ok(Vec::new()),
+        Err(err) => Err(oci_err(registry, err)),
+    }
+}
+
+async fn fallback_tag(registry: &Registry, d: &str) -> Result<Vec<Candidate>, RegistryError> {
+    let tag = Place::FallbackTag.describe(d);
+    let body = match manifest(registry, &tag, &[OCI_INDEX]).await {
+        Ok(Some(body)) => body,
+        Ok(None) => return Ok(Vec::new()),
+        Err(RegistryError::Response(why)) if why.starts_with("signature manifest") => {
+            return Ok(vec![Candidate::Unreadable(why)]);
+        }
+        Err(err) => return Err(err),
+    };
+    match serde_json::from_slice::<OciImageIndex>(&body) {
+        Ok(index) => from_index(registry, &index, &tag).await,
+        Err(_) => Ok(vec![Candidate::Unreadable(format!("{tag} is not an OCI index"))]),
+    }
+}
+
+async fn legacy(registry: &Registry, d: &str) -> Result<Vec<Candidate>, RegistryError> {
+    let tag = Place::LegacyTag.describe(d);
+    let body = match manifest(registry, &tag, &[OCI_MANIFEST, DOCKER_MANIFEST]).await {
+        Ok(Some(body)) => body,
+        Ok(None) => return Ok(Vec::new()),
+        Err(RegistryError::Response(why)) if why.starts_with("signature manifest") => {
+            return Ok(vec![Candidate::Unreadable(why)]);
+        }
+        Err(err) => return Err(err),
+    };
+    let Ok(parsed) = serde_json::from_slice::<OciImageManifest>(&body) else {
+        return Ok(vec![Candidate::Unreadable(format!("{tag} is not an image manifest"))]);
+    };
+    let layers: Vec<_> = parsed.layers.iter().filter(|l| l.media_type == SIMPLE_SIGNING).collect();
+    if layers.len() > MAX_LAYERS {
+        return Ok(vec![Candidate::Unreadable(format!("{tag} has {} signature layers, more than {MAX_LAYERS}", layers.len()))]);
+    }
+    let mut out = Vec::new();
+    for layer in layers {
+        let signature = layer.annotations.as_ref().and_then(|a| a.get(SIGNATURE_ANNOTATION)).cloned();
+        out.push(match blob(registry, layer).await {
+            Ok(payload) => Candidate::Legacy { payload, signature },
+            Err(why) => Candidate::Unreadable(why),
+        });
+    }
+    Ok(out)
+}
+
+/// `iguana verify IMAGE`: resolves `image` as a pull would (mirrors
+/// first) and checks its signature, fetching no config and no layer.
+/// Returns the digest checked and who signed it.
+pub async fn verify_image(opts: &super::PullOptions, image: &str) -> Result<(String, Accepted), super::Error> {
+    let reference = super::reference::ImageRef::parse(image)
+        .map_err(|source| super::Error::Reference { image: image.to_string(), source })?;
+    let (sources, _, _, pulled) = super::resolve(opts, image, &reference).await?;
+    match verify(&sources.registry, &opts.keys, &pulled).await {
+        Ok(accepted) => Ok((pulled, accepted)),
+        Err(err) => Err(super::Error::Unsigned { image: image.to_string(), digest: pulled, reason: err.to_string() }),
+    }
+}
