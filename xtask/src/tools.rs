@@ -59,6 +59,8 @@ const TOOLS: &[Tool] = &[
     // `cargo xtask dracut`: the dracut-module/ initrd.
     Tool { probe: Probe::Command("dracut"), package: "dracut" },
     Tool { probe: Probe::File("/etc/ssl/certs/ca-certificates.crt"), package: "ca-certificates" },
+    // tests/trust_image.rs: the independent cosign signer (testkit/scripts/cosign_sign.py).
+    Tool { probe: Probe::Package, package: "python3-cryptography" },
 ];
 
 /// Installs the missing host tools and the musl Rust target.
