@@ -90,14 +90,23 @@ async fn manifest(registry: &Registry, at: &str, types: &[&str]) -> Result<Optio
             at.to_owned(),
         )
     };
-    match client.pull_manifest_raw(&target, auth, types).await {
-        Ok((body, _)) if body.len() > MAX_MANIFEST => Err(RegistryError::Response(format!(
+    let what = format!("{}: fetch signature manifest {at}", registry.host());
+    let body = registry
+        .retry()
+        .run(&what, || async {
+            match client.pull_manifest_raw(&target, auth, types).await {
+                Ok((body, _)) => Ok(Some(body)),
+                Err(err) if not_found(&err) => Ok(None),
+                Err(err) => Err(oci_err(registry, err)),
+            }
+        })
+        .await?;
+    match body {
+        Some(body) if body.len() > MAX_MANIFEST => Err(RegistryError::Response(format!(
             "signature manifest {at} is {} bytes, more than {MAX_MANIFEST}",
             body.len()
         ))),
-        Ok((body, _)) => Ok(Some(body.to_vec())),
-        Err(err) if not_found(&err) => Ok(None),
-        Err(err) => Err(oci_err(registry, err)),
+        body => Ok(body.map(|b| b.to_vec())),
     }
 }
 
@@ -166,10 +175,28 @@ async fn referrers(registry: &Registry, d: &str) -> Result<Vec<Candidate>, Regis
     let subject = reference.clone_with_digest(d.to_owned());
     // oci-client reads the `sha256-<hex>` tag itself when the registry has
     // no referrers API (404); the next place then reads it again, harmlessly.
-    match client.pull_referrers(&subject, Some(ARTIFACT_TYPE)).await {
-        Ok(index) => from_index(registry, &index, "referrers").await,
-        Err(err) if not_found(&err) => Ok(Vec::new()),
-        Err(err) => Err(oci_err(registry, err)),
+    let what = format!("{}: fetch referrers of {d}", registry.host());
+    let index = registry
+        .retry()
+        .run(&what, || async {
+            match client.pull_referrers(&subject, Some(ARTIFACT_TYPE)).await {
+                Ok(index) => Ok(Some(index)),
+                Err(err) if not_found(&err) => Ok(None),
+                // A registry without the API may answer 400 or 405, not
+                // 404: skipping a place can only lose an acceptance.
+                Err(err) => match oci_err(registry, err) {
+                    err if err.is_transient() => Err(err),
+                    err => {
+                        tracing::debug!("{}: referrers API: {err}", registry.host());
+                        Ok(None)
+                    }
+                },
+            }
+        })
+        .await?;
+    match index {
+        Some(index) => from_index(registry, &index, "referrers").await,
+        None => Ok(Vec::new()),
     }
 }
 
