@@ -117,7 +117,7 @@ fn legacy_signature_accepted_and_checked() {
         &d5,
         trust.path(),
         &[],
-        "signature by an unknown key; signature layer has no dev.cosignproject.cosign/signature annotation",
+        "signature annotation is not base64; signature layer has no dev.cosignproject.cosign/signature annotation",
     );
 }
 
