@@ -22,6 +22,9 @@ pub const MAX_MANIFEST: usize = 128 << 10;
 pub const MAX_BLOB: i64 = 1 << 20;
 /// Most signature layers (or referrers) looked at per place.
 pub const MAX_LAYERS: usize = 100;
+/// Most bytes of bundles or payloads held per place (they are checked once
+/// all are in): 100 layers of 1 MiB would be too much for an initrd's RAM.
+pub const MAX_PLACE_BYTES: i64 = 8 << 20;
 
 /// The media type of a legacy simple-signing payload layer.
 pub const SIMPLE_SIGNING: &str = "application/vnd.dev.cosign.simplesigning.v1+json";
@@ -135,8 +138,18 @@ async fn blob(registry: &Registry, desc: &OciDescriptor) -> Result<Vec<u8>, Stri
     Ok(out)
 }
 
+/// Whether `desc` fits in what is left of the place's byte budget.
+fn within_budget(budget: &mut i64, desc: &OciDescriptor) -> bool {
+    *budget -= desc.size.max(0);
+    *budget >= 0
+}
+
+fn over_budget(at: &str) -> Candidate {
+    Candidate::Unreadable(format!("signatures at {at} are more than {MAX_PLACE_BYTES} bytes"))
+}
+
 /// The bundles of an artifact manifest (cosign v3: one layer, the bundle).
-async fn bundles_of(registry: &Registry, manifest_digest: &str) -> Result<Vec<Candidate>, RegistryError> {
+async fn bundles_of(registry: &Registry, manifest_digest: &str, budget: &mut i64) -> Result<Vec<Candidate>, RegistryError> {
     let Some(body) = manifest(registry, manifest_digest, &[OCI_MANIFEST]).await? else {
         return Ok(vec![Candidate::Unreadable(format!("referrer {manifest_digest} is missing"))]);
     };
@@ -145,6 +158,10 @@ async fn bundles_of(registry: &Registry, manifest_digest: &str) -> Result<Vec<Ca
     };
     let mut out = Vec::new();
     for layer in parsed.layers.iter().filter(|l| l.media_type == ARTIFACT_TYPE).take(MAX_LAYERS) {
+        if !within_budget(budget, layer) {
+            out.push(over_budget("referrer"));
+            break;
+        }
         out.push(match blob(registry, layer).await {
             Ok(json) => Candidate::Bundle(json),
             Err(why) => Candidate::Unreadable(why),
@@ -163,9 +180,12 @@ async fn from_index(registry: &Registry, index: &OciImageIndex, at: &str) -> Res
     if listed.len() > MAX_LAYERS {
         return Ok(vec![Candidate::Unreadable(format!("{at} lists {} bundles, more than {MAX_LAYERS}", listed.len()))]);
     }
-    let mut out = Vec::new();
+    let (mut out, mut budget) = (Vec::new(), MAX_PLACE_BYTES);
     for entry in listed {
-        out.extend(bundles_of(registry, &entry.digest).await?);
+        out.extend(bundles_of(registry, &entry.digest, &mut budget).await?);
+        if budget < 0 || out.len() > MAX_LAYERS {
+            break;
+        }
     }
     Ok(out)
 }
@@ -233,8 +253,12 @@ async fn legacy(registry: &Registry, d: &str) -> Result<Vec<Candidate>, Registry
     if layers.len() > MAX_LAYERS {
         return Ok(vec![Candidate::Unreadable(format!("{tag} has {} signature layers, more than {MAX_LAYERS}", layers.len()))]);
     }
-    let mut out = Vec::new();
+    let (mut out, mut budget) = (Vec::new(), MAX_PLACE_BYTES);
     for layer in layers {
+        if !within_budget(&mut budget, layer) {
+            out.push(over_budget(&tag));
+            break;
+        }
         let signature = layer.annotations.as_ref().and_then(|a| a.get(SIGNATURE_ANNOTATION)).cloned();
         out.push(match blob(registry, layer).await {
             Ok(payload) => Candidate::Legacy { payload, signature },
