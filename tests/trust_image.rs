@@ -9,7 +9,7 @@
 use serde_json::json;
 use sha2::{Digest, Sha256};
 use std::path::Path;
-use testkit::cosign::{Signer, BUNDLE_TYPE};
+use testkit::cosign::Signer;
 use testkit::{Layer, ReferrersFront, Registry};
 
 const TAR: &str = "application/vnd.oci.image.layer.v1.tar";
@@ -117,7 +117,7 @@ fn legacy_signature_accepted_and_checked() {
         &d5,
         trust.path(),
         &[],
-        "signature by an unknown key; signature layer has no dev.cosignproject.cosign/signature annotation",
+        "signature annotation is not base64; signature layer has no dev.cosignproject.cosign/signature annotation",
     );
 }
 
@@ -179,7 +179,7 @@ fn bundle_at_fallback_tag_accepted_attestation_refused() {
     // An attestation (signed by the trusted key, right subject) is not a signature.
     let slsa = signer.bundle(&d, &reference, Some("https://slsa.dev/provenance/v1")).unwrap();
     let attestation = registry.push_bundle("app", &d, &slsa).unwrap();
-    registry.push_fallback_index("app", &d, &[attestation.clone()]).unwrap();
+    registry.push_fallback_index("app", &d, std::slice::from_ref(&attestation)).unwrap();
     assert_refused(&reference, &d, trust.path(), &[], "bundle is an attestation (https://slsa.dev/provenance/v1), not a signature");
     let bundle = signer.bundle(&d, &reference, None).unwrap();
     let signature = registry.push_bundle("app", &d, &bundle).unwrap();

@@ -285,6 +285,10 @@ impl Registry {
         (&self.client, &self.reference, &self.auth)
     }
 
+    pub(super) fn retry(&self) -> Retry {
+        self.retry
+    }
+
     /// The body and digest of `manifests/REF`, with retries.
     async fn manifest_raw(&self, reference: &oci_client::Reference) -> Result<(Vec<u8>, String), RegistryError> {
         let what = format!("{}: fetch manifest", self.registry);

@@ -22,6 +22,9 @@ pub const MAX_MANIFEST: usize = 128 << 10;
 pub const MAX_BLOB: i64 = 1 << 20;
 /// Most signature layers (or referrers) looked at per place.
 pub const MAX_LAYERS: usize = 100;
+/// Most bytes of bundles or payloads held per place (they are checked once
+/// all are in): 100 layers of 1 MiB would be too much for an initrd's RAM.
+pub const MAX_PLACE_BYTES: i64 = 8 << 20;
 
 /// The media type of a legacy simple-signing payload layer.
 pub const SIMPLE_SIGNING: &str = "application/vnd.dev.cosign.simplesigning.v1+json";
@@ -90,14 +93,23 @@ async fn manifest(registry: &Registry, at: &str, types: &[&str]) -> Result<Optio
             at.to_owned(),
         )
     };
-    match client.pull_manifest_raw(&target, auth, types).await {
-        Ok((body, _)) if body.len() > MAX_MANIFEST => Err(RegistryError::Response(format!(
+    let what = format!("{}: fetch signature manifest {at}", registry.host());
+    let body = registry
+        .retry()
+        .run(&what, || async {
+            match client.pull_manifest_raw(&target, auth, types).await {
+                Ok((body, _)) => Ok(Some(body)),
+                Err(err) if not_found(&err) => Ok(None),
+                Err(err) => Err(oci_err(registry, err)),
+            }
+        })
+        .await?;
+    match body {
+        Some(body) if body.len() > MAX_MANIFEST => Err(RegistryError::Response(format!(
             "signature manifest {at} is {} bytes, more than {MAX_MANIFEST}",
             body.len()
         ))),
-        Ok((body, _)) => Ok(Some(body.to_vec())),
-        Err(err) if not_found(&err) => Ok(None),
-        Err(err) => Err(oci_err(registry, err)),
+        body => Ok(body.map(|b| b.to_vec())),
     }
 }
 
@@ -126,8 +138,18 @@ async fn blob(registry: &Registry, desc: &OciDescriptor) -> Result<Vec<u8>, Stri
     Ok(out)
 }
 
+/// Whether `desc` fits in what is left of the place's byte budget.
+fn within_budget(budget: &mut i64, desc: &OciDescriptor) -> bool {
+    *budget -= desc.size.max(0);
+    *budget >= 0
+}
+
+fn over_budget(at: &str) -> Candidate {
+    Candidate::Unreadable(format!("signatures at {at} are more than {MAX_PLACE_BYTES} bytes"))
+}
+
 /// The bundles of an artifact manifest (cosign v3: one layer, the bundle).
-async fn bundles_of(registry: &Registry, manifest_digest: &str) -> Result<Vec<Candidate>, RegistryError> {
+async fn bundles_of(registry: &Registry, manifest_digest: &str, budget: &mut i64) -> Result<Vec<Candidate>, RegistryError> {
     let Some(body) = manifest(registry, manifest_digest, &[OCI_MANIFEST]).await? else {
         return Ok(vec![Candidate::Unreadable(format!("referrer {manifest_digest} is missing"))]);
     };
@@ -136,6 +158,10 @@ async fn bundles_of(registry: &Registry, manifest_digest: &str) -> Result<Vec<Ca
     };
     let mut out = Vec::new();
     for layer in parsed.layers.iter().filter(|l| l.media_type == ARTIFACT_TYPE).take(MAX_LAYERS) {
+        if !within_budget(budget, layer) {
+            out.push(over_budget("referrer"));
+            break;
+        }
         out.push(match blob(registry, layer).await {
             Ok(json) => Candidate::Bundle(json),
             Err(why) => Candidate::Unreadable(why),
@@ -154,9 +180,12 @@ async fn from_index(registry: &Registry, index: &OciImageIndex, at: &str) -> Res
     if listed.len() > MAX_LAYERS {
         return Ok(vec![Candidate::Unreadable(format!("{at} lists {} bundles, more than {MAX_LAYERS}", listed.len()))]);
     }
-    let mut out = Vec::new();
+    let (mut out, mut budget) = (Vec::new(), MAX_PLACE_BYTES);
     for entry in listed {
-        out.extend(bundles_of(registry, &entry.digest).await?);
+        out.extend(bundles_of(registry, &entry.digest, &mut budget).await?);
+        if budget < 0 || out.len() > MAX_LAYERS {
+            break;
+        }
     }
     Ok(out)
 }
@@ -166,10 +195,28 @@ async fn referrers(registry: &Registry, d: &str) -> Result<Vec<Candidate>, Regis
     let subject = reference.clone_with_digest(d.to_owned());
     // oci-client reads the `sha256-<hex>` tag itself when the registry has
     // no referrers API (404); the next place then reads it again, harmlessly.
-    match client.pull_referrers(&subject, Some(ARTIFACT_TYPE)).await {
-        Ok(index) => from_index(registry, &index, "referrers").await,
-        Err(err) if not_found(&err) => Ok(Vec::new()),
-        Err(err) => Err(oci_err(registry, err)),
+    let what = format!("{}: fetch referrers of {d}", registry.host());
+    let index = registry
+        .retry()
+        .run(&what, || async {
+            match client.pull_referrers(&subject, Some(ARTIFACT_TYPE)).await {
+                Ok(index) => Ok(Some(index)),
+                Err(err) if not_found(&err) => Ok(None),
+                // A registry without the API may answer 400 or 405, not
+                // 404: skipping a place can only lose an acceptance.
+                Err(err) => match oci_err(registry, err) {
+                    err if err.is_transient() => Err(err),
+                    err => {
+                        tracing::debug!("{}: referrers API: {err}", registry.host());
+                        Ok(None)
+                    }
+                },
+            }
+        })
+        .await?;
+    match index {
+        Some(index) => from_index(registry, &index, "referrers").await,
+        None => Ok(Vec::new()),
     }
 }
 
@@ -206,8 +253,12 @@ async fn legacy(registry: &Registry, d: &str) -> Result<Vec<Candidate>, Registry
     if layers.len() > MAX_LAYERS {
         return Ok(vec![Candidate::Unreadable(format!("{tag} has {} signature layers, more than {MAX_LAYERS}", layers.len()))]);
     }
-    let mut out = Vec::new();
+    let (mut out, mut budget) = (Vec::new(), MAX_PLACE_BYTES);
     for layer in layers {
+        if !within_budget(&mut budget, layer) {
+            out.push(over_budget(&tag));
+            break;
+        }
         let signature = layer.annotations.as_ref().and_then(|a| a.get(SIGNATURE_ANNOTATION)).cloned();
         out.push(match blob(registry, layer).await {
             Ok(payload) => Candidate::Legacy { payload, signature },

@@ -40,6 +40,17 @@ pub enum BundleError {
     NoSignature,
 }
 
+/// Why a message-signature bundle does not sign a file.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum MessageError {
+    #[error("bundle has no messageSignature")]
+    NotMessage,
+    #[error("bundle is for a file with SHA-256 {signed}, not {actual}")]
+    OtherFile { signed: String, actual: String },
+    #[error("signature by an unknown key")]
+    UnknownKey,
+}
+
 #[derive(Deserialize)]
 #[serde(rename_all = "camelCase")]
 struct Raw {
@@ -120,6 +131,20 @@ pub fn pae(payload_type: &str, payload: &[u8]) -> Vec<u8> {
 }
 
 impl Bundle {
+    /// For `cosign sign-blob` bundles: the trusted key whose signature over
+    /// `file` this is, after checking that `messageDigest` is `file`'s SHA-256.
+    pub fn verify_message<'k>(&self, keys: &'k Keys, file: &[u8]) -> Result<&'k PublicKey, MessageError> {
+        use sha2::Digest as _;
+        let Bundle::MessageSignature { digest_sha256, signature } = self else {
+            return Err(MessageError::NotMessage);
+        };
+        let actual: [u8; 32] = sha2::Sha256::digest(file).into();
+        if actual != *digest_sha256 {
+            return Err(MessageError::OtherFile { signed: hex::encode(digest_sha256), actual: hex::encode(actual) });
+        }
+        keys.verify(file, signature).map_err(|_| MessageError::UnknownKey)
+    }
+
     /// The trusted key that made one of the envelope's signatures over the
     /// PAE. (A message signature is checked against its file by the caller,
     /// who has the file: [`Keys::verify`] over the file's bytes.)
@@ -150,6 +175,22 @@ mod tests {
         for (ty, payload, expected) in cases {
             assert_eq!(pae(ty, payload), *expected, "type {ty}");
         }
+    }
+
+    /// Real sigstore-go test data: a key-signed sign-blob bundle over
+    /// `test content` (see fixtures/README.md).
+    #[test]
+    fn a_real_blob_bundle() {
+        let json = include_bytes!("fixtures/sigstore-go-blob.sigstore.json");
+        let pem = include_bytes!("fixtures/sigstore-go-blob.pem");
+        let keys = Keys::new(vec![PublicKey::from_pem("sigstore-go.pub", pem).unwrap()]);
+        let bundle = parse(json).unwrap();
+        assert_eq!(bundle.verify_message(&keys, b"test content").unwrap().name, "sigstore-go.pub");
+        let other = bundle.verify_message(&keys, b"test content!");
+        assert!(matches!(other, Err(MessageError::OtherFile { .. })), "{other:?}");
+        assert_eq!(bundle.verify_message(&Keys::default(), b"test content"), Err(MessageError::UnknownKey));
+        // A message signature is not a DSSE envelope.
+        assert!(bundle.verify_dsse(&keys).is_err());
     }
 
     fn check(json: &str, expected: Result<Bundle, BundleError>) {

@@ -60,6 +60,8 @@ pub enum Reason {
     UnknownKey,
     #[error("signature layer has no dev.cosignproject.cosign/signature annotation")]
     NoAnnotation,
+    #[error("signature annotation is not base64")]
+    NotBase64,
     #[error("signature is for {signed} not {wanted}")]
     OtherDigest { signed: String, wanted: String },
     #[error("{0}")]
@@ -98,7 +100,10 @@ pub fn check(keys: &Keys, d: &str, candidate: &Candidate) -> Result<String, Reas
     match candidate {
         Candidate::Legacy { payload, signature } => {
             let signature = signature.as_deref().ok_or(Reason::NoAnnotation)?;
-            let key = keys.verify_base64(payload, signature).map_err(|_| Reason::UnknownKey)?;
+            let key = keys.verify_base64(payload, signature).map_err(|e| match e {
+                super::keys::Error::SignatureEncoding => Reason::NotBase64,
+                _ => Reason::UnknownKey,
+            })?;
             simple::check(payload, d).map_err(|e| match e {
                 PayloadError::OtherDigest { signed, wanted } => Reason::OtherDigest { signed, wanted },
                 e => Reason::Payload(e),
@@ -273,7 +278,11 @@ mod tests {
         assert_eq!(verdict.add(&keys, D, Place::LegacyTag, &[garbage.clone(), none, garbage]), None);
         assert_eq!(
             verdict.refusal(D).to_string(),
-            "signature by an unknown key; signature layer has no dev.cosignproject.cosign/signature annotation"
+            "signature annotation is not base64; signature layer has no dev.cosignproject.cosign/signature annotation"
         );
+        let mut verdict = Verdict::default();
+        let unknown = Candidate::Legacy { payload: b"{}".to_vec(), signature: Some("AQID".into()) };
+        assert_eq!(verdict.add(&keys, D, Place::LegacyTag, &[unknown]), None);
+        assert_eq!(verdict.refusal(D).to_string(), "signature by an unknown key");
     }
 }
