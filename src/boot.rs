@@ -180,9 +180,6 @@ fn boot(raw: &str, failsafe: Failsafe) -> Result<(), Error> {
         report::pid1::emit(report::previous_boot_failed(summary));
     }
 
-    // Loaded once, from the initrd: nothing on the command line changes
-    // what is trusted.
-    let keys = crate::trust::load_for_boot()?;
     // A remote control_url needs the network before the workflow is loaded;
     // otherwise the workflow is read while DHCP goes on. So do extensions
     // fetched from the network.
@@ -191,13 +188,18 @@ fn boot(raw: &str, failsafe: Failsafe) -> Result<(), Error> {
         net.up(&args)?;
         extension::merge_network(&extensions, &policy, &mut merged)?;
     }
+    // Loaded once, from the initrd (and the verified extensions merged into
+    // it: the pull child reads the same directory): nothing on the command
+    // line changes what is trusted.
+    let keys = crate::trust::load_for_boot()?;
     let loaded = workflow::load(&args, Path::new(BUILTIN_WORKFLOW), Path::new(WORK), &keys)?;
-    report::pid1::workflow_url(loaded.workflow.report.as_deref());
     net.up(&args)?;
-    report::pid1::start();
-    // After the clock phase: `expires:` is checked against a clock we trust.
+    // After the clock phase: `expires:` is checked against a clock we trust,
+    // before an expired workflow's `report:` is given anything.
     let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_secs());
     workflow::check_expiry(&loaded, now, crate::clock::build_epoch())?;
+    report::pid1::workflow_url(loaded.workflow.report.as_deref(), loaded.verified);
+    report::pid1::start();
     let ctx = workflow::Context {
         insecure_registries: &args.insecure_registries,
         registry_mirrors: &args.registry_mirrors,

@@ -375,7 +375,7 @@ fn admit(c: &Candidate, host: &Fields, running: &str, keys: &crate::trust::Keys,
     let (root, mounted) = match &c.kind {
         Kind::Dir(dir) => (dir.clone(), false),
         Kind::Image(path) | Kind::Device(path) => {
-            let label = if c.name.is_empty() { format!("dev-{}", path.file_name().unwrap_or_default().to_string_lossy()) } else { c.name.clone() };
+            let label = mount_label(&c.name, path);
             let target = Path::new(WORK).join(format!("{label}.{}", merged.stage + 1));
             mount_image(path, matches!(c.kind, Kind::Image(_)), &target)?;
             (target, true)
@@ -577,8 +577,36 @@ fn firmware_path(layers: &[Layer]) {
     }
 }
 
+/// The name of an image's mount point under WORK.
+/// Plain characters only: `:` and `,` would split overlayfs's `lowerdir=`.
+fn mount_label(name: &str, path: &Path) -> String {
+    let plain = |s: &str| -> String {
+        let s: String = s.chars().map(|c| if c.is_ascii_alphanumeric() || "_.-".contains(c) { c } else { '_' }).collect();
+        if s.is_empty() || s == "." || s == ".." { "_".to_owned() } else { s }
+    };
+    if name.is_empty() {
+        format!("dev-{}", plain(&path.file_name().unwrap_or_default().to_string_lossy()))
+    } else {
+        plain(name)
+    }
+}
+
 #[cfg(test)]
 mod tests {
+    #[test]
+    fn mount_labels_are_plain_names() {
+        let cases = [
+            ("", "/dev/disk/by-path/pci-0000:00:05.0", "dev-pci-0000_00_05.0"),
+            ("", "/dev/vdb", "dev-vdb"),
+            ("site", "/run/x/site.raw", "site"),
+            ("a,b:c", "/x", "a_b_c"),
+            ("", "/", "dev-_"),
+        ];
+        for (name, path, want) in cases {
+            assert_eq!(super::mount_label(name, std::path::Path::new(path)), want, "{name} {path}");
+        }
+    }
+
     use super::*;
 
     #[test]

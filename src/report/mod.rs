@@ -157,7 +157,14 @@ pub fn redact_cmdline(line: &str) -> String {
         .map(|(key, value)| match value {
             None => key,
             Some(_) if key == crate::cmdline::REPORT_TOKEN => format!("{key}=***"),
-            Some(v) if v.contains("://") => format!("{key}={}", crate::redact::redact_url(&v)),
+            // A list (rd.iguana.extensions=) may hold several URLs.
+            Some(v) if v.contains("://") => {
+                let items: Vec<String> = v
+                    .split(',')
+                    .map(|item| if item.contains("://") { crate::redact::redact_url(item) } else { item.to_owned() })
+                    .collect();
+                format!("{key}={}", items.join(","))
+            }
             Some(v) => format!("{key}={v}"),
         })
         .collect();
@@ -243,6 +250,10 @@ mod tests {
                 "console=ttyS0 rd.iguana.report_url=http://***@10.0.2.2:9/e?*** rd.iguana.report_token=*** quiet",
             ),
             ("rd.iguana.control_url=\"https://h/w.yaml?token=x\"", "rd.iguana.control_url=https://h/w.yaml?***"),
+            (
+                "rd.iguana.extensions=https://u:p@h/a.raw,/dev/vdb,https://v:q@h/b.raw?t=1",
+                "rd.iguana.extensions=https://***@h/a.raw,/dev/vdb,https://***@h/b.raw?***",
+            ),
             ("", ""),
         ];
         for (line, want) in cases {

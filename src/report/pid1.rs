@@ -95,12 +95,25 @@ pub fn configure(url: Option<&str>, token: Option<&str>, ca: Option<&str>) {
 }
 
 /// The workflow's `report:`, used when the command line named none.
-pub fn workflow_url(url: Option<&str>) {
+pub fn workflow_url(url: Option<&str>, verified: bool) {
     with(|s| {
-        if s.url.is_none() {
-            s.url = url.map(str::to_owned);
+        let (url, keep_token) = report_target(s.url.as_deref(), url, verified);
+        s.url = url;
+        if !keep_token && s.token_file.take().is_some() {
+            tracing::warn!("report: the workflow's report: URL is not from a verified workflow: events go without the token");
         }
     });
+}
+
+/// The report URL and whether the token goes with it: the command line's
+/// URL wins; a workflow's `report:` gets the token only when the workflow
+/// is verified (an unsigned control_url could send it anywhere).
+fn report_target(cmdline: Option<&str>, workflow: Option<&str>, verified: bool) -> (Option<String>, bool) {
+    match (cmdline, workflow) {
+        (Some(url), _) => (Some(url.to_owned()), true),
+        (None, Some(url)) => (Some(url.to_owned()), verified),
+        (None, None) => (None, true),
+    }
 }
 
 /// Events are stamped with the machine id; before it is known they are not kept.
@@ -285,6 +298,21 @@ pub fn finish(limit: Duration) {
 
 #[cfg(test)]
 mod tests {
+    #[test]
+    fn the_token_goes_only_where_the_initrd_or_a_verified_workflow_says() {
+        // (command line URL, workflow's report:, workflow verified) -> (URL, token kept)
+        let cases = [
+            (Some("http://a/e"), Some("http://b/e"), false, (Some("http://a/e"), true)),
+            (None, Some("http://b/e"), true, (Some("http://b/e"), true)),
+            (None, Some("http://b/e"), false, (Some("http://b/e"), false)),
+            (None, None, false, (None, true)),
+        ];
+        for (cmdline, workflow, verified, (url, token)) in cases {
+            let got = super::report_target(cmdline, workflow, verified);
+            assert_eq!((got.0.as_deref(), got.1), (url, token), "{cmdline:?} {workflow:?} {verified}");
+        }
+    }
+
     use super::*;
     use std::io::Read;
 

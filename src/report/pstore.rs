@@ -18,6 +18,10 @@ pub const PSTORE: &str = "/sys/fs/pstore";
 pub const COPY: &str = "/iguana/previous-boot.txt";
 /// One pstore record is read up to this.
 const RECORD_MAX: u64 = 1 << 20;
+/// What a summary keeps, at most (a container can write to kmsg too).
+/// (iguana writes at most 13 lines of at most LINE_MAX bytes).
+pub const SUMMARY_LINES: usize = 32;
+pub const SUMMARY_MAX: usize = 32 << 10;
 /// Entries looked at, at most.
 const ENTRIES_MAX: usize = 64;
 /// Job log lines in the summary.
@@ -67,10 +71,10 @@ pub fn parse(dump: &str) -> Option<String> {
     for line in &lines[begin + 1..] {
         let Some(at) = line.find(MARK) else { continue };
         let text = line[at + MARK.len()..].trim();
-        if text == "end" {
+        if text == "end" || out.len() == SUMMARY_LINES {
             break;
         }
-        out.push(text.to_string());
+        out.push(cut(text, LINE_MAX));
     }
     Some(out.join("\n"))
 }
@@ -100,6 +104,17 @@ pub fn take_previous(dir: &Path) -> Option<String> {
 
 #[cfg(test)]
 mod tests {
+    #[test]
+    fn a_summary_is_capped_whatever_a_container_wrote_to_kmsg() {
+        let mut dump = format!("{MARK} begin\n");
+        for _ in 0..10_000 {
+            dump.push_str(&format!("{MARK} {}\n", "x".repeat(5000)));
+        }
+        let summary = super::parse(&dump).unwrap();
+        assert!(summary.len() <= super::SUMMARY_MAX, "{} bytes", summary.len());
+        assert!(summary.lines().count() <= super::SUMMARY_LINES);
+    }
+
     use super::*;
 
     /// A ramoops record as /sys/fs/pstore/dmesg-ramoops-0 shows it after a reboot.

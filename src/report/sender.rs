@@ -225,7 +225,7 @@ impl Sink {
                 (self.agent.post(&self.url).header("Content-Type", super::CONTENT_TYPE), body, what)
             }
             Frame::Log { job, file } => {
-                let url = format!("{}/logs/{}/{job}", self.url, self.machine_id);
+                let url = log_url(&self.url, &self.machine_id, job);
                 let body = crate::fsutil::read_bounded(file, LOG_MAX).unwrap_or_else(|_| read_tail(file, LOG_MAX));
                 (self.agent.put(&url).header("Content-Type", "text/plain; charset=utf-8"), body, format!("log of job {job}"))
             }
@@ -288,8 +288,32 @@ fn agent(url: &str, extra: Option<&Path>) -> anyhow::Result<ureq::Agent> {
     Ok(config.into())
 }
 
+/// Where a job's whole log goes: `{report_url}/logs/<machine-id>/<job>`.
+/// The path goes before a query the report URL may carry (a token).
+fn log_url(url: &str, machine_id: &str, job: &str) -> String {
+    let (base, query) = match url.find('?') {
+        Some(at) => url.split_at(at),
+        None => (url, ""),
+    };
+    format!("{}/logs/{machine_id}/{job}{query}", base.trim_end_matches('/'))
+}
+
 #[cfg(test)]
 mod tests {
+    use super::log_url;
+
+    #[test]
+    fn log_urls_go_before_the_query() {
+        let cases = [
+            ("http://h/e", "http://h/e/logs/m1/install"),
+            ("https://h/e/?k=v", "https://h/e/logs/m1/install?k=v"),
+            ("https://h/e?token=x", "https://h/e/logs/m1/install?token=x"),
+        ];
+        for (url, want) in cases {
+            assert_eq!(log_url(url, "m1", "install"), want, "{url}");
+        }
+    }
+
     use super::*;
 
     #[test]
