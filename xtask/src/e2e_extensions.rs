@@ -82,7 +82,22 @@ struct Setup {
     base: PathBuf,
     registry: String,
     files: FileServer,
+    /// The registry as the host reaches it (127.0.0.1:PORT).
+    registry_host: String,
     _registry: Option<Registry>,
+}
+
+/// The manifest digest of `name:tag` in the (TLS) test registry.
+fn image_digest(host: &str, name_tag: &str) -> Result<String> {
+    let out = Command::new("skopeo")
+        .args(["inspect", "--tls-verify=false", "--format", "{{.Digest}}", &format!("docker://{host}/{name_tag}")])
+        .output()
+        .context("skopeo inspect")?;
+    let digest = String::from_utf8_lossy(&out.stdout).trim().to_string();
+    if !out.status.success() || !digest.starts_with("sha256:") {
+        bail!("skopeo inspect {host}/{name_tag}: {}", String::from_utf8_lossy(&out.stderr).trim());
+    }
+    Ok(digest)
 }
 
 fn run() -> Result<Vec<(String, Result<Duration>)>> {
@@ -96,10 +111,30 @@ fn run() -> Result<Vec<(String, Result<Duration>)>> {
     Image::busybox_script(SCRIPT)?.build_and_push(&registry, "extdisk:latest")?;
     let reg = format!("10.0.2.2:{}", registry.port());
     let files = FileServer::start()?;
-    let setup = Setup { dir, kernel: built.kernel.vmlinuz.clone(), base: built.initrd.clone(), registry: reg, files, _registry: Some(registry) };
+    let setup = Setup {
+        dir,
+        kernel: built.kernel.vmlinuz.clone(),
+        base: built.initrd.clone(),
+        registry: reg,
+        registry_host: registry.host(),
+        files,
+        _registry: Some(registry),
+    };
 
     let (signer, other) = (keypair(&setup.dir, "site")?, keypair(&setup.dir, "other")?);
-    let cas = etc_dir(&setup.dir, "ca", &[("ssl/certs/ca-certificates.crt", &fs::read_to_string(&cert)?)])?;
+    // With keys, every image needs a signature, unless a verified workflow
+    // pins it by digest: the signed `ca` extension carries such a workflow,
+    // so it also proves that a verified extension's etc/ counts as the
+    // initrd's own (a built-in workflow is verified).
+    let digest = image_digest(&setup.registry_host, "extdisk:latest")?;
+    let cas = etc_dir(
+        &setup.dir,
+        "ca",
+        &[
+            ("ssl/certs/ca-certificates.crt", &fs::read_to_string(&cert)?),
+            ("iguana/control.yaml", &format!("name: site-signed\njobs:\n  site:\n    container:\n      image: {}/extdisk@{digest}\n", setup.registry)),
+        ],
+    )?;
     let site = etc_dir(
         &setup.dir,
         "site",
@@ -161,9 +196,8 @@ fn run() -> Result<Vec<(String, Result<Duration>)>> {
         ])?);
         let initrd = concat(&s.dir.join("signed.img"), &parts)?;
         let append = format!(
-            "rd.iguana.extensions=http://10.0.2.2:{}/ext/pvscsi.raw rd.iguana.containers={}/extdisk {COMMON_APPEND}",
+            "rd.iguana.extensions=http://10.0.2.2:{}/ext/pvscsi.raw {COMMON_APPEND}",
             s.files.port(),
-            s.registry
         );
         boot_vm(s, &initrd, &append, Net::User, true)
     };
@@ -179,6 +213,7 @@ fn run() -> Result<Vec<(String, Result<Duration>)>> {
             &["extension pvscsi: fetched http://10.0.2.2:"],
             &["extension pvscsi admitted", "verified by site.pub"],
             &["extensions: coldplug loaded", "vmw_pvscsi"],
+            &["workflow site-signed: 1 jobs"],
             &["IGUANA-E2E sda present driver=vmw_pvscsi"],
             &["IGUANA-E2E sda written and read back"],
         ],
@@ -361,7 +396,7 @@ pub fn bench(runs: usize) -> Result<()> {
         variants.push((name, concat(&dir.join(format!("{name}.img")), &[built.initrd.clone(), cpio])?));
     }
     let files = FileServer::start()?;
-    let setup = Setup { dir: dir.clone(), kernel: built.kernel.vmlinuz.clone(), base: built.initrd.clone(), registry: String::new(), files, _registry: None };
+    let setup = Setup { dir: dir.clone(), kernel: built.kernel.vmlinuz.clone(), base: built.initrd.clone(), registry: String::new(), registry_host: String::new(), files, _registry: None };
     let mut loaded: Vec<Vec<f64>> = vec![Vec::new(); variants.len()];
     let mut merged: Vec<Vec<f64>> = vec![Vec::new(); variants.len()];
     for run in 0..runs {
