@@ -309,7 +309,7 @@ pub const SCENARIOS: &[Scenario] = &[
     // (ramoops; e2e_report::run_previous_boot).
     Scenario {
         name: e2e_report::PREVIOUS_BOOT,
-        append: "rd.iguana.containers={REG}/nope rd.iguana.insecure_registries={REG} {RAMOOPS}",
+        append: "rd.iguana.containers={REG}/prev,{REG}/nope rd.iguana.insecure_registries={REG} {RAMOOPS}",
         net: Net::User,
         expect: &[],
         reject: &[],
@@ -514,6 +514,11 @@ pub fn e2e_images(guest_registry: &str) -> Result<Vec<(&'static str, Image)>> {
         ),
         ("shenv", Image::busybox_script("eval \"$SCRIPT\"\n")?),
         ("clock", Image::busybox_script("echo \"IGUANA-E2E year $(date +%Y)\"\n")?),
+        // previous-boot: what a container sees of the last boot's failure.
+        (
+            "prev",
+            Image::busybox_script("if [ -f /iguana/previous-boot.txt ]; then sed 's/^/IGUANA-E2E prev: /' /iguana/previous-boot.txt; else echo 'IGUANA-E2E prev: none'; fi\n")?,
+        ),
         ("v6", Image::busybox_script(&script_v6())?),
         ("nets", Image::busybox_script(&script_nets())?),
         ("vlan", Image::busybox_script(&script_vlan())?),

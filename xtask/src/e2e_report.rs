@@ -111,6 +111,8 @@ pub fn run_previous_boot(mut config: VmConfig, log: &Path, timeout: Duration) ->
     config.reboot = true;
     let mut vm = Vm::start(&config)?;
     let said = vm.wait_for("previous boot failed:", timeout);
+    // The container of boot 2 reads the copy in /iguana (its first line).
+    let copied = said.as_ref().and_then(|_| vm.wait_for("IGUANA-E2E prev: step: job nope", Duration::from_secs(120)));
     let outcome = vm.stop();
     let _ = std::fs::write(log, outcome.transcript());
     let Some(said) = said else {
@@ -126,6 +128,13 @@ pub fn run_previous_boot(mut config: VmConfig, log: &Path, timeout: Duration) ->
         if !said.text.contains(part) {
             bail!("{:?} lacks {part:?}", said.text);
         }
+    }
+    let Some(copied) = copied else {
+        bail!("no container of the second boot printed /iguana/previous-boot.txt (console: {})", log.display());
+    };
+    let boot1_prev = outcome.lines[..starts[1]].iter().any(|l| l.text.contains("IGUANA-E2E prev: none"));
+    if !boot1_prev || !outcome.lines[starts[1]..].iter().any(|l| l.text == copied.text) {
+        bail!("boot 1 should see no previous-boot.txt and boot 2 its copy (console: {})", log.display());
     }
     if outcome.kernel_panicked() {
         bail!("kernel panicked (console: {})", log.display());
