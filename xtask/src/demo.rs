@@ -16,7 +16,7 @@
 //! the VM powered off by itself, and the events came from boot to handover.
 
 use std::fs;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use anyhow::{bail, Context, Result};
 use testkit::{EventReceiver, FileServer, Image, Layer, Registry};
@@ -84,17 +84,7 @@ pub fn check(opts: &Options) -> Result<()> {
 
 /// `cargo xtask e2e --only demo` and `ci`: the check as one test.
 pub fn run_all() -> Result<(usize, Vec<String>)> {
-    let started = Instant::now();
-    match check(&Options::default()) {
-        Ok(()) => {
-            println!("PASS {NAME} ({:.1?})", started.elapsed());
-            Ok((1, Vec::new()))
-        }
-        Err(err) => {
-            println!("FAIL {NAME} ({:.1?}): {err:#}", started.elapsed());
-            Ok((0, vec![NAME.to_owned()]))
-        }
-    }
+    Ok(crate::e2e::one_test(NAME, || check(&Options::default())))
 }
 
 fn boot(opts: &Options, memory_mib: u32, live: bool) -> Result<Demo> {

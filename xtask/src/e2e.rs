@@ -838,6 +838,22 @@ fn closed_port() -> Result<u16> {
     Ok(listener.local_addr()?.port())
 }
 
+/// A group that is one test (`demo`, `pxe`, `modules`): runs it, prints
+/// `PASS`/`FAIL NAME (time)` and returns (passed, failed names) like [`run`].
+pub fn one_test(name: &str, test: impl FnOnce() -> Result<()>) -> (usize, Vec<String>) {
+    let started = Instant::now();
+    match test() {
+        Ok(()) => {
+            println!("PASS {name} ({:.1?})", started.elapsed());
+            (1, Vec::new())
+        }
+        Err(err) => {
+            println!("FAIL {name} ({:.1?}): {err:#}", started.elapsed());
+            (0, vec![name.to_owned()])
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -71,17 +71,7 @@ const REJECT: &[&[&str]] = &[
 /// Runs the scenario (with `opts.init` as /init when given, like the other
 /// scenarios); returns the pass count and failed names like `e2e::run`.
 pub fn run_all(opts: &Options) -> Result<(usize, Vec<String>)> {
-    let started = std::time::Instant::now();
-    match run(opts) {
-        Ok(()) => {
-            println!("PASS {NAME} ({:.1?})", started.elapsed());
-            Ok((1, Vec::new()))
-        }
-        Err(err) => {
-            println!("FAIL {NAME} ({:.1?}): {err:#}", started.elapsed());
-            Ok((0, vec![NAME.to_owned()]))
-        }
-    }
+    Ok(crate::e2e::one_test(NAME, || run(opts)))
 }
 
 fn run(opts: &Options) -> Result<()> {

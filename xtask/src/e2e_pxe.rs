@@ -25,7 +25,7 @@ use std::io::{Read, Write};
 use std::net::TcpStream;
 use std::path::Path;
 use std::process::Command;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use anyhow::{bail, Context, Result};
 use testkit::{EventReceiver, FileServer, Image, Registry, RegistryOptions};
@@ -71,17 +71,7 @@ const EXPECT: &[&str] = &[
 
 /// Runs the scenario; (passed, failed names) as the other e2e groups.
 pub fn run_all() -> Result<(usize, Vec<String>)> {
-    let started = Instant::now();
-    match run() {
-        Ok(()) => {
-            println!("PASS {NAME} ({:.1?})", started.elapsed());
-            Ok((1, Vec::new()))
-        }
-        Err(err) => {
-            println!("FAIL {NAME} ({:.1?}): {err:#}", started.elapsed());
-            Ok((0, vec![NAME.to_owned()]))
-        }
-    }
+    Ok(crate::e2e::one_test(NAME, run))
 }
 
 fn run() -> Result<()> {
