@@ -238,8 +238,9 @@ fn read_header(path: &Path) -> std::io::Result<Vec<u8>> {
 }
 
 /// `iguana fetch` in a child, bounded in size and time, into WORK; with
-/// trust keys also `URL.sig`, else `SHA256SUMS` and `SHA256SUMS.sig` from
-/// the same directory (absent ones are the verifier's to refuse).
+/// trust keys also `URL.sig`, else `URL.sigstore.json`, else `SHA256SUMS`
+/// and `SHA256SUMS.sig` from the same directory (absent ones are the
+/// verifier's to refuse).
 fn fetch(source: &Source) -> Result<Candidate, Refusal> {
     let url = match source {
         Source::Url(url) => url,
@@ -260,7 +261,10 @@ fn fetch(source: &Source) -> Result<Candidate, Refusal> {
         let (base, query) = url.split_once('?').map_or((url.as_str(), None), |(b, q)| (b, Some(q)));
         let with_query = |u: String| query.map_or(u.clone(), |q| format!("{u}?{q}"));
         let sig = with_query(format!("{base}.sig"));
-        if fetch_file(&sig, &dir.join(format!("{name}.raw.sig")), SIG_MAX).is_err() {
+        let bundle = with_query(format!("{base}.sigstore.json"));
+        if fetch_file(&sig, &dir.join(format!("{name}.raw.sig")), SIG_MAX).is_err()
+            && fetch_file(&bundle, &dir.join(format!("{name}.raw.sigstore.json")), SIG_MAX).is_err()
+        {
             let parent = base.rsplit_once('/').map_or(base, |(p, _)| p);
             for file in ["SHA256SUMS", "SHA256SUMS.sig"] {
                 let _ = fetch_file(&with_query(format!("{parent}/{file}")), &dir.join(file), SIG_MAX);

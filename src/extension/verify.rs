@@ -2,7 +2,9 @@
 //!
 //! - `NAME.raw`: a detached `NAME.raw.sig` beside it (base64, as
 //!   `cosign sign-blob --key` writes it, or `openssl dgst -sha256 -sign`
-//!   piped through base64), or a `SHA256SUMS` beside it whose
+//!   piped through base64), else a `NAME.raw.sigstore.json` beside it (a
+//!   sigstore bundle with a messageSignature, `cosign sign-blob --bundle`,
+//!   see `src/trust/bundle.rs`), else a `SHA256SUMS` beside it whose
 //!   `SHA256SUMS.sig` verifies and which lists the image's digest (the
 //!   systemd/Flatcar layout; the image is then hashed as a stream).
 //! - a tree from an appended cpio, `extensions/NAME/`: the cpio carries
@@ -43,6 +45,8 @@ pub enum Unverified {
     Extra(String),
     #[error("{0}: not a regular file or directory, which a signed tree may not carry")]
     Special(String),
+    #[error("{file}: {why}")]
+    Bundle { file: String, why: String },
 }
 
 /// `SHA256SUMS` lines: `HEX  NAME` or `HEX *NAME` (binary mode); lines
@@ -102,20 +106,41 @@ pub fn sha256_file(path: &Path) -> Result<String, Unverified> {
     Ok(hex::encode(hasher.finalize()))
 }
 
-/// A `NAME.raw` at `image`: `NAME.raw.sig` beside it, else `SHA256SUMS`
-/// (+ `.sig`) beside it. Returns the key that signed.
+/// The image whole, for a signature over its bytes.
+fn read_image(image: &Path) -> Result<Vec<u8>, Unverified> {
+    crate::fsutil::read_bounded(image, IMAGE_MAX).map_err(|e| Unverified::Read { file: image.display().to_string(), what: crate::logging::chain(&e) })
+}
+
+/// A `cosign sign-blob --bundle` bundle over `message`: its digest must be
+/// the message's and its signature a trusted key's.
+fn check_bundle(keys: &Keys, message: &[u8], bundle: &Path) -> Result<String, Unverified> {
+    use crate::trust::bundle::{self, MessageError};
+    let file = bundle.display().to_string();
+    let parsed = bundle::parse(&read_small(bundle)?).map_err(|e| Unverified::Bundle { file: file.clone(), why: e.to_string() })?;
+    match parsed.verify_message(keys, message) {
+        Ok(key) => Ok(key.name.clone()),
+        Err(MessageError::UnknownKey) => Err(Unverified::BadSignature { file }),
+        Err(e) => Err(Unverified::Bundle { file, why: e.to_string() }),
+    }
+}
+
+/// A `NAME.raw` at `image`: `NAME.raw.sig` beside it, else
+/// `NAME.raw.sigstore.json`, else `SHA256SUMS` (+ `.sig`) beside it.
+/// Returns the key that signed.
 pub fn image(keys: &Keys, image: &Path) -> Result<String, Unverified> {
     let file_name = image.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
     let sig = PathBuf::from(format!("{}.sig", image.display()));
     if sig.is_file() {
-        let bytes = crate::fsutil::read_bounded(image, IMAGE_MAX)
-            .map_err(|e| Unverified::Read { file: image.display().to_string(), what: crate::logging::chain(&e) })?;
-        return check_signature(keys, &bytes, &sig);
+        return check_signature(keys, &read_image(image)?, &sig);
+    }
+    let bundle = PathBuf::from(format!("{}.sigstore.json", image.display()));
+    if bundle.is_file() {
+        return check_bundle(keys, &read_image(image)?, &bundle);
     }
     let sums = image.with_file_name("SHA256SUMS");
     let sums_sig = image.with_file_name("SHA256SUMS.sig");
     if !sums.is_file() || !sums_sig.is_file() {
-        return Err(Unverified::Unsigned(format!("{file_name}.sig nor SHA256SUMS with SHA256SUMS.sig")));
+        return Err(Unverified::Unsigned(format!("{file_name}.sig, {file_name}.sigstore.json nor SHA256SUMS with SHA256SUMS.sig")));
     }
     let text = read_small(&sums)?;
     let key = check_signature(keys, &text, &sums_sig)?;
@@ -223,7 +248,7 @@ mod tests {
         std::fs::create_dir_all(&dir).unwrap();
         let raw = dir.join("pvscsi.raw");
         std::fs::write(&raw, b"an image").unwrap();
-        assert_eq!(image(&keys, &raw), Err(Unverified::Unsigned("pvscsi.raw.sig nor SHA256SUMS with SHA256SUMS.sig".into())));
+        assert_eq!(image(&keys, &raw), Err(Unverified::Unsigned("pvscsi.raw.sig, pvscsi.raw.sigstore.json nor SHA256SUMS with SHA256SUMS.sig".into())));
         // SHA256SUMS, signed.
         let sums = dir.join("SHA256SUMS");
         std::fs::write(&sums, format!("{}  pvscsi.raw\n", sha256_file(&raw).unwrap())).unwrap();
@@ -236,6 +261,65 @@ mod tests {
         openssl_sign(&key, &raw, &dir.join("pvscsi.raw.sig"));
         assert!(image(&keys, &raw).is_ok());
         assert!(matches!(image(&other_keys, &raw), Err(Unverified::BadSignature { .. })));
+    }
+
+    /// `testkit/scripts/cosign_sign.py` (Python `cryptography`, not our
+    /// verifier): `keygen DIR` gives `DIR/cosign.key` and `cosign.pub`,
+    /// `blob KEY FILE` a messageSignature bundle of FILE.
+    fn cosign(args: &[&Path]) -> Vec<u8> {
+        let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("testkit/scripts/cosign_sign.py");
+        let out = Command::new("python3").arg(script).args(args).output().unwrap();
+        assert!(out.status.success(), "cosign_sign.py: {}", String::from_utf8_lossy(&out.stderr));
+        out.stdout
+    }
+
+    fn cosign_keys(dir: &Path) -> (PathBuf, Keys) {
+        std::fs::create_dir_all(dir.join("trust")).unwrap();
+        cosign(&[Path::new("keygen"), dir]);
+        std::fs::copy(dir.join("cosign.pub"), dir.join("trust/cosign.pub")).unwrap();
+        (dir.join("cosign.key"), Keys::load_dir(&dir.join("trust")).unwrap())
+    }
+
+    #[test]
+    fn images_with_a_sigstore_bundle() {
+        let tmp = tempfile::tempdir().unwrap();
+        let (key, keys) = cosign_keys(&tmp.path().join("site"));
+        let (_, other_keys) = cosign_keys(&tmp.path().join("other"));
+        let dir = tmp.path().join("ext");
+        std::fs::create_dir_all(&dir).unwrap();
+        let (raw, other) = (dir.join("fw.raw"), dir.join("other.raw"));
+        std::fs::write(&raw, b"an erofs image").unwrap();
+        std::fs::write(&other, b"another image").unwrap();
+        let bundle = cosign(&[Path::new("blob"), &key, &raw]);
+        std::fs::write(dir.join("fw.raw.sigstore.json"), &bundle).unwrap();
+        // The same bundle beside another file: it is for fw.raw's digest.
+        std::fs::write(dir.join("other.raw.sigstore.json"), &bundle).unwrap();
+        let sha = |p: &Path| sha256_file(p).unwrap();
+        let bundle_file = |name: &str| dir.join(name).display().to_string();
+        let cases: &[(&Path, &Keys, Result<String, Unverified>)] = &[
+            (&raw, &keys, Ok("cosign.pub".into())),
+            (&raw, &other_keys, Err(Unverified::BadSignature { file: bundle_file("fw.raw.sigstore.json") })),
+            (
+                &other,
+                &keys,
+                Err(Unverified::Bundle {
+                    file: bundle_file("other.raw.sigstore.json"),
+                    why: format!("bundle is for a file with SHA-256 {}, not {}", sha(&raw), sha(&other)),
+                }),
+            ),
+        ];
+        for (image_path, keys, want) in cases {
+            assert_eq!(image(keys, image_path), *want, "{}", image_path.display());
+        }
+        // Not a bundle at all.
+        std::fs::write(dir.join("fw.raw.sigstore.json"), b"{}").unwrap();
+        assert_eq!(
+            image(&keys, &raw),
+            Err(Unverified::Bundle { file: bundle_file("fw.raw.sigstore.json"), why: "bundle is not JSON of a sigstore bundle".into() })
+        );
+        // A detached .sig is tried first.
+        std::fs::write(dir.join("fw.raw.sig"), b"AAAA").unwrap();
+        assert!(matches!(image(&keys, &raw), Err(Unverified::BadSignature { file }) if file.ends_with("fw.raw.sig")));
     }
 
     #[test]
