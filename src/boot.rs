@@ -186,7 +186,12 @@ fn boot(raw: &str, failsafe: Failsafe) -> Result<(), Error> {
     let fetched = extensions.sources.iter().any(extension::args::Source::needs_network);
     if fetched || args.control_url.as_deref().is_some_and(|u| u.starts_with("http")) {
         net.up(&args)?;
-        extension::merge_network(&extensions, &policy, &mut merged)?;
+        let registry = extension::oci::Registry {
+            insecure_registries: &args.insecure_registries,
+            mirrors: &args.registry_mirrors,
+            ca: args.ca.as_deref(),
+        };
+        extension::merge_network(&extensions, &policy, &mut merged, &registry)?;
     }
     // Loaded once, from the initrd (and the verified extensions merged into
     // it: the pull child reads the same directory): nothing on the command

@@ -19,6 +19,7 @@
 pub mod args;
 pub mod image;
 pub mod inspect;
+pub mod oci;
 pub mod plan;
 pub mod release;
 pub mod verify;
@@ -85,6 +86,8 @@ pub enum Refusal {
     Keys(#[source] std::sync::Arc<crate::trust::keys::Error>),
     #[error("fetch: {0}")]
     Fetch(String),
+    #[error("pull: {0}")]
+    Pull(String),
     #[error("{0}")]
     Unsupported(String),
     #[error("no block device has the erofs label {0:?}")]
@@ -125,6 +128,9 @@ enum Kind {
     Image(PathBuf),
     /// A block device whose filesystem is the extension.
     Device(PathBuf),
+    /// An `oci:` image's rootfs, pulled (and, with keys, verified) by the
+    /// pull child; `signer` is the key the child reported.
+    Oci { root: PathBuf, signer: Option<String> },
 }
 
 /// The running kernel's release (`uname -r`).
@@ -145,13 +151,18 @@ pub fn merge_local(args: &Args, policy: &crate::modules::Policy, merged: &mut Me
     merge(candidates, args.required, policy, merged)
 }
 
-/// Fetches and merges `rd.iguana.extensions` URLs, after network-up; then
+/// Fetches and merges `rd.iguana.extensions` URLs and `oci:` images (with
+/// `registry`'s settings), after network-up, in command-line order; then
 /// coldplugs again for the drivers they brought. Returns whether any was
 /// merged.
-pub fn merge_network(args: &Args, policy: &crate::modules::Policy, merged: &mut Merged) -> Result<bool, Error> {
+pub fn merge_network(args: &Args, policy: &crate::modules::Policy, merged: &mut Merged, registry: &oci::Registry<'_>) -> Result<bool, Error> {
     let mut candidates = Vec::new();
-    for source in args.sources.iter().filter(|s| s.needs_network()) {
-        match fetch(source) {
+    for (index, source) in args.sources.iter().filter(|s| s.needs_network()).enumerate() {
+        let got = match source {
+            Source::Oci(reference) => oci_candidate(index, reference, registry),
+            other => fetch(other),
+        };
+        match got {
             Ok(c) => candidates.push(c),
             Err(refusal) => refuse(&source.shown(), refusal, args.required)?,
         }
@@ -206,6 +217,16 @@ fn appended<'a>(dirs: impl Iterator<Item = &'a Path>) -> Vec<Candidate> {
         }
     }
     out
+}
+
+/// `oci:REF`: pulled into WORK by the pull child. The name is the release
+/// file's, found when it is checked.
+fn oci_candidate(index: usize, reference: &str, registry: &oci::Registry<'_>) -> Result<Candidate, Refusal> {
+    let started = Instant::now();
+    let dir = oci::dir(Path::new(WORK), index, reference);
+    let (root, signer) = oci::pull(reference, &dir, registry).map_err(Refusal::Pull)?;
+    tracing::info!("extension oci:{reference}: pulled in {:.2}s", started.elapsed().as_secs_f64());
+    Ok(Candidate { name: String::new(), shown: format!("oci:{reference}"), kind: Kind::Oci { root, signer } })
 }
 
 /// `/dev/...` or `LABEL=`: a block device holding an erofs/squashfs.
@@ -374,10 +395,12 @@ fn admit(c: &Candidate, host: &Fields, running: &str, keys: &crate::trust::Keys,
             Kind::Image(path) => verify::image(keys, path)?,
             Kind::Dir(path) => verify::tree(keys, path, MAX_FILES)?,
             Kind::Device(_) => return Err(verify::Unverified::Unsigned("signature: a block device cannot carry one (use NAME.raw with NAME.raw.sig)".into()).into()),
+            // The pull child refuses an unsigned image when keys are there.
+            Kind::Oci { signer, .. } => signer.clone().ok_or_else(|| verify::Unverified::Unsigned("signer reported by the pull child".into()))?,
         })
     };
     let (root, mounted) = match &c.kind {
-        Kind::Dir(dir) => (dir.clone(), false),
+        Kind::Dir(dir) | Kind::Oci { root: dir, .. } => (dir.clone(), false),
         Kind::Image(path) | Kind::Device(path) => {
             let label = mount_label(&c.name, path);
             let target = Path::new(WORK).join(format!("{label}.{}", merged.stage + 1));

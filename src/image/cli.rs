@@ -19,7 +19,7 @@ use std::path::{Path, PathBuf};
 
 const USAGE: &str = "usage: iguana pull IMAGE --rootfs DIR [--insecure-registry HOST:PORT]... \
 [--config-out FILE] [--store DIR] [--keep-blobs] [--auth-file FILE] [--mirror REGISTRY=MIRROR]... [--ca PEM]... \
-[--layers DIR] [--trust-dir DIR] [--pinned-by-verified-workflow]";
+[--layers DIR] [--trust-dir DIR] [--pinned-by-verified-workflow] [--max-unpacked BYTES] [--signer-out FILE]";
 
 /// A command line that does not make sense.
 #[derive(Debug, PartialEq, Eq, thiserror::Error)]
@@ -41,6 +41,8 @@ struct Args {
     layers: Option<PathBuf>,
     trust_dir: Option<PathBuf>,
     pinned_by_verified_workflow: bool,
+    max_unpacked: Option<u64>,
+    signer_out: Option<PathBuf>,
 }
 
 /// Parses the arguments that follow `pull`.
@@ -51,6 +53,7 @@ fn parse(args: &[String]) -> Result<Args, UsageError> {
     let (mut keep_blobs, mut auth_file, mut mirrors, mut ca) = (false, None, Vec::new(), Vec::new());
     let mut layers = None;
     let (mut trust_dir, mut pinned_by_verified_workflow) = (None, false);
+    let (mut max_unpacked, mut signer_out) = (None, None);
     let mut it = args.iter();
     while let Some(arg) = it.next() {
         let (flag, inline) = match arg.split_once('=') {
@@ -79,6 +82,11 @@ fn parse(args: &[String]) -> Result<Args, UsageError> {
             "--layers" => layers = Some(PathBuf::from(value()?)),
             "--trust-dir" => trust_dir = Some(PathBuf::from(value()?)),
             "--pinned-by-verified-workflow" if inline.is_none() => pinned_by_verified_workflow = true,
+            "--max-unpacked" => {
+                let v = value()?;
+                max_unpacked = Some(v.parse().map_err(|_| usage(format!("--max-unpacked {v:?} is not a number of bytes")))?);
+            }
+            "--signer-out" => signer_out = Some(PathBuf::from(value()?)),
             "--mirror" => {
                 for item in value()?.split(',').filter(|s| !s.is_empty()) {
                     match item.split_once('=') {
@@ -108,6 +116,8 @@ fn parse(args: &[String]) -> Result<Args, UsageError> {
         layers,
         trust_dir,
         pinned_by_verified_workflow,
+        max_unpacked,
+        signer_out,
     })
 }
 
@@ -166,6 +176,7 @@ pub fn cli_pull(args: &[String]) -> anyhow::Result<()> {
         retry: Retry::default(),
         keys: load_keys(args.trust_dir.as_deref())?,
         pinned_by_verified_workflow: args.pinned_by_verified_workflow,
+        max_unpacked: args.max_unpacked,
     };
     let runtime = tokio::runtime::Builder::new_current_thread()
         .enable_all()
@@ -184,7 +195,11 @@ pub fn cli_pull(args: &[String]) -> anyhow::Result<()> {
             );
         }
     }
-    let (config, digest) = result?;
+    let (config, digest, signer) = result?;
+    if let Some(path) = &args.signer_out {
+        // Empty: not checked (no keys, or pinned by a verified workflow).
+        write_atomic(path, signer.unwrap_or_default().as_bytes()).with_context(|| format!("write {}", path.display()))?;
+    }
     if let Some(path) = &args.config_out {
         write_atomic(path, &serde_json::to_vec_pretty(&config)?)
             .with_context(|| format!("write image config to {}", path.display()))?;
@@ -247,6 +262,8 @@ mod tests {
             layers: None,
             trust_dir: None,
             pinned_by_verified_workflow: false,
+            max_unpacked: None,
+            signer_out: None,
         }
     }
 
@@ -329,6 +346,11 @@ mod tests {
             Err("--mirror \"x=\" is not REGISTRY=MIRROR"),
         );
         check(&["a", "--rootfs=/r", "--ca"], Err("--ca needs a value"));
+        check(
+            &["a", "--rootfs=/r", "--max-unpacked", "67108864", "--signer-out=/s"],
+            Ok(Args { max_unpacked: Some(64 << 20), signer_out: Some("/s".into()), ..args("a", "/r") }),
+        );
+        check(&["a", "--rootfs=/r", "--max-unpacked=64M"], Err("--max-unpacked \"64M\" is not a number of bytes"));
         check(
             &["a", "--rootfs=/r", "--keep-blobs=yes"],
             Err("unknown option --keep-blobs"),

@@ -22,6 +22,7 @@
 //! PID 1 forwards the child's stderr to the console.
 
 mod auth;
+mod budget;
 mod cli;
 mod config;
 mod feed;
@@ -88,6 +89,10 @@ pub struct PullOptions {
     /// The reference is pinned by digest in a verified workflow: that
     /// signature covers it (checked: the pulled digest is the pinned one).
     pub pinned_by_verified_workflow: bool,
+    /// At most this many bytes unpacked (the uncompressed layers) and
+    /// downloaded (the blobs), enforced while unpacking; the rootfs is then
+    /// always a flattened copy.
+    pub max_unpacked: Option<u64>,
 }
 
 /// Layers downloaded at the same time.
@@ -202,6 +207,8 @@ pub enum Error {
         #[source]
         source: io::Error,
     },
+    #[error("image {image}: more than {max} bytes (--max-unpacked)")]
+    TooLarge { image: String, max: u64 },
     /// The filesystem (RAM, on a tmpfs) ran out while pulling: the sizes
     /// say by how much, the source where.
     #[error("image {image}: image needs ~{needs_mib} MiB, {mount} has {free_mib} MiB free")]
@@ -218,11 +225,13 @@ pub enum Error {
 /// Pulls `image` and unpacks it into `rootfs` (created if missing; must be
 /// empty). Returns the config the container should run with.
 pub async fn pull(opts: &PullOptions, image: &str, rootfs: &Path) -> Result<ImageConfig, Error> {
-    pull_resolved(opts, image, rootfs).await.map(|(config, _)| config)
+    pull_resolved(opts, image, rootfs).await.map(|(config, _, _)| config)
 }
 
-/// [`pull`], also returning the manifest digest the reference resolved to.
-pub async fn pull_resolved(opts: &PullOptions, image: &str, rootfs: &Path) -> Result<(ImageConfig, String), Error> {
+/// [`pull`], also returning the manifest digest the reference resolved to
+/// and the trusted key that signed it (with keys, unless a verified
+/// workflow pinned it).
+pub async fn pull_resolved(opts: &PullOptions, image: &str, rootfs: &Path) -> Result<(ImageConfig, String, Option<String>), Error> {
     let name = image.to_string();
     let reference = ImageRef::parse(image).map_err(|source| Error::Reference {
         image: name.clone(),
@@ -230,8 +239,8 @@ pub async fn pull_resolved(opts: &PullOptions, image: &str, rootfs: &Path) -> Re
     })?;
     let (sources, manifest, manifest_digest, pulled) = resolve(opts, &name, &reference).await?;
     // --- trust: before the config or any layer is fetched.
-    check_signature(opts, &sources, &name, &reference, &pulled).await?;
-    // --- end trust
+    let signer = check_signature(opts, &sources, &name, &reference, &pulled).await?;
+    // --- end trust (signer: the key that signed, reported to PID 1)
     progress(
         &name,
         &format!(
@@ -289,6 +298,9 @@ pub async fn pull_resolved(opts: &PullOptions, image: &str, rootfs: &Path) -> Re
         };
         layers.push((desc, hex.to_string(), diff_id.clone()));
     }
+    if opts.max_unpacked.is_some_and(|max| needs > max) {
+        return Err(Error::TooLarge { image: name, max: opts.max_unpacked.unwrap_or(0) });
+    }
     let installed = match install(opts, &sources, &name, &layers, rootfs).await {
         // A mirror's wrong bytes went to the unpacker as they came: the
         // origin serves the image again from the start.
@@ -303,7 +315,7 @@ pub async fn pull_resolved(opts: &PullOptions, image: &str, rootfs: &Path) -> Re
         other => other,
     };
     installed.map_err(|err| out_of_space(&name, needs, &opts.store, err))?;
-    Ok((parsed.config, manifest_digest.to_string()))
+    Ok((parsed.config, manifest_digest.to_string(), signer))
 }
 
 /// Downloads and unpacks the layers into `rootfs`: an overlay of layer
@@ -316,7 +328,7 @@ async fn install(
     rootfs: &Path,
 ) -> Result<(), Error> {
     let name = name.to_string();
-    if let Some(store) = &opts.layers {
+    if let Some(store) = opts.layers.as_ref().filter(|_| opts.max_unpacked.is_none()) {
         match pull_layered(opts, sources, &name, layers, store, rootfs).await? {
             None => {
                 log_free(&name, store);
@@ -331,7 +343,8 @@ async fn install(
         source,
     })?;
     let paths = blob_paths(opts, layers)?;
-    let result = download_and_apply(sources, &name, Dest::Flat(&staging), layers, &paths, opts.keep_blobs).await;
+    let budget = opts.max_unpacked.map(budget::Budget::new);
+    let result = download_and_apply(sources, &name, Dest::Flat(&staging, budget.as_ref()), layers, &paths, opts.keep_blobs).await;
     remove_blobs(opts, &paths);
     result?;
     staging.commit().map_err(|source| Error::Rootfs {
@@ -652,16 +665,16 @@ async fn check_signature(
     name: &str,
     reference: &ImageRef,
     pulled: &str,
-) -> Result<(), Error> {
+) -> Result<Option<String>, Error> {
     if opts.keys.is_empty() {
-        return Ok(());
+        return Ok(None);
     }
     let refuse = |reason: String| Error::Unsigned { image: name.to_string(), digest: pulled.to_string(), reason };
     if opts.pinned_by_verified_workflow {
         return match reference.digest.as_deref() {
             Some(pinned) if pinned == pulled => {
                 progress(name, &format!("{pulled} pinned by the verified workflow"));
-                Ok(())
+                Ok(None)
             }
             Some(pinned) => Err(refuse(format!("pinned digest is {pinned}"))),
             None => Err(refuse("pinned by a verified workflow but the reference has no digest".into())),
@@ -681,7 +694,7 @@ async fn check_signature(
     };
     let place = accepted.place.describe(pulled);
     progress(name, &format!("{pulled} signed by {} ({place} on {host})", accepted.key));
-    Ok(())
+    Ok(Some(accepted.key.to_string()))
 }
 
 /// A client for the image `reference` on `host` (a mirror or the origin).
@@ -778,7 +791,7 @@ async fn download_and_apply(
         };
         match dest {
             // In order: a layer's turn comes when the one below is applied.
-            Dest::Flat(_) => {
+            Dest::Flat(..) => {
                 for i in 0..layers.len() {
                     let task = spawn(i).map_err(|e| (i, e))?;
                     join(i, task.await)?;
@@ -832,8 +845,8 @@ type UnpackTask = tokio::task::JoinHandle<Result<(), Error>>;
 /// Where layers are unpacked.
 #[derive(Clone, Copy)]
 enum Dest<'a> {
-    /// All layers in order onto one staging tree.
-    Flat(&'a Staging),
+    /// All layers in order onto one staging tree, within a budget.
+    Flat(&'a Staging, Option<&'a Arc<budget::Budget>>),
     /// Each layer into its own directory, one per layer given, all at
     /// once: each waits for those below when it needs their trees.
     Layers(&'a [LayerDir], &'a Arc<LayersDone>),
@@ -867,14 +880,15 @@ impl Dest<'_> {
             }
         };
         match self {
-            Dest::Flat(staging) => {
+            Dest::Flat(staging, budget) => {
+                let budget = budget.cloned();
                 let root = staging.root().map_err(|source| Error::ReadLayer {
                     image: image.clone(),
                     digest: digest.clone(),
                     source,
                 })?;
                 Ok(tokio::task::spawn_blocking(move || {
-                    apply(&image, &digest, blob, &diff_id, &root, Whiteouts::Apply).map(|()| delete())
+                    apply(&image, &digest, blob, &diff_id, &root, Whiteouts::Apply, budget).map(|()| delete())
                 }))
             }
             Dest::Layers(targets, done) => {
@@ -939,7 +953,7 @@ fn apply_to_layer_dir(
         .map(|root| root.with_lowers_later(lowers, ready))
         .map_err(dir_err("open", &tmp))
         .and_then(|root| {
-            apply(image, digest, blob, diff_id, &root, Whiteouts::Overlay)?;
+            apply(image, digest, blob, diff_id, &root, Whiteouts::Overlay, None)?;
             root.finish().map_err(dir_err("give the root the lower layers' owner and mode in", &tmp))
         });
     let result = applied.and_then(|()| match std::fs::rename(&tmp, &dir) {
@@ -980,6 +994,23 @@ fn apply(
     diff_id: &str,
     root: &root::Root,
     whiteouts: Whiteouts,
+    budget: Option<Arc<budget::Budget>>,
+) -> Result<(), Error> {
+    let too_large = |err: Error| match &budget {
+        Some(b) if b.exceeded() => Error::TooLarge { image: image.into(), max: b.max() },
+        _ => err,
+    };
+    apply_within(image, digest, blob, diff_id, root, whiteouts, budget.clone()).map_err(too_large)
+}
+
+fn apply_within(
+    image: &str,
+    digest: &str,
+    blob: FeedReader,
+    diff_id: &str,
+    root: &root::Root,
+    whiteouts: Whiteouts,
+    budget: Option<Arc<budget::Budget>>,
 ) -> Result<(), Error> {
     let read_err = |source| Error::ReadLayer {
         image: image.into(),
@@ -989,6 +1020,7 @@ fn apply(
     // On an unpack error the inflater is left to end on its own: it stops
     // at its next chunk, or when the download ends.
     let (pipe, inflater) = layer::inflate_in_thread(blob).map_err(read_err)?;
+    let pipe = budget::Bounded::new(pipe, budget);
     let mut pipe = unpack::apply_layer_as(root, pipe, whiteouts).map_err(|source| Error::Unpack {
         image: image.into(),
         digest: digest.into(),
