@@ -207,8 +207,11 @@ pub enum Error {
         #[source]
         source: io::Error,
     },
-    #[error("image {image}: more than {max} bytes (--max-unpacked)")]
+    #[error("image {image}: its blobs are more than {max} bytes (--max-unpacked)")]
     TooLarge { image: String, max: u64 },
+    /// Stopped at the cap; the source names the layer and entry.
+    #[error("image {image}: unpacking stopped at {max} bytes (--max-unpacked)")]
+    Unpacked { image: String, max: u64, #[source] source: Box<Error> },
     /// The filesystem (RAM, on a tmpfs) ran out while pulling: the sizes
     /// say by how much, the source where.
     #[error("image {image}: image needs ~{needs_mib} MiB, {mount} has {free_mib} MiB free")]
@@ -997,7 +1000,7 @@ fn apply(
     budget: Option<Arc<budget::Budget>>,
 ) -> Result<(), Error> {
     let too_large = |err: Error| match &budget {
-        Some(b) if b.exceeded() => Error::TooLarge { image: image.into(), max: b.max() },
+        Some(b) if b.exceeded() => Error::Unpacked { image: image.into(), max: b.max(), source: Box::new(err) },
         _ => err,
     };
     apply_within(image, digest, blob, diff_id, root, whiteouts, budget.clone()).map_err(too_large)
