@@ -5,7 +5,10 @@
 //!
 //! Formats: `cpio` (the tree under `extensions/NAME/`, to be appended to
 //! the initrd as a boot loader does), `erofs` and `squashfs` (`NAME.raw`,
-//! the systemd-sysext / Flatcar bakery form).
+//! the systemd-sysext / Flatcar bakery form), and `oci` (`NAME.oci/`, an
+//! OCI image layout whose one layer is the tree, tag `latest`, for
+//! `rd.iguana.extensions=oci:REF` once pushed: `skopeo copy oci:PATH
+//! docker://REF`, or `--push REF`).
 
 use std::fs;
 use std::path::{Path, PathBuf};
@@ -43,6 +46,7 @@ pub enum Format {
     Cpio,
     Erofs,
     Squashfs,
+    Oci,
 }
 
 impl std::str::FromStr for Format {
@@ -52,8 +56,8 @@ impl std::str::FromStr for Format {
             "cpio" => Ok(Self::Cpio),
             "erofs" => Ok(Self::Erofs),
             "squashfs" => Ok(Self::Squashfs),
-            "oci" => bail!("--format oci: not built yet (iguana does not merge oci: extensions yet)"),
-            other => bail!("unknown format {other:?} (cpio, erofs, squashfs)"),
+            "oci" => Ok(Self::Oci),
+            other => bail!("unknown format {other:?} (cpio, erofs, squashfs, oci)"),
         }
     }
 }
@@ -71,11 +75,14 @@ pub struct Options {
     /// image, `extensions/NAME.SHA256SUMS` + `.sig` inside a cpio.
     pub sign_key: Option<PathBuf>,
     pub out: Option<PathBuf>,
+    /// `--format oci`: also push the layout there (`skopeo copy`, no TLS
+    /// verification: for test registries).
+    pub push: Option<String>,
 }
 
 impl Options {
     pub fn new(name: &str, format: Format) -> Self {
-        Options { name: name.into(), modules: Vec::new(), firmware: Vec::new(), etc: None, format, id: "iguana".into(), sign_key: None, out: None }
+        Options { name: name.into(), modules: Vec::new(), firmware: Vec::new(), etc: None, format, id: "iguana".into(), sign_key: None, out: None, push: None }
     }
 }
 
@@ -94,10 +101,17 @@ pub fn main(args: &[String]) -> Result<()> {
             "--id" => opts.id = flag_value(&mut it, arg)?.into(),
             "--out" => opts.out = Some(flag_value(&mut it, arg)?.into()),
             "--sign-key" => opts.sign_key = Some(flag_value(&mut it, arg)?.into()),
+            "--push" => opts.push = Some(flag_value(&mut it, arg)?.into()),
             other => bail!("extension: unknown argument {other:?}"),
         }
     }
-    opts.format = format.context("extension: --format cpio|erofs|squashfs is required")?;
+    opts.format = format.context("extension: --format cpio|erofs|squashfs|oci is required")?;
+    if opts.push.is_some() && opts.format != Format::Oci {
+        bail!("extension: --push is for --format oci");
+    }
+    if opts.sign_key.is_some() && opts.format == Format::Oci {
+        bail!("extension: --sign-key is for cpio/erofs/squashfs; sign a pushed oci image with cosign sign");
+    }
     crate::tools::ensure_tools()?;
     let path = build(&opts)?;
     println!("extension: {}", path.display());
@@ -140,9 +154,11 @@ pub fn build(opts: &Options) -> Result<PathBuf> {
     }
     let out = match opts.format {
         Format::Cpio => opts.out.clone().unwrap_or_else(|| out_dir.join(format!("{}.cpio", opts.name))),
+        Format::Oci => opts.out.clone().unwrap_or_else(|| out_dir.join(format!("{}.oci", opts.name))),
         _ => opts.out.clone().unwrap_or_else(|| out_dir.join(format!("{}.raw", opts.name))),
     };
     let _ = fs::remove_file(&out);
+    let _ = fs::remove_dir_all(&out);
     match opts.format {
         Format::Cpio => {
             let mut archive = Archive::default();
@@ -166,12 +182,39 @@ pub fn build(opts: &Options) -> Result<PathBuf> {
                 .arg(&out)
                 .args(["-all-root", "-noappend", "-quiet", "-no-progress", "-comp", "zstd", "-mkfs-time", "0", "-all-time", "0"]),
         )?,
+        Format::Oci => oci_layout(&staging, &out, opts.push.as_deref())?,
     }
     if let (Some(key), Format::Erofs | Format::Squashfs) = (&opts.sign_key, opts.format) {
         let sig = PathBuf::from(format!("{}.sig", out.display()));
         fs::write(&sig, sign(key, &out)?)?;
     }
     Ok(out)
+}
+
+/// An OCI image layout at `out` (tag `latest`) whose one layer is the tree
+/// at `staging`, owned by root with zero times (as `--all-root -T0` for
+/// erofs); umoci writes blob, config, manifest and index. Then, with
+/// `push`, `skopeo copy` to that registry reference.
+fn oci_layout(staging: &Path, out: &Path, push: Option<&str>) -> Result<()> {
+    let layer = out.with_extension("layer.tar");
+    run_cmd(
+        Command::new("tar")
+            .args(["--sort=name", "--owner=0", "--group=0", "--numeric-owner", "--mtime=@0", "--format=pax", "--pax-option=delete=atime,delete=ctime", "-C"])
+            .arg(staging)
+            .arg("-cf")
+            .arg(&layer)
+            .arg("."),
+    )?;
+    let image = format!("{}:latest", out.display());
+    run_cmd(Command::new("umoci").args(["init", "--layout"]).arg(out))?;
+    run_cmd(Command::new("umoci").args(["new", "--image", &image]))?;
+    run_cmd(Command::new("umoci").args(["raw", "add-layer", "--image", &image]).arg(&layer))?;
+    fs::remove_file(&layer)?;
+    if let Some(reference) = push {
+        run_cmd(Command::new("skopeo").args(["copy", "--quiet", "--dest-tls-verify=false", &format!("oci:{image}"), &format!("docker://{reference}")]))?;
+        eprintln!("xtask: extension pushed to {reference}");
+    }
+    Ok(())
 }
 
 /// `openssl dgst -sha256 -sign KEY FILE`, base64 (what `cosign
@@ -258,7 +301,8 @@ mod tests {
     #[test]
     fn formats_and_names() {
         assert_eq!("erofs".parse::<Format>().unwrap(), Format::Erofs);
-        assert!("oci".parse::<Format>().unwrap_err().to_string().contains("not built yet"));
+        assert_eq!("oci".parse::<Format>().unwrap(), Format::Oci);
+        assert!("tar".parse::<Format>().unwrap_err().to_string().contains("(cpio, erofs, squashfs, oci)"));
         for (name, ok) in [("pvscsi", true), ("site-1.2", true), ("", false), (".", false), ("..", false), ("a/b", false)] {
             assert_eq!(valid_name(name), ok, "{name}");
         }

@@ -50,7 +50,7 @@ tasks:
          [--trust KEY.pub]...
                              build the iguana initrd; the last two lines are
                              `kernel: PATH` and `initrd: PATH`
-  extension --name NAME [--modules MOD,..] [--firmware FILE,..] [--etc DIR] --format cpio|erofs|squashfs
+  extension --name NAME [--modules MOD,..] [--firmware FILE,..] [--etc DIR] --format cpio|erofs|squashfs|oci [--push REF]
                              build an extension from the test kernel's modules;
                              the last line is `extension: PATH`
   boot [--init FILE] [--memory MIB] [--no-lease] [-- KERNEL-ARGS...]
