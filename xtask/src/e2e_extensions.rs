@@ -10,6 +10,12 @@
 //!   writes to the pvscsi disk and reads it back. Refused, each with one
 //!   line, the boot going on: wrong `ID=`, a corrupt image, an image signed
 //!   by another key. A firmware file is found through firmware_class's path.
+//!   After network-up too, in command-line order: a `.raw` verified by its
+//!   `.sigstore.json` bundle, a signed `oci:` extension (built by `xtask
+//!   extension --format oci`, pushed to a plain-HTTP registry given as
+//!   `rd.iguana.insecure_registries`, signed by testkit's cosign signer)
+//!   whose firmware is then read through the merged /usr/lib/firmware, and
+//!   an unsigned `oci:` one, refused with its one line.
 //! - `ext-appended`: no rd.iguana.* argument and a vmxnet3 NIC only; the
 //!   initrd is base + vmxnet3 cpio + pvscsi squashfs + site cpio (its
 //!   control.yaml is the workflow): DHCP works, the disk is written.
@@ -145,6 +151,7 @@ fn run() -> Result<Vec<(String, Result<Duration>)>> {
     )?;
     let firmware = setup.dir.join("iguana-test-fw.bin");
     fs::write(&firmware, b"firmware bytes for the e2e\n")?;
+    let oci = OciParts::new(&setup.dir)?;
 
     let mut results = Vec::new();
     let mut boot = |name: &str, f: &dyn Fn(&Setup) -> Result<Outcome>, expect: &[&[&str]], reject: &[&[&str]]| {
@@ -194,10 +201,12 @@ fn run() -> Result<Vec<(String, Result<Duration>)>> {
             (".extra/sysext/badsig.raw", &badsig),
             (".extra/sysext/badsig.raw.sig", &s.dir.join("badsig.raw.sig")),
         ])?);
+        parts.push(oci.trust_cpio(&s.dir)?);
         let initrd = concat(&s.dir.join("signed.img"), &parts)?;
         let append = format!(
-            "rd.iguana.extensions=http://10.0.2.2:{}/ext/pvscsi.raw {COMMON_APPEND}",
+            "rd.iguana.extensions=http://10.0.2.2:{}/ext/pvscsi.raw,{} {COMMON_APPEND}",
             s.files.port(),
+            oci.sources(s)?,
         );
         boot_vm(s, &initrd, &append, Net::User, true)
     };
@@ -216,8 +225,13 @@ fn run() -> Result<Vec<(String, Result<Duration>)>> {
             &["workflow site-signed: 1 jobs"],
             &["IGUANA-E2E sda present driver=vmw_pvscsi"],
             &["IGUANA-E2E sda written and read back"],
+            &["extension bundled admitted from http://10.0.2.2:", "verified by oci.pub"],
+            &["extension ocifw admitted from oci:10.0.2.2:", "/ext/ocifw:1, verified by oci.pub"],
+            &["extension ocifw: firmware /usr/lib/firmware/iguana-oci-fw.bin readable (22 bytes)"],
+            &["extension oci:10.0.2.2:", "/ext/ociunsigned:1 refused: pull: image 10.0.2.2:", "refused: no signature found"],
+            &["phase extensions-merged pvscsi,bundled,ocifw in"],
         ],
-        &[&["unverified"], &["panicked"], &["extension pvscsi refused"], &["extension ca refused"]],
+        &[&["unverified"], &["panicked"], &["extension pvscsi refused"], &["extension ca refused"], &["extension bundled refused"], &["ocifw:1 refused"]],
     );
 
     // 2. No rd.iguana.* argument, vmxnet3 only, no keys.
@@ -256,6 +270,51 @@ fn run() -> Result<Vec<(String, Result<Duration>)>> {
     Ok(results)
 }
 
+/// The `oci:` extensions and the `.sigstore.json` one of `ext-signed`: a
+/// plain-HTTP registry for the images and testkit's cosign signer, whose
+/// key the guest trusts as oci.pub.
+struct OciParts {
+    registry: Registry,
+    signer: testkit::cosign::Signer,
+    firmware: PathBuf,
+}
+
+impl OciParts {
+    fn new(dir: &Path) -> Result<OciParts> {
+        let firmware = dir.join("iguana-oci-fw.bin");
+        fs::write(&firmware, b"oci extension firmware")?;
+        Ok(OciParts { registry: Registry::start()?, signer: testkit::cosign::Signer::new()?, firmware })
+    }
+
+    fn trust_cpio(&self, dir: &Path) -> Result<PathBuf> {
+        files_cpio(dir, "oci-trust", &[("etc/iguana/trust/oci.pub", &self.signer.public_key())])
+    }
+
+    /// Builds, pushes and signs; returns the `rd.iguana.extensions` items
+    /// after pvscsi.raw, and the insecure registry they need.
+    fn sources(&self, s: &Setup) -> Result<String> {
+        // NAME.raw + NAME.raw.sigstore.json (no .sig) on the file server.
+        let bundled = build(&s.dir, "bundled", Format::Erofs, |_| {})?;
+        s.files.add("/ext/bundled.raw", fs::read(&bundled)?);
+        s.files.add("/ext/bundled.raw.sigstore.json", self.signer.blob_bundle(&bundled)?);
+        let guest = format!("10.0.2.2:{}", self.registry.port());
+        let mut items = vec![format!("http://10.0.2.2:{}/ext/bundled.raw", s.files.port())];
+        for (name, signed) in [("ocifw", true), ("ociunsigned", false)] {
+            build(&s.dir, name, Format::Oci, |o| {
+                o.firmware = vec![self.firmware.clone()];
+                o.push = Some(format!("{}/ext/{name}:1", self.registry.host()));
+            })?;
+            if signed {
+                let digest = self.registry.descriptor(&format!("ext/{name}"), "1")?["digest"].as_str().unwrap_or_default().to_string();
+                let (payload, signature) = self.signer.legacy(&digest, &format!("{guest}/ext/{name}:1"))?;
+                self.registry.push_legacy_signatures(&format!("ext/{name}"), &digest, &[(payload, Some(signature))])?;
+            }
+            items.push(format!("oci:{guest}/ext/{name}:1"));
+        }
+        Ok(format!("{} rd.iguana.insecure_registries={guest}", items.join(",")))
+    }
+}
+
 fn boot_vm(s: &Setup, initrd: &Path, append: &str, net: Net, pvscsi: bool) -> Result<Outcome> {
     let mut config = VmConfig::new(s.kernel.clone(), initrd.to_owned(), append);
     config.net = net;
@@ -277,7 +336,11 @@ fn boot_vm(s: &Setup, initrd: &Path, append: &str, net: Net, pvscsi: bool) -> Re
 
 fn build(dir: &Path, name: &str, format: Format, set: impl FnOnce(&mut ext::Options)) -> Result<PathBuf> {
     let mut o = ext::Options::new(name, format);
-    let suffix = if format == Format::Cpio { "cpio" } else { "raw" };
+    let suffix = match format {
+        Format::Cpio => "cpio",
+        Format::Oci => "oci",
+        _ => "raw",
+    };
     o.out = Some(dir.join(format!("{name}.{suffix}")));
     set(&mut o);
     ext::build(&o)
