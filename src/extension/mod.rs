@@ -229,6 +229,21 @@ fn oci_candidate(index: usize, reference: &str, registry: &oci::Registry<'_>) ->
     Ok(Candidate { name: String::new(), shown: format!("oci:{reference}"), kind: Kind::Oci { root, signer } })
 }
 
+/// A refused `oci:` tree goes: its mounts, then its files (RAM on /run).
+fn discard(c: &Candidate) {
+    let Kind::Oci { root, .. } = &c.kind else { return };
+    let Some(dir) = root.parent().filter(|d| d.starts_with(Path::new(WORK).join(".oci"))) else { return };
+    // The read-only bind of oci::seal, and the pull child's own bind.
+    for _ in 0..4 {
+        if nix::mount::umount2(root, nix::mount::MntFlags::MNT_DETACH).is_err() {
+            break;
+        }
+    }
+    if let Err(e) = std::fs::remove_dir_all(dir) {
+        tracing::warn!("extensions: remove {}: {e}", dir.display());
+    }
+}
+
 /// `/dev/...` or `LABEL=`: a block device holding an erofs/squashfs.
 fn device_candidate(source: &Source) -> Result<Candidate, Refusal> {
     let path = match source {
@@ -357,7 +372,10 @@ fn merge(candidates: Vec<Candidate>, required: bool, policy: &crate::modules::Po
                 new_files.push((layer.name.clone(), files));
                 layers.push(layer);
             }
-            Err(refusal) => refuse(&shown, refusal, required)?,
+            Err(refusal) => {
+                discard(&candidate);
+                refuse(&shown, refusal, required)?;
+            }
         }
     }
     if layers.is_empty() {

@@ -14,8 +14,9 @@
 //!   `.sigstore.json` bundle, a signed `oci:` extension (built by `xtask
 //!   extension --format oci`, pushed to a plain-HTTP registry given as
 //!   `rd.iguana.insecure_registries`, signed by testkit's cosign signer)
-//!   whose firmware is then read through the merged /usr/lib/firmware, and
-//!   an unsigned `oci:` one, refused with its one line.
+//!   whose firmware is then read through the merged /usr/lib/firmware; an
+//!   unsigned `oci:` one, a signed one with the wrong `ID=` and one not in
+//!   the registry, each refused with its one line.
 //! - `ext-appended`: no rd.iguana.* argument and a vmxnet3 NIC only; the
 //!   initrd is base + vmxnet3 cpio + pvscsi squashfs + site cpio (its
 //!   control.yaml is the workflow): DHCP works, the disk is written.
@@ -229,6 +230,8 @@ fn run() -> Result<Vec<(String, Result<Duration>)>> {
             &["extension ocifw admitted from oci:10.0.2.2:", "/ext/ocifw:1, verified by oci.pub"],
             &["extension ocifw: firmware /usr/lib/firmware/iguana-oci-fw.bin readable (22 bytes)"],
             &["extension oci:10.0.2.2:", "/ext/ociunsigned:1 refused: pull: image 10.0.2.2:", "refused: no signature found"],
+            &["extension oci:10.0.2.2:", "/ext/ociwrongid:1 refused: ID=fedora does not match this initrd's ID=iguana"],
+            &["extension oci:10.0.2.2:", "/ext/ocimissing:1 refused: pull: image 10.0.2.2:", "/ext/ocimissing:1: fetch manifest"],
             &["phase extensions-merged pvscsi,bundled,ocifw in"],
         ],
         &[&["unverified"], &["panicked"], &["extension pvscsi refused"], &["extension ca refused"], &["extension bundled refused"], &["ocifw:1 refused"]],
@@ -299,9 +302,15 @@ impl OciParts {
         s.files.add("/ext/bundled.raw.sigstore.json", self.signer.blob_bundle(&bundled)?);
         let guest = format!("10.0.2.2:{}", self.registry.port());
         let mut items = vec![format!("http://10.0.2.2:{}/ext/bundled.raw", s.files.port())];
-        for (name, signed) in [("ocifw", true), ("ociunsigned", false)] {
+        // ocimissing is never pushed.
+        for (name, signed, id) in [("ocifw", true, "iguana"), ("ociunsigned", false, "iguana"), ("ociwrongid", true, "fedora"), ("ocimissing", false, "")] {
+            if id.is_empty() {
+                items.push(format!("oci:{guest}/ext/{name}:1"));
+                continue;
+            }
             build(&s.dir, name, Format::Oci, |o| {
                 o.firmware = vec![self.firmware.clone()];
+                o.id = id.into();
                 o.push = Some(format!("{}/ext/{name}:1", self.registry.host()));
             })?;
             if signed {
