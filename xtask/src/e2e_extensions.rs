@@ -15,7 +15,9 @@
 //!   control.yaml is the workflow): DHCP works, the disk is written.
 //! - `ext-none-nic`: vmxnet3 only, base initrd: no interface to configure.
 //! - `ext-none-disk`: virtio NIC, pvscsi disk, no pvscsi extension: the
-//!   container sees no disk.
+//!   container sees no disk. The registry's CA comes from a second virtio
+//!   disk (erofs labelled SITE-EXT, `rd.iguana.extensions=LABEL=SITE-EXT`),
+//!   whose driver coldplug loads: the pull proves it was merged after.
 
 use std::fs;
 use std::path::{Path, PathBuf};
@@ -247,16 +249,40 @@ fn run() -> Result<Vec<(String, Result<Duration>)>> {
     // 3. and 4.: the same hardware without the extensions.
     let none_nic = |s: &Setup| boot_vm(s, &s.base, &format!("rd.iguana.containers={}/extdisk {COMMON_APPEND}", s.registry), Net::Vmxnet3, false);
     boot("ext-none-nic", &none_nic, &[&["no Ethernet interface to configure (links: lo)"]], &[&["phase network-up"], &["panicked"]]);
+    // The registry's CA comes only from a second virtio disk holding an
+    // erofs labelled SITE-EXT: virtio_blk is a module coldplug loads, so
+    // the pull works only if that device is merged after coldplug.
     let none_disk = |s: &Setup| -> Result<Outcome> {
-        let ca = build(&s.dir, "ca", Format::Cpio, |o| o.etc = Some(cas.clone()))?;
-        let initrd = concat(&s.dir.join("none-disk.img"), &[s.base.clone(), ca])?;
-        boot_vm(s, &initrd, &format!("rd.iguana.containers={}/extdisk {COMMON_APPEND}", s.registry), Net::User, true)
+        let device = labelled_erofs(&s.dir, "siteext", "SITE-EXT", &fs::read_to_string(cas.join("ssl/certs/ca-certificates.crt"))?)?;
+        let append = format!("rd.iguana.extensions=LABEL=SITE-EXT rd.iguana.containers={}/extdisk {COMMON_APPEND}", s.registry);
+        let disk = vec![
+            "-drive".into(),
+            format!("file={},if=none,id=sx,format=raw,readonly=on", device.display()),
+            "-device".into(),
+            "virtio-blk-pci,drive=sx".into(),
+        ];
+        boot_vm_with(s, &s.base, &append, Net::User, true, disk)
     };
-    boot("ext-none-disk", &none_disk, &[&["IGUANA-E2E no sda"], &["IGUANA-E2E nic eth0 driver=virtio_net"]], &[&["IGUANA-E2E sda present"], &["panicked"]]);
+    boot(
+        "ext-none-disk",
+        &none_disk,
+        &[
+            &["extension siteext admitted from LABEL=SITE-EXT: unverified"],
+            &["extension siteext: firmware /usr/lib/firmware/iguana-siteext.bin readable"],
+            &["IGUANA-E2E no sda"],
+            &["IGUANA-E2E nic eth0 driver=virtio_net"],
+        ],
+        &[&["IGUANA-E2E sda present"], &["panicked"], &["refused"]],
+    );
     Ok(results)
 }
 
 fn boot_vm(s: &Setup, initrd: &Path, append: &str, net: Net, pvscsi: bool) -> Result<Outcome> {
+    boot_vm_with(s, initrd, append, net, pvscsi, Vec::new())
+}
+
+/// [`boot_vm`] with more QEMU arguments (another disk).
+fn boot_vm_with(s: &Setup, initrd: &Path, append: &str, net: Net, pvscsi: bool, extra: Vec<String>) -> Result<Outcome> {
     let mut config = VmConfig::new(s.kernel.clone(), initrd.to_owned(), append);
     config.net = net;
     if pvscsi {
@@ -271,8 +297,33 @@ fn boot_vm(s: &Setup, initrd: &Path, append: &str, net: Net, pvscsi: bool) -> Re
             "scsi-hd,drive=pd,bus=pv.0".into(),
         ];
     }
+    config.extra_args.extend(extra);
     let vm = Vm::start(&config)?;
     Ok(vm.wait(TIMEOUT))
+}
+
+/// An erofs extension NAME labelled LABEL (a USB stick's or a second
+/// disk's filesystem): the CA bundle in etc/ and a firmware file. The
+/// release file's NAME is the only way iguana learns its name.
+fn labelled_erofs(dir: &Path, name: &str, label: &str, ca: &str) -> Result<PathBuf> {
+    let staging = dir.join(format!("{name}.tree"));
+    let _ = fs::remove_dir_all(&staging);
+    let files = [
+        (format!("usr/lib/extension-release.d/extension-release.{name}"), format!("ID=iguana\nIGUANA_LEVEL={}\n", ext::IGUANA_LEVEL)),
+        ("etc/ssl/certs/ca-certificates.crt".to_string(), ca.to_string()),
+        (format!("usr/lib/firmware/iguana-{name}.bin"), "firmware from a labelled disk\n".to_string()),
+    ];
+    for (path, text) in files {
+        let p = staging.join(path);
+        fs::create_dir_all(p.parent().unwrap_or(&staging))?;
+        fs::write(p, text)?;
+    }
+    let out = dir.join(format!("{name}.erofs"));
+    run_cmd(Command::new("mkfs.erofs").args(["--quiet", "--all-root", "-T0", "-L", label]).arg(&out).arg(&staging))?;
+    // A disk's size is a multiple of its sector.
+    let len = fs::metadata(&out)?.len();
+    fs::OpenOptions::new().write(true).open(&out)?.set_len(len.div_ceil(4096) * 4096)?;
+    Ok(out)
 }
 
 fn build(dir: &Path, name: &str, format: Format, set: impl FnOnce(&mut ext::Options)) -> Result<PathBuf> {
