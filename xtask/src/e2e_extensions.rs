@@ -319,11 +319,55 @@ fn labelled_erofs(dir: &Path, name: &str, label: &str, ca: &str) -> Result<PathB
         fs::write(p, text)?;
     }
     let out = dir.join(format!("{name}.erofs"));
-    run_cmd(Command::new("mkfs.erofs").args(["--quiet", "--all-root", "-T0", "-L", label]).arg(&out).arg(&staging))?;
+    run_cmd(Command::new("mkfs.erofs").args(["--quiet", "--all-root", "-T0"]).arg(&out).arg(&staging))?;
+    let mut bytes = fs::read(&out)?;
+    erofs_set_label(&mut bytes, label)?;
     // A disk's size is a multiple of its sector.
-    let len = fs::metadata(&out)?.len();
-    fs::OpenOptions::new().write(true).open(&out)?.set_len(len.div_ceil(4096) * 4096)?;
+    bytes.resize(bytes.len().div_ceil(4096) * 4096, 0);
+    fs::write(&out, bytes)?;
     Ok(out)
+}
+
+/// Writes an erofs volume label (Debian 12's mkfs.erofs 1.5 has no `-L`):
+/// `volume_name` at 64 in the superblock (at 1024), then the superblock
+/// checksum again (crc32c over the rest of the 4 KiB block, seed ~0, no
+/// final xor, as the kernel checks it). The checksum mkfs wrote is checked
+/// first, so a wrong layout fails here rather than in the guest.
+fn erofs_set_label(image: &mut [u8], label: &str) -> Result<()> {
+    const SB: usize = 1024;
+    const SB_CHKSUM: u32 = 1;
+    if image.len() < 4096 || image[SB..SB + 4] != 0xE0F5_E1E2u32.to_le_bytes() || label.len() > 15 {
+        bail!("not an erofs image with 4 KiB blocks, or a label over 15 bytes");
+    }
+    let crc32c = |data: &[u8]| {
+        let mut crc = !0u32;
+        for &b in data {
+            crc ^= u32::from(b);
+            for _ in 0..8 {
+                crc = if crc & 1 != 0 { (crc >> 1) ^ 0x82F6_3B78 } else { crc >> 1 };
+            }
+        }
+        crc
+    };
+    let checksummed = u32::from_le_bytes(image[SB + 8..SB + 12].try_into()?) & SB_CHKSUM != 0;
+    let sum = |image: &mut [u8]| {
+        image[SB + 4..SB + 8].fill(0);
+        crc32c(&image[SB..4096])
+    };
+    if checksummed {
+        let stored = u32::from_le_bytes(image[SB + 4..SB + 8].try_into()?);
+        let mut copy = image[..4096].to_vec();
+        if sum(&mut copy) != stored {
+            bail!("erofs superblock checksum not as expected: cannot relabel");
+        }
+    }
+    image[SB + 64..SB + 80].fill(0);
+    image[SB + 64..SB + 64 + label.len()].copy_from_slice(label.as_bytes());
+    if checksummed {
+        let crc = sum(image);
+        image[SB + 4..SB + 8].copy_from_slice(&crc.to_le_bytes());
+    }
+    Ok(())
 }
 
 fn build(dir: &Path, name: &str, format: Format, set: impl FnOnce(&mut ext::Options)) -> Result<PathBuf> {
@@ -475,4 +519,29 @@ pub fn bench(runs: usize) -> Result<()> {
         println!("| {name} | {l:.2} | {:.2}x | {m} |", l / base);
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    /// A relabelled image still passes fsck.erofs and carries the label
+    /// where iguana reads it, with a superblock checksum that matches.
+    #[test]
+    fn relabelled_erofs_keeps_a_valid_superblock() {
+        let tmp = std::env::temp_dir().join(format!("iguana-relabel-{}", std::process::id()));
+        std::fs::create_dir_all(&tmp).unwrap();
+        let ca = "-----BEGIN CERTIFICATE-----\n";
+        let out = super::labelled_erofs(&tmp, "siteext", "SITE-EXT", ca).unwrap();
+        let bytes = std::fs::read(&out).unwrap();
+        assert_eq!(&bytes[1024 + 64..1024 + 72], b"SITE-EXT");
+        assert_eq!(bytes[1024 + 72], 0);
+        let fsck = std::process::Command::new("fsck.erofs").arg(&out).output().unwrap();
+        assert!(fsck.status.success(), "{}", String::from_utf8_lossy(&fsck.stderr));
+        // The checksum was recomputed: relabelling again verifies it (as
+        // it verified mkfs.erofs's own above), and a changed byte fails it.
+        let mut copy = bytes.clone();
+        super::erofs_set_label(&mut copy, "OTHER").unwrap();
+        copy[1024 + 64] = b'X';
+        assert!(super::erofs_set_label(&mut copy, "AGAIN").is_err());
+        let _ = std::fs::remove_dir_all(&tmp);
+    }
 }
