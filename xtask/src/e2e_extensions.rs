@@ -17,7 +17,9 @@
 //! - `ext-none-disk`: virtio NIC, pvscsi disk, no pvscsi extension: the
 //!   container sees no disk. The registry's CA comes from a second virtio
 //!   disk (erofs labelled SITE-EXT, `rd.iguana.extensions=LABEL=SITE-EXT`),
-//!   whose driver coldplug loads: the pull proves it was merged after.
+//!   whose driver coldplug loads: the pull proves it was merged after. An
+//!   appended tree whose `vmw_pvscsi.ko` has another kernel's `vermagic=`
+//!   is refused with one line naming the module.
 
 use std::fs;
 use std::path::{Path, PathBuf};
@@ -145,6 +147,7 @@ fn run() -> Result<Vec<(String, Result<Duration>)>> {
             ("iguana/control.yaml", &format!("name: site\njobs:\n  site:\n    container:\n      image: {}/extdisk\n", setup.registry)),
         ],
     )?;
+    let badmagic = vermagic_cpio(&setup.dir, &built.kernel)?;
     let firmware = setup.dir.join("iguana-test-fw.bin");
     fs::write(&firmware, b"firmware bytes for the e2e\n")?;
 
@@ -254,6 +257,7 @@ fn run() -> Result<Vec<(String, Result<Duration>)>> {
     // the pull works only if that device is merged after coldplug.
     let none_disk = |s: &Setup| -> Result<Outcome> {
         let device = labelled_erofs(&s.dir, "siteext", "SITE-EXT", &fs::read_to_string(cas.join("ssl/certs/ca-certificates.crt"))?)?;
+        let initrd = concat(&s.dir.join("none-disk.img"), &[s.base.clone(), badmagic.0.clone()])?;
         let append = format!("rd.iguana.extensions=LABEL=SITE-EXT rd.iguana.containers={}/extdisk {COMMON_APPEND}", s.registry);
         let disk = vec![
             "-drive".into(),
@@ -261,7 +265,7 @@ fn run() -> Result<Vec<(String, Result<Duration>)>> {
             "-device".into(),
             "virtio-blk-pci,drive=sx".into(),
         ];
-        boot_vm_with(s, &s.base, &append, Net::User, true, disk)
+        boot_vm_with(s, &initrd, &append, Net::User, true, disk)
     };
     boot(
         "ext-none-disk",
@@ -269,10 +273,11 @@ fn run() -> Result<Vec<(String, Result<Duration>)>> {
         &[
             &["extension siteext admitted from LABEL=SITE-EXT: unverified"],
             &["extension siteext: firmware /usr/lib/firmware/iguana-siteext.bin readable"],
+            &[&badmagic.1],
             &["IGUANA-E2E no sda"],
             &["IGUANA-E2E nic eth0 driver=virtio_net"],
         ],
-        &[&["IGUANA-E2E sda present"], &["panicked"], &["refused"]],
+        &[&["IGUANA-E2E sda present"], &["panicked"], &["extension siteext refused"], &["extension LABEL=SITE-EXT refused"]],
     );
     Ok(results)
 }
@@ -300,6 +305,29 @@ fn boot_vm_with(s: &Setup, initrd: &Path, append: &str, net: Net, pvscsi: bool, 
     config.extra_args.extend(extra);
     let vm = Vm::start(&config)?;
     Ok(vm.wait(TIMEOUT))
+}
+
+/// An appended tree `badmagic` carrying the real `vmw_pvscsi.ko` under the
+/// running release's directory, its `vermagic=` naming another release (the
+/// first digit changed, the length kept); and the line that refuses it.
+fn vermagic_cpio(dir: &Path, kernel: &crate::kernel::Kernel) -> Result<(PathBuf, String)> {
+    let rel = "kernel/drivers/scsi/vmw_pvscsi.ko";
+    let mut module = fs::read(kernel.modules.join(rel)).with_context(|| format!("read {rel}"))?;
+    let needle = format!("vermagic={}", kernel.release);
+    let at = module.windows(needle.len()).position(|w| w == needle.as_bytes()).with_context(|| format!("{rel}: no {needle}"))?;
+    let digit = &mut module[at + "vermagic=".len()];
+    *digit = if *digit == b'9' { b'8' } else { b'9' };
+    let other = String::from_utf8_lossy(&module[at + "vermagic=".len()..at + needle.len()]).into_owned();
+    let (module_file, release_file) = (dir.join("badmagic.ko"), dir.join("badmagic.release"));
+    fs::write(&module_file, &module)?;
+    fs::write(&release_file, format!("ID=iguana\nIGUANA_LEVEL={}\n", ext::IGUANA_LEVEL))?;
+    let in_tree = format!("usr/lib/modules/{}/{rel}", kernel.release);
+    let cpio = files_cpio(dir, "badmagic", &[
+        ("extensions/badmagic/usr/lib/extension-release.d/extension-release.badmagic", &release_file),
+        (&format!("extensions/badmagic/{in_tree}"), &module_file),
+    ])?;
+    let line = format!("extension badmagic refused: module {in_tree} was built for kernel {other} (vermagic), this is {}", kernel.release);
+    Ok((cpio, line))
 }
 
 /// An erofs extension NAME labelled LABEL (a USB stick's or a second
