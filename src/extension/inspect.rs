@@ -76,7 +76,9 @@ const CPIO_MAX: u64 = 512 << 20;
 
 fn is_cpio(file: &Path) -> bool {
     let mut magic = [0u8; 6];
-    file.is_file() && std::fs::File::open(file).and_then(|mut f| f.read_exact(&mut magic)).is_ok() && matches!(&magic, b"070701" | b"070702")
+    // By name too, so a compressed one is told apart from an image.
+    file.extension().is_some_and(|e| e == "cpio")
+        || file.is_file() && std::fs::File::open(file).and_then(|mut f| f.read_exact(&mut magic)).is_ok() && matches!(&magic, b"070701" | b"070702")
 }
 
 /// Each extension an appended cpio carries, in the order PID 1 merges
@@ -184,6 +186,10 @@ fn print(name: &str, format: &str, root: &Path, host: &release::Fields, verified
         .map(|e| e.file_name().to_string_lossy().into_owned())
         .unwrap_or_default();
     for file in super::list_files(root, &running).map_err(|e| anyhow::anyhow!("{e}"))? {
+        if let Ok(target) = std::fs::read_link(root.join(&file)) {
+            println!("symlink: {file} -> {}", target.display());
+            continue;
+        }
         let kind = if file.starts_with("usr/lib/modules/") {
             "module"
         } else if file.starts_with("usr/lib/firmware/") {
@@ -196,5 +202,12 @@ fn print(name: &str, format: &str, root: &Path, host: &release::Fields, verified
         println!("{kind}: {file}");
     }
     println!("{verified}");
+    // What PID 1 would say (its modules checked against the release
+    // directory they sit in).
+    let c = super::Candidate { name: name.to_string(), shown: name.to_string(), kind: super::Kind::Dir(root.to_owned()) };
+    match super::check(&c, root, host, &running, verified.starts_with("verified: yes")) {
+        Ok(_) => println!("boot: admitted"),
+        Err(e) => println!("boot: refused: {}", crate::logging::chain(&e)),
+    }
     Ok(())
 }
