@@ -169,12 +169,15 @@ pub fn merge_devices(args: &Args, policy: &crate::modules::Policy, merged: &mut 
             Err(why) => refuse(&source.shown(), Refusal::Device(why), args.required)?,
         }
     }
-    let before = merged.names.len();
+    let before = merged.files.len();
     merge(candidates, args.required, policy, merged)?;
-    if merged.names.len() == before {
+    if merged.files.len() == before {
         return Ok(false);
     }
-    coldplug_again(policy);
+    // A scan of /sys costs most of a second under TCG: only for modules.
+    if merged.files[before..].iter().any(|(_, files)| files.iter().any(|f| f.starts_with("usr/lib/modules/"))) {
+        coldplug_again(policy);
+    }
     Ok(true)
 }
 
