@@ -143,8 +143,8 @@ fn boot(raw: &str, failsafe: Failsafe) -> Result<(), Error> {
     }
 
     let policy = modules::args::parse(raw)?;
-    // Drivers, firmware and site settings from an appended cpio or a
-    // device: merged before coldplug and before the workflow is chosen.
+    // Drivers, firmware and site settings from an appended cpio: merged
+    // before coldplug and before the workflow is chosen.
     let extensions = extension::args::parse(raw)?;
     let mut merged = extension::Merged::default();
     extension::merge_local(&extensions, &policy, &mut merged)?;
@@ -163,6 +163,8 @@ fn boot(raw: &str, failsafe: Failsafe) -> Result<(), Error> {
         net.start(&args);
     });
     net.start(&args);
+    // Block devices: their disk's driver is one coldplug loaded.
+    extension::merge_devices(&extensions, &policy, &mut merged)?;
     // After the modules: ramoops and efi-pstore fill /sys/fs/pstore when they load.
     let previous = report::pstore::take_previous(Path::new(report::pstore::PSTORE));
     if let Some(summary) = &previous {

@@ -33,8 +33,11 @@ Run as PID 1 (the initrd's /init) it boots the machine. Otherwise:
   iguana net-up [--timeout SECS]   bring up the network with DHCP (used by PID 1)
   iguana sntp [--set] SERVER[:PORT]...
                                    ask NTP servers the time; --set sets the clock (used by PID 1)
-  iguana extension inspect FILE [--os-release FILE]
-                                   what an extension (NAME.raw or a tree) carries and whether it fits
+  iguana extension inspect FILE [--os-release FILE] [--trust DIR]
+                                   what an extension (NAME.raw, a tree, or each in a cpio) carries,
+                                   whether it fits and verifies
+  iguana extension probe /dev/NAME|LABEL=L --wait SECS --out FILE
+                                   wait for an extension's block device (used by PID 1)
   iguana report URL --machine-id ID [--token-file FILE] [--ca FILE] [--heartbeat SECS]
                                    POST the CloudEvents read from stdin, one JSON frame a
                                    line, with retries (used by PID 1)

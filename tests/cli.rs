@@ -127,3 +127,144 @@ fn unknown_command_is_named() {
     assert_eq!(code, 1);
     assert!(out.contains("unknown command \"frobnicate\" (see iguana --help)"), "{out}");
 }
+
+/// One newc entry (the kernel's buffer-format.rst layout).
+fn newc_entry(name: &str, mode: u32, data: &[u8]) -> Vec<u8> {
+    let fields = [1, mode, 0, 0, 1, 0, data.len() as u32, 0, 0, 0, 0, name.len() as u32 + 1, 0];
+    let mut out = b"070701".to_vec();
+    for f in fields {
+        out.extend(format!("{f:08x}").bytes());
+    }
+    out.extend(name.bytes());
+    out.push(0);
+    while out.len() % 4 != 0 {
+        out.push(0);
+    }
+    out.extend(data);
+    while out.len() % 4 != 0 {
+        out.push(0);
+    }
+    out
+}
+
+/// A cpio to append, as a site would make it: two trees, one with a
+/// symlink where its trust keys would be. No root needed (no image).
+#[test]
+fn inspect_lists_the_extensions_of_an_appended_cpio() {
+    let dir = tempfile::tempdir().unwrap();
+    let os_release = write(&dir, "os-release", "ID=iguana\nIGUANA_LEVEL=1\n");
+    let trust = dir.path().join("trust");
+    std::fs::create_dir(&trust).unwrap();
+    let mut bytes = Vec::new();
+    for (name, mode, data) in [
+        ("extensions", 0o40755, &b""[..]),
+        ("extensions/site/usr/lib/extension-release.d/extension-release.site", 0o100644, b"ID=iguana\nIGUANA_LEVEL=1\n"),
+        ("extensions/site/etc/iguana/control.yaml", 0o100644, b"jobs: {}\n"),
+        ("extensions/keys/etc/extension-release.d/extension-release.keys", 0o100644, b"ID=_any\n"),
+        ("extensions/keys/etc/iguana", 0o120777, b"/run/elsewhere"),
+        ("extensions/../../escape", 0o100644, b"x"),
+        ("init", 0o100755, b"not an extension"),
+        ("TRAILER!!!", 0, b""),
+    ] {
+        bytes.extend(newc_entry(name, mode, data));
+    }
+    let cpio = dir.path().join("site.cpio");
+    std::fs::write(&cpio, &bytes).unwrap();
+    let (code, out) = iguana(&["extension", "inspect", cpio.to_str().unwrap(), "--os-release", &os_release, "--trust", trust.to_str().unwrap()]);
+    assert_eq!(code, 0, "{out}");
+    let want = format!(
+        "cpio: {} (7 entries, 2 extensions)\n\n\
+         extension: /extensions/keys\nname: keys\nformat: directory\nrelease: ID=_any\nfits: yes\n\
+         etc: etc/extension-release.d/extension-release.keys\nsymlink: etc/iguana -> /run/elsewhere\n\
+         verified: no trust keys in {}\n\
+         boot: refused: it carries etc/iguana/trust but is not itself verified by a trusted key\n\n\
+         extension: /extensions/site\nname: site\nformat: directory\nrelease: ID=iguana\nrelease: IGUANA_LEVEL=1\nfits: yes\n\
+         etc: etc/iguana/control.yaml\nfile: usr/lib/extension-release.d/extension-release.site\n\
+         verified: no trust keys in {}\nboot: admitted\n",
+        cpio.display(),
+        trust.display(),
+        trust.display()
+    );
+    assert_eq!(out, want);
+    assert!(!dir.path().join("escape").exists());
+    // Compressed, as a whole initrd is: said plainly.
+    std::fs::write(&cpio, [0x28, 0xb5, 0x2f, 0xfd, 0, 0, 0, 0]).unwrap();
+    let (code, out) = iguana(&["extension", "inspect", cpio.to_str().unwrap()]);
+    assert_ne!(code, 0);
+    assert!(out.contains("not a newc cpio header (compressed?"), "{out}");
+}
+
+fn run_ok(cmd: &mut Command) -> Vec<u8> {
+    let out = cmd.output().unwrap();
+    assert!(out.status.success(), "{cmd:?}: {}", String::from_utf8_lossy(&out.stderr));
+    out.stdout
+}
+
+/// A `NAME.raw` at `.extra/sysext/` of a cpio, signed by openssl: mounted
+/// through a loop device (root), listed, verified with --trust.
+#[test]
+fn inspect_mounts_and_verifies_an_image_in_a_cpio() {
+    let root = nix::unistd::geteuid().is_root();
+    let mkfs = Command::new("mkfs.erofs").arg("--help").output().is_ok();
+    if !root || !mkfs || !std::path::Path::new("/dev/loop-control").exists() {
+        eprintln!("skipped: needs root, mkfs.erofs and loop devices (root={root}, mkfs.erofs={mkfs})");
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let tree = dir.path().join("tree");
+    std::fs::create_dir_all(tree.join("usr/lib/extension-release.d")).unwrap();
+    std::fs::create_dir_all(tree.join("usr/lib/firmware")).unwrap();
+    std::fs::write(tree.join("usr/lib/extension-release.d/extension-release.fw"), "ID=iguana\nIGUANA_LEVEL=1\n").unwrap();
+    std::fs::write(tree.join("usr/lib/firmware/x.bin"), "fw").unwrap();
+    let image = dir.path().join("fw.raw");
+    run_ok(Command::new("mkfs.erofs").args(["--quiet", "--all-root", "-T0"]).arg(&image).arg(&tree));
+    let trust = dir.path().join("trust");
+    std::fs::create_dir(&trust).unwrap();
+    let key = dir.path().join("site.key");
+    run_ok(Command::new("openssl").args(["ecparam", "-name", "prime256v1", "-genkey", "-noout", "-out"]).arg(&key));
+    run_ok(Command::new("openssl").args(["ec", "-pubout", "-in"]).arg(&key).arg("-out").arg(trust.join("site.pub")));
+    let der = run_ok(Command::new("openssl").args(["dgst", "-sha256", "-sign"]).arg(&key).arg(&image));
+    let sig = dir.path().join("fw.raw.sig");
+    std::fs::write(&sig, base64(&der)).unwrap();
+    let mut bytes = Vec::new();
+    for (name, mode, data) in [
+        (".extra", 0o40755, Vec::new()),
+        (".extra/sysext", 0o40755, Vec::new()),
+        (".extra/sysext/fw.raw", 0o100644, std::fs::read(&image).unwrap()),
+        (".extra/sysext/fw.raw.sig", 0o100644, std::fs::read(&sig).unwrap()),
+        ("TRAILER!!!", 0, Vec::new()),
+    ] {
+        bytes.extend(newc_entry(name, mode, &data));
+    }
+    let cpio = dir.path().join("fw.cpio");
+    std::fs::write(&cpio, &bytes).unwrap();
+    let os_release = write(&dir, "os-release", "ID=iguana\nIGUANA_LEVEL=1\n");
+    let (code, out) = iguana(&["extension", "inspect", cpio.to_str().unwrap(), "--os-release", &os_release, "--trust", trust.to_str().unwrap()]);
+    assert_eq!(code, 0, "{out}");
+    let want = format!(
+        "cpio: {} (4 entries, 1 extensions)\n\n\
+         extension: /.extra/sysext/fw.raw\nname: fw\nformat: erofs\nrelease: ID=iguana\nrelease: IGUANA_LEVEL=1\nfits: yes\n\
+         file: usr/lib/extension-release.d/extension-release.fw\nfirmware: usr/lib/firmware/x.bin\n\
+         verified: yes, by site.pub\nboot: admitted\n",
+        cpio.display()
+    );
+    assert_eq!(out, want);
+    // Another key: the same image does not verify.
+    std::fs::remove_file(trust.join("site.pub")).unwrap();
+    run_ok(Command::new("openssl").args(["ecparam", "-name", "prime256v1", "-genkey", "-noout", "-out"]).arg(&key));
+    run_ok(Command::new("openssl").args(["ec", "-pubout", "-in"]).arg(&key).arg("-out").arg(trust.join("other.pub")));
+    let (code, out) = iguana(&["extension", "inspect", cpio.to_str().unwrap(), "--os-release", &os_release, "--trust", trust.to_str().unwrap()]);
+    assert_eq!(code, 0, "{out}");
+    assert!(out.contains("verified: no: "), "{out}");
+}
+
+fn base64(bytes: &[u8]) -> String {
+    let mut child = Command::new("openssl")
+        .args(["base64", "-A"])
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    std::io::Write::write_all(&mut child.stdin.take().unwrap(), bytes).unwrap();
+    String::from_utf8(child.wait_with_output().unwrap().stdout).unwrap()
+}

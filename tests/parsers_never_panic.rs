@@ -168,3 +168,48 @@ fn signature_parsers_never_panic() {
         assert!(check(&keys, d, &Candidate::Bundle(data.to_vec())).is_err());
     });
 }
+
+/// One newc entry (the kernel's buffer-format.rst layout).
+fn newc_entry(name: &str, mode: u32, data: &[u8]) -> Vec<u8> {
+    let fields = [1, mode, 0, 0, 1, 0, data.len() as u32, 0, 0, 0, 0, name.len() as u32 + 1, 0];
+    let mut out = b"070701".to_vec();
+    for f in fields {
+        out.extend(format!("{f:08x}").bytes());
+    }
+    out.extend(name.bytes());
+    out.push(0);
+    while out.len() % 4 != 0 {
+        out.push(0);
+    }
+    out.extend(data);
+    while out.len() % 4 != 0 {
+        out.push(0);
+    }
+    out
+}
+
+#[test]
+fn cpio_and_modinfo_parsers_never_panic() {
+    use iguana::extension::{modinfo, newc};
+    let mut archive = newc_entry("extensions/site/etc/a", 0o100644, b"hello");
+    archive.extend(newc_entry("extensions/l", 0o120777, b"/etc"));
+    archive.extend(newc_entry("TRAILER!!!", 0, b""));
+    run("newc", &[archive], 20_000, |data| {
+        if let Ok(entries) = newc::parse(data, 1000) {
+            assert!(entries.len() <= 1000);
+            assert!(entries.iter().all(|e| e.data.len() <= data.len()));
+        }
+    });
+    let mut seeds = Vec::new();
+    let kernel = std::path::Path::new("target/iguana-kernel/root/lib/modules");
+    if let Some(release) = std::fs::read_dir(kernel).ok().and_then(|mut d| d.next()).and_then(|e| e.ok()) {
+        // A small real module; the mutations mostly hit its headers.
+        if let Ok(bytes) = std::fs::read(release.path().join("kernel/drivers/virtio/virtio_rng.ko")) {
+            seeds.push(bytes);
+        }
+    }
+    seeds.push(b"\x7fELF\x02\x01\x01\0\0\0\0\0\0\0\0\0".to_vec());
+    run("modinfo", &seeds, 2_000, |data| {
+        let _ = modinfo::vermagic(data);
+    });
+}

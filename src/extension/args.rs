@@ -1,6 +1,6 @@
 //! What the kernel command line asks of extensions (pure):
 //! `rd.iguana.extensions=SOURCE[,SOURCE...]` and
-//! `rd.iguana.extensions_required=1`.
+//! `rd.iguana.extensions_required=1`, `rd.iguana.extensions_wait=SECONDS`.
 //!
 //! A SOURCE is an `http://`/`https://` URL of a `NAME.raw` image (erofs or
 //! squashfs), a block device holding such an image as its filesystem
@@ -12,6 +12,9 @@ use crate::redact::redact_url;
 
 const KEY: &str = "rd.iguana.extensions";
 const REQUIRED: &str = "rd.iguana.extensions_required";
+const WAIT: &str = "rd.iguana.extensions_wait";
+/// The longest wait for a block device the command line may ask.
+const WAIT_MAX: u64 = 600;
 
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Source {
@@ -42,17 +45,28 @@ impl Source {
     }
 }
 
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Args {
     pub sources: Vec<Source>,
     /// A refused extension fails the boot instead of being left out.
     pub required: bool,
+    /// How long each block device (`/dev/...`, `LABEL=`) is waited for
+    /// after coldplug.
+    pub wait: std::time::Duration,
+}
+
+impl Default for Args {
+    fn default() -> Self {
+        Args { sources: Vec::new(), required: false, wait: super::device::WAIT_DEFAULT }
+    }
 }
 
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]
 pub enum Error {
     #[error("{KEY}: {item:?} is not an http(s) URL, /dev/ path, LABEL= or oci: reference")]
     Source { item: String },
+    #[error("{WAIT}: {0:?} is not a number of seconds from 0 to {WAIT_MAX}")]
+    Wait(String),
 }
 
 /// Parses a whole kernel command line.
@@ -63,6 +77,11 @@ pub fn parse(line: &str) -> Result<Args, Error> {
         match key.as_str() {
             KEY => value = Some(v.unwrap_or_default()),
             REQUIRED => args.required = !matches!(v.as_deref(), Some("0" | "false" | "no" | "off")),
+            WAIT => {
+                let v = v.unwrap_or_default();
+                let secs = v.parse::<u64>().ok().filter(|s| *s <= WAIT_MAX).ok_or_else(|| Error::Wait(v.clone()))?;
+                args.wait = std::time::Duration::from_secs(secs);
+            }
             _ => {}
         }
     }
@@ -97,7 +116,7 @@ mod tests {
 
     fn check(line: &str, want: Result<(&[Source], bool), &str>) {
         let got = parse(line).map_err(|e| e.to_string());
-        let want = want.map(|(sources, required)| Args { sources: sources.to_vec(), required }).map_err(str::to_string);
+        let want = want.map(|(sources, required)| Args { sources: sources.to_vec(), required, ..Args::default() }).map_err(str::to_string);
         assert_eq!(got, want, "{line}");
     }
 
@@ -120,6 +139,16 @@ mod tests {
         check("rd.iguana.extensions=/dev/../etc/shadow", Err("rd.iguana.extensions: \"/dev/../etc/shadow\" is not an http(s) URL, /dev/ path, LABEL= or oci: reference"));
         check("rd.iguana.extensions=LABEL=a/b", Err("rd.iguana.extensions: \"LABEL=a/b\" is not an http(s) URL, /dev/ path, LABEL= or oci: reference"));
         check("rd.iguana.extensions=oci:", Err("rd.iguana.extensions: \"oci:\" is not an http(s) URL, /dev/ path, LABEL= or oci: reference"));
+    }
+
+    #[test]
+    fn device_wait() {
+        let secs = |line: &str| parse(line).map(|a| a.wait.as_secs()).map_err(|e| e.to_string());
+        assert_eq!(secs("quiet"), Ok(10));
+        assert_eq!(secs("rd.iguana.extensions_wait=30"), Ok(30));
+        assert_eq!(secs("rd.iguana.extensions_wait=0"), Ok(0));
+        assert_eq!(secs("rd.iguana.extensions_wait=601"), Err("rd.iguana.extensions_wait: \"601\" is not a number of seconds from 0 to 600".into()));
+        assert_eq!(secs("rd.iguana.extensions_wait=5s"), Err("rd.iguana.extensions_wait: \"5s\" is not a number of seconds from 0 to 600".into()));
     }
 
     #[test]

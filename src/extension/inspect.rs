@@ -2,8 +2,16 @@
 //! it verifies, for people building one.
 //!
 //! FILE is a `NAME.raw` (erofs or squashfs; mounted read-only through a
-//! loop device, so this needs root) or a directory tree.
+//! loop device, so this needs root), a directory tree, or a newc cpio to
+//! append to an initrd: each extension it carries (trees under
+//! `extensions/`, `NAME.raw` under `.extra/sysext/` or `extensions/`) is
+//! listed in turn, from a bounded read of the archive unpacked into a
+//! temporary directory.
+//!
+//! `iguana extension probe` is PID 1's helper for block devices
+//! (`device.rs`).
 
+use std::io::Read;
 use std::path::{Path, PathBuf};
 
 use anyhow::{bail, Context};
@@ -15,8 +23,10 @@ pub fn cli(args: &[String]) -> anyhow::Result<()> {
     let usage = "usage: iguana extension inspect FILE [--os-release FILE] [--trust DIR]";
     let mut trust = PathBuf::from(crate::trust::TRUST_DIR);
     let mut it = args.iter();
-    if it.next().map(String::as_str) != Some("inspect") {
-        bail!("{usage}");
+    match it.next().map(String::as_str) {
+        Some("inspect") => {}
+        Some("probe") => return super::device::cli(&args[1..]),
+        _ => bail!("{usage}"),
     }
     let mut file = None;
     let mut os_release = PathBuf::from(super::OS_RELEASE);
@@ -31,6 +41,14 @@ pub fn cli(args: &[String]) -> anyhow::Result<()> {
     let file = file.context(usage)?;
     let host = std::fs::read_to_string(&os_release).map(|t| release::parse(&t)).unwrap_or_default();
     let keys = crate::trust::Keys::load_dir(&trust)?;
+    if is_cpio(&file) {
+        return cpio(&file, &host, &keys, &trust);
+    }
+    one(&file, &host, &keys, &trust)
+}
+
+/// One extension: a `NAME.raw` or a tree.
+fn one(file: &Path, host: &release::Fields, keys: &crate::trust::Keys, trust: &Path) -> anyhow::Result<()> {
     let verified = |result: Result<String, super::verify::Unverified>| match (keys.is_empty(), result) {
         (true, _) => format!("verified: no trust keys in {}", trust.display()),
         (false, Ok(key)) => format!("verified: yes, by {key}"),
@@ -38,19 +56,103 @@ pub fn cli(args: &[String]) -> anyhow::Result<()> {
     };
     if file.is_dir() {
         let name = file.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
-        let line = verified(super::verify::tree(&keys, &file, super::MAX_FILES));
-        return print(&name, "directory", &file, &host, &line);
+        let line = verified(super::verify::tree(keys, file, super::MAX_FILES));
+        return print(&name, "directory", file, host, &line);
     }
-    let line = verified(super::verify::image(&keys, &file));
-    let header = super::read_header(&file).with_context(|| format!("read {}", file.display()))?;
+    let line = verified(super::verify::image(keys, file));
+    let header = super::read_header(file).with_context(|| format!("read {}", file.display()))?;
     let format = image::detect(&header).with_context(|| format!("{}: neither erofs nor squashfs", file.display()))?;
     let name = file.file_name().map(|n| n.to_string_lossy().trim_end_matches(".raw").to_string()).unwrap_or_default();
     let dir = tempdir()?;
-    super::mount_image(&file, true, &dir).map_err(|e| anyhow::anyhow!(crate::logging::chain(&e)))?;
-    let result = print(&name, format.fstype(), &dir, &host, &line);
+    super::mount_image(file, None, &dir).map_err(|e| anyhow::anyhow!(crate::logging::chain(&e)))?;
+    let result = print(&name, format.fstype(), &dir, host, &line);
     let _ = nix::mount::umount2(&dir, nix::mount::MntFlags::MNT_DETACH);
     let _ = std::fs::remove_dir(&dir);
     result
+}
+
+/// An appended cpio is read whole, up to this size.
+const CPIO_MAX: u64 = 512 << 20;
+
+fn is_cpio(file: &Path) -> bool {
+    let mut magic = [0u8; 6];
+    // By name too, so a compressed one is told apart from an image.
+    file.extension().is_some_and(|e| e == "cpio")
+        || file.is_file() && std::fs::File::open(file).and_then(|mut f| f.read_exact(&mut magic)).is_ok() && matches!(&magic, b"070701" | b"070702")
+}
+
+/// Each extension an appended cpio carries, in the order PID 1 merges
+/// them.
+fn cpio(file: &Path, host: &release::Fields, keys: &crate::trust::Keys, trust: &Path) -> anyhow::Result<()> {
+    let bytes = crate::fsutil::read_bounded(file, CPIO_MAX)?;
+    let entries = super::newc::parse(&bytes, super::MAX_FILES).with_context(|| format!("read {}", file.display()))?;
+    // Not under tempdir(): an image found in it is mounted there.
+    let dir = std::env::temp_dir().join(format!("iguana-inspect-cpio-{}", std::process::id()));
+    let result = unpack(&entries, &dir).and_then(|()| {
+        let places: Vec<PathBuf> = super::APPENDED.iter().map(|p| dir.join(p.trim_start_matches('/'))).collect();
+        let found = super::appended(places.iter().map(PathBuf::as_path));
+        println!("cpio: {} ({} entries, {} extensions)", file.display(), entries.len(), found.len());
+        let mut failed = 0;
+        for c in &found {
+            let path = match &c.kind {
+                super::Kind::Dir(p) | super::Kind::Image(p) => p,
+                super::Kind::Device(..) | super::Kind::Oci { .. } => continue,
+            };
+            println!();
+            println!("extension: /{}", path.strip_prefix(&dir).unwrap_or(path).display());
+            if let Err(e) = one(path, host, keys, trust) {
+                println!("error: {e:#}");
+                failed += 1;
+            }
+        }
+        if failed > 0 {
+            bail!("{failed} of {} extensions could not be inspected", found.len());
+        }
+        Ok(())
+    });
+    let _ = std::fs::remove_dir_all(&dir);
+    result
+}
+
+/// Writes the entries under the extension places into `dir`: directories
+/// and files first, symlinks last (so no file is written through one),
+/// device nodes not at all.
+fn unpack(entries: &[super::newc::Entry<'_>], dir: &Path) -> anyhow::Result<()> {
+    use super::newc::Kind;
+    let wanted = |name: &str| super::newc::safe_name(name) && super::APPENDED.iter().any(|p| name.starts_with(&format!("{}/", p.trim_start_matches('/'))));
+    for pass in [false, true] {
+        for e in entries.iter().filter(|e| wanted(&e.name) && (e.kind == Kind::Symlink) == pass) {
+            let path = dir.join(&e.name);
+            if let Some(parent) = path.parent() {
+                std::fs::create_dir_all(parent).with_context(|| format!("create {}", parent.display()))?;
+            }
+            // A later archive's entry replaces an earlier one, as the kernel does.
+            if e.kind != Kind::Dir {
+                let _ = std::fs::remove_file(&path);
+            }
+            match e.kind {
+                Kind::Dir => std::fs::create_dir_all(&path).with_context(|| format!("create {}", path.display()))?,
+                Kind::File => {
+                    use std::io::Write;
+                    use std::os::unix::fs::OpenOptionsExt;
+                    let mut f = std::fs::OpenOptions::new()
+                        .write(true)
+                        .create_new(true)
+                        .mode(0o600)
+                        .custom_flags(nix::fcntl::OFlag::O_NOFOLLOW.bits())
+                        .open(&path)
+                        .with_context(|| format!("create {}", path.display()))?;
+                    f.write_all(e.data).with_context(|| format!("write {}", path.display()))?;
+                }
+                Kind::Symlink => {
+                    let target = String::from_utf8_lossy(e.data).into_owned();
+                    std::os::unix::fs::symlink(&target, &path).with_context(|| format!("symlink {}", path.display()))?;
+                }
+                Kind::Other => println!("note: /{} is a device node or fifo, not unpacked (a verified tree refuses it)", e.name),
+            }
+        }
+    }
+    Ok(())
 }
 
 fn tempdir() -> anyhow::Result<PathBuf> {
@@ -84,6 +186,10 @@ fn print(name: &str, format: &str, root: &Path, host: &release::Fields, verified
         .map(|e| e.file_name().to_string_lossy().into_owned())
         .unwrap_or_default();
     for file in super::list_files(root, &running).map_err(|e| anyhow::anyhow!("{e}"))? {
+        if let Ok(target) = std::fs::read_link(root.join(&file)) {
+            println!("symlink: {file} -> {}", target.display());
+            continue;
+        }
         let kind = if file.starts_with("usr/lib/modules/") {
             "module"
         } else if file.starts_with("usr/lib/firmware/") {
@@ -96,5 +202,12 @@ fn print(name: &str, format: &str, root: &Path, host: &release::Fields, verified
         println!("{kind}: {file}");
     }
     println!("{verified}");
+    // What PID 1 would say (its modules checked against the release
+    // directory they sit in).
+    let c = super::Candidate { name: name.to_string(), shown: name.to_string(), kind: super::Kind::Dir(root.to_owned()) };
+    match super::check(&c, root, host, &running, verified.starts_with("verified: yes")) {
+        Ok(_) => println!("boot: admitted"),
+        Err(e) => println!("boot: refused: {}", crate::logging::chain(&e)),
+    }
     Ok(())
 }

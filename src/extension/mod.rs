@@ -7,19 +7,26 @@
 //! `NAME.raw` (erofs or squashfs) in an appended cpio (`/extensions/`,
 //! `/.extra/sysext/`), a block device (`/dev/...`, `LABEL=`), or a `NAME.raw`
 //! fetched over HTTP after network-up (`rd.iguana.extensions=`). Each is
-//! checked (release file against `/usr/lib/os-release`, module release,
-//! trust) and merged with overlayfs, read-only lower layers over `/usr`,
-//! `/lib/modules/<release>` and `/etc` (see `plan.rs`): nothing is copied.
-//! The local ones are merged before coldplug, the fetched ones after
-//! network-up and before the workflow, followed by another coldplug.
+//! checked (release file against `/usr/lib/os-release`, module release and
+//! each module's `vermagic=`, trust) and merged with overlayfs, read-only
+//! lower layers over `/usr`, `/lib/modules/<release>` and `/etc` (see
+//! `plan.rs`): nothing is copied. The appended ones are merged before
+//! coldplug (they may bring the NIC driver); block devices after it (their
+//! disk's driver is a module coldplug loads), waited for by a helper child
+//! (`device.rs`); the fetched ones after network-up. Both later merges are
+//! followed by another coldplug for the modules they brought; all come
+//! before the workflow is chosen.
 //!
 //! A refused extension is one line naming it and why; the boot goes on
 //! without it unless `rd.iguana.extensions_required=1`.
 
 pub mod args;
+pub mod device;
 pub mod image;
 pub mod inspect;
 pub mod oci;
+pub mod modinfo;
+pub mod newc;
 pub mod plan;
 pub mod release;
 pub mod verify;
@@ -76,6 +83,12 @@ pub enum Refusal {
     Release(#[from] release::Mismatch),
     #[error("it carries modules for kernel {found}, this is {running}")]
     Kernel { found: String, running: String },
+    #[error("module {module} was built for kernel {found} (vermagic), this is {running}")]
+    Vermagic { module: String, found: String, running: String },
+    #[error("module {module}")]
+    Module { module: String, #[source] source: modinfo::Error },
+    #[error("{path} is a symlink (an extension's etc/ and usr/ are directories)")]
+    Symlink { path: String },
     #[error("it carries more than {MAX_FILES} files")]
     TooManyFiles,
     #[error("it carries etc/iguana/trust but is not itself verified by a trusted key")]
@@ -90,8 +103,8 @@ pub enum Refusal {
     Pull(String),
     #[error("{0}")]
     Unsupported(String),
-    #[error("no block device has the erofs label {0:?}")]
-    NoLabel(String),
+    #[error("{0}")]
+    Device(String),
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -126,8 +139,8 @@ enum Kind {
     Dir(PathBuf),
     /// A `NAME.raw` file: loop device, then mount.
     Image(PathBuf),
-    /// A block device whose filesystem is the extension.
-    Device(PathBuf),
+    /// A block device whose filesystem the probe child found.
+    Device(PathBuf, image::Format),
     /// An `oci:` image's rootfs, pulled (and, with keys, verified) by the
     /// pull child; `signer` is the key the child reported.
     Oci { root: PathBuf, signer: Option<String> },
@@ -138,17 +151,51 @@ fn kernel_release() -> String {
     std::fs::read_to_string("/proc/sys/kernel/osrelease").map(|s| s.trim().to_string()).unwrap_or_default()
 }
 
-/// Merges the extensions that are here without the network: appended
-/// cpio and block devices. Before coldplug.
+/// Merges the extensions of an appended cpio. Before coldplug: they may
+/// bring the NIC or storage driver it is to load.
 pub fn merge_local(args: &Args, policy: &crate::modules::Policy, merged: &mut Merged) -> Result<(), Error> {
-    let mut candidates = appended(APPENDED.iter().map(Path::new));
-    for source in args.sources.iter().filter(|s| !s.needs_network()) {
-        match device_candidate(source) {
-            Ok(c) => candidates.push(c),
-            Err(refusal) => refuse(&source.shown(), refusal, args.required)?,
+    merge(appended(APPENDED.iter().map(Path::new)), args.required, policy, merged)
+}
+
+/// Merges the block devices of `rd.iguana.extensions` (`/dev/...`,
+/// `LABEL=`). After coldplug, which loads their disk's driver; each is
+/// waited for up to `rd.iguana.extensions_wait` by the probe child. Then
+/// coldplugs again for the drivers they brought. Returns whether any was
+/// merged.
+pub fn merge_devices(args: &Args, policy: &crate::modules::Policy, merged: &mut Merged) -> Result<bool, Error> {
+    let mut candidates = Vec::new();
+    for source in args.sources.iter().filter(|s| matches!(s, Source::Device(_) | Source::Label(_))) {
+        let started = Instant::now();
+        match device::find(source, args.wait) {
+            Ok((path, format)) => {
+                tracing::info!("extension {}: found {} ({}) after {:.2}s", source.shown(), path.display(), format.fstype(), started.elapsed().as_secs_f64());
+                // The name is the release file's; found once it is mounted.
+                candidates.push(Candidate { name: String::new(), shown: source.shown(), kind: Kind::Device(path, format) });
+            }
+            Err(why) => refuse(&source.shown(), Refusal::Device(why), args.required)?,
         }
     }
-    merge(candidates, args.required, policy, merged)
+    let before = merged.files.len();
+    merge(candidates, args.required, policy, merged)?;
+    if merged.files.len() == before {
+        return Ok(false);
+    }
+    // A scan of /sys costs most of a second under TCG: only for modules.
+    if merged.files[before..].iter().any(|(_, files)| files.iter().any(|f| f.starts_with("usr/lib/modules/"))) {
+        coldplug_again(policy);
+    }
+    Ok(true)
+}
+
+/// Loads the drivers for devices that extensions merged since coldplug
+/// brought modules for (hotplug is already listening for new devices).
+fn coldplug_again(policy: &crate::modules::Policy) {
+    if let Ok(dir) = crate::modules::kernel_modules_dir() {
+        match crate::modules::coldplug(&dir, Path::new("/sys"), policy, &[], &mut |_: &[String]| {}) {
+            Ok(report) => tracing::info!("extensions: coldplug {report}"),
+            Err(e) => tracing::warn!("extensions: coldplug: {}", chain(&e)),
+        }
+    }
 }
 
 /// Fetches and merges `rd.iguana.extensions` URLs and `oci:` images (with
@@ -175,12 +222,7 @@ pub fn merge_network(args: &Args, policy: &crate::modules::Policy, merged: &mut 
     if merged.names.len() == before {
         return Ok(false);
     }
-    if let Ok(dir) = crate::modules::kernel_modules_dir() {
-        match crate::modules::coldplug(&dir, Path::new("/sys"), policy, &[], &mut |_: &[String]| {}) {
-            Ok(report) => tracing::info!("extensions: coldplug {report}"),
-            Err(e) => tracing::warn!("extensions: coldplug: {}", chain(&e)),
-        }
-    }
+    coldplug_again(policy);
     Ok(true)
 }
 
@@ -242,29 +284,6 @@ fn discard(c: &Candidate) {
     if let Err(e) = std::fs::remove_dir_all(dir) {
         tracing::warn!("extensions: remove {}: {e}", dir.display());
     }
-}
-
-/// `/dev/...` or `LABEL=`: a block device holding an erofs/squashfs.
-fn device_candidate(source: &Source) -> Result<Candidate, Refusal> {
-    let path = match source {
-        Source::Device(path) => PathBuf::from(path),
-        Source::Label(label) => find_label(label)?,
-        other => return Err(Refusal::Unsupported(format!("{} is not a local source", other.shown()))),
-    };
-    // The name is the release file's; found once the device is mounted.
-    Ok(Candidate { name: String::new(), shown: source.shown(), kind: Kind::Device(path) })
-}
-
-/// The block device whose erofs superblock carries `label`.
-fn find_label(label: &str) -> Result<PathBuf, Refusal> {
-    let entries = std::fs::read_dir("/sys/class/block").map_err(|source| Refusal::Open { path: "/sys/class/block".into(), source })?;
-    for entry in entries.flatten() {
-        let dev = Path::new("/dev").join(entry.file_name());
-        if read_header(&dev).ok().and_then(|h| image::erofs_label(&h)).as_deref() == Some(label) {
-            return Ok(dev);
-        }
-    }
-    Err(Refusal::NoLabel(label.to_string()))
 }
 
 fn read_header(path: &Path) -> std::io::Result<Vec<u8>> {
@@ -412,17 +431,22 @@ fn admit(c: &Candidate, host: &Fields, running: &str, keys: &crate::trust::Keys,
         Some(match &c.kind {
             Kind::Image(path) => verify::image(keys, path)?,
             Kind::Dir(path) => verify::tree(keys, path, MAX_FILES)?,
-            Kind::Device(_) => return Err(verify::Unverified::Unsigned("signature: a block device cannot carry one (use NAME.raw with NAME.raw.sig)".into()).into()),
+            Kind::Device(..) => return Err(verify::Unverified::Unsigned("signature: a block device cannot carry one (use NAME.raw with NAME.raw.sig)".into()).into()),
             // The pull child refuses an unsigned image when keys are there.
             Kind::Oci { signer, .. } => signer.clone().ok_or_else(|| verify::Unverified::Unsigned("signer reported by the pull child".into()))?,
         })
     };
     let (root, mounted) = match &c.kind {
         Kind::Dir(dir) | Kind::Oci { root: dir, .. } => (dir.clone(), false),
-        Kind::Image(path) | Kind::Device(path) => {
-            let label = mount_label(&c.name, path);
-            let target = Path::new(WORK).join(format!("{label}.{}", merged.stage + 1));
-            mount_image(path, matches!(c.kind, Kind::Image(_)), &target)?;
+        Kind::Image(path) => {
+            let target = Path::new(WORK).join(format!("{}.{}", mount_label(&c.name, path), merged.stage + 1));
+            mount_image(path, None, &target)?;
+            (target, true)
+        }
+        // The probe child read its header: PID 1 does not read the device.
+        Kind::Device(path, format) => {
+            let target = Path::new(WORK).join(format!("{}.{}", mount_label(&c.name, path), merged.stage + 1));
+            mount_image(path, Some(*format), &target)?;
             (target, true)
         }
     };
@@ -450,6 +474,13 @@ fn admit(c: &Candidate, host: &Fields, running: &str, keys: &crate::trust::Keys,
 /// The release file and the kernel release; returns the extension's name
 /// and the files it carries.
 fn check(c: &Candidate, root: &Path, host: &Fields, running: &str, verified: bool) -> Result<(String, Vec<String>), Refusal> {
+    // Before anything is read through them: a symlinked etc/ or usr/
+    // would point the overlay (and the checks below) at the initrd's own.
+    for top in ["etc", "usr"] {
+        if std::fs::symlink_metadata(root.join(top)).is_ok_and(|m| m.file_type().is_symlink()) {
+            return Err(Refusal::Symlink { path: top.to_string() });
+        }
+    }
     let name = if c.name.is_empty() { release_name(root)? } else { c.name.clone() };
     if !crate::workflow::name::valid(&name) {
         return Err(Refusal::Name(name));
@@ -470,11 +501,32 @@ fn check(c: &Candidate, root: &Path, host: &Fields, running: &str, verified: boo
         }
     }
     let files = list_files(root, running)?;
-    if !verified && files.iter().any(|f| f.starts_with("etc/iguana/trust/")) {
-        // Only an extension a trusted key signed may add keys.
+    // Only an extension a trusted key signed may add keys. list_files
+    // lists everything but directories, so `etc/iguana` or
+    // `etc/iguana/trust` in it is a symlink (or a file) standing where the
+    // trust directory or its parent is.
+    if !verified && files.iter().any(|f| f == "etc/iguana" || f == "etc/iguana/trust" || f.starts_with("etc/iguana/trust/")) {
         return Err(Refusal::UnverifiedTrust);
     }
+    check_vermagic(root, &files, running)?;
     Ok((name, files))
+}
+
+/// Each uncompressed module's `vermagic=` names the running kernel; a
+/// compressed one (`.ko.xz`, `.ko.zst`) is left to the kernel's own check
+/// when it loads.
+fn check_vermagic(root: &Path, files: &[String], running: &str) -> Result<(), Refusal> {
+    let dir = format!("usr/lib/modules/{running}/");
+    for module in files.iter().filter(|f| f.starts_with(&dir) && f.ends_with(".ko")) {
+        let path = root.join(module);
+        let bytes = crate::fsutil::read_bounded(&path, modinfo::MODULE_MAX).map_err(|source| Refusal::Read { path: path.clone(), source })?;
+        let magic = modinfo::vermagic(&bytes).map_err(|source| Refusal::Module { module: module.clone(), source })?;
+        let found = modinfo::release(&magic);
+        if found != running {
+            return Err(Refusal::Vermagic { module: module.clone(), found: found.to_string(), running: running.to_string() });
+        }
+    }
+    Ok(())
 }
 
 /// The NAME of the one `extension-release.NAME` a device carries.
@@ -520,10 +572,17 @@ fn list_files(root: &Path, running: &str) -> Result<Vec<String>, Refusal> {
     Ok(out)
 }
 
-/// Mounts an erofs/squashfs (a file through a loop device) read-only.
-fn mount_image(path: &Path, through_loop: bool, target: &Path) -> Result<(), Refusal> {
-    let header = read_header(path).map_err(|source| Refusal::Open { path: path.to_owned(), source })?;
-    let format = image::detect(&header).ok_or_else(|| Refusal::Format { path: path.to_owned() })?;
+/// Mounts an erofs/squashfs read-only: a file (`device` None: its format
+/// read here) through a loop device, a block device as it is.
+fn mount_image(path: &Path, device: Option<image::Format>, target: &Path) -> Result<(), Refusal> {
+    let through_loop = device.is_none();
+    let format = match device {
+        Some(format) => format,
+        None => {
+            let header = read_header(path).map_err(|source| Refusal::Open { path: path.to_owned(), source })?;
+            image::detect(&header).ok_or_else(|| Refusal::Format { path: path.to_owned() })?
+        }
+    };
     // The loop device stays open until the mount holds it (autoclear).
     let (device, _held) = if through_loop {
         let file = File::open(path).map_err(|source| Refusal::Open { path: path.to_owned(), source })?;
@@ -703,7 +762,8 @@ mod tests {
         write("usr/lib/extension-release.d/extension-release.site", "ID=iguana\nIGUANA_LEVEL=1\n");
         write("etc/iguana/control.yaml", "jobs: {}\n");
         write("usr/lib/modules/6.1.0-1/modules.dep", "");
-        write("usr/lib/modules/6.1.0-1/kernel/x.ko", "");
+        std::fs::create_dir_all(root.join("usr/lib/modules/6.1.0-1/kernel")).unwrap();
+        std::fs::write(root.join("usr/lib/modules/6.1.0-1/kernel/x.ko"), modinfo::test_module("6.1.0-1 SMP mod_unload ")).unwrap();
         let (name, files) = check(&c, root, &host, "6.1.0-1", false).unwrap();
         assert_eq!(name, "site");
         assert_eq!(
@@ -711,8 +771,56 @@ mod tests {
             ["etc/iguana/control.yaml", "usr/lib/extension-release.d/extension-release.site", "usr/lib/modules/6.1.0-1/kernel/x.ko"]
         );
         assert_eq!(err(check(&c, root, &host, "6.1.0-2", false)), "it carries modules for kernel 6.1.0-1, this is 6.1.0-2");
+        std::fs::write(root.join("usr/lib/modules/6.1.0-1/kernel/x.ko"), modinfo::test_module("6.1.0-9 SMP mod_unload ")).unwrap();
+        assert_eq!(
+            err(check(&c, root, &host, "6.1.0-1", false)),
+            "module usr/lib/modules/6.1.0-1/kernel/x.ko was built for kernel 6.1.0-9 (vermagic), this is 6.1.0-1"
+        );
+        std::fs::write(root.join("usr/lib/modules/6.1.0-1/kernel/x.ko"), "").unwrap();
+        assert_eq!(err(check(&c, root, &host, "6.1.0-1", false)), "module usr/lib/modules/6.1.0-1/kernel/x.ko: not an ELF file");
+        std::fs::write(root.join("usr/lib/modules/6.1.0-1/kernel/x.ko"), modinfo::test_module("6.1.0-1 SMP mod_unload ")).unwrap();
+        // Compressed: the kernel checks it when it loads.
+        write("usr/lib/modules/6.1.0-1/kernel/y.ko.zst", "");
+        assert!(check(&c, root, &host, "6.1.0-1", false).is_ok());
         write("etc/iguana/trust/site.pub", "");
         assert_eq!(err(check(&c, root, &host, "6.1.0-1", false)), "it carries etc/iguana/trust but is not itself verified by a trusted key");
         assert!(check(&c, root, &host, "6.1.0-1", true).is_ok());
+    }
+
+    /// Keys an unverified extension would bring through a symlink at or
+    /// above etc/iguana/trust, or under it.
+    #[test]
+    fn an_unverified_extension_brings_no_trust_through_a_symlink() {
+        use std::os::unix::fs::symlink;
+        let host = release::parse("ID=iguana\nIGUANA_LEVEL=1\n");
+        let elsewhere = tempfile::tempdir().unwrap();
+        std::fs::create_dir_all(elsewhere.path().join("trust")).unwrap();
+        std::fs::write(elsewhere.path().join("trust/evil.pub"), "").unwrap();
+        let trust = "it carries etc/iguana/trust but is not itself verified by a trusted key";
+        let cases: &[(&str, &str, &str)] = &[
+            ("etc/iguana/trust", "/run/keys", trust),
+            ("etc/iguana", elsewhere.path().to_str().unwrap(), trust),
+            ("etc/iguana/trust/a.pub", "/run/a.pub", trust),
+            ("etc", elsewhere.path().to_str().unwrap(), "etc is a symlink (an extension's etc/ and usr/ are directories)"),
+            ("usr", "/usr", "usr is a symlink (an extension's etc/ and usr/ are directories)"),
+        ];
+        for (link, target, want) in cases {
+            let tmp = tempfile::tempdir().unwrap();
+            let root = tmp.path();
+            let rel = root.join("usr/lib/extension-release.d/extension-release.site");
+            if *link != "usr" {
+                std::fs::create_dir_all(rel.parent().unwrap()).unwrap();
+                std::fs::write(&rel, "ID=iguana\nIGUANA_LEVEL=1\n").unwrap();
+            } else {
+                std::fs::create_dir_all(root.join("etc/extension-release.d")).unwrap();
+                std::fs::write(root.join("etc/extension-release.d/extension-release.site"), "ID=iguana\nIGUANA_LEVEL=1\n").unwrap();
+            }
+            let path = root.join(link);
+            std::fs::create_dir_all(path.parent().unwrap()).unwrap();
+            symlink(target, &path).unwrap();
+            let c = Candidate { name: "site".into(), shown: "x".into(), kind: Kind::Dir(root.to_owned()) };
+            let got = check(&c, root, &host, "6.1.0-1", false).map(|_| ()).map_err(|e| chain(&e));
+            assert_eq!(got, Err(want.to_string()), "{link} -> {target}");
+        }
     }
 }

@@ -55,6 +55,7 @@ const KERNEL_ARGS: &[(&str, &str, &str)] = &[
     ("rd.iguana.tmpfs_size=MOUNT=SIZE[,...] (run, iguana, tmp)", "run=50%,iguana=20%,tmp=10%", "rd.iguana.tmpfs_size=run=75%,tmp=64m"),
     ("rd.iguana.extensions=SRC[,SRC...] (URL of NAME.raw, /dev/..., LABEL=..., oci:REF)", "-", "rd.iguana.extensions=https://pxe.lan/ext/pvscsi.raw"),
     ("rd.iguana.extensions_required=1", "0", "rd.iguana.extensions_required=1"),
+    ("rd.iguana.extensions_wait=SECONDS (for each /dev/... or LABEL= extension, after coldplug)", "10", "rd.iguana.extensions_wait=30"),
     ("rd.iguana.report_url=URL (status events, CloudEvents)", "-", "rd.iguana.report_url=https://events.lan/iguana"),
     ("rd.iguana.report_token=TOKEN (prefer /etc/iguana/report-token in the initrd)", "-", "rd.iguana.report_token=s3cr3t"),
     ("rd.iguana.debug", "off", "rd.iguana.debug"),

@@ -22,7 +22,11 @@
 //!   control.yaml is the workflow): DHCP works, the disk is written.
 //! - `ext-none-nic`: vmxnet3 only, base initrd: no interface to configure.
 //! - `ext-none-disk`: virtio NIC, pvscsi disk, no pvscsi extension: the
-//!   container sees no disk.
+//!   container sees no disk. The registry's CA comes from a second virtio
+//!   disk (erofs labelled SITE-EXT, `rd.iguana.extensions=LABEL=SITE-EXT`),
+//!   whose driver coldplug loads: the pull proves it was merged after. An
+//!   appended tree whose `vmw_pvscsi.ko` has another kernel's `vermagic=`
+//!   is refused with one line naming the module.
 
 use std::fs;
 use std::path::{Path, PathBuf};
@@ -150,6 +154,7 @@ fn run() -> Result<Vec<(String, Result<Duration>)>> {
             ("iguana/control.yaml", &format!("name: site\njobs:\n  site:\n    container:\n      image: {}/extdisk\n", setup.registry)),
         ],
     )?;
+    let badmagic = vermagic_cpio(&setup.dir, &built.kernel)?;
     let firmware = setup.dir.join("iguana-test-fw.bin");
     fs::write(&firmware, b"firmware bytes for the e2e\n")?;
     let oci = OciParts::new(&setup.dir)?;
@@ -264,12 +269,33 @@ fn run() -> Result<Vec<(String, Result<Duration>)>> {
     // 3. and 4.: the same hardware without the extensions.
     let none_nic = |s: &Setup| boot_vm(s, &s.base, &format!("rd.iguana.containers={}/extdisk {COMMON_APPEND}", s.registry), Net::Vmxnet3, false);
     boot("ext-none-nic", &none_nic, &[&["no Ethernet interface to configure (links: lo)"]], &[&["phase network-up"], &["panicked"]]);
+    // The registry's CA comes only from a second virtio disk holding an
+    // erofs labelled SITE-EXT: virtio_blk is a module coldplug loads, so
+    // the pull works only if that device is merged after coldplug.
     let none_disk = |s: &Setup| -> Result<Outcome> {
-        let ca = build(&s.dir, "ca", Format::Cpio, |o| o.etc = Some(cas.clone()))?;
-        let initrd = concat(&s.dir.join("none-disk.img"), &[s.base.clone(), ca])?;
-        boot_vm(s, &initrd, &format!("rd.iguana.containers={}/extdisk {COMMON_APPEND}", s.registry), Net::User, true)
+        let device = labelled_erofs(&s.dir, "siteext", "SITE-EXT", &fs::read_to_string(cas.join("ssl/certs/ca-certificates.crt"))?)?;
+        let initrd = concat(&s.dir.join("none-disk.img"), &[s.base.clone(), badmagic.0.clone()])?;
+        let append = format!("rd.iguana.extensions=LABEL=SITE-EXT rd.iguana.containers={}/extdisk {COMMON_APPEND}", s.registry);
+        let disk = vec![
+            "-drive".into(),
+            format!("file={},if=none,id=sx,format=raw,readonly=on", device.display()),
+            "-device".into(),
+            "virtio-blk-pci,drive=sx".into(),
+        ];
+        boot_vm_with(s, &initrd, &append, Net::User, true, disk)
     };
-    boot("ext-none-disk", &none_disk, &[&["IGUANA-E2E no sda"], &["IGUANA-E2E nic eth0 driver=virtio_net"]], &[&["IGUANA-E2E sda present"], &["panicked"]]);
+    boot(
+        "ext-none-disk",
+        &none_disk,
+        &[
+            &["extension siteext admitted from LABEL=SITE-EXT: unverified"],
+            &["extension siteext: firmware /usr/lib/firmware/iguana-siteext.bin readable"],
+            &[&badmagic.1],
+            &["IGUANA-E2E no sda"],
+            &["IGUANA-E2E nic eth0 driver=virtio_net"],
+        ],
+        &[&["IGUANA-E2E sda present"], &["panicked"], &["extension siteext refused"], &["extension LABEL=SITE-EXT refused"]],
+    );
     Ok(results)
 }
 
@@ -325,6 +351,11 @@ impl OciParts {
 }
 
 fn boot_vm(s: &Setup, initrd: &Path, append: &str, net: Net, pvscsi: bool) -> Result<Outcome> {
+    boot_vm_with(s, initrd, append, net, pvscsi, Vec::new())
+}
+
+/// [`boot_vm`] with more QEMU arguments (another disk).
+fn boot_vm_with(s: &Setup, initrd: &Path, append: &str, net: Net, pvscsi: bool, extra: Vec<String>) -> Result<Outcome> {
     let mut config = VmConfig::new(s.kernel.clone(), initrd.to_owned(), append);
     config.net = net;
     if pvscsi {
@@ -339,8 +370,100 @@ fn boot_vm(s: &Setup, initrd: &Path, append: &str, net: Net, pvscsi: bool) -> Re
             "scsi-hd,drive=pd,bus=pv.0".into(),
         ];
     }
+    config.extra_args.extend(extra);
     let vm = Vm::start(&config)?;
     Ok(vm.wait(TIMEOUT))
+}
+
+/// An appended tree `badmagic` carrying the real `vmw_pvscsi.ko` under the
+/// running release's directory, its `vermagic=` naming another release (the
+/// first digit changed, the length kept); and the line that refuses it.
+fn vermagic_cpio(dir: &Path, kernel: &crate::kernel::Kernel) -> Result<(PathBuf, String)> {
+    let rel = "kernel/drivers/scsi/vmw_pvscsi.ko";
+    let mut module = fs::read(kernel.modules.join(rel)).with_context(|| format!("read {rel}"))?;
+    let needle = format!("vermagic={}", kernel.release);
+    let at = module.windows(needle.len()).position(|w| w == needle.as_bytes()).with_context(|| format!("{rel}: no {needle}"))?;
+    let digit = &mut module[at + "vermagic=".len()];
+    *digit = if *digit == b'9' { b'8' } else { b'9' };
+    let other = String::from_utf8_lossy(&module[at + "vermagic=".len()..at + needle.len()]).into_owned();
+    let (module_file, release_file) = (dir.join("badmagic.ko"), dir.join("badmagic.release"));
+    fs::write(&module_file, &module)?;
+    fs::write(&release_file, format!("ID=iguana\nIGUANA_LEVEL={}\n", ext::IGUANA_LEVEL))?;
+    let in_tree = format!("usr/lib/modules/{}/{rel}", kernel.release);
+    let cpio = files_cpio(dir, "badmagic", &[
+        ("extensions/badmagic/usr/lib/extension-release.d/extension-release.badmagic", &release_file),
+        (&format!("extensions/badmagic/{in_tree}"), &module_file),
+    ])?;
+    let line = format!("extension badmagic refused: module {in_tree} was built for kernel {other} (vermagic), this is {}", kernel.release);
+    Ok((cpio, line))
+}
+
+/// An erofs extension NAME labelled LABEL (a USB stick's or a second
+/// disk's filesystem): the CA bundle in etc/ and a firmware file. The
+/// release file's NAME is the only way iguana learns its name.
+fn labelled_erofs(dir: &Path, name: &str, label: &str, ca: &str) -> Result<PathBuf> {
+    let staging = dir.join(format!("{name}.tree"));
+    let _ = fs::remove_dir_all(&staging);
+    let files = [
+        (format!("usr/lib/extension-release.d/extension-release.{name}"), format!("ID=iguana\nIGUANA_LEVEL={}\n", ext::IGUANA_LEVEL)),
+        ("etc/ssl/certs/ca-certificates.crt".to_string(), ca.to_string()),
+        (format!("usr/lib/firmware/iguana-{name}.bin"), "firmware from a labelled disk\n".to_string()),
+    ];
+    for (path, text) in files {
+        let p = staging.join(path);
+        fs::create_dir_all(p.parent().unwrap_or(&staging))?;
+        fs::write(p, text)?;
+    }
+    let out = dir.join(format!("{name}.erofs"));
+    run_cmd(Command::new("mkfs.erofs").args(["--quiet", "--all-root", "-T0"]).arg(&out).arg(&staging))?;
+    let mut bytes = fs::read(&out)?;
+    erofs_set_label(&mut bytes, label)?;
+    // A disk's size is a multiple of its sector.
+    bytes.resize(bytes.len().div_ceil(4096) * 4096, 0);
+    fs::write(&out, bytes)?;
+    Ok(out)
+}
+
+/// Writes an erofs volume label (Debian 12's mkfs.erofs 1.5 has no `-L`):
+/// `volume_name` at 64 in the superblock (at 1024), then the superblock
+/// checksum again (crc32c over the rest of the 4 KiB block, seed ~0, no
+/// final xor, as the kernel checks it). The checksum mkfs wrote is checked
+/// first, so a wrong layout fails here rather than in the guest.
+fn erofs_set_label(image: &mut [u8], label: &str) -> Result<()> {
+    const SB: usize = 1024;
+    const SB_CHKSUM: u32 = 1;
+    if image.len() < 4096 || image[SB..SB + 4] != 0xE0F5_E1E2u32.to_le_bytes() || label.len() > 15 {
+        bail!("not an erofs image with 4 KiB blocks, or a label over 15 bytes");
+    }
+    let crc32c = |data: &[u8]| {
+        let mut crc = !0u32;
+        for &b in data {
+            crc ^= u32::from(b);
+            for _ in 0..8 {
+                crc = if crc & 1 != 0 { (crc >> 1) ^ 0x82F6_3B78 } else { crc >> 1 };
+            }
+        }
+        crc
+    };
+    let checksummed = u32::from_le_bytes(image[SB + 8..SB + 12].try_into()?) & SB_CHKSUM != 0;
+    let sum = |image: &mut [u8]| {
+        image[SB + 4..SB + 8].fill(0);
+        crc32c(&image[SB..4096])
+    };
+    if checksummed {
+        let stored = u32::from_le_bytes(image[SB + 4..SB + 8].try_into()?);
+        let mut copy = image[..4096].to_vec();
+        if sum(&mut copy) != stored {
+            bail!("erofs superblock checksum not as expected: cannot relabel");
+        }
+    }
+    image[SB + 64..SB + 80].fill(0);
+    image[SB + 64..SB + 64 + label.len()].copy_from_slice(label.as_bytes());
+    if checksummed {
+        let crc = sum(image);
+        image[SB + 4..SB + 8].copy_from_slice(&crc.to_le_bytes());
+    }
+    Ok(())
 }
 
 fn build(dir: &Path, name: &str, format: Format, set: impl FnOnce(&mut ext::Options)) -> Result<PathBuf> {
@@ -496,4 +619,29 @@ pub fn bench(runs: usize) -> Result<()> {
         println!("| {name} | {l:.2} | {:.2}x | {m} |", l / base);
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    /// A relabelled image still passes fsck.erofs and carries the label
+    /// where iguana reads it, with a superblock checksum that matches.
+    #[test]
+    fn relabelled_erofs_keeps_a_valid_superblock() {
+        let tmp = std::env::temp_dir().join(format!("iguana-relabel-{}", std::process::id()));
+        std::fs::create_dir_all(&tmp).unwrap();
+        let ca = "-----BEGIN CERTIFICATE-----\n";
+        let out = super::labelled_erofs(&tmp, "siteext", "SITE-EXT", ca).unwrap();
+        let bytes = std::fs::read(&out).unwrap();
+        assert_eq!(&bytes[1024 + 64..1024 + 72], b"SITE-EXT");
+        assert_eq!(bytes[1024 + 72], 0);
+        let fsck = std::process::Command::new("fsck.erofs").arg(&out).output().unwrap();
+        assert!(fsck.status.success(), "{}", String::from_utf8_lossy(&fsck.stderr));
+        // The checksum was recomputed: relabelling again verifies it (as
+        // it verified mkfs.erofs's own above), and a changed byte fails it.
+        let mut copy = bytes.clone();
+        super::erofs_set_label(&mut copy, "OTHER").unwrap();
+        copy[1024 + 64] = b'X';
+        assert!(super::erofs_set_label(&mut copy, "AGAIN").is_err());
+        let _ = std::fs::remove_dir_all(&tmp);
+    }
 }
