@@ -585,7 +585,8 @@ pub fn bench(runs: usize) -> Result<()> {
     let mut variants: Vec<(&str, PathBuf)> = vec![("base", built.initrd.clone())];
     for (name, format) in [("erofs", Format::Erofs), ("squashfs", Format::Squashfs)] {
         let image = build(&dir, &format!("pvscsi-{name}"), format, |o| o.modules = vec!["vmw_pvscsi".into()])?;
-        let cpio = files_cpio(&dir, name, &[(".extra/sysext/pvscsi.raw", &image)])?;
+        // The file's name is the extension's: the release file inside says pvscsi-<format>.
+        let cpio = files_cpio(&dir, name, &[(&format!(".extra/sysext/pvscsi-{name}.raw"), &image)])?;
         let size = fs::metadata(&image)?.len();
         eprintln!("xtask: bench: {name} image {size} bytes");
         variants.push((name, concat(&dir.join(format!("{name}.img")), &[built.initrd.clone(), cpio])?));
@@ -602,6 +603,10 @@ pub fn bench(runs: usize) -> Result<()> {
             let uptime = at("phase modules-loaded").and_then(|t| t.split(']').next()?.trim_start_matches('[').trim().parse::<f64>().ok());
             let merge = at("phase extensions-merged").and_then(|t| t.rsplit(" in ").next()?.trim().trim_end_matches('s').parse::<f64>().ok());
             eprintln!("xtask: bench: run {} {name}: modules-loaded at {uptime:?} s, merge {merge:?} s", run + 1);
+            // A refused extension would measure the base initrd twice.
+            if i > 0 && merge.is_none() {
+                bail!("bench extensions: {name} run {}: no `phase extensions-merged` line (see {})", run + 1, dir.join(format!("{name}-{}.log", run + 1)).display());
+            }
             loaded[i].extend(uptime);
             merged[i].extend(merge);
         }
