@@ -28,6 +28,9 @@ const BUFFER_MAX: usize = 64;
 const PIPE_SIZE: usize = 1 << 20;
 /// `rd.iguana.report_token=` is copied here (0600) for the child to read.
 const TOKEN_COPY: &str = "/run/iguana/report-token";
+/// `rd.iguana.proxy=` (and no_proxy) is written here (0600) for the child:
+/// the proxy URL may carry credentials, so not in its environment.
+const PROXY_COPY: &str = "/run/iguana/report-proxy";
 
 #[derive(Default)]
 struct State {
@@ -257,6 +260,12 @@ fn spawn(url: &str, id: &str, token: Option<&Path>, ca: Option<&Path>) -> std::i
     if let Some(ca) = ca {
         args.extend(["--ca".into(), ca.display().to_string()]);
     }
+    if let Some(proxy) = crate::proxy::exported() {
+        // Without the file the child would go direct, which a site that
+        // set a proxy may not allow: not started then.
+        proxy.write_file(Path::new(PROXY_COPY)).map_err(|e| std::io::Error::new(e.kind(), format!("write {PROXY_COPY}: {e}")))?;
+        args.extend(["--proxy-file".into(), PROXY_COPY.into()]);
+    }
     let child = Command::new("/proc/self/exe").args(&args).stdin(Stdio::from(reader)).process_group(0).spawn()?;
     Ok(Running { child, pipe: writer })
 }
@@ -265,7 +274,7 @@ fn spawn(url: &str, id: &str, token: Option<&Path>, ca: Option<&Path>) -> std::i
 /// to deliver; then it is killed. Never fails the boot.
 pub fn finish(limit: Duration) {
     start();
-    let Some(mut running) = with(|s| {
+    let Some(running) = with(|s| {
         if s.dropped > 0 {
             tracing::warn!("report: {} events dropped (the sender fell behind)", s.dropped);
         }
@@ -273,6 +282,14 @@ pub fn finish(limit: Duration) {
     }) else {
         return;
     };
+    flush(running, limit);
+    // The child read it at its start; the switch_root'ed system keeps /run.
+    let _ = std::fs::remove_file(PROXY_COPY);
+}
+
+/// Closes the child's input and gives it at most `limit` to exit; then
+/// kills its process group.
+fn flush(mut running: Running, limit: Duration) {
     let deadline = Instant::now() + limit;
     // The rest of a frame written in part, then the end of input.
     while !running.pipe.drain() && Instant::now() < deadline && matches!(running.child.try_wait(), Ok(None)) {
