@@ -46,6 +46,9 @@ struct State {
     dropped: u64,
     /// The last job that failed and its log, for the pstore summary.
     failed_job: Option<FailedJob>,
+    /// The binary started as `iguana report`: `/proc/self/exe` unless a
+    /// host test (whose own binary is not iguana) named one.
+    binary: Option<PathBuf>,
 }
 
 struct Running {
@@ -117,6 +120,12 @@ fn report_target(cmdline: Option<&str>, workflow: Option<&str>, verified: bool) 
         (None, Some(url)) => (Some(url.to_owned()), verified),
         (None, None) => (None, true),
     }
+}
+
+/// Host tests: the iguana binary to start as the sender (PID 1 starts
+/// itself, `/proc/self/exe`).
+pub fn use_binary(path: &Path) {
+    with(|s| s.binary = Some(path.to_owned()));
 }
 
 /// Events are stamped with the machine id; before it is known they are not kept.
@@ -224,7 +233,8 @@ pub fn start() {
             s.buffer.clear();
             return;
         };
-        match spawn(&url, &id, s.token_file.as_deref(), s.ca.as_deref()) {
+        let binary = s.binary.clone().unwrap_or_else(|| PathBuf::from("/proc/self/exe"));
+        match spawn(&binary, &url, &id, s.token_file.as_deref(), s.ca.as_deref()) {
             Ok(mut running) => {
                 tracing::info!("report: events to {}", crate::redact::redact_url(&url));
                 for line in std::mem::take(&mut s.buffer) {
@@ -251,7 +261,7 @@ fn pipe(size: usize) -> std::io::Result<(OwnedFd, Pipe)> {
     Ok((reader, Pipe { fd: Some(writer), pending: Vec::new() }))
 }
 
-fn spawn(url: &str, id: &str, token: Option<&Path>, ca: Option<&Path>) -> std::io::Result<Running> {
+fn spawn(binary: &Path, url: &str, id: &str, token: Option<&Path>, ca: Option<&Path>) -> std::io::Result<Running> {
     let (reader, writer) = pipe(PIPE_SIZE)?;
     let mut args: Vec<String> = vec!["report".into(), url.into(), "--machine-id".into(), id.into()];
     if let Some(token) = token {
@@ -266,7 +276,7 @@ fn spawn(url: &str, id: &str, token: Option<&Path>, ca: Option<&Path>) -> std::i
         proxy.write_file(Path::new(PROXY_COPY)).map_err(|e| std::io::Error::new(e.kind(), format!("write {PROXY_COPY}: {e}")))?;
         args.extend(["--proxy-file".into(), PROXY_COPY.into()]);
     }
-    let child = Command::new("/proc/self/exe").args(&args).stdin(Stdio::from(reader)).process_group(0).spawn()?;
+    let child = Command::new(binary).args(&args).stdin(Stdio::from(reader)).process_group(0).spawn()?;
     Ok(Running { child, pipe: writer })
 }
 

@@ -326,6 +326,51 @@ mod tests {
         assert_eq!((s.queue.pop(), s.queue.pop(), s.queue.pop()), (Some(event), Some(log), None));
     }
 
+    /// Heartbeats while a job runs, numbered, for that job; none once it
+    /// finished. The interval is the test's (100 ms); what is asserted is
+    /// what arrived, not when.
+    #[test]
+    fn heartbeats_while_a_job_runs_and_not_after() {
+        let sink = testkit::EventReceiver::start(0).unwrap();
+        let url = sink.url("127.0.0.1");
+        let agent = agent(&url, None, None).unwrap();
+        let sink_side = Sink { agent, url, token: None, machine_id: "m1".into() };
+        let shared = Arc::new((
+            Mutex::new(Shared { queue: Queue::new(8), closed: false, running: Some(("build".into(), Instant::now())) }),
+            Condvar::new(),
+        ));
+        let deliverer = {
+            let shared = Arc::clone(&shared);
+            std::thread::spawn(move || deliver(&shared, &sink_side, Duration::from_millis(100)))
+        };
+        let beats = |events: &[Value]| events.iter().filter(|e| e["type"] == "heartbeat").count();
+        let guard = Instant::now() + Duration::from_secs(60);
+        while beats(&sink.events()) < 3 {
+            assert!(Instant::now() < guard, "no 3 heartbeats: {:?}", sink.events());
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        // job.finished, as read_frames handles it; then the end of input.
+        {
+            let mut s = shared.0.lock().unwrap();
+            s.running = None;
+            let finished = serde_json::json!({"type": "job.finished", "subject": "build", "id": "m1-9"});
+            s.queue.push(Frame::Event { event: finished, tail: None });
+            s.closed = true;
+            shared.1.notify_all();
+        }
+        let (delivered, refused) = deliverer.join().unwrap();
+        let events = sink.events();
+        assert_eq!((delivered, refused), (events.len() as u64, 0));
+        let (last, heartbeats) = events.split_last().unwrap();
+        assert_eq!(last["id"], "m1-9", "{events:?}");
+        assert!(heartbeats.len() >= 3);
+        for (n, e) in heartbeats.iter().enumerate() {
+            assert_eq!(e["type"], "heartbeat", "{events:?}");
+            assert_eq!(e["id"], format!("m1-heartbeat-{}", n + 1));
+            assert_eq!((e["subject"].as_str(), e["data"]["job"].as_str()), (Some("build"), Some("build")));
+        }
+    }
+
     #[test]
     fn tails_are_the_end_of_the_file() {
         let dir = tempfile::tempdir().unwrap();
