@@ -5,7 +5,7 @@
 //! `--sig`/`--bundle`, the `F.sig` or `F.sigstore.json` beside it.
 //! Keys come from `--key` or, without it, from [`super::TRUST_DIR`].
 
-use super::keys::{Keys, PublicKey};
+use super::keys::Keys;
 use anyhow::{bail, Context};
 use std::path::{Path, PathBuf};
 
@@ -45,22 +45,14 @@ fn parse(args: &[String]) -> Result<Args, String> {
     Ok(out)
 }
 
-/// The keys named by `--key`, else those of the trust directory.
+/// The keys named by `--key`, else those of the trust directory (which
+/// must hold one).
 fn load_keys(paths: &[PathBuf], dir: &Path) -> anyhow::Result<Keys> {
-    if paths.is_empty() {
-        let keys = Keys::load_dir(dir)?;
-        if keys.is_empty() {
-            bail!("no trusted keys: pass --key KEY.pub or put keys in {}", dir.display());
-        }
-        return Ok(keys);
+    let keys = super::keys_given_or_in(paths, dir)?;
+    if paths.is_empty() && keys.is_empty() {
+        bail!("no trusted keys: pass --key KEY.pub or put keys in {}", dir.display());
     }
-    let mut keys = Vec::new();
-    for path in paths {
-        let pem = crate::fsutil::read_bounded(path, 64 * 1024)
-            .with_context(|| format!("read key {}", path.display()))?;
-        keys.push(PublicKey::from_pem(&path.display().to_string(), &pem)?);
-    }
-    Ok(Keys::new(keys))
+    Ok(keys)
 }
 
 const FILE_USAGE: &str = "usage: iguana verify --file FILE [--sig FILE.sig | --bundle FILE.sigstore.json] [--key KEY.pub]...";
