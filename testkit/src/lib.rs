@@ -12,6 +12,7 @@ mod blob_signer;
 pub mod cosign;
 mod fault;
 mod files;
+mod front;
 mod http;
 mod image;
 mod mirror;
