@@ -21,17 +21,10 @@ fn frame(id: &str, kind: &str) -> String {
 
 /// Runs the sender with the proxy file and two events; its success and stderr.
 fn run(url: &str, proxy_file: &std::path::Path) -> (bool, String) {
-    let mut child = Command::new(env!("CARGO_BIN_EXE_iguana"))
+    // Only what PID 1 handed over may decide.
+    let mut child = testkit::without_host_proxies(&mut Command::new(env!("CARGO_BIN_EXE_iguana")))
         .args(["report", url, "--machine-id", "m1", "--proxy-file"])
         .arg(proxy_file)
-        // Only what PID 1 handed over may decide.
-        .env_remove("HTTPS_PROXY")
-        .env_remove("https_proxy")
-        .env_remove("HTTP_PROXY")
-        .env_remove("http_proxy")
-        .env_remove("ALL_PROXY")
-        .env_remove("NO_PROXY")
-        .env_remove("no_proxy")
         .stdin(Stdio::piped())
         .stderr(Stdio::piped())
         .spawn()

@@ -30,7 +30,7 @@ pub use files::FileServer;
 pub use http::base64;
 pub use image::{Entry, Image, Layer};
 pub use mirror::{Breakage, BrokenMirror};
-pub use proxy::HttpProxy;
+pub use proxy::{without_host_proxies, HttpProxy};
 pub use referrers::ReferrersFront;
 pub use registry::{cert_valid_between, self_signed_cert, Registry, RegistryOptions, TokenAuth};
 pub use sntp::SntpServer;
