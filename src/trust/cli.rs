@@ -23,17 +23,8 @@ fn parse(args: &[String]) -> Result<Args, String> {
     let mut out = Args::default();
     let mut it = args.iter();
     while let Some(arg) = it.next() {
-        let (flag, inline) = match arg.split_once('=') {
-            Some((flag, value)) if arg.starts_with("--") => (flag, Some(value.to_string())),
-            _ => (arg.as_str(), None),
-        };
-        let mut value = || {
-            inline
-                .clone()
-                .or_else(|| it.next().cloned())
-                .filter(|v| !v.is_empty())
-                .ok_or_else(|| format!("{flag} needs a value"))
-        };
+        let (flag, inline) = crate::flags::split(arg);
+        let mut value = || crate::flags::value(flag, inline, &mut it);
         match flag {
             "--key" => out.keys.push(PathBuf::from(value()?)),
             "--insecure-registry" => out.insecure_registries.push(value()?),
