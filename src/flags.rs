@@ -28,7 +28,8 @@ mod tests {
     fn inline_or_next_and_never_empty() {
         let args = |a: &[&str]| a.iter().map(|s| s.to_string()).collect::<Vec<_>>();
         // (argument, the arguments after it, flag, value)
-        let cases: &[(&str, &[&str], &str, Result<&str, &str>)] = &[
+        type Case<'a> = (&'a str, &'a [&'a str], &'a str, Result<&'a str, &'a str>);
+        let cases: &[Case] = &[
             ("--key=a.pub", &["b"], "--key", Ok("a.pub")),
             ("--key", &["a.pub"], "--key", Ok("a.pub")),
             ("--key", &[], "--key", Err("--key needs a value")),
