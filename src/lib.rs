@@ -13,6 +13,7 @@ pub mod container;
 pub mod early;
 pub mod entropy;
 pub mod extension;
+pub mod flags;
 pub mod fsutil;
 pub mod handover;
 pub mod image;

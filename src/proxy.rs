@@ -12,6 +12,12 @@
 //! other entry is a domain (a leading dot is optional) and matches that
 //! host and its subdomains. Ports are not part of the match.
 //!
+//! `iguana report` is started by PID 1 itself (not through `child::run`)
+//! and gets the proxy another way: a 0600 file PID 1 writes
+//! ([`Proxy::write_file`], read back by [`Proxy::read_file`]), named on its
+//! command line. Neither the URL's userinfo nor anything else of the proxy
+//! reaches its environment.
+//!
 //! This file uses std only: tests/pull.rs compiles it next to the image
 //! module.
 
@@ -40,6 +46,14 @@ pub fn child_env(args: &[String]) -> Vec<(&'static str, String)> {
     }
 }
 
+/// The proxy PID 1 was given, if any (for children it starts itself).
+pub fn exported() -> Option<&'static Proxy> {
+    EXPORTED.get()
+}
+
+/// A proxy file is at most this long.
+const FILE_MAX: u64 = 64 << 10;
+
 /// Where HTTP(S) goes, and what goes direct.
 #[derive(Clone, PartialEq, Eq)]
 pub struct Proxy {
@@ -60,14 +74,7 @@ impl Proxy {
     /// What PID 1 handed this child, if anything.
     pub fn from_env() -> Option<Proxy> {
         let url = std::env::var(PROXY_ENV).ok().filter(|u| !u.is_empty())?;
-        let no_proxy = std::env::var(NO_PROXY_ENV)
-            .unwrap_or_default()
-            .split(',')
-            .map(str::trim)
-            .filter(|s| !s.is_empty())
-            .map(str::to_owned)
-            .collect();
-        Some(Proxy { url, no_proxy })
+        Some(Proxy { url, no_proxy: split_list(&std::env::var(NO_PROXY_ENV).unwrap_or_default()) })
     }
 
     /// The environment the children get.
@@ -75,10 +82,42 @@ impl Proxy {
         [(PROXY_ENV, self.url.clone()), (NO_PROXY_ENV, self.no_proxy.join(","))]
     }
 
+    /// Writes the proxy to `path`, readable by root only: the URL on the
+    /// first line, no_proxy (comma-separated) on the second.
+    pub fn write_file(&self, path: &std::path::Path) -> std::io::Result<()> {
+        use std::io::Write;
+        use std::os::unix::fs::OpenOptionsExt;
+        use std::os::unix::fs::PermissionsExt;
+        let mut file = std::fs::OpenOptions::new().write(true).create(true).truncate(true).mode(0o600).open(path)?;
+        // A file that was there keeps its mode through open.
+        file.set_permissions(std::fs::Permissions::from_mode(0o600))?;
+        file.write_all(format!("{}\n{}\n", self.url, self.no_proxy.join(",")).as_bytes())
+    }
+
+    /// What [`Proxy::write_file`] wrote (at most 64 KiB read); `None` when
+    /// the URL line is empty.
+    pub fn read_file(path: &std::path::Path) -> std::io::Result<Option<Proxy>> {
+        use std::io::Read;
+        let mut text = String::new();
+        std::fs::File::open(path)?.take(FILE_MAX).read_to_string(&mut text)?;
+        let mut lines = text.lines();
+        let url = lines.next().unwrap_or_default().trim();
+        if url.is_empty() {
+            return Ok(None);
+        }
+        let no_proxy = lines.next().unwrap_or_default();
+        Ok(Some(Proxy { url: url.to_owned(), no_proxy: split_list(no_proxy) }))
+    }
+
     /// Whether `url` goes through the proxy.
     pub fn applies_to(&self, url: &str) -> bool {
         !url_host(url).is_some_and(|host| bypass(&self.no_proxy, host))
     }
+}
+
+/// `a, b,,c` -> `[a, b, c]`.
+fn split_list(list: &str) -> Vec<String> {
+    list.split(',').map(str::trim).filter(|s| !s.is_empty()).map(str::to_owned).collect()
 }
 
 /// The host of `scheme://[userinfo@]host[:port][/...]`, without brackets.
@@ -183,6 +222,27 @@ mod tests {
         }
         let shown = format!("{:?}", Proxy { url: "http://bob:pr0xyPW@p:1".into(), no_proxy: vec![] });
         assert!(!shown.contains("pr0xyPW"), "{shown}");
+    }
+
+    #[test]
+    fn the_report_childs_proxy_file_round_trips_and_is_root_only() {
+        use std::os::unix::fs::PermissionsExt;
+        let dir = std::env::temp_dir().join(format!("iguana-proxy-file-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let path = dir.join("proxy");
+        let cases = [
+            Proxy { url: "http://bob:pr0xyPW@proxy.lan:3128".into(), no_proxy: vec!["lan".into(), "10.0.0.0/8".into()] },
+            Proxy { url: "http://p:1".into(), no_proxy: vec![] },
+        ];
+        for proxy in cases {
+            proxy.write_file(&path).unwrap();
+            assert_eq!(std::fs::metadata(&path).unwrap().permissions().mode() & 0o777, 0o600);
+            assert_eq!(Proxy::read_file(&path).unwrap(), Some(proxy));
+        }
+        std::fs::write(&path, "\n").unwrap();
+        assert_eq!(Proxy::read_file(&path).unwrap(), None);
+        assert!(Proxy::read_file(&dir.join("missing")).is_err());
+        std::fs::remove_dir_all(&dir).unwrap();
     }
 
     #[test]

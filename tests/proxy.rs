@@ -13,18 +13,11 @@ use testkit::{HttpProxy, Image, Registry, RegistryOptions};
 
 /// Runs the real binary with the proxy environment PID 1 gives pull and fetch.
 fn iguana(args: &[&str], proxy: &str, no_proxy: &str) -> (bool, String) {
-    let out = Command::new(env!("CARGO_BIN_EXE_iguana"))
+    // Only iguana's own variables may decide.
+    let out = testkit::without_host_proxies(&mut Command::new(env!("CARGO_BIN_EXE_iguana")))
         .args(args)
         .env("IGUANA_PROXY", proxy)
         .env("IGUANA_NO_PROXY", no_proxy)
-        // Only iguana's own variables may decide.
-        .env_remove("HTTPS_PROXY")
-        .env_remove("https_proxy")
-        .env_remove("HTTP_PROXY")
-        .env_remove("http_proxy")
-        .env_remove("ALL_PROXY")
-        .env_remove("NO_PROXY")
-        .env_remove("no_proxy")
         .output()
         .unwrap();
     let text = format!("{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));

@@ -24,6 +24,10 @@ mod trust;
 #[path = "../src/fsutil.rs"]
 mod fsutil;
 
+#[allow(dead_code)]
+#[path = "../src/flags.rs"]
+mod flags;
+
 use image::{cli_pull, pull, ImageConfig, PullOptions, Retry};
 use std::time::Duration;
 use std::fs;

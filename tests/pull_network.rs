@@ -23,6 +23,10 @@ mod trust;
 #[path = "../src/fsutil.rs"]
 mod fsutil;
 
+#[allow(dead_code)]
+#[path = "../src/flags.rs"]
+mod flags;
+
 use image::{pull, AuthFile, PullOptions, Retry};
 use std::fs;
 use std::path::{Path, PathBuf};

@@ -26,6 +26,10 @@ mod trust;
 #[path = "../src/fsutil.rs"]
 mod fsutil;
 
+#[allow(dead_code)]
+#[path = "../src/flags.rs"]
+mod flags;
+
 use image::{pull, PullOptions, Retry};
 use std::collections::BTreeMap;
 use std::fs;

@@ -56,17 +56,8 @@ fn parse(args: &[String]) -> Result<Args, UsageError> {
     let (mut max_unpacked, mut signer_out) = (None, None);
     let mut it = args.iter();
     while let Some(arg) = it.next() {
-        let (flag, inline) = match arg.split_once('=') {
-            Some((flag, value)) if arg.starts_with("--") => (flag, Some(value.to_string())),
-            _ => (arg.as_str(), None),
-        };
-        let mut value = || {
-            inline
-                .clone()
-                .or_else(|| it.next().cloned())
-                .filter(|v| !v.is_empty())
-                .ok_or_else(|| usage(format!("{flag} needs a value")))
-        };
+        let (flag, inline) = crate::flags::split(arg);
+        let mut value = || crate::flags::value(flag, inline, &mut it).map_err(usage);
         match flag {
             "--rootfs" => rootfs = Some(PathBuf::from(value()?)),
             "--config-out" => config_out = Some(PathBuf::from(value()?)),

@@ -28,6 +28,7 @@ mod config;
 mod feed;
 mod layer;
 pub mod manifest;
+mod manifest_get;
 pub mod overlay;
 mod reference;
 mod registry;

@@ -142,6 +142,33 @@ impl RegistryError {
     }
 }
 
+/// A reqwest client set up as oci-client sets up its own from `config`
+/// (before the proxy is added to it: `rd.iguana.proxy` is read here).
+fn manifest_client(config: &ClientConfig) -> Result<reqwest::Client, RegistryError> {
+    let client_err = |e: reqwest::Error| RegistryError::Client(root_cause(&e));
+    let mut builder = reqwest::Client::builder().user_agent(config.user_agent);
+    let roots = config
+        .extra_root_certificates
+        .iter()
+        .map(|c| reqwest::Certificate::from_pem(&c.data))
+        .collect::<Result<Vec<_>, _>>()
+        .map_err(client_err)?;
+    builder = builder.tls_certs_merge(roots);
+    if let Some(timeout) = config.read_timeout {
+        builder = builder.read_timeout(timeout);
+    }
+    if let Some(timeout) = config.connect_timeout {
+        builder = builder.connect_timeout(timeout);
+    }
+    // As oci-client: only rd.iguana.proxy, never the host's *_PROXY.
+    builder = builder.no_proxy();
+    if let Some(proxy) = crate::proxy::Proxy::from_env() {
+        let no_proxy = reqwest::NoProxy::from_string(&proxy.no_proxy.join(","));
+        builder = builder.proxy(reqwest::Proxy::all(&proxy.url).map_err(client_err)?.no_proxy(no_proxy));
+    }
+    builder.build().map_err(client_err)
+}
+
 /// The innermost cause of an error chain, which is the one that says what
 /// happened ("Connection refused (os error 111)", "invalid peer certificate").
 fn root_cause(err: &(dyn std::error::Error + 'static)) -> String {
@@ -207,6 +234,8 @@ pub struct Registry {
     registry: String,
     auth: RegistryAuth,
     retry: Retry,
+    /// Manifests are fetched with a size bound (oci-client reads them whole).
+    manifests: super::manifest_get::ManifestGet,
 }
 
 impl Registry {
@@ -229,15 +258,17 @@ impl Registry {
                 .collect(),
             ..Default::default()
         };
+        // reqwest is built without a crypto provider of its own (one in the
+        // binary: ring, Cargo.toml); an earlier call already installed it.
+        let _ = rustls::crypto::ring::default_provider().install_default();
+        let plain_http = connect.insecure_registries.iter().any(|r| r == &image.registry);
+        let manifests = super::manifest_get::ManifestGet::new(manifest_client(&config)?, plain_http);
         // rd.iguana.proxy: plain HTTP to the proxy, HTTPS through CONNECT.
         if let Some(proxy) = crate::proxy::Proxy::from_env() {
             config.http_proxy = Some(proxy.url.clone());
             config.https_proxy = Some(proxy.url);
             config.no_proxy = Some(proxy.no_proxy.join(",")).filter(|n| !n.is_empty());
         }
-        // reqwest is built without a crypto provider of its own (one in the
-        // binary: ring, Cargo.toml); an earlier call already installed it.
-        let _ = rustls::crypto::ring::default_provider().install_default();
         let client = Client::try_from(config).map_err(|e| RegistryError::Client(root_cause(&e)))?;
         let auth = match &connect.credentials {
             Some(c) => RegistryAuth::Basic(c.username.clone(), c.password.clone()),
@@ -249,7 +280,30 @@ impl Registry {
             registry: image.registry.clone(),
             auth,
             retry: connect.retry,
+            manifests,
         })
+    }
+
+    /// Body and digest of `manifests/REF` on this registry, at most `max`
+    /// bytes read: what oci-client's `pull_manifest_raw` gives, bounded.
+    pub(super) async fn manifest_get(
+        &self,
+        reference: &oci_client::Reference,
+        accept: &[&str],
+        max: usize,
+    ) -> Result<(Vec<u8>, String), super::manifest_get::GetError> {
+        self.manifests.get(&self.client, reference, &self.auth, accept, max).await
+    }
+
+    /// The referrers index of `reference`'s digest of `artifact_type`, at
+    /// most `max` bytes read (oci-client's `pull_referrers`, bounded).
+    pub(super) async fn referrers_get(
+        &self,
+        reference: &oci_client::Reference,
+        artifact_type: &str,
+        max: usize,
+    ) -> Result<oci_client::manifest::OciImageIndex, super::manifest_get::GetError> {
+        self.manifests.referrers(&self.client, reference, &self.auth, artifact_type, max).await
     }
 
     /// `HOST:PORT` of this registry.
@@ -294,11 +348,12 @@ impl Registry {
         let what = format!("{}: fetch manifest", self.registry);
         self.retry
             .run(&what, || async {
-                self.client
-                    .pull_manifest_raw(reference, &self.auth, super::manifest::MEDIA_TYPES)
+                self.manifest_get(reference, super::manifest::MEDIA_TYPES, super::manifest::MAX_MANIFEST_SIZE)
                     .await
-                    .map(|(body, digest)| (body.to_vec(), digest))
-                    .map_err(|e| RegistryError::from_oci(&self.registry, e))
+                    .map_err(|e| match e {
+                        super::manifest_get::GetError::Oci(e) => RegistryError::from_oci(&self.registry, e),
+                        too_large => RegistryError::Response(format!("manifest is {too_large}")),
+                    })
             })
             .await
     }

@@ -7,6 +7,7 @@
 //! [`crate::trust::image`]'s, so a mirror serving the signatures can add
 //! noise but never make an unsigned digest pass.
 
+use super::manifest_get::GetError;
 use super::registry::{Registry, RegistryError};
 use crate::trust::bundle::ARTIFACT_TYPE;
 use crate::trust::image::{Accepted, Candidate, Place, Refusal, Verdict};
@@ -83,7 +84,7 @@ fn not_found(err: &OciDistributionError) -> bool {
 
 /// A manifest by tag or digest, capped; `None` when there is none.
 async fn manifest(registry: &Registry, at: &str, types: &[&str]) -> Result<Option<Vec<u8>>, RegistryError> {
-    let (client, reference, auth) = registry.oci();
+    let (_, reference, _) = registry.oci();
     let target = if at.starts_with("sha256:") {
         reference.clone_with_digest(at.to_owned())
     } else {
@@ -94,23 +95,18 @@ async fn manifest(registry: &Registry, at: &str, types: &[&str]) -> Result<Optio
         )
     };
     let what = format!("{}: fetch signature manifest {at}", registry.host());
-    let body = registry
+    registry
         .retry()
         .run(&what, || async {
-            match client.pull_manifest_raw(&target, auth, types).await {
+            // At most MAX_MANIFEST bytes are read, whatever the registry sends.
+            match registry.manifest_get(&target, types, MAX_MANIFEST).await {
                 Ok((body, _)) => Ok(Some(body)),
-                Err(err) if not_found(&err) => Ok(None),
-                Err(err) => Err(oci_err(registry, err)),
+                Err(GetError::Oci(err)) if not_found(&err) => Ok(None),
+                Err(GetError::Oci(err)) => Err(oci_err(registry, err)),
+                Err(too_large) => Err(RegistryError::Response(format!("signature manifest {at} is {too_large}"))),
             }
         })
-        .await?;
-    match body {
-        Some(body) if body.len() > MAX_MANIFEST => Err(RegistryError::Response(format!(
-            "signature manifest {at} is {} bytes, more than {MAX_MANIFEST}",
-            body.len()
-        ))),
-        body => Ok(body.map(|b| b.to_vec())),
-    }
+        .await
 }
 
 /// A blob of at most [`MAX_BLOB`] bytes, checked against its descriptor.
@@ -191,20 +187,23 @@ async fn from_index(registry: &Registry, index: &OciImageIndex, at: &str) -> Res
 }
 
 async fn referrers(registry: &Registry, d: &str) -> Result<Vec<Candidate>, RegistryError> {
-    let (client, reference, _) = registry.oci();
+    let (_, reference, _) = registry.oci();
     let subject = reference.clone_with_digest(d.to_owned());
-    // oci-client reads the `sha256-<hex>` tag itself when the registry has
-    // no referrers API (404); the next place then reads it again, harmlessly.
+    // The `sha256-<hex>` tag is read when the registry has no referrers
+    // API (404), as oci-client does; the next place then reads it again,
+    // harmlessly.
     let what = format!("{}: fetch referrers of {d}", registry.host());
     let index = registry
         .retry()
         .run(&what, || async {
-            match client.pull_referrers(&subject, Some(ARTIFACT_TYPE)).await {
-                Ok(index) => Ok(Some(index)),
-                Err(err) if not_found(&err) => Ok(None),
+            match registry.referrers_get(&subject, ARTIFACT_TYPE, MAX_MANIFEST).await {
+                Ok(index) => Ok(Some(Ok(index))),
+                Err(GetError::Oci(err)) if not_found(&err) => Ok(None),
+                // Not read: a candidate that cannot be read, as at the tag.
+                Err(too_large @ GetError::TooLarge(..)) => Ok(Some(Err(format!("referrers index of {d} is {too_large}")))),
                 // A registry without the API may answer 400 or 405, not
                 // 404: skipping a place can only lose an acceptance.
-                Err(err) => match oci_err(registry, err) {
+                Err(GetError::Oci(err)) => match oci_err(registry, err) {
                     err if err.is_transient() => Err(err),
                     err => {
                         tracing::debug!("{}: referrers API: {err}", registry.host());
@@ -215,7 +214,8 @@ async fn referrers(registry: &Registry, d: &str) -> Result<Vec<Candidate>, Regis
         })
         .await?;
     match index {
-        Some(index) => from_index(registry, &index, "referrers").await,
+        Some(Ok(index)) => from_index(registry, &index, "referrers").await,
+        Some(Err(why)) => Ok(vec![Candidate::Unreadable(why)]),
         None => Ok(Vec::new()),
     }
 }

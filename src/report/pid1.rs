@@ -28,6 +28,9 @@ const BUFFER_MAX: usize = 64;
 const PIPE_SIZE: usize = 1 << 20;
 /// `rd.iguana.report_token=` is copied here (0600) for the child to read.
 const TOKEN_COPY: &str = "/run/iguana/report-token";
+/// `rd.iguana.proxy=` (and no_proxy) is written here (0600) for the child:
+/// the proxy URL may carry credentials, so not in its environment.
+const PROXY_COPY: &str = "/run/iguana/report-proxy";
 
 #[derive(Default)]
 struct State {
@@ -43,6 +46,9 @@ struct State {
     dropped: u64,
     /// The last job that failed and its log, for the pstore summary.
     failed_job: Option<FailedJob>,
+    /// The binary started as `iguana report`: `/proc/self/exe` unless a
+    /// host test (whose own binary is not iguana) named one.
+    binary: Option<PathBuf>,
 }
 
 struct Running {
@@ -114,6 +120,12 @@ fn report_target(cmdline: Option<&str>, workflow: Option<&str>, verified: bool) 
         (None, Some(url)) => (Some(url.to_owned()), verified),
         (None, None) => (None, true),
     }
+}
+
+/// Host tests: the iguana binary to start as the sender (PID 1 starts
+/// itself, `/proc/self/exe`).
+pub fn use_binary(path: &Path) {
+    with(|s| s.binary = Some(path.to_owned()));
 }
 
 /// Events are stamped with the machine id; before it is known they are not kept.
@@ -221,7 +233,8 @@ pub fn start() {
             s.buffer.clear();
             return;
         };
-        match spawn(&url, &id, s.token_file.as_deref(), s.ca.as_deref()) {
+        let binary = s.binary.clone().unwrap_or_else(|| PathBuf::from("/proc/self/exe"));
+        match spawn(&binary, &url, &id, s.token_file.as_deref(), s.ca.as_deref()) {
             Ok(mut running) => {
                 tracing::info!("report: events to {}", crate::redact::redact_url(&url));
                 for line in std::mem::take(&mut s.buffer) {
@@ -248,7 +261,7 @@ fn pipe(size: usize) -> std::io::Result<(OwnedFd, Pipe)> {
     Ok((reader, Pipe { fd: Some(writer), pending: Vec::new() }))
 }
 
-fn spawn(url: &str, id: &str, token: Option<&Path>, ca: Option<&Path>) -> std::io::Result<Running> {
+fn spawn(binary: &Path, url: &str, id: &str, token: Option<&Path>, ca: Option<&Path>) -> std::io::Result<Running> {
     let (reader, writer) = pipe(PIPE_SIZE)?;
     let mut args: Vec<String> = vec!["report".into(), url.into(), "--machine-id".into(), id.into()];
     if let Some(token) = token {
@@ -257,7 +270,13 @@ fn spawn(url: &str, id: &str, token: Option<&Path>, ca: Option<&Path>) -> std::i
     if let Some(ca) = ca {
         args.extend(["--ca".into(), ca.display().to_string()]);
     }
-    let child = Command::new("/proc/self/exe").args(&args).stdin(Stdio::from(reader)).process_group(0).spawn()?;
+    if let Some(proxy) = crate::proxy::exported() {
+        // Without the file the child would go direct, which a site that
+        // set a proxy may not allow: not started then.
+        proxy.write_file(Path::new(PROXY_COPY)).map_err(|e| std::io::Error::new(e.kind(), format!("write {PROXY_COPY}: {e}")))?;
+        args.extend(["--proxy-file".into(), PROXY_COPY.into()]);
+    }
+    let child = Command::new(binary).args(&args).stdin(Stdio::from(reader)).process_group(0).spawn()?;
     Ok(Running { child, pipe: writer })
 }
 
@@ -265,7 +284,7 @@ fn spawn(url: &str, id: &str, token: Option<&Path>, ca: Option<&Path>) -> std::i
 /// to deliver; then it is killed. Never fails the boot.
 pub fn finish(limit: Duration) {
     start();
-    let Some(mut running) = with(|s| {
+    let Some(running) = with(|s| {
         if s.dropped > 0 {
             tracing::warn!("report: {} events dropped (the sender fell behind)", s.dropped);
         }
@@ -273,6 +292,14 @@ pub fn finish(limit: Duration) {
     }) else {
         return;
     };
+    flush(running, limit);
+    // The child read it at its start; the switch_root'ed system keeps /run.
+    let _ = std::fs::remove_file(PROXY_COPY);
+}
+
+/// Closes the child's input and gives it at most `limit` to exit; then
+/// kills its process group.
+fn flush(mut running: Running, limit: Duration) {
     let deadline = Instant::now() + limit;
     // The rest of a frame written in part, then the end of input.
     while !running.pipe.drain() && Instant::now() < deadline && matches!(running.child.try_wait(), Ok(None)) {

@@ -1,5 +1,5 @@
 //! `iguana report URL --machine-id ID [--token-file FILE] [--ca FILE]
-//! [--heartbeat SECS]`: the helper child that delivers PID 1's events.
+//! [--proxy-file FILE] [--heartbeat SECS]`: the helper child that delivers PID 1's events.
 //!
 //! PID 1 writes one JSON [`Frame`] per line on its stdin. A reader thread
 //! puts each into a bounded queue (a full queue drops and counts); the main
@@ -11,8 +11,9 @@
 //! is queued every `--heartbeat` seconds. At end of input the child
 //! delivers what is left and exits; PID 1 bounds that wait itself.
 //!
-//! The token is read from a file, never from the command line or the
-//! environment, and never printed; URLs are printed redacted.
+//! The token and the proxy (`rd.iguana.proxy=`, whose URL may carry
+//! credentials) are read from files PID 1 wrote, never from the command
+//! line or the environment, and never printed; URLs are printed redacted.
 
 use std::io::{BufRead, Read, Seek, SeekFrom};
 use std::path::{Path, PathBuf};
@@ -57,13 +58,15 @@ struct Args {
     token_file: Option<PathBuf>,
     /// Extra roots beside the initrd's CA bundle (`rd.iguana.ca=`).
     ca: Option<PathBuf>,
+    /// `rd.iguana.proxy=` and `no_proxy=`, as PID 1 wrote them (0600).
+    proxy_file: Option<PathBuf>,
     heartbeat: Duration,
 }
 
 fn parse(args: &[String]) -> anyhow::Result<Args> {
-    let usage = "usage: iguana report URL --machine-id ID [--token-file FILE] [--ca FILE] [--heartbeat SECS]";
+    let usage = "usage: iguana report URL --machine-id ID [--token-file FILE] [--ca FILE] [--proxy-file FILE] [--heartbeat SECS]";
     let (mut url, mut machine_id, mut token_file) = (None, None, None);
-    let mut ca = None;
+    let (mut ca, mut proxy_file) = (None, None);
     let mut heartbeat = Duration::from_secs(60);
     let mut it = args.iter();
     while let Some(arg) = it.next() {
@@ -71,6 +74,7 @@ fn parse(args: &[String]) -> anyhow::Result<Args> {
             "--machine-id" => machine_id = it.next().cloned(),
             "--token-file" => token_file = it.next().map(PathBuf::from),
             "--ca" => ca = Some(it.next().map(PathBuf::from).context(usage)?),
+            "--proxy-file" => proxy_file = Some(it.next().map(PathBuf::from).context(usage)?),
             "--heartbeat" => heartbeat = Duration::from_secs(it.next().and_then(|v| v.parse().ok()).context(usage)?),
             other if url.is_none() && !other.starts_with("--") => url = Some(other.to_string()),
             other => bail!("unexpected argument {other:?}\n{usage}"),
@@ -80,7 +84,7 @@ fn parse(args: &[String]) -> anyhow::Result<Args> {
     if !(url.starts_with("http://") || url.starts_with("https://")) {
         bail!("report_url {}: must be http:// or https://", crate::redact::redact_url(&url));
     }
-    Ok(Args { url, machine_id, token_file, ca, heartbeat })
+    Ok(Args { url, machine_id, token_file, ca, proxy_file, heartbeat })
 }
 
 pub fn cli(args: &[String]) -> anyhow::Result<()> {
@@ -92,7 +96,11 @@ pub fn cli(args: &[String]) -> anyhow::Result<()> {
         }
         None => None,
     };
-    let agent = agent(&args.url, args.ca.as_deref())?;
+    let proxy = match &args.proxy_file {
+        Some(path) => crate::proxy::Proxy::read_file(path).with_context(|| format!("read proxy file {}", path.display()))?,
+        None => None,
+    };
+    let agent = agent(&args.url, args.ca.as_deref(), proxy.as_ref())?;
     let shared = Arc::new((Mutex::new(Shared { queue: Queue::new(QUEUE_CAP), closed: false, running: None }), Condvar::new()));
     let reader = Arc::clone(&shared);
     std::thread::spawn(move || read_frames(std::io::stdin().lock(), &reader));
@@ -257,35 +265,19 @@ pub fn read_tail(path: &Path, limit: u64) -> Vec<u8> {
     read().unwrap_or_default()
 }
 
-/// The initrd's CA bundle (when present) and `extra` are trusted for https.
-fn agent(url: &str, extra: Option<&Path>) -> anyhow::Result<ureq::Agent> {
-    use ureq::tls::{parse_pem, PemItem, RootCerts, TlsConfig};
-    let mut tls = TlsConfig::builder();
-    if url.starts_with("https://") {
-        let bundle = Path::new(crate::workflow::source::CA_BUNDLE);
-        let mut pem = crate::fsutil::read_bounded(bundle, 16 << 20).unwrap_or_default();
+/// The initrd's CA bundle (when present) and `extra` are trusted for
+/// https; `proxy` (rd.iguana.proxy, from PID 1's file) unless no_proxy
+/// names the sink.
+fn agent(url: &str, extra: Option<&Path>, proxy: Option<&crate::proxy::Proxy>) -> anyhow::Result<ureq::Agent> {
+    let roots = || {
+        let bundle = crate::workflow::source::CA_BUNDLE;
+        let mut pem = crate::fsutil::read_bounded(Path::new(bundle), 16 << 20).unwrap_or_default();
         if let Some(extra) = extra {
             pem.extend(crate::fsutil::read_bounded(extra, 16 << 20).with_context(|| format!("read CA file {}", extra.display()))?);
         }
-        let certs: Vec<_> = parse_pem(&pem)
-            .filter_map(|item| match item {
-                Ok(PemItem::Certificate(c)) => Some(c),
-                _ => None,
-            })
-            .collect();
-        if certs.is_empty() {
-            bail!("no CA certificates in {} or rd.iguana.ca", bundle.display());
-        }
-        tls = tls.root_certs(RootCerts::Specific(Arc::new(certs)));
-    }
-    let config = ureq::Agent::config_builder()
-        .proxy(None)
-        .https_only(url.starts_with("https://"))
-        .tls_config(tls.build())
-        .timeout_global(Some(Duration::from_secs(10)))
-        .http_status_as_error(false)
-        .build();
-    Ok(config.into())
+        Ok((pem, format!("{bundle} or rd.iguana.ca")))
+    };
+    crate::workflow::source::http_agent(url, roots, proxy, Duration::from_secs(10))
 }
 
 /// Where a job's whole log goes: `{report_url}/logs/<machine-id>/<job>`.
@@ -332,6 +324,51 @@ mod tests {
         assert!(s.closed);
         assert_eq!(s.running.as_ref().map(|(job, _)| job.as_str()), Some("a"));
         assert_eq!((s.queue.pop(), s.queue.pop(), s.queue.pop()), (Some(event), Some(log), None));
+    }
+
+    /// Heartbeats while a job runs, numbered, for that job; none once it
+    /// finished. The interval is the test's (100 ms); what is asserted is
+    /// what arrived, not when.
+    #[test]
+    fn heartbeats_while_a_job_runs_and_not_after() {
+        let sink = testkit::EventReceiver::start(0).unwrap();
+        let url = sink.url("127.0.0.1");
+        let agent = agent(&url, None, None).unwrap();
+        let sink_side = Sink { agent, url, token: None, machine_id: "m1".into() };
+        let shared = Arc::new((
+            Mutex::new(Shared { queue: Queue::new(8), closed: false, running: Some(("build".into(), Instant::now())) }),
+            Condvar::new(),
+        ));
+        let deliverer = {
+            let shared = Arc::clone(&shared);
+            std::thread::spawn(move || deliver(&shared, &sink_side, Duration::from_millis(100)))
+        };
+        let beats = |events: &[Value]| events.iter().filter(|e| e["type"] == "heartbeat").count();
+        let guard = Instant::now() + Duration::from_secs(60);
+        while beats(&sink.events()) < 3 {
+            assert!(Instant::now() < guard, "no 3 heartbeats: {:?}", sink.events());
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        // job.finished, as read_frames handles it; then the end of input.
+        {
+            let mut s = shared.0.lock().unwrap();
+            s.running = None;
+            let finished = serde_json::json!({"type": "job.finished", "subject": "build", "id": "m1-9"});
+            s.queue.push(Frame::Event { event: finished, tail: None });
+            s.closed = true;
+            shared.1.notify_all();
+        }
+        let (delivered, refused) = deliverer.join().unwrap();
+        let events = sink.events();
+        assert_eq!((delivered, refused), (events.len() as u64, 0));
+        let (last, heartbeats) = events.split_last().unwrap();
+        assert_eq!(last["id"], "m1-9", "{events:?}");
+        assert!(heartbeats.len() >= 3);
+        for (n, e) in heartbeats.iter().enumerate() {
+            assert_eq!(e["type"], "heartbeat", "{events:?}");
+            assert_eq!(e["id"], format!("m1-heartbeat-{}", n + 1));
+            assert_eq!((e["subject"].as_str(), e["data"]["job"].as_str()), (Some("build"), Some("build")));
+        }
     }
 
     #[test]

@@ -5,7 +5,7 @@
 //! `--sig`/`--bundle`, the `F.sig` or `F.sigstore.json` beside it.
 //! Keys come from `--key` or, without it, from [`super::TRUST_DIR`].
 
-use super::keys::{Keys, PublicKey};
+use super::keys::Keys;
 use anyhow::{bail, Context};
 use std::path::{Path, PathBuf};
 
@@ -23,17 +23,8 @@ fn parse(args: &[String]) -> Result<Args, String> {
     let mut out = Args::default();
     let mut it = args.iter();
     while let Some(arg) = it.next() {
-        let (flag, inline) = match arg.split_once('=') {
-            Some((flag, value)) if arg.starts_with("--") => (flag, Some(value.to_string())),
-            _ => (arg.as_str(), None),
-        };
-        let mut value = || {
-            inline
-                .clone()
-                .or_else(|| it.next().cloned())
-                .filter(|v| !v.is_empty())
-                .ok_or_else(|| format!("{flag} needs a value"))
-        };
+        let (flag, inline) = crate::flags::split(arg);
+        let mut value = || crate::flags::value(flag, inline, &mut it);
         match flag {
             "--key" => out.keys.push(PathBuf::from(value()?)),
             "--insecure-registry" => out.insecure_registries.push(value()?),
@@ -45,22 +36,14 @@ fn parse(args: &[String]) -> Result<Args, String> {
     Ok(out)
 }
 
-/// The keys named by `--key`, else those of the trust directory.
+/// The keys named by `--key`, else those of the trust directory (which
+/// must hold one).
 fn load_keys(paths: &[PathBuf], dir: &Path) -> anyhow::Result<Keys> {
-    if paths.is_empty() {
-        let keys = Keys::load_dir(dir)?;
-        if keys.is_empty() {
-            bail!("no trusted keys: pass --key KEY.pub or put keys in {}", dir.display());
-        }
-        return Ok(keys);
+    let keys = super::keys_given_or_in(paths, dir)?;
+    if paths.is_empty() && keys.is_empty() {
+        bail!("no trusted keys: pass --key KEY.pub or put keys in {}", dir.display());
     }
-    let mut keys = Vec::new();
-    for path in paths {
-        let pem = crate::fsutil::read_bounded(path, 64 * 1024)
-            .with_context(|| format!("read key {}", path.display()))?;
-        keys.push(PublicKey::from_pem(&path.display().to_string(), &pem)?);
-    }
-    Ok(Keys::new(keys))
+    Ok(keys)
 }
 
 const FILE_USAGE: &str = "usage: iguana verify --file FILE [--sig FILE.sig | --bundle FILE.sigstore.json] [--key KEY.pub]...";

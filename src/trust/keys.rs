@@ -17,7 +17,7 @@ use ring::signature::{self, UnparsedPublicKey, VerificationAlgorithm};
 pub const TRUST_DIR: &str = "/etc/iguana/trust";
 
 /// A key file larger than this is not a public key.
-const KEY_FILE_LIMIT: u64 = 64 * 1024;
+pub const KEY_FILE_LIMIT: u64 = 64 * 1024;
 /// At most this many key files are read (each is tried per signature).
 const MAX_KEYS: usize = 64;
 

@@ -36,12 +36,18 @@ pub fn load_for_boot() -> Result<Keys, keys::Error> {
 /// The keys a host command checks with: each `--key FILE` given, else the
 /// `*.pub` in [`TRUST_DIR`].
 pub fn keys_for_cli(files: &[std::path::PathBuf]) -> Result<Keys, keys::Error> {
+    keys_given_or_in(files, std::path::Path::new(TRUST_DIR))
+}
+
+/// Each of `files` (a file that cannot be read or parsed is an error
+/// naming it), or with none given the `*.pub` in `dir`.
+pub fn keys_given_or_in(files: &[std::path::PathBuf], dir: &std::path::Path) -> Result<Keys, keys::Error> {
     if files.is_empty() {
-        return Keys::load_dir(std::path::Path::new(TRUST_DIR));
+        return Keys::load_dir(dir);
     }
     let mut keys = Vec::new();
     for path in files {
-        let pem = crate::fsutil::read_bounded(path, 64 << 10)
+        let pem = crate::fsutil::read_bounded(path, keys::KEY_FILE_LIMIT)
             .map_err(|source| keys::Error::ReadKey { path: path.clone(), source })?;
         keys.push(PublicKey::from_pem(&path.display().to_string(), &pem)?);
     }

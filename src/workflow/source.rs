@@ -170,10 +170,31 @@ enum Attempt {
 }
 
 fn agent(url: &str, ca: &Path) -> anyhow::Result<ureq::Agent> {
+    let roots = || {
+        let pem = std::fs::read(ca).with_context(|| format!("read CA bundle {}", ca.display()))?;
+        Ok((pem, format!("CA bundle {}", ca.display())))
+    };
+    // rd.iguana.proxy, as PID 1 put it in this child's environment.
+    http_agent(url, roots, crate::proxy::Proxy::from_env().as_ref(), Duration::from_secs(30))
+}
+
+/// The ureq agent of the helpers that speak plain HTTP(S) (`iguana fetch`,
+/// `iguana report`): for an https `url`, `roots` gives the PEM roots and
+/// where they came from (read only then); an https URL is followed only to
+/// https (a redirect to http fails before the request is sent); `proxy`
+/// unless its no_proxy names the host, and explicitly none otherwise (ureq
+/// would read HTTPS_PROXY from the environment); HTTP statuses are answers,
+/// not errors; the whole exchange within `timeout`.
+pub fn http_agent(
+    url: &str,
+    roots: impl FnOnce() -> anyhow::Result<(Vec<u8>, String)>,
+    proxy: Option<&crate::proxy::Proxy>,
+    timeout: Duration,
+) -> anyhow::Result<ureq::Agent> {
     use ureq::tls::{parse_pem, PemItem, RootCerts, TlsConfig};
     let mut tls = TlsConfig::builder();
     if url.starts_with("https://") {
-        let pem = std::fs::read(ca).with_context(|| format!("read CA bundle {}", ca.display()))?;
+        let (pem, from) = roots()?;
         let certs: Vec<_> = parse_pem(&pem)
             .filter_map(|item| match item {
                 Ok(PemItem::Certificate(c)) => Some(c),
@@ -181,23 +202,19 @@ fn agent(url: &str, ca: &Path) -> anyhow::Result<ureq::Agent> {
             })
             .collect();
         if certs.is_empty() {
-            bail!("CA bundle {} has no certificates", ca.display());
+            bail!("no CA certificates in {from}");
         }
         tls = tls.root_certs(RootCerts::Specific(Arc::new(certs)));
     }
-    // rd.iguana.proxy, unless no_proxy names the host; explicitly none
-    // otherwise (ureq would read HTTPS_PROXY from the environment).
-    let proxy = match crate::proxy::Proxy::from_env().filter(|p| p.applies_to(url)) {
-        Some(p) => Some(ureq::Proxy::new(&p.url).with_context(|| format!("proxy {}", redact_url(&p.url)))?),
+    let proxy = match proxy.filter(|p| p.applies_to(url)) {
+        Some(p) => Some(ureq::Proxy::new(&p.url).map_err(|_| anyhow::anyhow!("proxy {}: not a proxy URL", redact_url(&p.url)))?),
         None => None,
     };
     let config = ureq::Agent::config_builder()
         .proxy(proxy)
-        // An https control_url is followed only to https: a redirect to
-        // http fails before the request is sent (RequireHttpsOnly).
         .https_only(url.starts_with("https://"))
         .tls_config(tls.build())
-        .timeout_global(Some(Duration::from_secs(30)))
+        .timeout_global(Some(timeout))
         .http_status_as_error(false)
         .build();
     Ok(config.into())

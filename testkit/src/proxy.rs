@@ -10,6 +10,15 @@ use std::sync::{Arc, Mutex};
 
 use anyhow::Context;
 
+/// `cmd` without the host's proxy variables, so that only what iguana
+/// hands its children (`IGUANA_PROXY`, a proxy file) decides.
+pub fn without_host_proxies(cmd: &mut std::process::Command) -> &mut std::process::Command {
+    for name in ["HTTPS_PROXY", "https_proxy", "HTTP_PROXY", "http_proxy", "ALL_PROXY", "all_proxy", "NO_PROXY", "no_proxy"] {
+        cmd.env_remove(name);
+    }
+    cmd
+}
+
 /// A running proxy; the accept thread ends with the test process.
 pub struct HttpProxy {
     port: u16,

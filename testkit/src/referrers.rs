@@ -4,11 +4,11 @@
 //! distribution spec says, and passes every other request to the real
 //! registry unchanged.
 
-use crate::http;
+use crate::front;
 use serde_json::{json, Value};
 use std::collections::HashMap;
-use std::io::{BufRead, BufReader, Write};
-use std::net::{TcpListener, TcpStream};
+use std::io::Write;
+use std::net::TcpStream;
 use std::sync::{Arc, Mutex};
 
 type Referrers = Arc<Mutex<HashMap<(String, String), Vec<Value>>>>;
@@ -21,17 +21,9 @@ pub struct ReferrersFront {
 impl ReferrersFront {
     /// Fronts the registry on `127.0.0.1:backend`.
     pub fn start(backend: u16) -> anyhow::Result<ReferrersFront> {
-        let listener = TcpListener::bind("127.0.0.1:0")?;
-        let port = listener.local_addr()?.port();
         let referrers = Referrers::default();
         let shared = referrers.clone();
-        std::thread::spawn(move || {
-            for stream in listener.incoming().flatten() {
-                if let Err(err) = serve(stream, backend, &shared) {
-                    eprintln!("referrers front: {err:#}");
-                }
-            }
-        });
+        let port = front::start("referrers front", move |stream| serve(stream, backend, &shared))?;
         Ok(ReferrersFront { port, referrers })
     }
 
@@ -62,24 +54,8 @@ fn referrers_request(path: &str) -> Option<(String, String, Option<String>)> {
 }
 
 fn serve(mut client: TcpStream, backend: u16, referrers: &Referrers) -> anyhow::Result<()> {
-    let mut reader = BufReader::new(client.try_clone()?);
-    let mut request_line = String::new();
-    reader.read_line(&mut request_line)?;
-    let mut headers = Vec::new();
-    loop {
-        let mut line = String::new();
-        if reader.read_line(&mut line)? == 0 || line.trim().is_empty() {
-            break;
-        }
-        if let Some((name, value)) = line.split_once(':') {
-            let name = name.trim().to_ascii_lowercase();
-            if matches!(name.as_str(), "accept" | "range" | "authorization") {
-                headers.push((name, value.trim().to_string()));
-            }
-        }
-    }
-    let mut parts = request_line.split_whitespace();
-    let (method, path) = (parts.next().unwrap_or("GET"), parts.next().unwrap_or("/"));
+    let request = front::read_request(&client)?;
+    let (method, path) = (request.method.as_str(), request.path.as_str());
     if method == "GET" {
         if let Some((repo, digest, filter)) = referrers_request(path) {
             let map = referrers.lock().unwrap_or_else(|e| e.into_inner());
@@ -105,21 +81,8 @@ fn serve(mut client: TcpStream, backend: u16, referrers: &Referrers) -> anyhow::
             return Ok(());
         }
     }
-    let headers: Vec<(&str, String)> = headers.iter().map(|(k, v)| (k.as_str(), v.clone())).collect();
-    let resp = http::request(backend, method, path, &headers, b"")?;
-    let mut head = format!("HTTP/1.1 {} X\r\n", resp.status);
-    for (name, value) in &resp.headers {
-        let keep = !matches!(name.as_str(), "connection" | "transfer-encoding")
-            && (method == "HEAD" || name != "content-length");
-        if keep {
-            head.push_str(&format!("{name}: {value}\r\n"));
-        }
-    }
-    if method != "HEAD" {
-        head.push_str(&format!("content-length: {}\r\n", resp.body.len()));
-    }
-    head.push_str("connection: close\r\n\r\n");
-    client.write_all(head.as_bytes())?;
+    let resp = request.forward(backend)?;
+    client.write_all(request.head(&resp).as_bytes())?;
     client.write_all(&resp.body)?;
     Ok(())
 }
