@@ -275,6 +275,8 @@ fn boot_for(config: &VmConfig, memory_mib: u32, timeout: Duration) -> Result<Run
     let log = crate::target_dir().join("iguana-e2e");
     let _ = fs::create_dir_all(&log);
     let _ = fs::write(log.join("bench.log"), outcome.transcript());
+    // Each memory size's last boot too: a failing size's transcript says why.
+    let _ = fs::write(log.join(format!("bench-{memory_mib}m.log")), outcome.transcript());
     let passed = e2e::check(&outcome, &[vec![MARK_A_RAN.to_owned()]], &[], timeout).is_ok();
     let (guest, host) = PHASES
         .iter()
