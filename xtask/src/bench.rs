@@ -59,7 +59,7 @@ const BIG_SEARCH: (u32, u32, u32) = (2048, 1024, 32);
 /// A 1 GiB pull through QEMU's user network under TCG takes minutes.
 const BIG_TIMEOUT: Duration = Duration::from_secs(900);
 
-const USAGE: &str = "usage: cargo xtask bench boot [--init FILE] [--runs N] [--no-memory] [--append ARGS] [--trust] [--big] | bench initrd [--init FILE] | bench pull [--runs N] [--baseline FILE] [--big] | bench extensions [--runs N] | bench fleet [--machines N] [--image-mb M]";
+const USAGE: &str = "usage: cargo xtask bench boot [--init FILE] [--runs N] [--no-memory] [--append ARGS] [--trust] [--big [--memory MIB]] | bench initrd [--init FILE] | bench pull [--runs N] [--baseline FILE] [--big] | bench extensions [--runs N] | bench fleet [--machines N] [--image-mb M]";
 
 /// What `bench boot` measures besides the timed boots.
 struct BootOptions {
@@ -75,6 +75,8 @@ struct BootOptions {
     /// A 1 GiB image instead of the 1 MiB one: one timed boot, then the
     /// smallest memory that completes it (a bisection).
     big: bool,
+    /// `--big`: the timed boot's `-m`, the upper end of the search.
+    big_memory: u32,
 }
 
 pub fn main(args: &[String]) -> Result<()> {
@@ -85,7 +87,7 @@ pub fn main(args: &[String]) -> Result<()> {
         return crate::bench_fleet::main(&args[1..]);
     }
     let mut opts = Options::default();
-    let mut boot_opts = BootOptions { runs: RUNS, memory: true, append: String::new(), trust: false, big: false };
+    let mut boot_opts = BootOptions { runs: RUNS, memory: true, append: String::new(), trust: false, big: false, big_memory: BIG_SEARCH.0 };
     let mut rest = args.iter().skip(1);
     while let Some(flag) = rest.next() {
         match flag.as_str() {
@@ -96,6 +98,9 @@ pub fn main(args: &[String]) -> Result<()> {
             "--no-memory" => boot_opts.memory = false,
             "--trust" => boot_opts.trust = true,
             "--big" => boot_opts.big = true,
+            "--memory" => {
+                boot_opts.big_memory = rest.next().and_then(|n| n.parse().ok()).filter(|n| *n > 0).ok_or_else(|| anyhow::anyhow!(USAGE))?;
+            }
             "--append" => boot_opts.append = rest.next().ok_or_else(|| anyhow::anyhow!(USAGE))?.clone(),
             _ => bail!(USAGE),
         }
@@ -236,7 +241,8 @@ fn big(opts: &Options, boot_opts: &BootOptions) -> Result<()> {
         boot_opts.append
     );
     let config = fixture.vm(&append);
-    let (mut pass, mut fail, resolution) = BIG_SEARCH;
+    let (_, mut fail, resolution) = BIG_SEARCH;
+    let mut pass = boot_opts.big_memory;
     let run = boot_for(&config, pass, BIG_TIMEOUT)?;
     eprintln!("xtask: big run at {pass} MiB: {}", if run.passed { "passed" } else { "FAILED" });
     report(std::slice::from_ref(&run), pass);
@@ -244,7 +250,7 @@ fn big(opts: &Options, boot_opts: &BootOptions) -> Result<()> {
         bail!("the {total} MiB image did not boot with {pass} MiB; see target/iguana-e2e/bench.log");
     }
     let mut tried = vec![format!("{pass} ok")];
-    while pass - fail > resolution {
+    while pass.saturating_sub(fail) > resolution {
         let mid = (pass + fail) / 2;
         let passed = boot_for(&config, mid, BIG_TIMEOUT)?.passed;
         eprintln!("xtask: big run at {mid} MiB: {}", if passed { "passed" } else { "failed" });
