@@ -249,7 +249,7 @@ fn load_modules(policy: &modules::Policy, network_ready: &mut dyn FnMut(&[String
         named.push("efi_pstore");
     }
     match modules::coldplug(&dir, Path::new("/sys"), policy, &named, network_ready) {
-        Ok(report) => tracing::debug!("coldplug: {report}"),
+        Ok(report) => tracing::info!("coldplug: {report}"),
         Err(e) => tracing::warn!("{}", logging::chain(&e)),
     }
     if let Some(Err(e)) = uevents.map(modules::hotplug::Listener::start_child) {

@@ -44,10 +44,22 @@ const PEER_INITRD_BYTES: f64 = 52e6;
 const PEER_MEMORY_MIB: u32 = 512;
 
 const RUNS: usize = 3;
-const MEMORY_STEPS: &[u32] = &[512, 256, 128, 96];
+const MEMORY_STEPS: &[u32] = &[512, 256, 128, 96, 80, 64];
 const TIMEOUT: Duration = Duration::from_secs(120);
 
-const USAGE: &str = "usage: cargo xtask bench boot [--init FILE] [--runs N] [--no-memory] [--append ARGS] [--trust] | bench initrd [--init FILE] | bench pull [--runs N] [--baseline FILE] [--big] | bench extensions [--runs N] | bench fleet [--machines N] [--image-mb M]";
+/// `--big`: the image's extra layers, MiB of incompressible files each
+/// (1 GiB in all), on top of the busybox layer.
+const BIG_LAYERS_MIB: &[usize] = &[256, 256, 256, 256];
+/// `--big`: /run may take all of RAM (the default is half), so the search
+/// finds what the image needs rather than what the default size allows.
+const BIG_APPEND: &str = "rd.iguana.tmpfs_size=run=100%";
+/// `--big`: the memory search between these (MiB): the first must pass; the
+/// search stops when the gap is below the last.
+const BIG_SEARCH: (u32, u32, u32) = (2048, 1024, 32);
+/// A 1 GiB pull through QEMU's user network under TCG takes minutes.
+const BIG_TIMEOUT: Duration = Duration::from_secs(900);
+
+const USAGE: &str = "usage: cargo xtask bench boot [--init FILE] [--runs N] [--no-memory] [--append ARGS] [--trust] [--big [--memory MIB]] | bench initrd [--init FILE] | bench pull [--runs N] [--baseline FILE] [--big] | bench extensions [--runs N] | bench fleet [--machines N] [--image-mb M]";
 
 /// What `bench boot` measures besides the timed boots.
 struct BootOptions {
@@ -60,6 +72,11 @@ struct BootOptions {
     /// A trust key in the initrd and the image signed with it (cosign
     /// legacy signature): what verification adds to the boot.
     trust: bool,
+    /// A 1 GiB image instead of the 1 MiB one: one timed boot, then the
+    /// smallest memory that completes it (a bisection).
+    big: bool,
+    /// `--big`: the timed boot's `-m`, the upper end of the search.
+    big_memory: u32,
 }
 
 pub fn main(args: &[String]) -> Result<()> {
@@ -70,7 +87,7 @@ pub fn main(args: &[String]) -> Result<()> {
         return crate::bench_fleet::main(&args[1..]);
     }
     let mut opts = Options::default();
-    let mut boot_opts = BootOptions { runs: RUNS, memory: true, append: String::new(), trust: false };
+    let mut boot_opts = BootOptions { runs: RUNS, memory: true, append: String::new(), trust: false, big: false, big_memory: BIG_SEARCH.0 };
     let mut rest = args.iter().skip(1);
     while let Some(flag) = rest.next() {
         match flag.as_str() {
@@ -80,6 +97,10 @@ pub fn main(args: &[String]) -> Result<()> {
             }
             "--no-memory" => boot_opts.memory = false,
             "--trust" => boot_opts.trust = true,
+            "--big" => boot_opts.big = true,
+            "--memory" => {
+                boot_opts.big_memory = rest.next().and_then(|n| n.parse().ok()).filter(|n| *n > 0).ok_or_else(|| anyhow::anyhow!(USAGE))?;
+            }
             "--append" => boot_opts.append = rest.next().ok_or_else(|| anyhow::anyhow!(USAGE))?.clone(),
             _ => bail!(USAGE),
         }
@@ -106,6 +127,15 @@ fn boot(opts: &Options, boot_opts: &BootOptions) -> Result<()> {
     let signer = boot_opts.trust.then(testkit::cosign::Signer::new).transpose()?;
     let mut opts = opts.clone();
     opts.trust.extend(signer.as_ref().map(|s| s.public_key()));
+    if boot_opts.big {
+        // The registry's storage (and umoci's build) on a tmpfs, not the disk.
+        let shm = std::path::PathBuf::from(format!("/dev/shm/iguana-bench-big-{}", std::process::id()));
+        fs::create_dir_all(&shm)?;
+        std::env::set_var("TMPDIR", &shm);
+        let result = big(&opts, boot_opts);
+        let _ = fs::remove_dir_all(&shm);
+        return result;
+    }
     let fixture = Fixture::new(&opts, |_| {
         Ok(vec![(
             "a",
@@ -135,7 +165,7 @@ fn boot(opts: &Options, boot_opts: &BootOptions) -> Result<()> {
         );
         runs.push(run);
     }
-    let to_container = report(&runs);
+    let to_container = report(&runs, 256);
 
     let mut smallest = None;
     let mut tried = Vec::new();
@@ -186,14 +216,74 @@ fn boot(opts: &Options, boot_opts: &BootOptions) -> Result<()> {
     Ok(())
 }
 
+/// `--big`: the one-container boot with a 1 GiB image (random data, so
+/// compression does not shrink it): one timed boot with room to spare, then
+/// a bisection for the smallest `-m` that still completes it.
+fn big(opts: &Options, boot_opts: &BootOptions) -> Result<()> {
+    let total: usize = BIG_LAYERS_MIB.iter().sum();
+    eprintln!("xtask: building the {total} MiB image on {} (umoci compresses it, be patient)", std::env::temp_dir().display());
+    let fixture = Fixture::new(opts, |_| {
+        let mut seed = 0x2545_f491_4f6c_dd1du64;
+        let mut image = Image::busybox_script(&format!("echo '{MARK_A_RAN}'\n"))?;
+        for (l, mib) in BIG_LAYERS_MIB.iter().enumerate() {
+            let mut layer = testkit::Layer::new().dir(&format!("big{l}"), 0o755);
+            for f in 0..(mib / 16) {
+                layer = layer.file(&format!("big{l}/{f:03}.bin"), crate::bench_pull::noise(&mut seed, 16 << 20), 0o644);
+            }
+            image = image.layer(layer);
+        }
+        Ok(vec![("a", image)])
+    })?;
+    let reg = fixture.guest_registry.clone();
+    let append = format!(
+        "rd.iguana.containers={reg}/a rd.iguana.insecure_registries={reg} {BIG_APPEND} {} {}",
+        e2e::COMMON_APPEND,
+        boot_opts.append
+    );
+    let config = fixture.vm(&append);
+    let (_, mut fail, resolution) = BIG_SEARCH;
+    let mut pass = boot_opts.big_memory;
+    let run = boot_for(&config, pass, BIG_TIMEOUT)?;
+    eprintln!("xtask: big run at {pass} MiB: {}", if run.passed { "passed" } else { "FAILED" });
+    report(std::slice::from_ref(&run), pass);
+    if !run.passed {
+        bail!("the {total} MiB image did not boot with {pass} MiB; see target/iguana-e2e/bench.log");
+    }
+    let mut tried = vec![format!("{pass} ok")];
+    while pass.saturating_sub(fail) > resolution {
+        let mid = (pass + fail) / 2;
+        let passed = boot_for(&config, mid, BIG_TIMEOUT)?.passed;
+        eprintln!("xtask: big run at {mid} MiB: {}", if passed { "passed" } else { "failed" });
+        tried.push(format!("{mid} {}", if passed { "ok" } else { "failed" }));
+        if passed {
+            pass = mid;
+        } else {
+            fail = mid;
+        }
+    }
+    println!(
+        "  {total} MiB image ({} layers of random files + busybox): smallest -m that passes {pass} MiB, {fail} MiB fails (tried {}; {BIG_APPEND})",
+        BIG_LAYERS_MIB.len(),
+        tried.join(", ")
+    );
+    println!("  that is the image's unpacked size + {} MiB", i64::from(pass) - total as i64);
+    Ok(())
+}
+
 fn timed_boot(config: &VmConfig, memory_mib: u32) -> Result<Run> {
+    boot_for(config, memory_mib, TIMEOUT)
+}
+
+fn boot_for(config: &VmConfig, memory_mib: u32, timeout: Duration) -> Result<Run> {
     let mut config = config.clone();
     config.memory_mib = memory_mib;
-    let outcome = Vm::start(&config)?.wait(TIMEOUT);
+    let outcome = Vm::start(&config)?.wait(timeout);
     let log = crate::target_dir().join("iguana-e2e");
     let _ = fs::create_dir_all(&log);
     let _ = fs::write(log.join("bench.log"), outcome.transcript());
-    let passed = e2e::check(&outcome, &[vec![MARK_A_RAN.to_owned()]], &[], TIMEOUT).is_ok();
+    // Each memory size's last boot too: a failing size's transcript says why.
+    let _ = fs::write(log.join(format!("bench-{memory_mib}m.log")), outcome.transcript());
+    let passed = e2e::check(&outcome, &[vec![MARK_A_RAN.to_owned()]], &[], timeout).is_ok();
     let (guest, host) = PHASES
         .iter()
         .map(|(_, name)| phase_time(&outcome, name))
@@ -209,8 +299,8 @@ fn timed_boot(config: &VmConfig, memory_mib: u32) -> Result<Run> {
 
 /// Prints the medians: each phase's time, its share of iguana's part, and
 /// the kernel's part apart. Returns the host seconds to the container.
-fn report(runs: &[Run]) -> Option<f64> {
-    println!("bench boot: {} runs, -m 256, TCG; medians in seconds", runs.len());
+fn report(runs: &[Run], memory_mib: u32) -> Option<f64> {
+    println!("bench boot: {} runs, -m {memory_mib}, TCG; medians in seconds", runs.len());
     println!("  {:<22} {:>8}", "kernel mark", "guest");
     for (i, (label, _)) in KERNEL_MARKS.iter().enumerate() {
         let at = median(runs.iter().filter_map(|r| r.kernel[i]).collect());

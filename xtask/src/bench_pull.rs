@@ -339,7 +339,7 @@ fn collect(dir: &Path, layer: &mut Layer, total: &mut u64, first: &mut Option<St
 }
 
 /// xorshift64 bytes: not cryptographic, but gzip cannot shrink them.
-fn noise(state: &mut u64, len: usize) -> Vec<u8> {
+pub fn noise(state: &mut u64, len: usize) -> Vec<u8> {
     let mut out = Vec::with_capacity(len + 8);
     while out.len() < len {
         *state ^= *state << 13;

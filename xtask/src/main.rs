@@ -68,8 +68,10 @@ tasks:
                              install onto a virtual disk and switch_root into
                              it, console live, then the events as a timeline
                              (`--check`: quiet, fails unless it all happened)
-  bench boot [--init FILE] [--runs N] [--no-memory] [--append ARGS]
+  bench boot [--init FILE] [--runs N] [--no-memory] [--append ARGS] [--big [--memory MIB]]
                              boot-time phases, smallest RAM, sizes
+                             (--big: a 1 GiB image, smallest RAM by bisection
+                             from --memory, 2048 MiB, down to 1024)
   bench initrd [--init FILE] initrd size and unpack time per compression
   bench pull [--runs N] [--baseline FILE] [--big]
                              image pull: flat vs skopeo+umoci, per-layer vs podman
