@@ -98,6 +98,7 @@ pub fn run() -> ! {
     };
     let action = handover::decide(failure.as_deref(), failsafe, &requests);
     report_end(failure.as_deref(), &action);
+    crate::proxy::forget();
     handover::execute(&action, &mut handover::Real::new(kernel_env));
     halt()
 }
@@ -137,7 +138,9 @@ fn boot(raw: &str, failsafe: Failsafe) -> Result<(), Error> {
     // Checked here so a typo stops the boot with its name; net-up reads
     // them again to apply what it can.
     let net_args = crate::net::args::parse(raw)?;
-    crate::proxy::export(args.proxy.as_deref(), &args.no_proxy);
+    if let Err(e) = crate::proxy::export(args.proxy.as_deref(), &args.no_proxy) {
+        tracing::warn!("rd.iguana.proxy: {e} (pulls and fetches go direct)");
+    }
     if let Some(what) = crate::net::args::unapplied(&net_args) {
         tracing::warn!("network arguments checked but not applied yet: {what}");
     }

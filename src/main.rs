@@ -28,7 +28,7 @@ fn main() {
 /// the proxy): an error from a library may quote them, and a helper
 /// child's error is logged by PID 1.
 fn scrub_secrets(message: &str, args: &[String]) -> String {
-    let proxy = std::env::var(iguana::proxy::PROXY_ENV).unwrap_or_default();
+    let proxy = iguana::proxy::Proxy::from_env().map(|p| p.url).unwrap_or_default();
     let mut urls: Vec<&str> = args.iter().map(String::as_str).filter(|a| a.contains("://")).collect();
     urls.push(&proxy);
     iguana::redact::scrub(message, &urls)

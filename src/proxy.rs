@@ -3,11 +3,13 @@
 //! `ClientConfig` proxy fields) and `iguana fetch` (control_url, through
 //! ureq's proxy).
 //!
-//! PID 1 hands them over in the environment of those two children only,
-//! under iguana's own names (`IGUANA_PROXY`, `IGUANA_NO_PROXY`) so that a
-//! host's `HTTPS_PROXY` never decides it by accident. PID 1's own
-//! environment is never changed: every container and the switch_root'ed
-//! init inherit it, and the proxy URL may carry credentials. `no_proxy` follows
+//! PID 1 writes the proxy (URL and no_proxy) to a root-only file,
+//! [`FILE`], and hands those two children only its name, under iguana's own
+//! variable (`IGUANA_PROXY_FILE`) so that a host's `HTTPS_PROXY` never
+//! decides it by accident. The URL may carry credentials: it is in no
+//! process's environment (PID 1's is inherited by every container and the
+//! switch_root'ed init), and the file is removed before the handover
+//! ([`forget`]). `no_proxy` follows
 //! curl: `*` matches every host; an IP or CIDR matches addresses in it; any
 //! other entry is a domain (a leading dot is optional) and matches that
 //! host and its subdomains. Ports are not part of the match.
@@ -22,33 +24,51 @@
 //! module.
 
 use std::net::IpAddr;
+use std::path::{Path, PathBuf};
 use std::sync::OnceLock;
 
-pub const PROXY_ENV: &str = "IGUANA_PROXY";
-pub const NO_PROXY_ENV: &str = "IGUANA_NO_PROXY";
+/// The variable naming the proxy file in the environment of pull and fetch.
+pub const FILE_ENV: &str = "IGUANA_PROXY_FILE";
+/// Where PID 1 writes the proxy for them (on /run's tmpfs, 0600).
+pub const FILE: &str = "/run/iguana/proxy";
 
-/// The proxy PID 1 was given, for `child_env`.
-static EXPORTED: OnceLock<Proxy> = OnceLock::new();
+/// The proxy PID 1 was given and the file it wrote it to.
+static EXPORTED: OnceLock<(Proxy, PathBuf)> = OnceLock::new();
 
-/// PID 1, before any child: keeps the proxy settings for the children that
-/// speak HTTP (see `child_env`). PID 1's environment is left alone.
-pub fn export(url: Option<&str>, no_proxy: &[String]) {
-    let Some(url) = url else { return };
-    let _ = EXPORTED.set(Proxy { url: url.to_owned(), no_proxy: no_proxy.to_vec() });
+/// PID 1, before any child: writes the proxy to [`FILE`] for the children
+/// that speak HTTP (see `child_env`). PID 1's environment is left alone.
+pub fn export(url: Option<&str>, no_proxy: &[String]) -> std::io::Result<()> {
+    export_to(url, no_proxy, Path::new(FILE))
+}
+
+/// [`export`] to another file (tests).
+pub fn export_to(url: Option<&str>, no_proxy: &[String], file: &Path) -> std::io::Result<()> {
+    let Some(url) = url else { return Ok(()) };
+    let proxy = Proxy { url: url.to_owned(), no_proxy: no_proxy.to_vec() };
+    proxy.write_file(file).map_err(|e| std::io::Error::new(e.kind(), format!("write {}: {e}", file.display())))?;
+    let _ = EXPORTED.set((proxy, file.to_owned()));
+    Ok(())
+}
+
+/// Before the handover: the proxy file goes (the next system keeps /run).
+pub fn forget() {
+    if let Some((_, file)) = EXPORTED.get() {
+        let _ = std::fs::remove_file(file);
+    }
 }
 
 /// The extra environment of the helper child `iguana ARGS...`: the proxy
-/// for `pull` and `fetch`, nothing for the others.
+/// file's name for `pull` and `fetch`, nothing for the others.
 pub fn child_env(args: &[String]) -> Vec<(&'static str, String)> {
     match (EXPORTED.get(), args.first().map(String::as_str)) {
-        (Some(proxy), Some("pull" | "fetch")) => proxy.env().to_vec(),
+        (Some((_, file)), Some("pull" | "fetch")) => vec![(FILE_ENV, file.display().to_string())],
         _ => Vec::new(),
     }
 }
 
 /// The proxy PID 1 was given, if any (for children it starts itself).
 pub fn exported() -> Option<&'static Proxy> {
-    EXPORTED.get()
+    EXPORTED.get().map(|(proxy, _)| proxy)
 }
 
 /// A proxy file is at most this long.
@@ -71,15 +91,18 @@ impl std::fmt::Debug for Proxy {
 }
 
 impl Proxy {
-    /// What PID 1 handed this child, if anything.
+    /// What PID 1 handed this child, if anything: the file named by
+    /// `IGUANA_PROXY_FILE`. One that cannot be read is said on stderr and
+    /// means no proxy.
     pub fn from_env() -> Option<Proxy> {
-        let url = std::env::var(PROXY_ENV).ok().filter(|u| !u.is_empty())?;
-        Some(Proxy { url, no_proxy: split_list(&std::env::var(NO_PROXY_ENV).unwrap_or_default()) })
-    }
-
-    /// The environment the children get.
-    pub fn env(&self) -> [(&'static str, String); 2] {
-        [(PROXY_ENV, self.url.clone()), (NO_PROXY_ENV, self.no_proxy.join(","))]
+        let file = std::env::var_os(FILE_ENV).filter(|f| !f.is_empty())?;
+        match Proxy::read_file(Path::new(&file)) {
+            Ok(proxy) => proxy,
+            Err(e) => {
+                eprintln!("warning: read proxy file {}: {e}", Path::new(&file).display());
+                None
+            }
+        }
     }
 
     /// Writes the proxy to `path`, readable by root only: the URL on the
@@ -207,19 +230,31 @@ mod tests {
     }
 
     /// PID 1's environment is inherited by every container and by the
-    /// switch_root'ed init: the proxy (credentials included) never goes there.
+    /// switch_root'ed init: the proxy (credentials included) never goes
+    /// there, nor into the environment of pull and fetch: they get the
+    /// name of a root-only file.
     #[test]
-    fn export_leaves_pid1_environment_alone() {
-        export(Some("http://bob:pr0xyPW@proxy.lan:3128"), &["lan".into()]);
-        assert_eq!(std::env::var_os(PROXY_ENV), None);
-        assert_eq!(std::env::var_os(NO_PROXY_ENV), None);
+    fn export_leaves_every_environment_without_the_proxy() {
+        use std::os::unix::fs::PermissionsExt;
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("proxy");
+        export_to(Some("http://bob:pr0xyPW@proxy.lan:3128"), &["lan".into()], &file).unwrap();
+        assert_eq!(std::env::var_os(FILE_ENV), None);
         let args = |a: &[&str]| a.iter().map(|s| s.to_string()).collect::<Vec<_>>();
-        let want = vec![(PROXY_ENV, "http://bob:pr0xyPW@proxy.lan:3128".to_string()), (NO_PROXY_ENV, "lan".to_string())];
+        let want = vec![(FILE_ENV, file.display().to_string())];
         assert_eq!(child_env(&args(&["pull", "busybox"])), want);
         assert_eq!(child_env(&args(&["fetch", "http://x/w"])), want);
+        for (_, value) in child_env(&args(&["pull", "busybox"])) {
+            assert!(!value.contains("pr0xyPW") && !value.contains("proxy.lan"), "{value}");
+        }
         for other in [&["net-up"][..], &["hotplug"], &[]] {
             assert_eq!(child_env(&args(other)), vec![], "{other:?}");
         }
+        assert_eq!(std::fs::metadata(&file).unwrap().permissions().mode() & 0o777, 0o600);
+        let read = Proxy::read_file(&file).unwrap().unwrap();
+        assert_eq!((read.url.as_str(), read.no_proxy.as_slice()), ("http://bob:pr0xyPW@proxy.lan:3128", &["lan".to_string()][..]));
+        forget();
+        assert!(!file.exists(), "the file outlives the handover");
         let shown = format!("{:?}", Proxy { url: "http://bob:pr0xyPW@p:1".into(), no_proxy: vec![] });
         assert!(!shown.contains("pr0xyPW"), "{shown}");
     }

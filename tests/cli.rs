@@ -113,7 +113,11 @@ fn url_secrets_never_reach_the_output() {
     }
     let out = std::process::Command::new(env!("CARGO_BIN_EXE_iguana"))
         .args(["fetch", &format!("http://127.0.0.1:{closed}/w.yaml"), "--out", out_file.to_str().unwrap(), "--tries", "1"])
-        .env("IGUANA_PROXY", format!("http://bob:pr0xyPW@127.0.0.1:{closed}"))
+        .env("IGUANA_PROXY_FILE", {
+            let file = dir.path().join("proxy");
+            std::fs::write(&file, format!("http://bob:pr0xyPW@127.0.0.1:{closed}\n\n")).unwrap();
+            file
+        })
         .output()
         .unwrap();
     let text = String::from_utf8_lossy(&out.stdout).into_owned() + &String::from_utf8_lossy(&out.stderr);

@@ -99,7 +99,7 @@ fn fetch(url: &str, args: &[&str]) -> (bool, String, Vec<u8>) {
     let mut child = Command::new(env!("CARGO_BIN_EXE_iguana"))
         .args(["fetch", url, "--out", out_file.to_str().unwrap()])
         .args(args)
-        .env_remove("IGUANA_PROXY")
+        .env_remove("IGUANA_PROXY_FILE")
         .stdout(std::process::Stdio::piped())
         .stderr(std::process::Stdio::piped())
         .spawn()

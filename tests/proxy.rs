@@ -1,5 +1,5 @@
 //! `rd.iguana.proxy` / `rd.iguana.no_proxy` as the children see them
-//! (`IGUANA_PROXY`, `IGUANA_NO_PROXY`, which PID 1 puts in their environment only): the real binary
+//! (a root-only file named by `IGUANA_PROXY_FILE`, which PID 1 puts in their environment only): the real binary
 //! pulls from a real docker-registry and fetches a control_url through a
 //! counting proxy on 127.0.0.1 (testkit), and goes direct when no_proxy
 //! names the host.
@@ -14,10 +14,12 @@ use testkit::{HttpProxy, Image, Registry, RegistryOptions};
 /// Runs the real binary with the proxy environment PID 1 gives pull and fetch.
 fn iguana(args: &[&str], proxy: &str, no_proxy: &str) -> (bool, String) {
     // Only iguana's own variables may decide.
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("proxy");
+    std::fs::write(&file, format!("{proxy}\n{no_proxy}\n")).unwrap();
     let out = testkit::without_host_proxies(&mut Command::new(env!("CARGO_BIN_EXE_iguana")))
         .args(args)
-        .env("IGUANA_PROXY", proxy)
-        .env("IGUANA_NO_PROXY", no_proxy)
+        .env("IGUANA_PROXY_FILE", &file)
         .output()
         .unwrap();
     let text = format!("{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));

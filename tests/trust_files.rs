@@ -228,7 +228,7 @@ fn secrets_stay_out_of_the_lines() {
     let out_dir = tempfile::tempdir().unwrap();
     let out = Command::new(env!("CARGO_BIN_EXE_iguana"))
         .args(["fetch", &url, "--out", out_dir.path().join("w.yaml").to_str().unwrap(), "--signature", "--tries", "2"])
-        .env_remove("IGUANA_PROXY")
+        .env_remove("IGUANA_PROXY_FILE")
         .output()
         .unwrap();
     let text = String::from_utf8_lossy(&out.stdout).into_owned() + &String::from_utf8_lossy(&out.stderr);

@@ -11,7 +11,7 @@ use std::sync::{Arc, Mutex};
 use anyhow::Context;
 
 /// `cmd` without the host's proxy variables, so that only what iguana
-/// hands its children (`IGUANA_PROXY`, a proxy file) decides.
+/// hands its children (a proxy file named by `IGUANA_PROXY_FILE`) decides.
 pub fn without_host_proxies(cmd: &mut std::process::Command) -> &mut std::process::Command {
     for name in ["HTTPS_PROXY", "https_proxy", "HTTP_PROXY", "http_proxy", "ALL_PROXY", "all_proxy", "NO_PROXY", "no_proxy"] {
         cmd.env_remove(name);
