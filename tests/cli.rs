@@ -198,6 +198,59 @@ fn inspect_lists_the_extensions_of_an_appended_cpio() {
     assert!(out.contains("not a newc cpio header (compressed?"), "{out}");
 }
 
+/// A cpio whose later entries run through a symlink an earlier one made
+/// must not touch anything outside inspect's own directory (it runs as
+/// root): here a file beside the test's temp dir stays as it was.
+#[test]
+fn inspect_of_a_cpio_never_writes_through_its_symlinks() {
+    let dir = tempfile::tempdir().unwrap();
+    let outside = tempfile::tempdir().unwrap();
+    let victim = outside.path().join("victim");
+    std::fs::write(&victim, "keep me").unwrap();
+    let mut bytes = Vec::new();
+    for (name, mode, data) in [
+        ("extensions", 0o40755, &b""[..]),
+        ("extensions/a", 0o120777, outside.path().to_str().unwrap().as_bytes()),
+        ("extensions/a/victim", 0o120777, b"replaced"),
+        ("TRAILER!!!", 0, b""),
+    ] {
+        bytes.extend(newc_entry(name, mode, data));
+    }
+    let cpio = dir.path().join("evil.cpio");
+    std::fs::write(&cpio, &bytes).unwrap();
+    let (_code, out) = iguana(&["extension", "inspect", cpio.to_str().unwrap()]);
+    assert_eq!(std::fs::read_to_string(&victim).ok().as_deref(), Some("keep me"), "{out}");
+    assert!(std::fs::symlink_metadata(&victim).is_ok_and(|m| m.is_file()), "{out}");
+}
+
+/// inspect's working directory is its own: one that is already there (made
+/// by someone else) is not used, and not removed.
+#[test]
+fn inspect_of_a_cpio_does_not_use_or_remove_a_directory_it_did_not_make() {
+    let dir = tempfile::tempdir().unwrap();
+    let tmp = dir.path().join("tmp");
+    std::fs::create_dir(&tmp).unwrap();
+    let mut bytes = Vec::new();
+    for (name, mode, data) in [("extensions", 0o40755, &b""[..]), ("TRAILER!!!", 0, b"")] {
+        bytes.extend(newc_entry(name, mode, data));
+    }
+    let cpio = dir.path().join("x.cpio");
+    std::fs::write(&cpio, &bytes).unwrap();
+    // The name inspect would pick for the child below: every pid from here on.
+    let first = std::fs::read_to_string("/proc/sys/kernel/ns_last_pid").ok().and_then(|s| s.trim().parse::<u32>().ok());
+    let Some(first) = first else { return eprintln!("SKIP: /proc/sys/kernel/ns_last_pid unreadable") };
+    for pid in first + 1..first + 200 {
+        let d = tmp.join(format!("iguana-inspect-cpio-{pid}"));
+        std::fs::create_dir(&d).unwrap();
+        std::fs::write(d.join("someone-elses"), "x").unwrap();
+    }
+    let out = Command::new(env!("CARGO_BIN_EXE_iguana")).args(["extension", "inspect", cpio.to_str().unwrap()]).env("TMPDIR", &tmp).output().unwrap();
+    let text = format!("{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
+    for pid in first + 1..first + 200 {
+        assert!(tmp.join(format!("iguana-inspect-cpio-{pid}/someone-elses")).exists(), "removed {pid}: {text}");
+    }
+}
+
 fn run_ok(cmd: &mut Command) -> Vec<u8> {
     let out = cmd.output().unwrap();
     assert!(out.status.success(), "{cmd:?}: {}", String::from_utf8_lossy(&out.stderr));

@@ -64,7 +64,10 @@ fn one(file: &Path, host: &release::Fields, keys: &crate::trust::Keys, trust: &P
     let format = image::detect(&header).with_context(|| format!("{}: neither erofs nor squashfs", file.display()))?;
     let name = file.file_name().map(|n| n.to_string_lossy().trim_end_matches(".raw").to_string()).unwrap_or_default();
     let dir = tempdir()?;
-    super::mount_image(file, None, &dir).map_err(|e| anyhow::anyhow!(crate::logging::chain(&e)))?;
+    if let Err(e) = super::mount_image(file, None, &dir) {
+        let _ = std::fs::remove_dir(&dir);
+        anyhow::bail!(crate::logging::chain(&e));
+    }
     let result = print(&name, format.fstype(), &dir, host, &line);
     let _ = nix::mount::umount2(&dir, nix::mount::MntFlags::MNT_DETACH);
     let _ = std::fs::remove_dir(&dir);
@@ -87,7 +90,7 @@ fn cpio(file: &Path, host: &release::Fields, keys: &crate::trust::Keys, trust: &
     let bytes = crate::fsutil::read_bounded(file, CPIO_MAX)?;
     let entries = super::newc::parse(&bytes, super::MAX_FILES).with_context(|| format!("read {}", file.display()))?;
     // Not under tempdir(): an image found in it is mounted there.
-    let dir = std::env::temp_dir().join(format!("iguana-inspect-cpio-{}", std::process::id()));
+    let dir = own_dir("iguana-inspect-cpio")?;
     let result = unpack(&entries, &dir).and_then(|()| {
         let places: Vec<PathBuf> = super::APPENDED.iter().map(|p| dir.join(p.trim_start_matches('/'))).collect();
         let found = super::appended(places.iter().map(PathBuf::as_path));
@@ -123,6 +126,12 @@ fn unpack(entries: &[super::newc::Entry<'_>], dir: &Path) -> anyhow::Result<()> 
     for pass in [false, true] {
         for e in entries.iter().filter(|e| wanted(&e.name) && (e.kind == Kind::Symlink) == pass) {
             let path = dir.join(&e.name);
+            // Never through a symlink an earlier entry made (this runs as
+            // root): the entry is left out, as a verified tree refuses it.
+            if let Some(link) = symlink_on_the_way(dir, &e.name) {
+                println!("note: /{} not unpacked: /{link} is a symlink", e.name);
+                continue;
+            }
             if let Some(parent) = path.parent() {
                 std::fs::create_dir_all(parent).with_context(|| format!("create {}", parent.display()))?;
             }
@@ -155,10 +164,42 @@ fn unpack(entries: &[super::newc::Entry<'_>], dir: &Path) -> anyhow::Result<()> 
     Ok(())
 }
 
+/// The first ancestor of `name` (relative, already `safe_name`) under `dir`
+/// that is a symlink, if any.
+fn symlink_on_the_way(dir: &Path, name: &str) -> Option<String> {
+    let parts: Vec<&str> = name.split('/').filter(|p| !p.is_empty()).collect();
+    let mut path = dir.to_path_buf();
+    for (i, part) in parts.iter().enumerate().take(parts.len().saturating_sub(1)) {
+        path.push(part);
+        match std::fs::symlink_metadata(&path) {
+            Ok(meta) if !meta.is_dir() => return Some(parts[..=i].join("/")),
+            Ok(_) => {}
+            Err(_) => return None,
+        }
+    }
+    None
+}
+
 fn tempdir() -> anyhow::Result<PathBuf> {
-    let dir = std::env::temp_dir().join(format!("iguana-inspect-{}", std::process::id()));
-    std::fs::create_dir_all(&dir).with_context(|| format!("create {}", dir.display()))?;
-    Ok(dir)
+    own_dir("iguana-inspect")
+}
+
+/// A new directory under $TMPDIR, 0700, that did not exist before (one that
+/// is already there is someone else's: never used, never removed).
+fn own_dir(prefix: &str) -> anyhow::Result<PathBuf> {
+    use std::os::unix::fs::DirBuilderExt;
+    let base = std::env::temp_dir();
+    let pid = std::process::id();
+    let mut last = None;
+    for n in 0..16u32 {
+        let dir = base.join(format!("{prefix}-{pid}-{n}"));
+        match std::fs::DirBuilder::new().mode(0o700).create(&dir) {
+            Ok(()) => return Ok(dir),
+            Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => last = Some(e),
+            Err(e) => return Err(e).with_context(|| format!("create {}", dir.display())),
+        }
+    }
+    Err(last.map_or_else(|| anyhow::anyhow!("no attempt"), anyhow::Error::from)).with_context(|| format!("create a new {prefix}-{pid}-N in {}", base.display()))
 }
 
 fn print(name: &str, format: &str, root: &Path, host: &release::Fields, verified: &str) -> anyhow::Result<()> {
