@@ -98,7 +98,9 @@ pub fn run() -> ! {
     };
     let action = handover::decide(failure.as_deref(), failsafe, &requests);
     report_end(failure.as_deref(), &action);
+    // Secrets PID 1 wrote for its children: /run goes to the next system.
     crate::proxy::forget();
+    report::pid1::forget();
     handover::execute(&action, &mut handover::Real::new(kernel_env));
     halt()
 }

@@ -15,10 +15,7 @@
 //! host and its subdomains. Ports are not part of the match.
 //!
 //! `iguana report` is started by PID 1 itself (not through `child::run`)
-//! and gets the proxy another way: a 0600 file PID 1 writes
-//! ([`Proxy::write_file`], read back by [`Proxy::read_file`]), named on its
-//! command line. Neither the URL's userinfo nor anything else of the proxy
-//! reaches its environment.
+//! and gets the same file's name on its command line (`--proxy-file`).
 //!
 //! This file uses std only: tests/pull.rs compiles it next to the image
 //! module.
@@ -64,6 +61,12 @@ pub fn child_env(args: &[String]) -> Vec<(&'static str, String)> {
         (Some((_, file)), Some("pull" | "fetch")) => vec![(FILE_ENV, file.display().to_string())],
         _ => Vec::new(),
     }
+}
+
+/// The file PID 1 wrote the proxy to, if any (for children it starts
+/// itself: `iguana report --proxy-file`).
+pub fn exported_file() -> Option<&'static Path> {
+    EXPORTED.get().map(|(_, file)| file.as_path())
 }
 
 /// The proxy PID 1 was given, if any (for children it starts itself).

@@ -28,14 +28,14 @@ const BUFFER_MAX: usize = 64;
 const PIPE_SIZE: usize = 1 << 20;
 /// `rd.iguana.report_token=` is copied here (0600) for the child to read.
 const TOKEN_COPY: &str = "/run/iguana/report-token";
-/// `rd.iguana.proxy=` (and no_proxy) is written here (0600) for the child:
-/// the proxy URL may carry credentials, so not in its environment.
-const PROXY_COPY: &str = "/run/iguana/report-proxy";
 
 #[derive(Default)]
 struct State {
     url: Option<String>,
     token_file: Option<PathBuf>,
+    /// The copy of `rd.iguana.report_token` PID 1 wrote: removed before
+    /// the handover ([`forget`]), the next system keeps /run.
+    token_copy: Option<PathBuf>,
     ca: Option<PathBuf>,
     machine_id: Option<String>,
     seq: u64,
@@ -74,6 +74,11 @@ fn with<T>(f: impl FnOnce(&mut State) -> T) -> T {
 /// one), the token (copied to a 0600 file; else the initrd's
 /// [`super::TOKEN_FILE`] when present) and the extra CA file.
 pub fn configure(url: Option<&str>, token: Option<&str>, ca: Option<&str>) {
+    configure_with_copy(url, token, ca, Path::new(TOKEN_COPY));
+}
+
+/// [`configure`] with the token's copy at `copy` (tests).
+fn configure_with_copy(url: Option<&str>, token: Option<&str>, ca: Option<&str>, copy: &Path) {
     let token_file = match token {
         Some(token) => {
             let written = std::fs::OpenOptions::new()
@@ -81,12 +86,12 @@ pub fn configure(url: Option<&str>, token: Option<&str>, ca: Option<&str>) {
                 .create(true)
                 .truncate(true)
                 .mode(0o600)
-                .open(TOKEN_COPY)
+                .open(copy)
                 .and_then(|mut f| f.write_all(token.as_bytes()));
             match written {
-                Ok(()) => Some(PathBuf::from(TOKEN_COPY)),
+                Ok(()) => Some(copy.to_path_buf()),
                 Err(e) => {
-                    tracing::warn!("report: write {TOKEN_COPY}: {e}; events go without a token");
+                    tracing::warn!("report: write {}: {e}; events go without a token", copy.display());
                     None
                 }
             }
@@ -95,6 +100,7 @@ pub fn configure(url: Option<&str>, token: Option<&str>, ca: Option<&str>) {
     };
     with(|s| {
         s.url = url.map(str::to_owned);
+        s.token_copy = token.and(token_file.clone());
         s.token_file = token_file;
         s.ca = ca.map(PathBuf::from);
     });
@@ -270,14 +276,21 @@ fn spawn(binary: &Path, url: &str, id: &str, token: Option<&Path>, ca: Option<&P
     if let Some(ca) = ca {
         args.extend(["--ca".into(), ca.display().to_string()]);
     }
-    if let Some(proxy) = crate::proxy::exported() {
-        // Without the file the child would go direct, which a site that
-        // set a proxy may not allow: not started then.
-        proxy.write_file(Path::new(PROXY_COPY)).map_err(|e| std::io::Error::new(e.kind(), format!("write {PROXY_COPY}: {e}")))?;
-        args.extend(["--proxy-file".into(), PROXY_COPY.into()]);
+    // The one proxy file PID 1 wrote for pull and fetch too (removed by
+    // proxy::forget before the handover, whatever became of this child).
+    if let Some(file) = crate::proxy::exported_file() {
+        args.extend(["--proxy-file".into(), file.display().to_string()]);
     }
     let child = Command::new(binary).args(&args).stdin(Stdio::from(reader)).process_group(0).spawn()?;
     Ok(Running { child, pipe: writer })
+}
+
+/// Before the handover, after [`finish`]: the token's copy goes (the
+/// switch_root'ed system gets /run as it is).
+pub fn forget() {
+    if let Some(copy) = with(|s| s.token_copy.take()) {
+        let _ = std::fs::remove_file(copy);
+    }
 }
 
 /// Before a handover: the sender gets the end of input and at most `limit`
@@ -293,8 +306,6 @@ pub fn finish(limit: Duration) {
         return;
     };
     flush(running, limit);
-    // The child read it at its start; the switch_root'ed system keeps /run.
-    let _ = std::fs::remove_file(PROXY_COPY);
 }
 
 /// Closes the child's input and gives it at most `limit` to exit; then
@@ -325,6 +336,20 @@ fn flush(mut running: Running, limit: Duration) {
 
 #[cfg(test)]
 mod tests {
+    /// The token given on the command line is copied for the sender, root
+    /// only, and the copy is gone before the handover (/run goes over).
+    #[test]
+    fn the_token_copy_is_root_only_and_forgotten() {
+        use std::os::unix::fs::PermissionsExt;
+        let dir = tempfile::tempdir().unwrap();
+        let copy = dir.path().join("report-token");
+        super::configure_with_copy(Some("http://127.0.0.1:9/e"), Some("s3cr3t"), None, &copy);
+        assert_eq!(std::fs::read_to_string(&copy).unwrap(), "s3cr3t");
+        assert_eq!(std::fs::metadata(&copy).unwrap().permissions().mode() & 0o777, 0o600);
+        super::forget();
+        assert!(!copy.exists(), "the token's copy outlives the handover");
+    }
+
     #[test]
     fn the_token_goes_only_where_the_initrd_or_a_verified_workflow_says() {
         // (command line URL, workflow's report:, workflow verified) -> (URL, token kept)
