@@ -274,15 +274,8 @@ fn oci_candidate(index: usize, reference: &str, registry: &oci::Registry<'_>) ->
 /// A refused `oci:` tree goes: its mounts, then its files (RAM on /run).
 fn discard(c: &Candidate) {
     let Kind::Oci { root, .. } = &c.kind else { return };
-    let Some(dir) = root.parent().filter(|d| d.starts_with(Path::new(WORK).join(".oci"))) else { return };
-    // The read-only bind of oci::seal, and the pull child's own bind.
-    for _ in 0..4 {
-        if nix::mount::umount2(root, nix::mount::MntFlags::MNT_DETACH).is_err() {
-            break;
-        }
-    }
-    if let Err(e) = std::fs::remove_dir_all(dir) {
-        tracing::warn!("extensions: remove {}: {e}", dir.display());
+    if let Some(dir) = root.parent().filter(|d| d.starts_with(Path::new(WORK).join(".oci"))) {
+        oci::discard(dir);
     }
 }
 

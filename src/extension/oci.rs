@@ -64,9 +64,19 @@ pub fn pull_args(reference: &str, dir: &Path, registry: &Registry<'_>) -> Vec<St
 
 /// Pulls `reference` into `dir/rootfs`; returns the tree and the key the
 /// child verified it with (`None`: no keys). Errors are one line.
+/// A failed pull leaves nothing behind (its tree, blobs and mounts are RAM
+/// on /run).
 pub fn pull(reference: &str, dir: &Path, registry: &Registry<'_>) -> Result<(PathBuf, Option<String>), String> {
-    let _ = std::fs::remove_dir_all(dir);
+    discard(dir);
     std::fs::create_dir_all(dir).map_err(|e| format!("create {}: {e}", dir.display()))?;
+    let pulled = pull_into(reference, dir, registry);
+    if pulled.is_err() {
+        discard(dir);
+    }
+    pulled
+}
+
+fn pull_into(reference: &str, dir: &Path, registry: &Registry<'_>) -> Result<(PathBuf, Option<String>), String> {
     crate::child::run(&pull_args(reference, dir, registry), DEADLINE).map_err(|e| one_line(&e))?;
     let signer_file = dir.join("signer");
     let signer = crate::fsutil::read_bounded(&signer_file, SIGNER_MAX).map_err(|e| crate::logging::chain(&e))?;
@@ -74,6 +84,28 @@ pub fn pull(reference: &str, dir: &Path, registry: &Registry<'_>) -> Result<(Pat
     let rootfs = dir.join("rootfs");
     seal(&rootfs)?;
     Ok((rootfs, (!signer.is_empty()).then_some(signer)))
+}
+
+/// Unmounts `dir/rootfs` (the read-only bind of [`seal`] and the pull
+/// child's own) and removes `dir`; only a directory of [`dir`]'s making
+/// (under a `.oci` directory, a plain name) is touched.
+pub fn discard(dir: &Path) {
+    let ours = dir.parent().and_then(Path::file_name).is_some_and(|p| p == ".oci")
+        && dir.file_name().and_then(|n| n.to_str()).is_some_and(|n| !n.starts_with('.') && !n.contains('/'));
+    if !ours {
+        return tracing::warn!("extensions: not removing {}: not an oci: pull directory", dir.display());
+    }
+    let rootfs = dir.join("rootfs");
+    for _ in 0..4 {
+        if nix::mount::umount2(&rootfs, nix::mount::MntFlags::MNT_DETACH).is_err() {
+            break;
+        }
+    }
+    match std::fs::remove_dir_all(dir) {
+        Ok(()) => {}
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+        Err(e) => tracing::warn!("extensions: remove {}: {e}", dir.display()),
+    }
 }
 
 /// The tree as an overlay lower layer: a bind mount of itself, read-only,
@@ -114,6 +146,21 @@ mod tests {
             let d = dir(Path::new("/w"), 0, "r/ext:1");
             assert_eq!(pull_args("r/ext:1", &d, registry).join(" "), *want);
         }
+    }
+
+    /// What a failed or refused pull leaves goes; nothing else does.
+    #[test]
+    fn discard_removes_only_pull_directories() {
+        let tmp = tempfile::tempdir().unwrap();
+        let cases = [(".oci/0-r_ext_1", true), ("other/0-r_ext_1", false), (".oci/.hidden", false)];
+        for (rel, removed) in cases {
+            let d = tmp.path().join(rel);
+            std::fs::create_dir_all(d.join("rootfs/.rootfs.blobs")).unwrap();
+            std::fs::write(d.join("rootfs/.rootfs.blobs/sha256-x"), "blob").unwrap();
+            discard(&d);
+            assert_eq!(!d.exists(), removed, "{rel}");
+        }
+        discard(&tmp.path().join(".oci/9-never-made"));
     }
 
     #[test]
