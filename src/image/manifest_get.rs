@@ -129,24 +129,31 @@ impl ManifestGet {
             .get_or_init(|| async {
                 match oci.auth(reference, auth, RegistryOperation::Pull).await {
                     Ok(Some(token)) => Authz::Header(format!("Bearer {token}")),
-                    Ok(None) => match auth {
-                        RegistryAuth::Basic(user, password) => {
-                            use base64::Engine;
-                            let pair = base64::engine::general_purpose::STANDARD.encode(format!("{user}:{password}"));
-                            Authz::Header(format!("Basic {pair}"))
-                        }
-                        _ => Authz::None,
-                    },
-                    Err(_) => Authz::None,
+                    // No token: Basic credentials go only after the
+                    // registry's own 401 asks for them (below), never to
+                    // an open registry (plain HTTP, as like as not).
+                    Ok(None) | Err(_) => Authz::None,
                 }
             })
             .await;
         let url = format!("{}://{}/v2/{}/{path}", self.scheme, reference.resolve_registry(), reference.repository());
-        let mut request = self.http.get(&url).header("Accept", accept.join(", "));
-        if let Authz::Header(value) = authz {
-            request = request.header("Authorization", value);
+        let send = |value: Option<&str>| {
+            let request = self.http.get(&url).header("Accept", accept.join(", "));
+            match value {
+                Some(value) => request.header("Authorization", value),
+                None => request,
+            }
+        };
+        let header = match authz {
+            Authz::Header(value) => Some(value.as_str()),
+            Authz::None => None,
+        };
+        let mut response = send(header).send().await?;
+        if let (None, RegistryAuth::Basic(user, password), true) = (header, auth, asks_for_basic(&response)) {
+            use base64::Engine;
+            let pair = base64::engine::general_purpose::STANDARD.encode(format!("{user}:{password}"));
+            response = send(Some(&format!("Basic {pair}"))).send().await?;
         }
-        let mut response = request.send().await?;
         let status = response.status();
         // A body over the bound is not read, whatever the status.
         if let Some(length) = response.content_length().filter(|&n| n > max as u64) {
@@ -162,6 +169,16 @@ impl ManifestGet {
         let digest = response.headers().get("Docker-Content-Digest").and_then(|v| v.to_str().ok()).filter(|v| !v.is_empty());
         Ok(Answer { code: status.as_u16(), digest: digest.map(str::to_owned), body, url })
     }
+}
+
+/// A 401 whose `WWW-Authenticate` is a Basic challenge.
+fn asks_for_basic(response: &reqwest::Response) -> bool {
+    response.status() == reqwest::StatusCode::UNAUTHORIZED
+        && response
+            .headers()
+            .get_all(reqwest::header::WWW_AUTHENTICATE)
+            .iter()
+            .any(|v| v.to_str().is_ok_and(|v| v.trim_start().get(..5).is_some_and(|s| s.eq_ignore_ascii_case("basic"))))
 }
 
 /// An answer read whole within its bound.
