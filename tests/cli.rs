@@ -132,25 +132,6 @@ fn unknown_command_is_named() {
     assert!(out.contains("unknown command \"frobnicate\" (see iguana --help)"), "{out}");
 }
 
-/// One newc entry (the kernel's buffer-format.rst layout).
-fn newc_entry(name: &str, mode: u32, data: &[u8]) -> Vec<u8> {
-    let fields = [1, mode, 0, 0, 1, 0, data.len() as u32, 0, 0, 0, 0, name.len() as u32 + 1, 0];
-    let mut out = b"070701".to_vec();
-    for f in fields {
-        out.extend(format!("{f:08x}").bytes());
-    }
-    out.extend(name.bytes());
-    out.push(0);
-    while out.len() % 4 != 0 {
-        out.push(0);
-    }
-    out.extend(data);
-    while out.len() % 4 != 0 {
-        out.push(0);
-    }
-    out
-}
-
 /// A cpio to append, as a site would make it: two trees, one with a
 /// symlink where its trust keys would be. No root needed (no image).
 #[test]
@@ -170,7 +151,7 @@ fn inspect_lists_the_extensions_of_an_appended_cpio() {
         ("init", 0o100755, b"not an extension"),
         ("TRAILER!!!", 0, b""),
     ] {
-        bytes.extend(newc_entry(name, mode, data));
+        bytes.extend(testkit::newc::entry(name, mode, data));
     }
     let cpio = dir.path().join("site.cpio");
     std::fs::write(&cpio, &bytes).unwrap();
@@ -214,7 +195,7 @@ fn inspect_of_a_cpio_never_writes_through_its_symlinks() {
         ("extensions/a/victim", 0o120777, b"replaced"),
         ("TRAILER!!!", 0, b""),
     ] {
-        bytes.extend(newc_entry(name, mode, data));
+        bytes.extend(testkit::newc::entry(name, mode, data));
     }
     let cpio = dir.path().join("evil.cpio");
     std::fs::write(&cpio, &bytes).unwrap();
@@ -232,7 +213,7 @@ fn inspect_of_a_cpio_does_not_use_or_remove_a_directory_it_did_not_make() {
     std::fs::create_dir(&tmp).unwrap();
     let mut bytes = Vec::new();
     for (name, mode, data) in [("extensions", 0o40755, &b""[..]), ("TRAILER!!!", 0, b"")] {
-        bytes.extend(newc_entry(name, mode, data));
+        bytes.extend(testkit::newc::entry(name, mode, data));
     }
     let cpio = dir.path().join("x.cpio");
     std::fs::write(&cpio, &bytes).unwrap();
@@ -291,7 +272,7 @@ fn inspect_mounts_and_verifies_an_image_in_a_cpio() {
         (".extra/sysext/fw.raw.sig", 0o100644, std::fs::read(&sig).unwrap()),
         ("TRAILER!!!", 0, Vec::new()),
     ] {
-        bytes.extend(newc_entry(name, mode, &data));
+        bytes.extend(testkit::newc::entry(name, mode, &data));
     }
     let cpio = dir.path().join("fw.cpio");
     std::fs::write(&cpio, &bytes).unwrap();

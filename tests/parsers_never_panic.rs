@@ -169,31 +169,12 @@ fn signature_parsers_never_panic() {
     });
 }
 
-/// One newc entry (the kernel's buffer-format.rst layout).
-fn newc_entry(name: &str, mode: u32, data: &[u8]) -> Vec<u8> {
-    let fields = [1, mode, 0, 0, 1, 0, data.len() as u32, 0, 0, 0, 0, name.len() as u32 + 1, 0];
-    let mut out = b"070701".to_vec();
-    for f in fields {
-        out.extend(format!("{f:08x}").bytes());
-    }
-    out.extend(name.bytes());
-    out.push(0);
-    while out.len() % 4 != 0 {
-        out.push(0);
-    }
-    out.extend(data);
-    while out.len() % 4 != 0 {
-        out.push(0);
-    }
-    out
-}
-
 #[test]
 fn cpio_and_modinfo_parsers_never_panic() {
     use iguana::extension::{modinfo, newc};
-    let mut archive = newc_entry("extensions/site/etc/a", 0o100644, b"hello");
-    archive.extend(newc_entry("extensions/l", 0o120777, b"/etc"));
-    archive.extend(newc_entry("TRAILER!!!", 0, b""));
+    let mut archive = testkit::newc::entry("extensions/site/etc/a", 0o100644, b"hello");
+    archive.extend(testkit::newc::entry("extensions/l", 0o120777, b"/etc"));
+    archive.extend(testkit::newc::entry("TRAILER!!!", 0, b""));
     run("newc", &[archive], 20_000, |data| {
         if let Ok(entries) = newc::parse(data, 1000) {
             assert!(entries.len() <= 1000);

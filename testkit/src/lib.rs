@@ -16,6 +16,7 @@ mod front;
 mod http;
 mod image;
 mod mirror;
+pub mod newc;
 mod proxy;
 mod referrers;
 mod registry;
