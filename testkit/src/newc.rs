@@ -10,11 +10,11 @@ pub fn entry(name: &str, mode: u32, data: &[u8]) -> Vec<u8> {
     }
     out.extend(name.bytes());
     out.push(0);
-    while out.len() % 4 != 0 {
+    while !out.len().is_multiple_of(4) {
         out.push(0);
     }
     out.extend(data);
-    while out.len() % 4 != 0 {
+    while !out.len().is_multiple_of(4) {
         out.push(0);
     }
     out
