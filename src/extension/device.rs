@@ -2,8 +2,12 @@
 //! `LABEL=`): found after coldplug, since the disk's own driver
 //! (virtio_blk, a SCSI HBA, usb-storage) is a module coldplug loads.
 //!
-//! PID 1 does not read the device itself: a dying USB stick can block a
-//! read forever. `iguana extension probe SOURCE --wait SECS --out FILE`
+//! PID 1 does not look for the device or read its header itself: a dying
+//! USB stick can block a read forever. (It does mount the device the
+//! child found and read the extension's release file, file list and module
+//! headers through that mount, with no deadline of its own: moving those
+//! into the child too is still to do.) `iguana extension probe SOURCE
+//! --wait SECS --out FILE`
 //! runs as a helper child under a deadline PID 1 enforces; it waits for
 //! the device to appear (a USB stick or a SCSI scan takes a while), reads
 //! the first bytes of each candidate, and writes `DEVICE FSTYPE` to FILE,

@@ -512,8 +512,10 @@ fn check_vermagic(root: &Path, files: &[String], running: &str) -> Result<(), Re
     let dir = format!("usr/lib/modules/{running}/");
     for module in files.iter().filter(|f| f.starts_with(&dir) && f.ends_with(".ko")) {
         let path = root.join(module);
-        let bytes = crate::fsutil::read_bounded(&path, modinfo::MODULE_MAX).map_err(|source| Refusal::Read { path: path.clone(), source })?;
-        let magic = modinfo::vermagic(&bytes).map_err(|source| Refusal::Module { module: module.clone(), source })?;
+        let file = File::open(&path).map_err(|source| Refusal::Open { path: path.clone(), source })?;
+        let magic = modinfo::vermagic_file(&file)
+            .map_err(|e| Refusal::Open { path: path.clone(), source: std::io::Error::other(e.to_string()) })?
+            .map_err(|source| Refusal::Module { module: module.clone(), source })?;
         let found = modinfo::release(&magic);
         if found != running {
             return Err(Refusal::Vermagic { module: module.clone(), found: found.to_string(), running: running.to_string() });

@@ -8,9 +8,6 @@
 //! of `vermagic=` is the kernel release (`6.1.0-56-cloud-amd64 SMP
 //! preempt mod_unload modversions`).
 
-/// A `.ko` larger than this is not read (the largest in Debian's 6.1 tree
-/// is a few MiB).
-pub const MODULE_MAX: u64 = 64 << 20;
 /// More section headers than this is not a module.
 const SECTIONS_MAX: usize = 1 << 16;
 
@@ -26,9 +23,59 @@ pub enum Error {
     NoVermagic,
 }
 
+/// A section, a section header table or a section name table larger than
+/// this is not read: `.modinfo` is a few hundred bytes.
+pub const PART_MAX: usize = 1 << 20;
+
+/// An I/O error reading a module file (for `vermagic_file`).
+#[derive(Debug, Clone, thiserror::Error, PartialEq, Eq)]
+#[error("read at {at}: {message}")]
+pub struct ReadError {
+    pub at: u64,
+    pub message: String,
+}
+
 /// The whole `vermagic=` value of a module's bytes.
 pub fn vermagic(elf: &[u8]) -> Result<String, Error> {
-    let modinfo = section(elf, ".modinfo")?;
+    let mut read = |at: usize, len: usize, what: &'static str| -> Result<Vec<u8>, Error> {
+        elf.get(at..at.checked_add(len).ok_or(Error::Bounds(what))?).map(<[u8]>::to_vec).ok_or(Error::Bounds(what))
+    };
+    from_modinfo(&section(&mut read, ".modinfo")?)
+}
+
+/// [`vermagic`] of a module file, read in parts (its header, section
+/// headers, names and `.modinfo`, each at most [`PART_MAX`]) instead of
+/// whole: PID 1 checks an extension's modules with it.
+pub fn vermagic_file(file: &std::fs::File) -> Result<Result<String, Error>, ReadError> {
+    use std::os::unix::fs::FileExt;
+    let mut io_error = None;
+    let size = match file.metadata() {
+        Ok(meta) => meta.len(),
+        Err(e) => return Err(ReadError { at: 0, message: e.to_string() }),
+    };
+    let mut read = |at: usize, len: usize, what: &'static str| -> Result<Vec<u8>, Error> {
+        let end = (at as u64).checked_add(len as u64);
+        if len > PART_MAX || end.is_none_or(|end| end > size) {
+            return Err(Error::Bounds(what));
+        }
+        let mut buf = vec![0u8; len];
+        match file.read_exact_at(&mut buf, at as u64) {
+            Ok(()) => Ok(buf),
+            Err(e) if e.kind() == std::io::ErrorKind::UnexpectedEof => Err(Error::Bounds(what)),
+            Err(e) => {
+                io_error = Some(ReadError { at: at as u64, message: e.to_string() });
+                Err(Error::Bounds(what))
+            }
+        }
+    };
+    let result = section(&mut read, ".modinfo").and_then(|m| from_modinfo(&m));
+    match io_error {
+        Some(e) => Err(e),
+        None => Ok(result),
+    }
+}
+
+fn from_modinfo(modinfo: &[u8]) -> Result<String, Error> {
     modinfo
         .split(|&b| b == 0)
         .find_map(|kv| kv.strip_prefix(b"vermagic="))
@@ -41,23 +88,27 @@ pub fn release(vermagic: &str) -> &str {
     vermagic.split_whitespace().next().unwrap_or("")
 }
 
-/// The bytes of the section called `want`.
-fn section<'a>(elf: &'a [u8], want: &str) -> Result<&'a [u8], Error> {
-    if elf.get(..4) != Some(b"\x7fELF") {
+type Read<'r> = dyn FnMut(usize, usize, &'static str) -> Result<Vec<u8>, Error> + 'r;
+
+/// The bytes of the section called `want`, through `read(offset, len,
+/// what)`.
+fn section(read: &mut Read<'_>, want: &str) -> Result<Vec<u8>, Error> {
+    let ident = read(0, 6, "e_ident").map_err(|_| Error::NotElf)?;
+    if ident.get(..4) != Some(b"\x7fELF") {
         return Err(Error::NotElf);
     }
-    let wide = match elf.get(4) {
+    let wide = match ident.get(4) {
         Some(1) => false,
         Some(2) => true,
         _ => return Err(Error::NotElf),
     };
-    let big = match elf.get(5) {
+    let big = match ident.get(5) {
         Some(1) => false,
         Some(2) => true,
         _ => return Err(Error::NotElf),
     };
-    let int = |at: usize, len: usize, what: &'static str| -> Result<usize, Error> {
-        let b = elf.get(at..at.checked_add(len).ok_or(Error::Bounds(what))?).ok_or(Error::Bounds(what))?;
+    let int = |buf: &[u8], at: usize, len: usize, what: &'static str| -> Result<usize, Error> {
+        let b = buf.get(at..at.checked_add(len).ok_or(Error::Bounds(what))?).ok_or(Error::Bounds(what))?;
         let mut v: u64 = 0;
         for i in 0..len {
             let byte = if big { b[i] } else { b[len - 1 - i] };
@@ -70,28 +121,27 @@ fn section<'a>(elf: &'a [u8], want: &str) -> Result<&'a [u8], Error> {
     let word = if wide { 8 } else { 4 };
     let (shoff, shentsize, shnum, shstrndx) = if wide { (0x28, 0x3a, 0x3c, 0x3e) } else { (0x20, 0x2e, 0x30, 0x32) };
     let (sh_offset, sh_size) = if wide { (0x18, 0x20) } else { (0x10, 0x14) };
-    let table = int(shoff, word, "e_shoff")?;
-    let entsize = int(shentsize, 2, "e_shentsize")?;
-    let count = int(shnum, 2, "e_shnum")?;
-    let names_index = int(shstrndx, 2, "e_shstrndx")?;
-    if count > SECTIONS_MAX || entsize < sh_size + word {
+    let header = read(0, shstrndx + 2, "ELF header")?;
+    let table_at = int(&header, shoff, word, "e_shoff")?;
+    let entsize = int(&header, shentsize, 2, "e_shentsize")?;
+    let count = int(&header, shnum, 2, "e_shnum")?;
+    let names_index = int(&header, shstrndx, 2, "e_shstrndx")?;
+    if count > SECTIONS_MAX || entsize < sh_size + word || names_index >= count {
         return Err(Error::Bounds("section headers"));
     }
-    let header = |i: usize| -> Result<(usize, &'a [u8]), Error> {
-        let at = table.checked_add(i.checked_mul(entsize).ok_or(Error::Bounds("section header"))?).ok_or(Error::Bounds("section header"))?;
-        let name = int(at, 4, "sh_name")?;
-        let offset = int(at + sh_offset, word, "sh_offset")?;
-        let size = int(at + sh_size, word, "sh_size")?;
-        let data = elf.get(offset..offset.checked_add(size).ok_or(Error::Bounds("section"))?).ok_or(Error::Bounds("section"))?;
-        Ok((name, data))
+    let table = read(table_at, count.checked_mul(entsize).ok_or(Error::Bounds("section headers"))?, "section headers")?;
+    let entry = |i: usize| -> Result<(usize, usize, usize), Error> {
+        let at = i * entsize;
+        Ok((int(&table, at, 4, "sh_name")?, int(&table, at + sh_offset, word, "sh_offset")?, int(&table, at + sh_size, word, "sh_size")?))
     };
-    let (_, names) = header(names_index)?;
+    let (_, names_at, names_len) = entry(names_index)?;
+    let names = read(names_at, names_len, "section names")?;
     for i in 0..count {
-        let (name, data) = header(i)?;
+        let (name, offset, size) = entry(i)?;
         let Some(rest) = names.get(name..) else { continue };
         let end = rest.iter().position(|&b| b == 0).unwrap_or(rest.len());
         if &rest[..end] == want.as_bytes() {
-            return Ok(data);
+            return read(offset, size, "section");
         }
     }
     Err(Error::NoModinfo)
@@ -151,11 +201,17 @@ mod tests {
             ("no .modinfo", elf64(None), Err(Error::NoModinfo)),
             ("not elf", b"hello world".to_vec(), Err(Error::NotElf)),
             ("empty", Vec::new(), Err(Error::NotElf)),
-            ("cut short", cut, Err(Error::Bounds("sh_name"))),
-            ("table past the end", huge_table, Err(Error::Bounds("section header"))),
+            ("cut short", cut, Err(Error::Bounds("section headers"))),
+            ("table past the end", huge_table, Err(Error::Bounds("section headers"))),
         ];
+        let dir = tempfile::tempdir().unwrap();
         for (what, bytes, want) in cases {
             assert_eq!(vermagic(&bytes).as_deref().map_err(Clone::clone), want, "{what}");
+            // The same answer from the file, read in parts.
+            let path = dir.path().join("m.ko");
+            std::fs::write(&path, &bytes).unwrap();
+            let from_file = vermagic_file(&std::fs::File::open(&path).unwrap()).unwrap();
+            assert_eq!(from_file.as_deref().map_err(Clone::clone), want, "{what} (file)");
         }
     }
 
@@ -180,6 +236,8 @@ mod tests {
             let bytes = std::fs::read(release_dir.path().join(module)).unwrap();
             let magic = vermagic(&bytes).unwrap();
             assert_eq!(release(&magic), running, "{module}: {magic}");
+            let file = std::fs::File::open(release_dir.path().join(module)).unwrap();
+            assert_eq!(vermagic_file(&file).unwrap().unwrap(), magic, "{module} (file)");
         }
     }
 }
