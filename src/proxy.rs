@@ -69,11 +69,6 @@ pub fn exported_file() -> Option<&'static Path> {
     EXPORTED.get().map(|(_, file)| file.as_path())
 }
 
-/// The proxy PID 1 was given, if any (for children it starts itself).
-pub fn exported() -> Option<&'static Proxy> {
-    EXPORTED.get().map(|(proxy, _)| proxy)
-}
-
 /// A proxy file is at most this long.
 const FILE_MAX: u64 = 64 << 10;
 
