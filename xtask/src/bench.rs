@@ -59,7 +59,7 @@ const BIG_SEARCH: (u32, u32, u32) = (2048, 1024, 32);
 /// A 1 GiB pull through QEMU's user network under TCG takes minutes.
 const BIG_TIMEOUT: Duration = Duration::from_secs(900);
 
-const USAGE: &str = "usage: cargo xtask bench boot [--init FILE] [--runs N] [--no-memory] [--append ARGS] [--trust] [--big [--memory MIB]] | bench initrd [--init FILE] | bench pull [--runs N] [--baseline FILE] [--big] | bench extensions [--runs N] | bench fleet [--machines N] [--image-mb M]";
+const USAGE: &str = "usage: cargo xtask bench boot [--init FILE] [--runs N] [--no-memory] [--append ARGS] [--qemu ARGS] [--trust] [--big [--memory MIB]] | bench initrd [--init FILE] | bench pull [--runs N] [--baseline FILE] [--big] | bench extensions [--runs N] | bench fleet [--machines N] [--image-mb M]";
 
 /// What `bench boot` measures besides the timed boots.
 struct BootOptions {
@@ -77,6 +77,9 @@ struct BootOptions {
     big: bool,
     /// `--big`: the timed boot's `-m`, the upper end of the search.
     big_memory: u32,
+    /// More QEMU arguments (`--qemu "-cpu max -smp 2"`): what the guest's
+    /// CPU model or count changes. The default guest is TCG's qemu64, one vCPU.
+    qemu: Vec<String>,
 }
 
 pub fn main(args: &[String]) -> Result<()> {
@@ -87,7 +90,7 @@ pub fn main(args: &[String]) -> Result<()> {
         return crate::bench_fleet::main(&args[1..]);
     }
     let mut opts = Options::default();
-    let mut boot_opts = BootOptions { runs: RUNS, memory: true, append: String::new(), trust: false, big: false, big_memory: BIG_SEARCH.0 };
+    let mut boot_opts = BootOptions { runs: RUNS, memory: true, append: String::new(), trust: false, big: false, big_memory: BIG_SEARCH.0, qemu: Vec::new() };
     let mut rest = args.iter().skip(1);
     while let Some(flag) = rest.next() {
         match flag.as_str() {
@@ -102,6 +105,7 @@ pub fn main(args: &[String]) -> Result<()> {
                 boot_opts.big_memory = rest.next().and_then(|n| n.parse().ok()).filter(|n| *n > 0).ok_or_else(|| anyhow::anyhow!(USAGE))?;
             }
             "--append" => boot_opts.append = rest.next().ok_or_else(|| anyhow::anyhow!(USAGE))?.clone(),
+            "--qemu" => boot_opts.qemu.extend(rest.next().ok_or_else(|| anyhow::anyhow!(USAGE))?.split_whitespace().map(str::to_owned)),
             _ => bail!(USAGE),
         }
     }
@@ -155,9 +159,11 @@ fn boot(opts: &Options, boot_opts: &BootOptions) -> Result<()> {
         boot_opts.append
     );
 
+    let mut config = fixture.vm(&append);
+    config.extra_args.extend(boot_opts.qemu.iter().cloned());
     let mut runs = Vec::new();
     for i in 0..boot_opts.runs {
-        let run = timed_boot(&fixture.vm(&append), 256)?;
+        let run = timed_boot(&config, 256)?;
         eprintln!(
             "xtask: run {}: {}",
             i + 1,
@@ -170,7 +176,7 @@ fn boot(opts: &Options, boot_opts: &BootOptions) -> Result<()> {
     let mut smallest = None;
     let mut tried = Vec::new();
     for &mib in MEMORY_STEPS.iter().filter(|_| boot_opts.memory) {
-        let passed = timed_boot(&fixture.vm(&append), mib)?.passed;
+        let passed = timed_boot(&config, mib)?.passed;
         tried.push(format!("{mib} {}", if passed { "ok" } else { "failed" }));
         if !passed {
             break;
@@ -240,7 +246,8 @@ fn big(opts: &Options, boot_opts: &BootOptions) -> Result<()> {
         e2e::COMMON_APPEND,
         boot_opts.append
     );
-    let config = fixture.vm(&append);
+    let mut config = fixture.vm(&append);
+    config.extra_args.extend(boot_opts.qemu.iter().cloned());
     let (_, mut fail, resolution) = BIG_SEARCH;
     let mut pass = boot_opts.big_memory;
     let run = boot_for(&config, pass, BIG_TIMEOUT)?;
