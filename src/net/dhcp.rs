@@ -93,6 +93,20 @@ pub async fn leases(handle: &Handle, links: &[Link], deadline: Instant, grace: D
     outcome
 }
 
+/// The DHCP client's settings for `link`: its MAC as client id, and the
+/// first DISCOVER at once, as the kernel's `ip=dhcp` and udhcpc send it
+/// (mozim waits a random 0-200 ms by default, RFC 2131 4.4.1, which was on
+/// every boot's critical path). Retries keep RFC 2131's randomized backoff.
+fn client_config(link: &Link) -> Result<DhcpV4Config, DhcpError> {
+    let mut config = DhcpV4Config::new(&link.name);
+    config
+        .set_iface_index(link.index)
+        .set_iface_mac_raw(&link.mac)?
+        .use_mac_as_client_id()
+        .set_start_delay_max_ms(0);
+    Ok(config)
+}
+
 /// Polls the link until it reports a carrier; false if the link is gone.
 async fn wait_for_carrier(handle: &Handle, link: &Link) -> bool {
     let mut logged = false;
@@ -113,16 +127,27 @@ async fn wait_for_carrier(handle: &Handle, link: &Link) -> bool {
     }
 }
 async fn acquire(link: &Link) -> Result<DhcpV4Lease, DhcpError> {
-    let mut config = DhcpV4Config::new(&link.name);
-    config
-        .set_iface_index(link.index)
-        .set_iface_mac_raw(&link.mac)?
-        .use_mac_as_client_id();
-    let mut client = DhcpV4Client::init(config, None).await?;
+    let mut client = DhcpV4Client::init(client_config(link)?, None).await?;
     loop {
         match client.run().await? {
             DhcpV4State::Done(lease) => return Ok(*lease),
             state => debug!(iface = %link.name, %state, "DHCP"),
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::net::link::Kind;
+
+    #[test]
+    fn the_first_discover_is_not_held_back() {
+        let link = Link { index: 2, name: "eth0".into(), mac: vec![0x52, 0x54, 0, 0x12, 0x34, 0x56], ethernet: true, kind: Kind::Ethernet, carrier: true, controller: None };
+        let config = client_config(&link).unwrap();
+        assert_eq!(config.start_delay_max_ms, 0, "mozim's random wait before the first DISCOVER is off");
+        assert_eq!((config.iface_name.as_str(), config.iface_index), ("eth0", 2));
+        // Upstream's default, kept for anyone else using the vendored crate.
+        assert_eq!(DhcpV4Config::new("eth0").start_delay_max_ms, 200);
     }
 }
