@@ -21,8 +21,9 @@ const ERROR_FILE: &str = "/run/iguana/child-error";
 /// A child's error text longer than this is not quoted (its status is).
 const ERROR_FILE_MAX: u64 = 64 << 10;
 
-/// How often PID 1 looks whether the child has ended. Short enough that a
-/// step does not wait noticeably longer than its child ran.
+/// How often PID 1 looks whether the child has ended when the kernel gives
+/// no pidfd (before Linux 5.3). With one, PID 1 sleeps in poll(2) until the
+/// child ends or its deadline comes, and goes on at once.
 const POLL: Duration = Duration::from_millis(20);
 /// How long PID 1 waits for a killed child to be gone.
 const KILL_GRACE: Duration = Duration::from_secs(5);
@@ -126,17 +127,49 @@ impl Running {
     }
 }
 
+/// Starts `command` as a helper that nothing on the boot's path waits for
+/// (the progress relay, hotplug, the IPv6 watcher) at the lowest priority,
+/// nice 19: it takes the CPU when the boot's own steps leave it, instead of
+/// sharing it with them (a one-CPU VM runs every helper's start on the same
+/// CPU as the module loads, DHCP and the pull). Set from here, before the
+/// child is scheduled to exec, so its start is low priority too; a failure
+/// to lower it is logged and the child runs as it is.
+pub fn spawn_background(command: &mut Command) -> std::io::Result<Child> {
+    let child = command.spawn()?;
+    let pid = rustix::process::Pid::from_child(&child);
+    if let Err(e) = rustix::process::setpriority_process(Some(pid), BACKGROUND_NICE) {
+        tracing::warn!("nice {BACKGROUND_NICE} for pid {}: {e}", child.id());
+    }
+    Ok(child)
+}
+
+/// The priority of [`spawn_background`]'s children.
+pub const BACKGROUND_NICE: i32 = 19;
+
 /// The child's status once it ended, or `None` when `deadline` came first.
+/// Its pidfd becomes readable when it ends, so the wait ends then, not at
+/// the next poll tick (each helper on the boot's path used to cost PID 1
+/// up to 20 ms of looking).
 fn wait_until(child: &mut Child, deadline: Option<Instant>) -> std::io::Result<Option<ExitStatus>> {
+    use rustix::event::{poll, PollFd, PollFlags, Timespec};
+    let pidfd = rustix::process::pidfd_open(rustix::process::Pid::from_child(child), rustix::process::PidfdFlags::empty()).ok();
     loop {
         if let Some(status) = child.try_wait()? {
             return Ok(Some(status));
         }
-        let left = deadline.map_or(POLL, |d| d.saturating_duration_since(Instant::now()));
+        let left = deadline.map_or(Duration::MAX, |d| d.saturating_duration_since(Instant::now()));
         if left.is_zero() {
             return Ok(None);
         }
-        std::thread::sleep(POLL.min(left));
+        match &pidfd {
+            Some(fd) => {
+                // Capped so a spurious wakeup or EINTR only loops.
+                let step = left.min(Duration::from_secs(1));
+                let timeout = Timespec { tv_sec: step.as_secs().try_into().unwrap_or(1), tv_nsec: step.subsec_nanos().into() };
+                let _ = poll(&mut [PollFd::new(fd, PollFlags::IN)], Some(&timeout));
+            }
+            None => std::thread::sleep(POLL.min(left)),
+        }
     }
 }
 
@@ -239,6 +272,27 @@ mod tests {
             let (result, _, _) = sh(script, Duration::from_secs(20));
             assert_eq!(result, expected, "{script}");
         }
+    }
+
+    /// nice is field 19 of /proc/PID/stat (after the parenthesized name).
+    fn nice_of(pid: u32) -> i32 {
+        let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap();
+        let after_name = &stat[stat.rfind(')').unwrap() + 2..];
+        after_name.split(' ').nth(16).unwrap().parse().unwrap()
+    }
+
+    #[test]
+    fn a_background_helper_runs_at_the_lowest_priority_and_a_waited_one_does_not() {
+        let mut background = spawn_background(Command::new("/bin/sleep").arg("5")).unwrap();
+        let mut waited = Command::new("/bin/sleep").arg("5").spawn().unwrap();
+        let mine = nice_of(std::process::id());
+        let (got_background, got_waited) = (nice_of(background.id()), nice_of(waited.id()));
+        for child in [&mut background, &mut waited] {
+            child.kill().unwrap();
+            child.wait().unwrap();
+        }
+        assert_eq!(got_background, BACKGROUND_NICE);
+        assert_eq!(got_waited, mine);
     }
 
     #[test]

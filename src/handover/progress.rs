@@ -23,11 +23,12 @@ pub fn start() {
             return;
         }
     }
-    let spawned = std::process::Command::new("/proc/self/exe")
-        .args(["progress-relay", FIFO])
-        .env("IGUANA_CHILD", "1")
-        .stdin(std::process::Stdio::null())
-        .spawn();
+    let spawned = crate::child::spawn_background(
+        std::process::Command::new("/proc/self/exe")
+            .args(["progress-relay", FIFO])
+            .env("IGUANA_CHILD", "1")
+            .stdin(std::process::Stdio::null()),
+    );
     if let Err(e) = spawned {
         // With no reader, a container opening the FIFO would wait forever:
         // take it away, so a write makes a plain file instead.

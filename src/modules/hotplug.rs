@@ -84,11 +84,12 @@ impl Listener {
             fcntl(self.0.as_fd(), FcntlArg::F_SETFD(flags)).map(drop).map_err(|source| Error::Inherit { fd, source })
         };
         inherit(FdFlag::empty())?;
-        let spawned = Command::new("/proc/self/exe")
-            .args(["hotplug", "--fd", &fd.to_string()])
-            .env("IGUANA_CHILD", "1")
-            .stdin(Stdio::null())
-            .spawn();
+        let spawned = crate::child::spawn_background(
+            Command::new("/proc/self/exe")
+                .args(["hotplug", "--fd", &fd.to_string()])
+                .env("IGUANA_CHILD", "1")
+                .stdin(Stdio::null()),
+        );
         inherit(FdFlag::FD_CLOEXEC)?;
         spawned.map(drop).map_err(Error::Spawn)
     }

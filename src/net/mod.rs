@@ -308,7 +308,7 @@ fn start_watcher(links: &[Link], options: &Options) {
     if let Some(publish) = &options.publish {
         command.arg("--publish").arg(publish);
     }
-    match command.spawn() {
+    match crate::child::spawn_background(&mut command) {
         Ok(child) => info!(pid = child.id(), interfaces = %names, "IPv6 watcher started"),
         Err(err) => warn!(%err, "IPv6 watcher not started; network.json will miss a late SLAAC address"),
     }
