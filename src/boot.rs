@@ -253,7 +253,10 @@ fn load_modules(policy: &modules::Policy, network_ready: &mut dyn FnMut(&[String
     if Path::new("/sys/firmware/efi").exists() {
         named.push("efi_pstore");
     }
-    match modules::coldplug(&dir, Path::new("/sys"), policy, &named, network_ready) {
+    // Passes after the first take their devices from the uevents queued
+    // meanwhile instead of scanning sysfs again.
+    let mut announced = || uevents.as_ref().and_then(modules::hotplug::Listener::drain);
+    match modules::coldplug(&dir, Path::new("/sys"), policy, &named, &mut announced, network_ready) {
         Ok(report) => tracing::info!("coldplug: {report}"),
         Err(e) => tracing::warn!("{}", logging::chain(&e)),
     }

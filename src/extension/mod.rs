@@ -191,7 +191,7 @@ pub fn merge_devices(args: &Args, policy: &crate::modules::Policy, merged: &mut 
 /// brought modules for (hotplug is already listening for new devices).
 fn coldplug_again(policy: &crate::modules::Policy) {
     if let Ok(dir) = crate::modules::kernel_modules_dir() {
-        match crate::modules::coldplug(&dir, Path::new("/sys"), policy, &[], &mut |_: &[String]| {}) {
+        match crate::modules::coldplug(&dir, Path::new("/sys"), policy, &[], &mut || None, &mut |_: &[String]| {}) {
             Ok(report) => tracing::info!("extensions: coldplug {report}"),
             Err(e) => tracing::warn!("extensions: coldplug: {}", chain(&e)),
         }

@@ -75,6 +75,42 @@ impl Listener {
         Ok(Listener(fd))
     }
 
+    /// The modaliases of the `add` uevents the kernel queued since the last
+    /// call, read without waiting, for coldplug's passes after the first
+    /// (a pass then needs no scan of sysfs). `None` when the kernel dropped
+    /// events (the queue overflowed) or reading failed: only a scan is sure
+    /// then. What is read here is gone for the hotplug child, which starts
+    /// after coldplug's last pass and reads what came after it. Messages
+    /// are the kernel's own, parsed as the child parses them (the same
+    /// `MODALIAS=` a sysfs scan reads from each device's `uevent` file);
+    /// the queue is bounded by the socket's receive buffer.
+    pub fn drain(&self) -> Option<Vec<String>> {
+        use nix::sys::socket::{recvmsg, MsgFlags};
+        let mut buf = vec![0u8; uevent::MAX_LEN + 1];
+        let mut modaliases = Vec::new();
+        loop {
+            let mut iov = [std::io::IoSliceMut::new(&mut buf)];
+            let received = recvmsg::<NetlinkAddr>(self.0.as_raw_fd(), &mut iov, None, MsgFlags::MSG_DONTWAIT)
+                .map(|msg| (msg.bytes, msg.address.map_or(u32::MAX, |a| a.pid()), msg.flags.contains(MsgFlags::MSG_TRUNC)));
+            match received {
+                Ok((len, 0, false)) => {
+                    let event = buf.get(..len).map(uevent::parse);
+                    if let Some(Ok(event)) = event {
+                        modaliases.extend(event.wants_driver().map(str::to_owned));
+                    }
+                }
+                // Not the kernel's, or longer than any uevent: not a device.
+                Ok(_) => {}
+                Err(Errno::EAGAIN) => return Some(modaliases),
+                Err(Errno::EINTR) => {}
+                Err(errno) => {
+                    debug!(%errno, "uevents not read (lost: ENOBUFS); coldplug scans sysfs");
+                    return None;
+                }
+            }
+        }
+    }
+
     /// Starts `iguana hotplug` with this socket; PID 1 keeps no copy. PID 1
     /// is single-threaded, so no other child can inherit the descriptor
     /// while its close-on-exec flag is off.

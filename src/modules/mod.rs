@@ -120,8 +120,11 @@ pub struct Report {
     pub failed: Vec<Failure>,
     /// Modules a device or a name asked for that the blacklist held back.
     pub blacklisted: Vec<String>,
-    /// Scans of sysfs (0 for [`load_named`]).
+    /// Passes of coldplug (0 for [`load_named`]).
     pub passes: u32,
+    /// Passes that scanned sysfs: the first, and any later one whose new
+    /// devices the uevents did not tell (no socket, or events lost).
+    pub scans: u32,
     /// What the sysfs scans took, all passes together (the rest of
     /// `duration` is the kernel's: `finit_module` and the probes it runs).
     pub scanning: Duration,
@@ -145,10 +148,11 @@ impl fmt::Display for Report {
         }
         write!(
             f,
-            ", {} passes, {} ms (index {} ms, sysfs scans {} ms)",
+            ", {} passes, {} ms (index {} ms, {} sysfs scans {} ms)",
             self.passes,
             self.duration.as_millis(),
             self.indexing.as_millis(),
+            self.scans,
             self.scanning.as_millis()
         )
     }
@@ -162,10 +166,14 @@ pub fn kernel_modules_dir() -> Result<PathBuf, Error> {
     Ok(Path::new("/lib/modules").join(release.trim()))
 }
 
-/// Loads the driver of every device in `sys_dir` (normally `/sys`), repeating
-/// the scan while loading drivers makes new devices appear, then the modules
-/// in `named` that no device asks for (as [`load_named`]), reading the
-/// index once. `network_ready` is called once, as soon as the first pass
+/// Loads the driver of every device in `sys_dir` (normally `/sys`), then of
+/// the devices loading drivers made appear, pass after pass while a pass
+/// loads something, then the modules in `named` that no device asks for
+/// (as [`load_named`]), reading the index once. The first pass scans sysfs;
+/// a later one takes the devices from `announced` (the `add` uevents queued
+/// since its last call, see [`hotplug::Listener::drain`]) and scans again
+/// only when that returns `None` (no socket, or events were lost). With
+/// the uevents a boot scans sysfs once instead of three times. `network_ready` is called once, as soon as the first pass
 /// that loads network drivers has loaded them all (their links exist) and
 /// what DHCP needs besides (`af_packet` when modular), before
 /// the rest of that pass, or at the end when no pass loaded one (built-in
@@ -175,12 +183,13 @@ pub fn coldplug(
     sys_dir: &Path,
     policy: &Policy,
     named: &[&str],
+    announced: &mut dyn FnMut() -> Option<Vec<String>>,
     network_ready: &mut dyn FnMut(&[String]),
 ) -> Result<Report, Error> {
     let start = Instant::now();
     let index = read_index(modules_dir)?;
     let indexing = start.elapsed();
-    let mut report = coldplug_with(&index, modules_dir, sys_dir, &mut KernelLoader, policy, network_ready);
+    let mut report = coldplug_with(&index, modules_dir, sys_dir, &mut KernelLoader, policy, announced, network_ready);
     report.indexing = indexing;
     report.duration += indexing;
     let extra = load_named_with(&index, modules_dir, named, &mut KernelLoader, policy);
@@ -226,6 +235,7 @@ fn coldplug_with(
     sys_dir: &Path,
     loader: &mut dyn Loader,
     policy: &Policy,
+    announced: &mut dyn FnMut() -> Option<Vec<String>>,
     network_ready: &mut dyn FnMut(&[String]),
 ) -> Report {
     let start = Instant::now();
@@ -242,9 +252,18 @@ fn coldplug_with(
         session.report.passes = pass;
         let before = session.report.loaded.len();
         let mut wanted: Vec<&str> = Vec::new();
-        let scan = Instant::now();
-        let modaliases = sysfs::modaliases(sys_dir);
-        session.report.scanning += scan.elapsed();
+        // Read before the first scan too: what was queued then, the scan
+        // sees; what comes after it, the next pass reads.
+        let modaliases = match announced() {
+            Some(devices) if pass > 1 => devices.into_iter().collect(),
+            _ => {
+                let scan = Instant::now();
+                let found = sysfs::modaliases(sys_dir);
+                session.report.scanning += scan.elapsed();
+                session.report.scans += 1;
+                found
+            }
+        };
         for modalias in modaliases {
             if seen.contains(&modalias) {
                 continue;
@@ -563,6 +582,7 @@ kernel/crypto/cryptd.ko:
             &rec.sys.clone(),
             &mut rec,
             &Policy::default(),
+            &mut || None,
             &mut |_| {},
         );
         let calls: Vec<&str> = rec.calls.iter().map(|(name, _)| name.as_str()).collect();
@@ -610,6 +630,45 @@ kernel/crypto/cryptd.ko:
         assert_eq!(report.passes, 3);
     }
 
+    /// Passes after the first read the devices the kernel announced (the
+    /// uevents queued meanwhile) instead of scanning sysfs again; lost
+    /// events or no socket (`None`) mean a scan. The same modules load.
+    #[test]
+    fn later_passes_take_the_announced_devices_and_scan_only_without_them() {
+        let virtio = || Some(vec!["virtio:d00000001v00001AF4".to_string(), "virtio:d00000002v00001AF4".to_string()]);
+        let empty = || Some(Vec::new());
+        // What each call of `announced` returns, then sysfs scans, passes.
+        type Case = (Vec<Option<Vec<String>>>, u32, u32);
+        let cases: [Case; 4] = [
+            // Pass 1 scans (the queue's early events are covered by it),
+            // pass 2 reads the two virtio devices, pass 3 an empty queue.
+            (vec![empty(), virtio(), empty()], 1, 3),
+            // Events lost after pass 1: pass 2 scans.
+            (vec![empty(), None, empty()], 2, 3),
+            // Pass 1 always scans, whatever the queue said.
+            (vec![virtio(), virtio(), empty()], 1, 3),
+            // No socket: every pass scans, as before.
+            (vec![None, None, None], 3, 3),
+        ];
+        for (answers, scans, passes) in cases {
+            let (_tmp, index, mut rec) = setup(&["virtio_blk"], &["cryptd"]);
+            let mut answers = answers.into_iter();
+            let report = coldplug_with(
+                &index,
+                &rec.modules_dir.clone(),
+                &rec.sys.clone(),
+                &mut rec,
+                &Policy::default(),
+                &mut || answers.next().flatten(),
+                &mut |_| {},
+            );
+            let calls: Vec<&str> = rec.calls.iter().map(|(name, _)| name.as_str()).collect();
+            assert_eq!(calls[calls.len() - 4..], ["failover", "net_failover", "virtio_net", "virtio_blk"], "{calls:?}");
+            assert_eq!(names(&report.loaded).len(), 10, "{:?}", report.loaded);
+            assert_eq!((report.scans, report.passes), (scans, passes), "{:?}", report.loaded);
+        }
+    }
+
     #[test]
     fn network_drivers_load_first_and_are_announced_before_the_rest_of_their_pass() {
         // Aliases swapped so the disk's device sorts first in pass 2: the
@@ -626,6 +685,7 @@ kernel/crypto/cryptd.ko:
             &rec.sys.clone(),
             &mut rec,
             &Policy::default(),
+            &mut || None,
             &mut |loaded| announced.push(loaded.to_vec()),
         );
         assert_eq!(
@@ -646,6 +706,7 @@ kernel/crypto/cryptd.ko:
             &rec.sys.clone(),
             &mut rec,
             &policy,
+            &mut || None,
             &mut |loaded| announced.push(loaded.len()),
         );
         assert_eq!(announced, [report.loaded.len()]);
@@ -664,6 +725,7 @@ kernel/crypto/cryptd.ko:
             &rec.sys.clone(),
             &mut rec,
             &policy,
+            &mut || None,
             &mut |_| {},
         );
         // aesni_intel and its own needs are skipped; virtio_ring is only
@@ -737,7 +799,7 @@ kernel/crypto/cryptd.ko:
     #[test]
     fn missing_index_is_an_error() {
         let tmp = tempfile::tempdir().unwrap();
-        let err = coldplug(tmp.path(), tmp.path(), &Policy::default(), &[], &mut |_| {}).unwrap_err();
+        let err = coldplug(tmp.path(), tmp.path(), &Policy::default(), &[], &mut || None, &mut |_| {}).unwrap_err();
         assert_eq!(
             err.to_string(),
             format!("read module index {}/modules.alias", tmp.path().display())
@@ -753,6 +815,7 @@ kernel/crypto/cryptd.ko:
                 error: LoadError::NotFound,
             }],
             passes: 2,
+            scans: 1,
             duration: Duration::from_millis(42),
             indexing: Duration::from_millis(3),
             scanning: Duration::from_millis(30),
@@ -760,7 +823,7 @@ kernel/crypto/cryptd.ko:
         };
         assert_eq!(
             report.to_string(),
-            "loaded 2 modules (virtio_pci virtio_net), 1 failed [x: not in modules.dep], 2 passes, 42 ms (index 3 ms, sysfs scans 30 ms)"
+            "loaded 2 modules (virtio_pci virtio_net), 1 failed [x: not in modules.dep], 2 passes, 42 ms (index 3 ms, 1 sysfs scans 30 ms)"
         );
     }
 }
