@@ -573,18 +573,22 @@ kernel/crypto/cryptd.ko:
             .collect()
     }
 
+    /// Coldplug over the recorder's fake sysfs and modules directory.
+    fn plug(
+        index: &Index,
+        rec: &mut Recorder,
+        policy: &Policy,
+        announced: &mut dyn FnMut() -> Option<Vec<String>>,
+        network_ready: &mut dyn FnMut(&[String]),
+    ) -> Report {
+        let (modules_dir, sys) = (rec.modules_dir.clone(), rec.sys.clone());
+        coldplug_with(index, &modules_dir, &sys, rec, policy, announced, network_ready)
+    }
+
     #[test]
     fn coldplug_loads_drivers_of_devices_that_appear() {
         let (_tmp, index, mut rec) = setup(&["virtio_blk"], &["cryptd"]);
-        let report = coldplug_with(
-            &index,
-            &rec.modules_dir.clone(),
-            &rec.sys.clone(),
-            &mut rec,
-            &Policy::default(),
-            &mut || None,
-            &mut |_| {},
-        );
+        let report = plug(&index, &mut rec, &Policy::default(), &mut || None, &mut |_| {});
         let calls: Vec<&str> = rec.calls.iter().map(|(name, _)| name.as_str()).collect();
         assert_eq!(
             calls,
@@ -653,15 +657,7 @@ kernel/crypto/cryptd.ko:
         for (answers, scans, passes) in cases {
             let (_tmp, index, mut rec) = setup(&["virtio_blk"], &["cryptd"]);
             let mut answers = answers.into_iter();
-            let report = coldplug_with(
-                &index,
-                &rec.modules_dir.clone(),
-                &rec.sys.clone(),
-                &mut rec,
-                &Policy::default(),
-                &mut || answers.next().flatten(),
-                &mut |_| {},
-            );
+            let report = plug(&index, &mut rec, &Policy::default(), &mut || answers.next().flatten(), &mut |_| {});
             let calls: Vec<&str> = rec.calls.iter().map(|(name, _)| name.as_str()).collect();
             assert_eq!(calls[calls.len() - 4..], ["failover", "net_failover", "virtio_net", "virtio_blk"], "{calls:?}");
             assert_eq!(names(&report.loaded).len(), 10, "{:?}", report.loaded);
@@ -679,15 +675,7 @@ kernel/crypto/cryptd.ko:
             .replace("d00000001v* virtio_net", "d00000002v* virtio_net");
         let index = Index::parse(&alias, DEP, BUILTIN);
         let mut announced = Vec::new();
-        let report = coldplug_with(
-            &index,
-            &rec.modules_dir.clone(),
-            &rec.sys.clone(),
-            &mut rec,
-            &Policy::default(),
-            &mut || None,
-            &mut |loaded| announced.push(loaded.to_vec()),
-        );
+        let report = plug(&index, &mut rec, &Policy::default(), &mut || None, &mut |loaded| announced.push(loaded.to_vec()));
         assert_eq!(
             names(&report.loaded)[report.loaded.len() - 4..],
             ["failover", "net_failover", "virtio_net", "virtio_blk"]
@@ -700,15 +688,7 @@ kernel/crypto/cryptd.ko:
         let (_tmp, index, mut rec) = setup(&[], &[]);
         let policy = args::parse("rd.driver.blacklist=virtio_net").unwrap();
         let mut announced = Vec::new();
-        let report = coldplug_with(
-            &index,
-            &rec.modules_dir.clone(),
-            &rec.sys.clone(),
-            &mut rec,
-            &policy,
-            &mut || None,
-            &mut |loaded| announced.push(loaded.len()),
-        );
+        let report = plug(&index, &mut rec, &policy, &mut || None, &mut |loaded| announced.push(loaded.len()));
         assert_eq!(announced, [report.loaded.len()]);
     }
 
@@ -719,15 +699,7 @@ kernel/crypto/cryptd.ko:
             "rd.driver.blacklist=virtio-blk,virtio_ring modprobe.blacklist=aesni_intel virtio-net.napi_tx=0 virtio_net.csum=1 virtio_ring.x=\"a b\"",
         )
         .unwrap();
-        let report = coldplug_with(
-            &index,
-            &rec.modules_dir.clone(),
-            &rec.sys.clone(),
-            &mut rec,
-            &policy,
-            &mut || None,
-            &mut |_| {},
-        );
+        let report = plug(&index, &mut rec, &policy, &mut || None, &mut |_| {});
         // aesni_intel and its own needs are skipped; virtio_ring is only
         // blacklisted, so it still loads as a dependency, like modprobe.
         let calls: Vec<&str> = rec.calls.iter().map(|(name, _)| name.as_str()).collect();
