@@ -129,11 +129,15 @@ impl Running {
 
 /// Starts `command` as a helper that nothing on the boot's path waits for
 /// (the progress relay, hotplug, the IPv6 watcher) at the lowest priority,
-/// nice 19: it takes the CPU when the boot's own steps leave it, instead of
-/// sharing it with them (a one-CPU VM runs every helper's start on the same
-/// CPU as the module loads, DHCP and the pull). Set from here, before the
-/// child is scheduled to exec, so its start is low priority too; a failure
-/// to lower it is logged and the child runs as it is.
+/// nice 19: its start (the exec of this 8 MB binary and its setup) takes
+/// the CPU when the boot's own steps leave it, instead of sharing it with
+/// them (a one-CPU VM runs every helper's start on the same CPU as the
+/// module loads, DHCP and the pull). Set right after `spawn` returns, which
+/// is once the child has exec'd, before it ran far (nice is per thread:
+/// threads it started by then keep nice 0). A helper whose later work is
+/// wanted promptly (hotplug's drivers, the relay's lines) goes back to
+/// [`normal_priority`] once set up. A failure to lower it is logged and
+/// the child runs as it is.
 pub fn spawn_background(command: &mut Command) -> std::io::Result<Child> {
     let child = command.spawn()?;
     let pid = rustix::process::Pid::from_child(&child);
@@ -145,6 +149,15 @@ pub fn spawn_background(command: &mut Command) -> std::io::Result<Child> {
 
 /// The priority of [`spawn_background`]'s children.
 pub const BACKGROUND_NICE: i32 = 19;
+
+/// Back to nice 0 (root may lower its nice value): a background helper
+/// whose start is over and whose work is wanted promptly, such as loading
+/// a late device's driver while a pull keeps the CPU busy.
+pub fn normal_priority() {
+    if let Err(e) = rustix::process::setpriority_process(None, 0) {
+        tracing::debug!("nice 0: {e}");
+    }
+}
 
 /// The child's status once it ended, or `None` when `deadline` came first.
 /// Its pidfd becomes readable when it ends, so the wait ends then, not at
@@ -166,7 +179,12 @@ fn wait_until(child: &mut Child, deadline: Option<Instant>) -> std::io::Result<O
                 // Capped so a spurious wakeup or EINTR only loops.
                 let step = left.min(Duration::from_secs(1));
                 let timeout = Timespec { tv_sec: step.as_secs().try_into().unwrap_or(1), tv_nsec: step.subsec_nanos().into() };
-                let _ = poll(&mut [PollFd::new(fd, PollFlags::IN)], Some(&timeout));
+                match poll(&mut [PollFd::new(fd, PollFlags::IN)], Some(&timeout)) {
+                    Ok(_) | Err(rustix::io::Errno::INTR) => {}
+                    // Never spin on a poll that fails at once: look every
+                    // POLL instead, as without a pidfd.
+                    Err(_) => std::thread::sleep(POLL.min(step)),
+                }
             }
             None => std::thread::sleep(POLL.min(left)),
         }
@@ -283,14 +301,16 @@ mod tests {
 
     #[test]
     fn a_background_helper_runs_at_the_lowest_priority_and_a_waited_one_does_not() {
+        let dir = tempfile::tempdir().unwrap();
         let mut background = spawn_background(Command::new("/bin/sleep").arg("5")).unwrap();
-        let mut waited = Command::new("/bin/sleep").arg("5").spawn().unwrap();
+        // As PID 1 starts net-up and the pull (start/run): never niced.
+        let waited = start_program(Path::new("/bin/sleep"), &["5".to_string()], Duration::from_secs(30), &dir.path().join("error")).unwrap();
         let mine = nice_of(std::process::id());
-        let (got_background, got_waited) = (nice_of(background.id()), nice_of(waited.id()));
-        for child in [&mut background, &mut waited] {
-            child.kill().unwrap();
-            child.wait().unwrap();
-        }
+        let (got_background, got_waited) = (nice_of(background.id()), nice_of(waited.child.id()));
+        background.kill().unwrap();
+        background.wait().unwrap();
+        waited.stop();
+        assert_ne!(mine, BACKGROUND_NICE, "the test runs at nice {mine}: it cannot tell the two apart");
         assert_eq!(got_background, BACKGROUND_NICE);
         assert_eq!(got_waited, mine);
     }

@@ -42,6 +42,8 @@ pub fn start() {
 /// reading whatever comes, holding at most `LINE_CAP` bytes.
 pub fn cli(args: &[String]) -> anyhow::Result<()> {
     let [path] = args else { bail!("usage: iguana progress-relay FIFO") };
+    // Started at nice 19, off the boot's path; a container's lines are not.
+    crate::child::normal_priority();
     let mut lines = Lines::new(LINE_CAP);
     let mut buf = vec![0u8; 16 * 1024];
     let mut warned = false;

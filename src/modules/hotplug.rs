@@ -8,9 +8,10 @@
 //! drivers each `ACTION=add` event's `MODALIAS` asks for. A child rather
 //! than PID 1's own loops: PID 1 spends the boot blocked in waits for
 //! helper children and containers (libcontainer), which is exactly when late
-//! devices show up, and it must stay single-threaded; the child also keeps
-//! the parsing of kernel messages out of PID 1. It runs until the handover,
-//! which kills every process but PID 1.
+//! devices show up, and it must stay single-threaded. The child runs until
+//! the handover, which kills every process but PID 1. During coldplug PID
+//! 1 reads the same socket itself ([`Listener::drain`]): the devices its
+//! loads made appear, so its passes after the first need no sysfs scan.
 
 use std::os::fd::{AsFd, AsRawFd, OwnedFd};
 use std::process::{Command, Stdio};
@@ -33,6 +34,11 @@ const KERNEL_GROUP: u32 = 1;
 /// and device) while nobody reads; past it the kernel drops events and we
 /// rescan sysfs instead.
 const RECEIVE_BUFFER: usize = 4 << 20;
+/// One [`Listener::drain`] reads at most this many messages (a boot's
+/// coldplug causes tens); past it the pass scans sysfs instead, so a flood
+/// of messages (any process may send to the socket; only the kernel's
+/// count) can neither hold coldplug nor grow PID 1's heap.
+const DRAIN_MAX: usize = 4096;
 
 #[derive(Debug, thiserror::Error)]
 pub enum Error {
@@ -87,8 +93,8 @@ impl Listener {
     pub fn drain(&self) -> Option<Vec<String>> {
         use nix::sys::socket::{recvmsg, MsgFlags};
         let mut buf = vec![0u8; uevent::MAX_LEN + 1];
-        let mut modaliases = Vec::new();
-        loop {
+        let mut modaliases = std::collections::BTreeSet::new();
+        for _ in 0..DRAIN_MAX {
             let mut iov = [std::io::IoSliceMut::new(&mut buf)];
             let received = recvmsg::<NetlinkAddr>(self.0.as_raw_fd(), &mut iov, None, MsgFlags::MSG_DONTWAIT)
                 .map(|msg| (msg.bytes, msg.address.map_or(u32::MAX, |a| a.pid()), msg.flags.contains(MsgFlags::MSG_TRUNC)));
@@ -101,14 +107,16 @@ impl Listener {
                 }
                 // Not the kernel's, or longer than any uevent: not a device.
                 Ok(_) => {}
-                Err(Errno::EAGAIN) => return Some(modaliases),
+                Err(Errno::EAGAIN) => return Some(modaliases.into_iter().collect()),
                 Err(Errno::EINTR) => {}
                 Err(errno) => {
-                    debug!(%errno, "uevents not read (lost: ENOBUFS); coldplug scans sysfs");
+                    debug!(%errno, "uevents not read (ENOBUFS: some were lost); coldplug scans sysfs");
                     return None;
                 }
             }
         }
+        debug!(max = DRAIN_MAX, "more uevents queued than one drain reads; coldplug scans sysfs");
+        None
     }
 
     /// Starts `iguana hotplug` with this socket; PID 1 keeps no copy. PID 1
@@ -146,6 +154,9 @@ pub fn cli(args: &[String]) -> anyhow::Result<()> {
     let mut loader = KernelLoader;
     let mut hotplug = Hotplug { session: Session::new(&index, &dir, &mut loader, &policy) };
     info!(fd, "hotplug: listening for uevents");
+    // Started at nice 19 (its start is not on the boot's path); a late
+    // device's driver is, when a job waits for it.
+    crate::child::normal_priority();
     let mut buf = vec![0u8; uevent::MAX_LEN + 1];
     loop {
         match recvfrom::<NetlinkAddr>(socket.as_raw_fd(), &mut buf) {

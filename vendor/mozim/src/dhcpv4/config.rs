@@ -175,15 +175,15 @@ impl DhcpV4Config {
         self
     }
 
-    /// Timeout in seconds for getting/refreshing lease.
-    /// 0 means infinitely.
-    /// By default is wait infinitely.
     /// See [`DhcpV4Config::start_delay_max_ms`]. (iguana's patch.)
     pub fn set_start_delay_max_ms(&mut self, ms: u64) -> &mut Self {
         self.start_delay_max_ms = ms;
         self
     }
 
+    /// Timeout in seconds for getting/refreshing lease.
+    /// 0 means infinitely.
+    /// By default is wait infinitely.
     pub fn set_timeout_sec(&mut self, timeout_sec: u32) -> &mut Self {
         self.timeout_sec = timeout_sec;
         self
