@@ -991,6 +991,8 @@ fn rate(bytes: i64, elapsed: std::time::Duration) -> String {
 
 /// Applies one blob, read as it downloads, onto `root` and checks its
 /// diff_id. The blob's end is reached only once its digest has verified.
+/// With a `budget` spent, whatever error stopped the unpack is reported as
+/// the cap's (the tar parser only saw its stream end).
 fn apply(
     image: &str,
     digest: &str,
@@ -1000,51 +1002,43 @@ fn apply(
     whiteouts: Whiteouts,
     budget: Option<Arc<budget::Budget>>,
 ) -> Result<(), Error> {
-    let too_large = |err: Error| match &budget {
+    let cap = budget.clone();
+    let too_large = |err: Error| match &cap {
         Some(b) if b.exceeded() => Error::Unpacked { image: image.into(), max: b.max(), source: Box::new(err) },
         _ => err,
     };
-    apply_within(image, digest, blob, diff_id, root, whiteouts, budget.clone()).map_err(too_large)
-}
-
-fn apply_within(
-    image: &str,
-    digest: &str,
-    blob: FeedReader,
-    diff_id: &str,
-    root: &root::Root,
-    whiteouts: Whiteouts,
-    budget: Option<Arc<budget::Budget>>,
-) -> Result<(), Error> {
     let read_err = |source| Error::ReadLayer {
         image: image.into(),
         digest: digest.into(),
         source,
     };
-    // On an unpack error the inflater is left to end on its own: it stops
-    // at its next chunk, or when the download ends.
-    let (pipe, inflater) = layer::inflate_in_thread(blob).map_err(read_err)?;
-    let pipe = budget::Bounded::new(pipe, budget);
-    let mut pipe = unpack::apply_layer_as(root, pipe, whiteouts).map_err(|source| Error::Unpack {
-        image: image.into(),
-        digest: digest.into(),
-        source,
-    })?;
-    // What the tar parser left: the end-of-archive padding.
-    io::copy(&mut pipe, &mut io::sink()).map_err(read_err)?;
-    let actual = inflater
-        .join()
-        .map_err(|_| Error::Task { image: image.into(), digest: digest.into() })?
-        .map_err(read_err)?;
-    if actual != diff_id {
-        return Err(Error::DiffId {
+    let applied = || -> Result<(), Error> {
+        // On an unpack error the inflater is left to end on its own: it
+        // stops at its next chunk, or when the download ends.
+        let (pipe, inflater) = layer::inflate_in_thread(blob).map_err(read_err)?;
+        let pipe = budget::Bounded::new(pipe, budget);
+        let mut pipe = unpack::apply_layer_as(root, pipe, whiteouts).map_err(|source| Error::Unpack {
             image: image.into(),
             digest: digest.into(),
-            expected: diff_id.into(),
-            actual,
-        });
-    }
-    Ok(())
+            source,
+        })?;
+        // What the tar parser left: the end-of-archive padding.
+        io::copy(&mut pipe, &mut io::sink()).map_err(read_err)?;
+        let actual = inflater
+            .join()
+            .map_err(|_| Error::Task { image: image.into(), digest: digest.into() })?
+            .map_err(read_err)?;
+        if actual != diff_id {
+            return Err(Error::DiffId {
+                image: image.into(),
+                digest: digest.into(),
+                expected: diff_id.into(),
+                actual,
+            });
+        }
+        Ok(())
+    };
+    applied().map_err(too_large)
 }
 
 /// Layer media types we unpack (OCI and Docker; any compression, since
