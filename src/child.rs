@@ -165,7 +165,7 @@ pub fn normal_priority() {
 /// up to 20 ms of looking).
 fn wait_until(child: &mut Child, deadline: Option<Instant>) -> std::io::Result<Option<ExitStatus>> {
     use rustix::event::{poll, PollFd, PollFlags, Timespec};
-    let pidfd = rustix::process::pidfd_open(rustix::process::Pid::from_child(child), rustix::process::PidfdFlags::empty()).ok();
+    let mut pidfd = rustix::process::pidfd_open(rustix::process::Pid::from_child(child), rustix::process::PidfdFlags::empty()).ok();
     loop {
         if let Some(status) = child.try_wait()? {
             return Ok(Some(status));
@@ -181,9 +181,9 @@ fn wait_until(child: &mut Child, deadline: Option<Instant>) -> std::io::Result<O
                 let timeout = Timespec { tv_sec: step.as_secs().try_into().unwrap_or(1), tv_nsec: step.subsec_nanos().into() };
                 match poll(&mut [PollFd::new(fd, PollFlags::IN)], Some(&timeout)) {
                     Ok(_) | Err(rustix::io::Errno::INTR) => {}
-                    // Never spin on a poll that fails at once: look every
-                    // POLL instead, as without a pidfd.
-                    Err(_) => std::thread::sleep(POLL.min(step)),
+                    // Never spin on a poll that fails at once: from here on
+                    // look every POLL, as without a pidfd.
+                    Err(_) => pidfd = None,
                 }
             }
             None => std::thread::sleep(POLL.min(left)),

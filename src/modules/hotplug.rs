@@ -13,6 +13,7 @@
 //! 1 reads the same socket itself ([`Listener::drain`]): the devices its
 //! loads made appear, so its passes after the first need no sysfs scan.
 
+use std::collections::BTreeSet;
 use std::os::fd::{AsFd, AsRawFd, OwnedFd};
 use std::process::{Command, Stdio};
 
@@ -90,10 +91,10 @@ impl Listener {
     /// are the kernel's own, parsed as the child parses them (the same
     /// `MODALIAS=` a sysfs scan reads from each device's `uevent` file);
     /// the queue is bounded by the socket's receive buffer.
-    pub fn drain(&self) -> Option<Vec<String>> {
+    pub fn drain(&self) -> Option<BTreeSet<String>> {
         use nix::sys::socket::{recvmsg, MsgFlags};
         let mut buf = vec![0u8; uevent::MAX_LEN + 1];
-        let mut modaliases = std::collections::BTreeSet::new();
+        let mut modaliases = BTreeSet::new();
         for _ in 0..DRAIN_MAX {
             let mut iov = [std::io::IoSliceMut::new(&mut buf)];
             let received = recvmsg::<NetlinkAddr>(self.0.as_raw_fd(), &mut iov, None, MsgFlags::MSG_DONTWAIT)
@@ -107,7 +108,7 @@ impl Listener {
                 }
                 // Not the kernel's, or longer than any uevent: not a device.
                 Ok(_) => {}
-                Err(Errno::EAGAIN) => return Some(modaliases.into_iter().collect()),
+                Err(Errno::EAGAIN) => return Some(modaliases),
                 Err(Errno::EINTR) => {}
                 Err(errno) => {
                     debug!(%errno, "uevents not read (ENOBUFS: some were lost); coldplug scans sysfs");

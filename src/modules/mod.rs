@@ -173,7 +173,8 @@ pub fn kernel_modules_dir() -> Result<PathBuf, Error> {
 /// a later one takes the devices from `announced` (the `add` uevents queued
 /// since its last call, see [`hotplug::Listener::drain`]) and scans again
 /// only when that returns `None` (no socket, or events were lost). With
-/// the uevents a boot scans sysfs once instead of three times. `network_ready` is called once, as soon as the first pass
+/// the uevents a boot scans sysfs once instead of three times.
+/// `network_ready` is called once, as soon as the first pass
 /// that loads network drivers has loaded them all (their links exist) and
 /// what DHCP needs besides (`af_packet` when modular), before
 /// the rest of that pass, or at the end when no pass loaded one (built-in
@@ -183,7 +184,7 @@ pub fn coldplug(
     sys_dir: &Path,
     policy: &Policy,
     named: &[&str],
-    announced: &mut dyn FnMut() -> Option<Vec<String>>,
+    announced: &mut dyn FnMut() -> Option<BTreeSet<String>>,
     network_ready: &mut dyn FnMut(&[String]),
 ) -> Result<Report, Error> {
     let start = Instant::now();
@@ -235,7 +236,7 @@ fn coldplug_with(
     sys_dir: &Path,
     loader: &mut dyn Loader,
     policy: &Policy,
-    announced: &mut dyn FnMut() -> Option<Vec<String>>,
+    announced: &mut dyn FnMut() -> Option<BTreeSet<String>>,
     network_ready: &mut dyn FnMut(&[String]),
 ) -> Report {
     let start = Instant::now();
@@ -255,7 +256,7 @@ fn coldplug_with(
         // Read before the first scan too: what was queued then, the scan
         // sees; what comes after it, the next pass reads.
         let modaliases = match announced() {
-            Some(devices) if pass > 1 => devices.into_iter().collect(),
+            Some(devices) if pass > 1 => devices,
             _ => {
                 let scan = Instant::now();
                 let found = sysfs::modaliases(sys_dir);
@@ -578,7 +579,7 @@ kernel/crypto/cryptd.ko:
         index: &Index,
         rec: &mut Recorder,
         policy: &Policy,
-        announced: &mut dyn FnMut() -> Option<Vec<String>>,
+        announced: &mut dyn FnMut() -> Option<BTreeSet<String>>,
         network_ready: &mut dyn FnMut(&[String]),
     ) -> Report {
         let (modules_dir, sys) = (rec.modules_dir.clone(), rec.sys.clone());
@@ -639,10 +640,10 @@ kernel/crypto/cryptd.ko:
     /// events or no socket (`None`) mean a scan. The same modules load.
     #[test]
     fn later_passes_take_the_announced_devices_and_scan_only_without_them() {
-        let virtio = || Some(vec!["virtio:d00000001v00001AF4".to_string(), "virtio:d00000002v00001AF4".to_string()]);
-        let empty = || Some(Vec::new());
+        let virtio = || Some(BTreeSet::from(["virtio:d00000001v00001AF4".to_string(), "virtio:d00000002v00001AF4".to_string()]));
+        let empty = || Some(BTreeSet::new());
         // What each call of `announced` returns, then sysfs scans, passes.
-        type Case = (Vec<Option<Vec<String>>>, u32, u32);
+        type Case = (Vec<Option<BTreeSet<String>>>, u32, u32);
         let cases: [Case; 4] = [
             // Pass 1 scans (the queue's early events are covered by it),
             // pass 2 reads the two virtio devices, pass 3 an empty queue.
